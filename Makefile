@@ -1,0 +1,128 @@
+# jobpool: build, test, demo, asan, valgrind, lint, bench.
+# Everything is overridable: make CC=clang CFLAGS="-O0 -g".
+
+VERSION  ?= 0.1.0
+CC       ?= cc
+CFLAGS   ?= -O2 -g
+B        ?= build
+PKGS      = librabbitmq libcurl libcjson yaml-0.1 libmicrohttpd
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
+WARN      = -std=c11 -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral
+ALL_CFLAGS = $(WARN) $(CFLAGS) -DJP_VERSION='"$(VERSION)"' -Icontroller/src $(PKG_CFLAGS) -MMD -MP
+LDLIBS    = $(PKG_LIBS) -lpthread -lm
+
+CTRL_SRC  := $(wildcard controller/src/*.c)
+CTRL_OBJ   = $(patsubst controller/src/%.c,$(B)/ctrl/%.o,$(CTRL_SRC))
+WORK_SRC  := $(wildcard worker-image/src/*.c)
+WORK_OBJ   = $(patsubst worker-image/src/%.c,$(B)/worker/%.o,$(WORK_SRC))
+# Modules the worker shares with the controller.
+WORK_SHARED = err log util
+
+CONTROLLER = $(B)/jobpool-controller
+WORKER     = $(B)/jobpool-worker
+
+# Each test names the controller modules it links (and nothing else), so a module that is being
+# rewritten cannot break the build of an unrelated test.
+DEPS_test_err       = err
+DEPS_test_util      = util err
+DEPS_test_log       = log err
+DEPS_test_config    = config yamljson util log err
+DEPS_test_yamljson  = yamljson util err
+DEPS_test_http      = http util log err
+DEPS_test_rmq       = rmq http util log err
+DEPS_test_kube      = kube http yamljson util log err
+DEPS_test_kubeconfig = kube http yamljson util log err
+DEPS_test_scale     = scale util err
+DEPS_test_scale_sim = scale util err
+DEPS_test_backend_local = backend_local util log err config yamljson
+DEPS_test_metrics   = metrics util log err
+DEPS_test_reconcile = reconcile scale rmq kube backend_kube backend_local metrics leader config yamljson http util log err
+# Integration tests (need the real broker / API server started by tests/env/*.sh).
+DEPS_it_rmq         = rmq http util log err
+DEPS_it_kube        = kube http yamljson util log err
+
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+UNIT_BIN   = $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
+IT_SRC    := $(wildcard tests/integration/it_*.c)
+IT_BIN     = $(patsubst tests/integration/%.c,$(B)/tests/%,$(IT_SRC))
+
+.PHONY: all deps unit integration test asan valgrind lint demo bench clean fuzz e2e images manifests
+all: $(CONTROLLER) $(WORKER)
+	@mkdir -p controller worker-image
+	@ln -sf ../$(CONTROLLER) controller/jobpool-controller
+	@ln -sf ../$(WORKER) worker-image/jobpool-worker
+
+deps:
+	@tests/env/deps.sh test
+
+$(B)/ctrl/%.o: controller/src/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(B)/worker/%.o: worker-image/src/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Iworker-image/src -c $< -o $@
+
+$(CONTROLLER): $(CTRL_OBJ)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(WORKER): $(WORK_OBJ) $(patsubst %,$(B)/ctrl/%.o,$(WORK_SHARED))
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+.SECONDEXPANSION:
+$(B)/tests/test_%: tests/unit/test_%.c $$(addprefix $(B)/ctrl/,$$(addsuffix .o,$$(DEPS_test_$$*)))
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Itests/unit $^ -o $@ $(LDLIBS) $(CMOCKA_LIBS)
+
+$(B)/tests/it_%: tests/integration/it_%.c $$(addprefix $(B)/ctrl/,$$(addsuffix .o,$$(DEPS_it_$$*)))
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Itests/unit $^ -o $@ $(LDLIBS) $(CMOCKA_LIBS)
+
+# Fast edit-compile loop: unit tests only, no services.
+unit: $(UNIT_BIN) all
+	@tests/run-tests.sh unit $(UNIT_BIN)
+
+# Tests against a real RabbitMQ (and, where built, a real kube-apiserver).
+integration: $(IT_BIN) all
+	@B=$(abspath $(B)) tests/integration/run.sh $(IT_BIN)
+
+# The full suite that CI runs. Installs what is missing first.
+test:
+	@tests/env/deps.sh test
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory integration
+	@$(MAKE) --no-print-directory lint
+
+asan:
+	@$(MAKE) --no-print-directory B=build/asan CC=$(CC) \
+	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	  LDFLAGS="-fsanitize=address,undefined" unit
+
+valgrind:
+	@$(MAKE) --no-print-directory B=build/vg CFLAGS="-O0 -g" $$(echo $(UNIT_BIN) | sed 's#$(B)/#build/vg/#g') all
+	@VALGRIND="valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect" \
+	  tests/run-tests.sh unit $(patsubst $(B)/%,build/vg/%,$(UNIT_BIN))
+
+BANNED = sprintf|strcpy|strcat|atoi|strtok|gets
+lint:
+	@echo "lint: banned functions"
+	@! grep -nE '(^|[^_a-zA-Z0-9.>])($(BANNED))[[:space:]]*\(' controller/src/*.[ch] worker-image/src/*.[ch] \
+	  || { echo "lint: banned function used (see above)"; exit 1; }
+	@echo "lint: cppcheck"
+	@cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr \
+	  --suppress=missingIncludeSystem -Icontroller/src controller/src worker-image/src
+
+demo: all
+	@tests/env/deps.sh test
+	@tests/demo/demo.sh
+
+bench: all
+	@for b in bench/*.sh; do [ -x "$$b" ] && "$$b"; done
+
+clean:
+	rm -rf build controller/jobpool-controller worker-image/jobpool-worker
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -1,0 +1,104 @@
+/* config.h: the controller's configuration as plain structs, loaded from YAML and validated. */
+#ifndef JP_CONFIG_H
+#define JP_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+
+struct cJSON;
+
+enum cfg_backend { CFG_BACKEND_KUBE = 0, CFG_BACKEND_LOCAL };
+enum cfg_depth_source { CFG_DEPTH_MANAGEMENT = 0, CFG_DEPTH_AMQP };
+
+/* A credential reference: exactly one of env or file is set. Never an inline value. */
+struct cfg_secret {
+    char *env;
+    char *file;
+};
+
+struct cfg_rabbitmq {
+    char *management_url;          /* default http://rabbitmq:15672 */
+    char *amqp_url;                /* default amqp://rabbitmq:5672 */
+    char *vhost;                   /* default "/" */
+    struct cfg_secret username;
+    struct cfg_secret password;
+    char *ca_file;                 /* NULL: system CAs; TLS is always verified */
+    int64_t timeout_ms;            /* total request timeout, default 3s */
+    int64_t connect_timeout_ms;    /* default 1s */
+    size_t max_body;               /* response size cap, default 8 MiB */
+    enum cfg_depth_source depth_source;
+};
+
+struct cfg_kubernetes {
+    bool in_cluster;               /* default true unless kubeconfig is given */
+    char *kubeconfig;
+    char *context;
+    char *namespace_;              /* default "default" (or the service account's namespace) */
+    double qps;                    /* client-side create rate limit, default 50 */
+    int concurrency;               /* parallel creates, default 8 */
+};
+
+struct cfg_leader {
+    bool enabled;                  /* default false */
+    char *lease_name;              /* default "jobpool-leader" */
+    int64_t lease_duration_ms;     /* 15s */
+    int64_t renew_deadline_ms;     /* 10s */
+    int64_t retry_period_ms;       /* 2s */
+};
+
+struct cfg_pool {
+    char *name;                    /* DNS-1123 label */
+    char *queue;                   /* exactly one of queue, queue_regex */
+    char *queue_regex;
+    char *vhost;                   /* default rabbitmq.vhost (filled in by cfg_load) */
+    int max_active;                /* required, >= 1 */
+    int min_active;                /* default 0 */
+    int spare_workers;             /* default 0 */
+    int max_start_per_tick;        /* default 20 */
+    int messages_per_worker;       /* default 1 */
+    int max_attempts;              /* handed to workers, default 3 */
+    int64_t pending_timeout_ms;    /* default 5m */
+    int64_t idle_timeout_ms;       /* default 30s */
+    int successful_history;        /* default 10 */
+    int failed_history;            /* default 10 */
+    int ttl_seconds_after_finished; /* default 600; -1 means unset */
+    char **worker_command;         /* local backend argv, NULL-terminated; NULL: jobpool-worker */
+    size_t worker_argc;
+    struct cJSON *job_template;    /* kube backend: a batch/v1 JobSpec; owned; may be NULL */
+    char hash[17];                 /* hex FNV-1a of the pool's settings, for annotations */
+    int line;                      /* source line of the pool entry */
+};
+
+struct cfg {
+    char *path;
+    int64_t poll_interval_ms;      /* default 2s */
+    int max_active_total;          /* 0 = no global cap */
+    enum cfg_backend backend;      /* default kube */
+    enum log_format log_format;    /* default text */
+    enum log_level log_level;      /* default info */
+    char *metrics_address;         /* default 127.0.0.1:9090; "" disables */
+    struct cfg_rabbitmq rabbitmq;
+    struct cfg_kubernetes kubernetes;
+    struct cfg_leader leader;
+    struct cfg_pool *pools;
+    size_t npools;
+};
+
+/* Load and validate path. On failure returns JP_ECONFIG (or JP_EIO/JP_ENOMEM), *out is NULL and
+ * err holds one line such as "config.yaml:14:5: pools[1].maxActive: must be >= 1, got -3".
+ * The caller frees *out with cfg_free. */
+int cfg_load(const char *path, struct cfg **out, char *err, size_t errlen);
+/* Same, from a string; name is used in messages in place of the file name. */
+int cfg_load_string(const char *yaml, size_t len, const char *name, struct cfg **out, char *err,
+                    size_t errlen);
+void cfg_free(struct cfg *c);
+
+/* Resolve a credential reference: the env variable's value or the file's content (trailing
+ * newline trimmed). Returns 0 and a malloc'd *out, or JP_ENOTFOUND/JP_EIO with *out NULL. The
+ * value is registered with log_add_secret so it can never be logged. */
+int cfg_secret_read(const struct cfg_secret *s, char **out);
+
+#endif

@@ -1,0 +1,293 @@
+/* http.c: the only file that includes curl: a reusable client with capped bodies. */
+#define _GNU_SOURCE
+#include "http.h"
+#include "err.h"
+#include "util.h"
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+struct http_client {
+    CURL *curl;
+    struct http_opts o;         /* strings below are owned copies */
+    char *userpwd;
+    struct curl_slist *auth_hdr; /* Authorization: Bearer ... */
+    struct dbuf body;
+    long retry_after;
+};
+
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static unsigned long n_requests;
+static unsigned long long n_bytes;
+
+static void global_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+unsigned long http_request_count(void) { return __atomic_load_n(&n_requests, __ATOMIC_RELAXED); }
+unsigned long long http_bytes_received(void) { return __atomic_load_n(&n_bytes, __ATOMIC_RELAXED); }
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
+{
+    struct http_client *c = ud;
+    size_t len = size * n;
+    if (dbuf_append(&c->body, p, len) != 0) return 0; /* aborts with CURLE_WRITE_ERROR */
+    return len;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud)
+{
+    struct http_client *c = ud;
+    size_t len = size * n;
+    static const char name[] = "retry-after:";
+    if (len > sizeof name && strncasecmp(p, name, sizeof name - 1) == 0) {
+        char v[32];
+        size_t vl = len - (sizeof name - 1);
+        if (vl >= sizeof v) vl = sizeof v - 1;
+        memcpy(v, p + sizeof name - 1, vl);
+        v[vl] = '\0';
+        char *s = v;
+        while (*s == ' ') s++;
+        s[strcspn(s, "\r\n ")] = '\0';
+        int64_t secs;
+        if (util_parse_int64(s, 0, 86400, &secs) == 0) c->retry_after = (long)secs;
+    }
+    return len;
+}
+
+static void opts_free(struct http_opts *o)
+{
+    free((char *)o->ca_file);
+    free((char *)o->ca_pem);
+    free((char *)o->cert_pem);
+    free((char *)o->key_pem);
+    free((char *)o->cert_file);
+    free((char *)o->key_file);
+    free((char *)o->username);
+    free((char *)o->password);
+    free((char *)o->bearer);
+}
+
+void http_client_free(struct http_client *c)
+{
+    if (!c) return;
+    if (c->curl) curl_easy_cleanup(c->curl);
+    curl_slist_free_all(c->auth_hdr);
+    if (c->userpwd) {
+        explicit_bzero(c->userpwd, strlen(c->userpwd));
+        free(c->userpwd);
+    }
+    if (c->o.password) explicit_bzero((char *)c->o.password, strlen(c->o.password));
+    opts_free(&c->o);
+    dbuf_free(&c->body);
+    free(c);
+}
+
+int http_client_set_bearer(struct http_client *c, const char *token)
+{
+    curl_slist_free_all(c->auth_hdr);
+    c->auth_hdr = NULL;
+    free((char *)c->o.bearer);
+    c->o.bearer = NULL;
+    if (!token) return 0;
+    c->o.bearer = strdup(token);
+    struct dbuf h;
+    dbuf_init(&h, 64 * 1024);
+    int rc = dbuf_printf(&h, "Authorization: Bearer %s", token);
+    if (!rc && !c->o.bearer) rc = JP_ENOMEM;
+    if (!rc) {
+        c->auth_hdr = curl_slist_append(NULL, h.data);
+        if (!c->auth_hdr) rc = JP_ENOMEM;
+    }
+    if (h.data) explicit_bzero(h.data, h.len);
+    dbuf_free(&h);
+    return rc;
+}
+
+static void set_blob(CURL *curl, CURLoption opt, const char *pem)
+{
+    struct curl_blob blob = {.data = (void *)pem, .len = strlen(pem), .flags = CURL_BLOB_COPY};
+    curl_easy_setopt(curl, opt, &blob);
+}
+
+int http_client_new(const struct http_opts *opts, struct http_client **out)
+{
+    *out = NULL;
+    pthread_once(&global_once, global_init);
+    struct http_client *c = calloc(1, sizeof *c);
+    int rc = JP_ENOMEM;
+    if (!c) return rc;
+    c->o.timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 3000;
+    c->o.connect_timeout_ms = opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 1000;
+    c->o.max_body = opts->max_body ? opts->max_body : (size_t)8 << 20;
+    c->o.insecure = opts->insecure;
+#define COPY_(f)                                                            \
+    if (opts->f && !(c->o.f = strdup(opts->f))) goto out;
+    COPY_(ca_file) COPY_(ca_pem) COPY_(cert_pem) COPY_(key_pem) COPY_(cert_file)
+    COPY_(key_file) COPY_(username) COPY_(password)
+#undef COPY_
+    dbuf_init(&c->body, c->o.max_body);
+    if (!(c->curl = curl_easy_init())) goto out;
+    if (opts->bearer && (rc = http_client_set_bearer(c, opts->bearer)) != 0) goto out;
+    rc = JP_ENOMEM;
+
+    CURL *h = c->curl;
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->o.timeout_ms);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->o.connect_timeout_ms);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, c);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, c);
+    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
+    curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->o.max_body);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "jobpool/" JP_VERSION);
+    if (c->o.insecure) {
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+    if (c->o.ca_file) curl_easy_setopt(h, CURLOPT_CAINFO, c->o.ca_file);
+    if (c->o.ca_pem) set_blob(h, CURLOPT_CAINFO_BLOB, c->o.ca_pem);
+    if (c->o.cert_pem) set_blob(h, CURLOPT_SSLCERT_BLOB, c->o.cert_pem);
+    if (c->o.key_pem) set_blob(h, CURLOPT_SSLKEY_BLOB, c->o.key_pem);
+    if (c->o.cert_file) curl_easy_setopt(h, CURLOPT_SSLCERT, c->o.cert_file);
+    if (c->o.key_file) curl_easy_setopt(h, CURLOPT_SSLKEY, c->o.key_file);
+    if (c->o.username) {
+        curl_easy_setopt(h, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+        curl_easy_setopt(h, CURLOPT_USERNAME, c->o.username);
+        curl_easy_setopt(h, CURLOPT_PASSWORD, c->o.password ? c->o.password : "");
+    }
+    rc = 0;
+out:
+    if (rc) http_client_free(c);
+    else *out = c;
+    return rc;
+}
+
+void http_response_free(struct http_response *resp)
+{
+    if (!resp) return;
+    free(resp->body);
+    memset(resp, 0, sizeof *resp);
+    resp->retry_after_s = -1;
+}
+
+static int map_curl(CURLcode cc, bool toobig)
+{
+    switch (cc) {
+    case CURLE_OK: return 0;
+    case CURLE_WRITE_ERROR: return toobig ? JP_ETOOBIG : JP_ENETWORK;
+    case CURLE_FILESIZE_EXCEEDED: return JP_ETOOBIG;
+    case CURLE_OPERATION_TIMEDOUT: return JP_ETIMEOUT;
+    case CURLE_COULDNT_CONNECT: return JP_ECONNREFUSED;
+    case CURLE_COULDNT_RESOLVE_HOST: case CURLE_COULDNT_RESOLVE_PROXY: return JP_EDNS;
+    case CURLE_SSL_CONNECT_ERROR: case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM: case CURLE_SSL_CIPHER: case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR: case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_CRL_BADFILE: case CURLE_SSL_INVALIDCERTSTATUS:
+        return JP_ETLS;
+    case CURLE_OUT_OF_MEMORY: return JP_ENOMEM;
+    case CURLE_URL_MALFORMAT: case CURLE_UNSUPPORTED_PROTOCOL: return JP_EINVAL;
+    default: return JP_ENETWORK;
+    }
+}
+
+int http_request(struct http_client *c, const char *method, const char *url, const char *body,
+                 size_t body_len, struct http_response *resp)
+{
+    memset(resp, 0, sizeof *resp);
+    resp->retry_after_s = -1;
+    CURL *h = c->curl;
+    struct curl_slist *hdrs = NULL, *tail;
+    int rc = JP_ENOMEM;
+
+    for (struct curl_slist *a = c->auth_hdr; a; a = a->next)
+        if (!(tail = curl_slist_append(hdrs, a->data))) goto out;
+        else hdrs = tail;
+    if (!(tail = curl_slist_append(hdrs, "Accept: application/json"))) goto out;
+    hdrs = tail;
+    if (body) {
+        const char *ct = strcmp(method, "PATCH") == 0 ? "Content-Type: application/merge-patch+json"
+                                                      : "Content-Type: application/json";
+        if (!(tail = curl_slist_append(hdrs, ct))) goto out;
+        hdrs = tail;
+    }
+    dbuf_reset(&c->body);
+    c->retry_after = -1;
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    if (strcmp(method, "GET") == 0) {
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, NULL);
+        curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+    } else {
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body ? body : "");
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(body ? body_len : 0));
+        if (strcmp(method, "DELETE") == 0 && !body) curl_easy_setopt(h, CURLOPT_POSTFIELDS, NULL);
+    }
+    char errbuf[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+    CURLcode cc = curl_easy_perform(h);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+    __atomic_add_fetch(&n_requests, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&n_bytes, (unsigned long long)c->body.len, __ATOMIC_RELAXED);
+
+    rc = map_curl(cc, c->body.toobig);
+    if (rc) {
+        if (rc == JP_ETOOBIG)
+            snprintf(resp->error, sizeof resp->error, "response over the %zu byte cap",
+                     c->o.max_body);
+        else
+            snprintf(resp->error, sizeof resp->error, "%s", errbuf[0] ? errbuf
+                                                                      : curl_easy_strerror(cc));
+        goto out;
+    }
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
+    resp->retry_after_s = c->retry_after;
+    resp->len = c->body.len;
+    resp->body = dbuf_take(&c->body);
+    if (!resp->body) rc = JP_ENOMEM;
+out:
+    curl_slist_free_all(hdrs);
+    return rc;
+}
+
+int http_status_err(long status)
+{
+    if (status >= 200 && status < 300) return 0;
+    switch (status) {
+    case 401: return JP_EUNAUTHORIZED;
+    case 403: return JP_EFORBIDDEN;
+    case 404: return JP_ENOTFOUND;
+    case 409: return JP_ECONFLICT;
+    case 410: return JP_EGONE;
+    case 422: return JP_EINVALID;
+    case 429: return JP_ETHROTTLED;
+    default: return status >= 500 && status < 600 ? JP_ESERVER : JP_EHTTP;
+    }
+}
+
+char *http_escape(const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = strlen(s);
+    char *out = malloc(n * 3 + 1), *o = out;
+    if (!out) return NULL;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+            ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+            *o++ = (char)ch;
+        } else {
+            *o++ = '%';
+            *o++ = hex[ch >> 4];
+            *o++ = hex[ch & 15];
+        }
+    }
+    *o = '\0';
+    return out;
+}

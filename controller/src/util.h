@@ -1,0 +1,49 @@
+/* util.h: small shared helpers: durations, checked integer parsing, a capped buffer, clocks. */
+#ifndef JP_UTIL_H
+#define JP_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Parse "500ms", "2s", "5m", "1h", "1m30s" into milliseconds (> 0 unless allow_zero and "0").
+ * Returns 0, JP_EINVAL (malformed) or JP_ERANGE (overflow). */
+int util_parse_duration(const char *s, int64_t *out_ms);
+/* Format ms as the shortest of "500ms", "2s", "5m", "1h" that is exact. */
+void util_format_duration(int64_t ms, char *out, size_t outlen);
+/* Parse a whole decimal integer in [min, max]; JP_EINVAL when not a number, JP_ERANGE outside. */
+int util_parse_int64(const char *s, int64_t min, int64_t max, int64_t *out);
+
+/* Milliseconds on CLOCK_MONOTONIC and CLOCK_REALTIME. */
+int64_t util_now_ms(void);
+int64_t util_wall_ms(void);
+/* Parse RFC 3339 "2026-11-28T01:02:03Z" (fraction and offset allowed) to unix ms; 0 or JP_EINVAL. */
+int util_parse_rfc3339(const char *s, int64_t *out_ms);
+
+/* A growable byte buffer with a hard cap: going over the cap is an error, never a crash. Always
+ * NUL-terminated after a successful append. */
+struct dbuf {
+    char *data;
+    size_t len;
+    size_t alloc;
+    size_t cap;      /* maximum len; 0 means 8 MiB */
+    bool toobig;     /* set when an append was refused for the cap */
+};
+void dbuf_init(struct dbuf *b, size_t cap);
+/* Append n bytes: 0, JP_ETOOBIG (sets toobig, leaves contents) or JP_ENOMEM. */
+int dbuf_append(struct dbuf *b, const void *p, size_t n);
+int dbuf_printf(struct dbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void dbuf_reset(struct dbuf *b);
+/* Hand the data to the caller (who frees it) and reset b. Never NULL unless out of memory. */
+char *dbuf_take(struct dbuf *b);
+void dbuf_free(struct dbuf *b);
+
+/* strdup that accepts NULL (returns NULL). */
+char *util_strdup(const char *s);
+/* FNV-1a 64 bit, for config hashes. */
+uint64_t util_fnv1a(const void *p, size_t n, uint64_t seed);
+/* Read a whole small file (<= cap bytes) into a NUL-terminated string, trailing newlines
+ * trimmed when trim is set. Returns 0, JP_EIO or JP_ETOOBIG; *out is NULL on failure. */
+int util_read_file(const char *path, size_t cap, bool trim, char **out);
+
+#endif

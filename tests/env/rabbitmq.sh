@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Start and stop a private RabbitMQ (Debian's rabbitmq-server) on loopback for tests.
+#   eval "$(tests/env/rabbitmq.sh start)"   prints export lines: JOBPOOL_RMQ_DIR, the URLs, a user
+#   tests/env/rabbitmq.sh url  [DIR]         prints the AMQP and management URLs again
+#   tests/env/rabbitmq.sh stop [DIR]         stops it, leaves no process behind, removes DIR
+#   tests/env/rabbitmq.sh restart [DIR]      stops the node and starts it again on the same data
+# Each instance has its own node name, ports, epmd, cookie, mnesia and log directories, so two
+# can run side by side. Errors go to stderr with the broker's log tail; the exit code is non-zero.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+die() { echo "rabbitmq.sh: $*" >&2; exit 1; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+as_rabbit() {
+  # shellcheck disable=SC1091
+  . "$dir/env"
+  runuser -u rabbitmq -- env HOME="$dir" RABBITMQ_NODENAME="$NODENAME" \
+    RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT="$AMQP_PORT" \
+    RABBITMQ_DIST_PORT="$DIST_PORT" ERL_EPMD_PORT="$EPMD_PORT" ERL_EPMD_ADDRESS=127.0.0.1 \
+    RABBITMQ_MNESIA_BASE="$dir/mnesia" RABBITMQ_LOG_BASE="$dir/log" \
+    RABBITMQ_CONFIG_FILE="$dir/rabbitmq.conf" RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
+    RABBITMQ_PID_FILE="$dir/rabbit.pid" RABBITMQ_LOGS="$dir/log/rabbit.log" \
+    RABBITMQ_ADVANCED_CONFIG_FILE="$dir/advanced.config" "$@"
+}
+
+api() { # METHOD PATH [BODY]: as the bootstrap guest user, which is allowed on loopback only
+  curl -fsS -u guest:guest -X "$1" -H 'content-type: application/json' \
+    ${3:+--data "$3"} "http://127.0.0.1:$MGMT_PORT$2"
+}
+
+launch() {
+  as_rabbit setsid rabbitmq-server >>"$dir/log/stdout.log" 2>&1 </dev/null &
+  echo $! > "$dir/launcher.pid"
+  # Ready when the management API answers /api/overview (about 15 s on a cold start).
+  local i
+  for i in $(seq 1 120); do
+    if curl -fsS -m 2 -u guest:guest "http://127.0.0.1:$MGMT_PORT/api/overview" >/dev/null 2>&1; then
+      return 0
+    fi
+    if ! kill -0 "$(cat "$dir/launcher.pid")" 2>/dev/null; then
+      tail -n 30 "$dir/log/stdout.log" "$dir"/log/*.log >&2 2>/dev/null || true
+      die "rabbitmq-server exited during start-up (logs above, in $dir/log)"
+    fi
+    sleep 0.5
+  done
+  tail -n 30 "$dir/log/stdout.log" >&2 || true
+  die "management API did not answer on 127.0.0.1:$MGMT_PORT within 60 s"
+}
+
+halt() {
+  [ -f "$dir/env" ] || return 0
+  # shellcheck disable=SC1091
+  . "$dir/env"
+  local pid pgid
+  for f in rabbit.pid launcher.pid; do
+    [ -f "$dir/$f" ] || continue
+    pid=$(cat "$dir/$f")
+    kill -0 "$pid" 2>/dev/null || continue
+    pgid=$(ps -o pgid= -p "$pid" | tr -d ' ')
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    if [ -n "$pgid" ] && [ "$pgid" != "$(ps -o pgid= -p $$ | tr -d ' ')" ]; then
+      kill -KILL -- "-$pgid" 2>/dev/null || true
+    fi
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  rm -f "$dir/rabbit.pid" "$dir/launcher.pid"
+  # The epmd this instance started listens on its own port: end it too.
+  pid=$(ss -Hltnp "sport = :$EPMD_PORT" 2>/dev/null | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -n1)
+  [ -z "$pid" ] || kill "$pid" 2>/dev/null || true
+}
+
+print_env() {
+  # shellcheck disable=SC1091
+  . "$dir/env"
+  echo "export JOBPOOL_RMQ_DIR='$dir'"
+  echo "export JOBPOOL_TEST_AMQP_URL='amqp://$USER_NAME:$USER_PASS@127.0.0.1:$AMQP_PORT/'"
+  echo "export JOBPOOL_TEST_MGMT_URL='http://127.0.0.1:$MGMT_PORT'"
+  echo "export JOBPOOL_TEST_RMQ_USER='$USER_NAME'"
+  echo "export JOBPOOL_TEST_RMQ_PASS='$USER_PASS'"
+  echo "export JOBPOOL_TEST_AMQP_PORT='$AMQP_PORT'"
+}
+
+cmd=${1:-}
+case "$cmd" in
+  start)
+    command -v rabbitmq-server >/dev/null || "$here/deps.sh" test >&2
+    command -v rabbitmq-server >/dev/null || die "rabbitmq-server is not installed"
+    dir=$(mktemp -d /tmp/jobpool-rmq.XXXXXX)
+    chmod 0755 "$dir"
+    mkdir -p "$dir/mnesia" "$dir/log"
+    id=$(basename "$dir" | tr -dc 'a-zA-Z0-9')
+    AMQP_PORT=$(free_port); MGMT_PORT=$(free_port); DIST_PORT=$(free_port); EPMD_PORT=$(free_port)
+    USER_PASS=$(head -c 18 /dev/urandom | base64 | tr -dc 'a-zA-Z0-9')
+    cat > "$dir/env" <<EOV
+NODENAME=jobpool-$id@localhost
+AMQP_PORT=$AMQP_PORT
+MGMT_PORT=$MGMT_PORT
+DIST_PORT=$DIST_PORT
+EPMD_PORT=$EPMD_PORT
+USER_NAME=jobpool
+USER_PASS=$USER_PASS
+EOV
+    cat > "$dir/rabbitmq.conf" <<EOV
+listeners.tcp.default = 127.0.0.1:$AMQP_PORT
+management.tcp.ip = 127.0.0.1
+management.tcp.port = $MGMT_PORT
+loopback_users.guest = true
+log.console = false
+log.file.level = warning
+EOV
+    echo '[rabbitmq_management].' > "$dir/enabled_plugins"
+    echo '[].' > "$dir/advanced.config"
+    head -c 20 /dev/urandom | base64 | tr -dc 'A-Z' | head -c 20 > "$dir/.erlang.cookie"
+    chmod 0400 "$dir/.erlang.cookie"
+    chown -R rabbitmq:rabbitmq "$dir"
+    trap 'halt; rm -rf "$dir"' ERR
+    launch
+    # A user with a real password, so tests can prove it never reaches a log line.
+    api PUT /api/users/jobpool "{\"password\":\"$USER_PASS\",\"tags\":\"administrator\"}" >/dev/null
+    api PUT /api/permissions/%2F/jobpool '{"configure":".*","write":".*","read":".*"}' >/dev/null
+    trap - ERR
+    print_env
+    ;;
+  url)
+    dir=${2:-${JOBPOOL_RMQ_DIR:-}}; [ -n "$dir" ] && [ -f "$dir/env" ] || die "no instance (give DIR)"
+    print_env
+    ;;
+  restart)
+    dir=${2:-${JOBPOOL_RMQ_DIR:-}}; [ -n "$dir" ] && [ -f "$dir/env" ] || die "no instance (give DIR)"
+    . "$dir/env"
+    halt
+    launch
+    ;;
+  stop)
+    dir=${2:-${JOBPOOL_RMQ_DIR:-}}; [ -n "$dir" ] || die "no instance (give DIR)"
+    [ -d "$dir" ] || exit 0
+    halt
+    rm -rf "$dir"
+    ;;
+  *) echo "usage: $0 start|stop|url|restart [DIR]" >&2; exit 2 ;;
+esac

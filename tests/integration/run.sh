@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Run the integration tests against a real RabbitMQ started for this run (tests/env/rabbitmq.sh).
+# Runs every binary given and every tests/integration/*.test.sh, then stops the broker.
+# A broker that cannot start is a failure, never a skip.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+out=$(mktemp)
+if ! "$root/tests/env/rabbitmq.sh" start > "$out"; then
+  echo "integration: FAILED: the RabbitMQ broker could not be started (see above)"
+  echo "integration: 0 passed, 1 failed"
+  rm -f "$out"; exit 1
+fi
+# shellcheck disable=SC1090
+. "$out"; rm -f "$out"
+trap '"$root/tests/env/rabbitmq.sh" stop "$JOBPOOL_RMQ_DIR"' EXIT
+export JOBPOOL_ROOT="$root" JOBPOOL_BUILD="${B:-$root/build}"
+scripts=()
+for s in "$here"/*.test.sh; do [ -f "$s" ] && scripts+=("$s"); done
+"$root/tests/run-tests.sh" integration "$@" "${scripts[@]}"

@@ -1,0 +1,121 @@
+/* test_util.c: durations, integer parsing, RFC 3339 times and the capped buffer. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "util.h"
+
+static void test_duration_ok(void **state)
+{
+    (void)state;
+    struct { const char *in; int64_t ms; } ok[] = {
+        {"500ms", 500}, {"2s", 2000}, {"5m", 300000}, {"1h", 3600000}, {"1m30s", 90000},
+        {"0", 0}, {"1h2m3s4ms", 3723004}, {"0s", 0},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        int64_t v = -1;
+        assert_int_equal(util_parse_duration(ok[i].in, &v), 0);
+        assert_int_equal(v, ok[i].ms);
+    }
+}
+
+static void test_duration_bad(void **state)
+{
+    (void)state;
+    const char *bad[] = {"", "5", "s", "-1s", "1.5s", "2 s", "2sec", "10d", "ms", " 2s", "2s "};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int64_t v = 0;
+        assert_int_equal(util_parse_duration(bad[i], &v), JP_EINVAL);
+    }
+    int64_t v;
+    assert_int_equal(util_parse_duration(NULL, &v), JP_EINVAL);
+    assert_int_equal(util_parse_duration("99999999999999999999h", &v), JP_ERANGE);
+    assert_int_equal(util_parse_duration("9223372036854775807h", &v), JP_ERANGE);
+}
+
+static void test_duration_format(void **state)
+{
+    (void)state;
+    char b[32];
+    util_format_duration(500, b, sizeof b);
+    assert_string_equal(b, "500ms");
+    util_format_duration(2000, b, sizeof b);
+    assert_string_equal(b, "2s");
+    util_format_duration(300000, b, sizeof b);
+    assert_string_equal(b, "5m");
+    util_format_duration(7200000, b, sizeof b);
+    assert_string_equal(b, "2h");
+    util_format_duration(0, b, sizeof b);
+    assert_string_equal(b, "0ms");
+}
+
+static void test_int64(void **state)
+{
+    (void)state;
+    int64_t v;
+    assert_int_equal(util_parse_int64("42", 0, 100, &v), 0);
+    assert_int_equal(v, 42);
+    assert_int_equal(util_parse_int64("-3", -5, 5, &v), 0);
+    assert_int_equal(v, -3);
+    assert_int_equal(util_parse_int64("101", 0, 100, &v), JP_ERANGE);
+    assert_int_equal(util_parse_int64("4x", 0, 100, &v), JP_EINVAL);
+    assert_int_equal(util_parse_int64("", 0, 100, &v), JP_EINVAL);
+    assert_int_equal(util_parse_int64(" 4", 0, 100, &v), JP_EINVAL);
+    assert_int_equal(util_parse_int64("99999999999999999999", INT64_MIN, INT64_MAX, &v), JP_ERANGE);
+}
+
+static void test_rfc3339(void **state)
+{
+    (void)state;
+    int64_t ms;
+    assert_int_equal(util_parse_rfc3339("1970-01-01T00:00:01Z", &ms), 0);
+    assert_int_equal(ms, 1000);
+    assert_int_equal(util_parse_rfc3339("2026-11-28T01:02:03.250Z", &ms), 0);
+    assert_int_equal(ms, 1795827723250LL);
+    assert_int_equal(util_parse_rfc3339("1970-01-01T01:00:00+01:00", &ms), 0);
+    assert_int_equal(ms, 0);
+    assert_int_equal(util_parse_rfc3339("yesterday", &ms), JP_EINVAL);
+    assert_int_equal(util_parse_rfc3339("2026-11-28T01:02:03", &ms), JP_EINVAL);
+}
+
+static void test_dbuf_cap(void **state)
+{
+    (void)state;
+    struct dbuf b;
+    dbuf_init(&b, 10);
+    assert_int_equal(dbuf_append(&b, "hello", 5), 0);
+    assert_int_equal(dbuf_printf(&b, "%d", 1234), 0);
+    assert_string_equal(b.data, "hello1234");
+    assert_int_equal(dbuf_append(&b, "xy", 2), JP_ETOOBIG);
+    assert_true(b.toobig);
+    assert_string_equal(b.data, "hello1234");
+    assert_int_equal(dbuf_append(&b, "x", 1), 0);
+    assert_int_equal(b.len, 10);
+    char *s = dbuf_take(&b);
+    assert_string_equal(s, "hello1234x");
+    assert_null(b.data);
+    free(s);
+    struct dbuf big;
+    dbuf_init(&big, 4096);
+    char line[1000];
+    memset(line, 'a', sizeof line - 1);
+    line[sizeof line - 1] = '\0';
+    assert_int_equal(dbuf_printf(&big, "%s%s", line, line), 0);
+    assert_int_equal(big.len, 1998);
+    dbuf_free(&big);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_duration_ok),     cmocka_unit_test(test_duration_bad),
+        cmocka_unit_test(test_duration_format), cmocka_unit_test(test_int64),
+        cmocka_unit_test(test_rfc3339),         cmocka_unit_test(test_dbuf_cap),
+    };
+    return cmocka_run_group_tests_name("util", tests, NULL, NULL);
+}
