@@ -1,0 +1,52 @@
+/* rmq.h: queue depth from RabbitMQ's management HTTP API, optionally the ready count over AMQP. */
+#ifndef JP_RMQ_H
+#define JP_RMQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+/* One reading. Counts are >= 0. Rates are -1 when the broker did not report them. */
+struct rmq_depth {
+    int64_t ready;              /* messages_ready (summed over matches for a regex) */
+    int64_t unacked;            /* messages_unacknowledged */
+    int64_t total;              /* messages */
+    int64_t consumers;
+    double publish_rate;        /* message_stats.publish_details.rate */
+    double deliver_rate;        /* message_stats.deliver_get_details.rate */
+    int64_t sampled_wall_ms;    /* CLOCK_REALTIME ms when the sample was taken */
+    int64_t age_ms;             /* how old the broker says its figures are, 0 when unknown */
+    size_t nqueues;             /* queues that matched (1 for a named queue) */
+};
+
+struct rmq_client;
+
+/* Build a client from the rabbitmq section. Credentials are resolved here (cfg_secret_read) and
+ * registered as log secrets. Returns 0, JP_ENOMEM, JP_EINVAL (bad URL) or the secret's error;
+ * *out NULL on failure. The client owns one keep-alive HTTP connection (and, for
+ * depthSource amqp, one long-lived AMQP connection opened lazily). */
+int rmq_client_new(const struct cfg_rabbitmq *cfg, struct rmq_client **out);
+void rmq_client_free(struct rmq_client *c);
+
+/* Start a new tick: forget cached listings so nothing is fetched twice within a tick but
+ * everything is fetched again next tick. */
+void rmq_tick_begin(struct rmq_client *c);
+
+/* Depth of one named queue. Returns 0 or a typed error: JP_ENOTFOUND (queue or vhost missing;
+ * *out zeroed), JP_EUNAUTHORIZED/JP_EFORBIDDEN, JP_ESERVER, JP_ETIMEOUT, JP_ECONNREFUSED,
+ * JP_EDNS, JP_ETLS, JP_ETOOBIG, JP_EPARSE (not JSON), JP_ESHAPE (wrong fields),
+ * JP_ERANGE (negative or absurd numbers). On error *out must not be used as "empty". */
+int rmq_queue_depth(struct rmq_client *c, const char *vhost, const char *queue,
+                    struct rmq_depth *out);
+
+/* Sum over the queues of vhost whose name matches the POSIX extended regex. One filtered,
+ * paged, column-trimmed listing per vhost per tick is shared by every regex pool. */
+int rmq_regex_depth(struct rmq_client *c, const char *vhost, const char *regex,
+                    struct rmq_depth *out);
+
+/* Human-readable detail of the last error (status, URL without credentials, broker reason);
+ * never contains a password. Valid until the next call. */
+const char *rmq_last_error(const struct rmq_client *c);
+
+#endif
