@@ -32,16 +32,16 @@ DEPS_test_config    = config yamljson util log err
 DEPS_test_yamljson  = yamljson util err
 DEPS_test_http      = http util log err
 DEPS_test_rmq       = rmq http util log err
-DEPS_test_kube      = kube http yamljson util log err
-DEPS_test_kubeconfig = kube http yamljson util log err
+DEPS_test_kube      = kube kubeconfig http util log err
+DEPS_test_kubeconfig = kubeconfig util log err
 DEPS_test_scale     = scale util err
 DEPS_test_scale_sim = scale util err
 DEPS_test_backend_local = backend_local util log err config yamljson
 DEPS_test_metrics   = metrics util log err
-DEPS_test_reconcile = reconcile scale rmq kube backend_kube backend_local metrics leader config yamljson http util log err
+DEPS_test_reconcile = reconcile scale rmq kube kubeconfig backend_kube backend_local metrics leader config yamljson http util log err
 # Integration tests (need the real broker / API server started by tests/env/*.sh).
 DEPS_it_rmq         = rmq http util log err
-DEPS_it_kube        = kube http yamljson util log err
+DEPS_it_kube        = kube kubeconfig http util log err
 
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   = $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))

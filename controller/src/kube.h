@@ -1,0 +1,244 @@
+/* kube.h: Kubernetes REST client: auth, Jobs, Pods, Leases, Events and a watch-based Job cache. */
+#ifndef JP_KUBE_H
+#define JP_KUBE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kubeconfig.h"
+
+struct cJSON;
+
+#define KUBE_LABEL_MANAGED_BY "app.kubernetes.io/managed-by"
+#define KUBE_LABEL_POOL       "jobpool.dev/pool"
+#define KUBE_ANNOT_HASH       "jobpool.dev/config-hash"
+#define KUBE_SELECTOR_MANAGED KUBE_LABEL_MANAGED_BY "=jobpool"
+
+/* ---- client ------------------------------------------------------------------------------ */
+
+struct kube_opts {
+    bool in_cluster;            /* use kube_auth_in_cluster (kubeconfig/context ignored) */
+    const char *kubeconfig;     /* path, when not in cluster */
+    const char *context;        /* NULL: current-context */
+    const char *sa_dir;         /* in-cluster base dir override (tests); NULL: the standard one */
+    const char *namespace_;     /* NULL: the context's / service account's namespace, "default" */
+    double qps;                 /* client-side create rate limit, default 50 (<0: unlimited) */
+    int burst;                  /* token bucket size, default 10 */
+    int concurrency;            /* parallel creates over keep-alive connections, default 8 */
+    int page_size;              /* list page size (limit=), default 500 */
+    long timeout_ms;            /* per request, default 10000 */
+    size_t max_body;            /* response cap per request/page, default 16 MiB */
+};
+
+/* Everything a client needs; it owns its connections and a copy of the auth settings.
+ * A client is used by one thread at a time (the cache has its own connections). */
+struct kube_client;
+
+/* Build a client. Returns 0, JP_ECONFIG (bad/missing kubeconfig or not in a cluster; err
+ * explains), JP_EIO, JP_ENOMEM; *out NULL on failure. err may be NULL. Logs a loud warning when
+ * TLS verification is off. */
+int kube_client_new(const struct kube_opts *o, struct kube_client **out, char *err,
+                    size_t errlen);
+/* Same from already-resolved settings (copied; the caller keeps auth). */
+int kube_client_new_auth(const struct kube_auth *auth, const struct kube_opts *o,
+                         struct kube_client **out);
+void kube_client_free(struct kube_client *c);
+/* The namespace every call works in. Owned by the client. */
+const char *kube_namespace(const struct kube_client *c);
+
+/* Detail of the last failed call on c: never contains the bearer token. Valid until the next
+ * call on c. Examples: "create jobs.batch denied (403): jobs.batch is forbidden: User ...",
+ * "create jobs.batch rejected (422): Job.batch \"p-x\" is invalid: spec.template...",
+ * "list jobs.batch: connection refused: ...". "" when the last call succeeded. */
+const char *kube_last_error(const struct kube_client *c);
+/* Retry-After of the last 429/5xx answer in seconds, -1 when absent. */
+long kube_last_retry_after(const struct kube_client *c);
+/* Requests sent by this client (all connections, including the cache's) since it was made. */
+unsigned long kube_request_count(const struct kube_client *c);
+
+/* Errors of every call below: 0, or JP_EUNAUTHORIZED (401), JP_EFORBIDDEN (403), JP_ENOTFOUND,
+ * JP_ECONFLICT (409; also "already exists"), JP_EGONE (410), JP_EINVALID (422, the server's
+ * message in kube_last_error), JP_ETHROTTLED (429) / JP_ESERVER (5xx) with
+ * kube_last_retry_after, JP_EHTTP (other status), JP_ETIMEOUT, JP_ECONNREFUSED, JP_EDNS,
+ * JP_ETLS, JP_ENETWORK, JP_ETOOBIG, JP_EPARSE / JP_ESHAPE (bad JSON), JP_ENOMEM, JP_EINVAL. */
+
+/* Raw call on a path such as "/api/v1/namespaces/default/secrets" (body may be NULL). On a 2xx
+ * answer *out (when out is not NULL) is the parsed body, freed by the caller with cJSON_Delete;
+ * otherwise *out is NULL. For tests and rarely used objects (RBAC, ServiceAccounts). */
+int kube_request(struct kube_client *c, const char *method, const char *path, const char *body,
+                 struct cJSON **out);
+
+/* ---- Jobs -------------------------------------------------------------------------------- */
+
+enum kube_job_state { KUBE_JOB_PENDING = 0, KUBE_JOB_RUNNING, KUBE_JOB_SUCCEEDED, KUBE_JOB_FAILED };
+const char *kube_job_state_name(enum kube_job_state s);
+
+/* A compact Job: what the controller needs, never the whole object. Times are unix ms, 0 when
+ * absent. Strings longer than their field are truncated (names we create fit). */
+struct kube_job {
+    char name[64];
+    char pool[64];              /* label jobpool.dev/pool, "" when absent */
+    char uid[40];
+    char resource_version[24];
+    char config_hash[24];       /* annotation jobpool.dev/config-hash, "" when absent */
+    int64_t created_ms;         /* metadata.creationTimestamp */
+    int64_t start_ms;           /* status.startTime */
+    int64_t completion_ms;      /* status.completionTime */
+    int64_t finished_ms;        /* lastTransitionTime of the true Complete/Failed condition */
+    int64_t deleting_ms;        /* metadata.deletionTimestamp */
+    int active, succeeded, failed;
+    bool complete;              /* condition Complete=True */
+    bool failed_cond;           /* condition Failed=True */
+    int running_pods;           /* pods in phase Running (filled by the cache / kube_job_states) */
+    enum kube_job_state state;  /* see kube_job_states; from conditions and running_pods */
+};
+
+/* A growable array of jobs. Zero-initialise; kube_job_list_free releases items. */
+struct kube_job_list {
+    struct kube_job *items;
+    size_t n, alloc;
+};
+void kube_job_list_free(struct kube_job_list *l);
+
+/* What to create. All pointers are borrowed for the duration of the call. */
+struct kube_job_spec {
+    const char *pool;                  /* generateName "<pool>-", label jobpool.dev/pool */
+    const char *queue;                 /* env JOBPOOL_QUEUE (NULL: not added) */
+    const char *vhost;                 /* env JOBPOOL_VHOST (NULL: not added) */
+    const char *config_hash;           /* annotation jobpool.dev/config-hash (NULL: none) */
+    const struct cJSON *job_template;  /* a batch/v1 JobSpec; not modified */
+    int ttl_seconds_after_finished;    /* < 0: not set (the template's own value stays) */
+};
+
+/* Build the Job object that kube_job_create sends: the template with labels on the Job and its
+ * pod template, the annotation, env JOBPOOL_POOL/QUEUE/VHOST added to every container (and init
+ * container) unless already set, ttlSecondsAfterFinished. *out is freed with cJSON_Delete. */
+int kube_job_manifest(const struct kube_job_spec *s, struct cJSON **out);
+
+/* Create one Job; out (may be NULL) receives the created Job. */
+int kube_job_create(struct kube_client *c, const struct kube_job_spec *s, struct kube_job *out);
+
+/* Create n Jobs at once: up to opts.concurrency in flight over keep-alive connections, paced by
+ * the client's token bucket (opts.qps). *created (may be NULL) counts the successes; out (NULL or
+ * an array of n) receives each created Job (name "" for a failed one). Returns 0 when all were
+ * created, else the first error (details in kube_last_error); creation stops early on
+ * 401/403/422 or when the server throttles. */
+int kube_jobs_create(struct kube_client *c, const struct kube_job_spec *s, int n, int *created,
+                     struct kube_job *out);
+
+/* All Jobs of the namespace matching label_selector (NULL: managed-by=jobpool), paged with
+ * limit/continue; a stale continue (410) restarts the listing once. Appends to out (zeroed or
+ * reused); on error out holds what was appended so far and must still be freed. States are
+ * from conditions only (running_pods = 0): see kube_job_states. */
+int kube_jobs_list(struct kube_client *c, const char *label_selector, struct kube_job_list *out);
+
+int kube_job_get(struct kube_client *c, const char *name, struct kube_job *out);
+/* The whole Job object, for tests and debugging; freed with cJSON_Delete. */
+int kube_job_get_json(struct kube_client *c, const char *name, struct cJSON **out);
+/* Delete with propagationPolicy=Background (the garbage collector deletes its pods). */
+int kube_job_delete(struct kube_client *c, const char *name);
+
+/* Parse one Job object into *out (for the cache and tests). Returns 0 or JP_ESHAPE. */
+int kube_job_parse(const struct cJSON *obj, struct kube_job *out);
+
+/* ---- Pods -------------------------------------------------------------------------------- */
+
+struct kube_pod {
+    char name[80];
+    char job[64];               /* label job-name ("" when absent) */
+    char pool[64];              /* label jobpool.dev/pool */
+    char uid[40];
+    char phase[16];             /* Pending, Running, Succeeded, Failed, Unknown */
+    char node[64];              /* spec.nodeName, "" when unscheduled */
+    int64_t created_ms;
+};
+struct kube_pod_list {
+    struct kube_pod *items;
+    size_t n, alloc;
+};
+void kube_pod_list_free(struct kube_pod_list *l);
+
+/* Pods matching label_selector ("job-name=<job>", or NULL: managed-by=jobpool), paged.
+ * Appends to out like kube_jobs_list. */
+int kube_pods_list(struct kube_client *c, const char *label_selector, struct kube_pod_list *out);
+
+/* Fill running_pods and state of every job from pods (phase Running, matched by job-name):
+ * SUCCEEDED/FAILED from the conditions, RUNNING with a Running pod, PENDING otherwise. */
+void kube_job_states(struct kube_job *jobs, size_t n, const struct kube_pod *pods, size_t npods);
+
+/* ---- watch cache ------------------------------------------------------------------------- */
+
+/* A background thread lists, then watches, the Jobs and Pods with label managed-by=jobpool in
+ * the client's namespace (resuming from the last resourceVersion, relisting on 410 Gone and
+ * every resync period). Reads never block on the network and cost no requests. */
+struct kube_cache;
+
+struct kube_cache_opts {
+    int64_t resync_ms;          /* full relist period, default 5 min */
+    int64_t watch_timeout_s;    /* server-side timeoutSeconds of one watch, default 240 */
+    const char *label_selector; /* NULL: managed-by=jobpool */
+};
+
+/* Start the cache with its own connections and a copy of c's settings (c may be freed
+ * afterwards). Returns 0 or JP_ENOMEM; network errors never fail this call, they are retried
+ * in the background with backoff and logged. *out NULL on failure. */
+int kube_cache_new(const struct kube_client *c, const struct kube_cache_opts *o,
+                   struct kube_cache **out);
+/* Stop the thread (within about a second) and free everything. NULL is fine. */
+void kube_cache_free(struct kube_cache *k);
+
+/* True once Jobs and Pods have both been listed at least once. */
+bool kube_cache_synced(const struct kube_cache *k);
+/* Wait up to timeout_ms for the first sync; 0 or JP_ETIMEOUT. */
+int kube_cache_wait_synced(struct kube_cache *k, int64_t timeout_ms);
+
+/* Replace out's contents with a snapshot of the Jobs of pool (NULL: every Job), states
+ * computed (kube_job_states), sorted by creation time, oldest first. Returns 0, JP_ESTALE when
+ * the cache has not synced yet (out emptied) or JP_ENOMEM. */
+int kube_cache_pool_jobs(struct kube_cache *k, const char *pool, struct kube_job_list *out);
+
+/* Tell the cache about a Job just created or deleted, so the next snapshot includes it before
+ * its watch event arrives (the watch event later replaces it). */
+void kube_cache_note_created(struct kube_cache *k, const struct kube_job *j);
+void kube_cache_note_deleted(struct kube_cache *k, const char *name);
+
+struct kube_cache_stats {
+    unsigned long lists;        /* full list passes (jobs + pods each count one) */
+    unsigned long watches;      /* watch requests started */
+    unsigned long events;       /* watch events applied */
+    unsigned long relists_gone; /* relists caused by 410 Gone */
+    unsigned long errors;       /* failed requests */
+    size_t jobs, pods;          /* objects held */
+    int64_t last_event_ms;      /* monotonic ms of the last event or list, 0 never */
+};
+void kube_cache_get_stats(struct kube_cache *k, struct kube_cache_stats *out);
+
+/* ---- Leases (coordination.k8s.io/v1) ------------------------------------------------------ */
+
+struct kube_lease {
+    char name[64];
+    char holder[128];           /* spec.holderIdentity, "" when none */
+    char resource_version[24];  /* required by kube_lease_update */
+    int duration_s;             /* spec.leaseDurationSeconds */
+    int64_t acquire_ms;         /* spec.acquireTime, unix ms */
+    int64_t renew_ms;           /* spec.renewTime, unix ms */
+    int transitions;            /* spec.leaseTransitions */
+};
+
+/* JP_ENOTFOUND when the lease does not exist. */
+int kube_lease_get(struct kube_client *c, const char *name, struct kube_lease *out);
+/* JP_ECONFLICT when it already exists. out (may be NULL, may equal l) gets the stored lease. */
+int kube_lease_create(struct kube_client *c, const struct kube_lease *l, struct kube_lease *out);
+/* PUT with l->resource_version: JP_ECONFLICT when someone else updated it first. */
+int kube_lease_update(struct kube_client *c, const struct kube_lease *l, struct kube_lease *out);
+
+/* ---- Events ------------------------------------------------------------------------------ */
+
+/* Create a core/v1 Event about an object of this namespace. kind e.g. "Job"; uid may be NULL;
+ * type "Normal" or "Warning"; reason CamelCase; message free text (truncated to 1 KiB). */
+int kube_event_create(struct kube_client *c, const char *kind, const char *api_version,
+                      const char *name, const char *uid, const char *type, const char *reason,
+                      const char *message);
+
+#endif
