@@ -1,0 +1,65 @@
+/* backend.h: one interface, two implementations: workers as Kubernetes Jobs or local processes. */
+#ifndef JP_BACKEND_H
+#define JP_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config.h"
+#include "scale.h"
+
+struct backend_worker {
+    char id[64];                /* Job name, or "pid-<n>" locally */
+    struct scale_worker w;      /* state and times, as scale_decide wants them */
+    int exit_code;              /* finished workers: the task's exit code; -1 unknown */
+    bool wasted;                /* finished having found no task (idle exit) */
+};
+
+/* A growable list of workers, reused across ticks by the caller. */
+struct backend_list {
+    struct backend_worker *v;
+    size_t n, cap;
+};
+int backend_list_push(struct backend_list *l, const struct backend_worker *w);
+void backend_list_free(struct backend_list *l);
+
+/* Counters a backend reports since it was created (for metrics and the demo summary). */
+struct backend_stats {
+    unsigned long started;
+    unsigned long wasted;       /* workers that exited having found no task */
+    unsigned long succeeded;
+    unsigned long failed;
+};
+
+struct backend {
+    const char *name;           /* "kube" or "local" */
+    /* Refresh what is known: reap children, drain watch events. Called once per tick. */
+    int (*observe)(struct backend *b);
+    /* Fill out (reset first) with pool's workers, active and finished. */
+    int (*list)(struct backend *b, const struct cfg_pool *pool, struct backend_list *out);
+    /* Start up to n workers; *started tells how many did. Returns the first error. */
+    int (*start)(struct backend *b, const struct cfg_pool *pool, int n, int *started);
+    /* Delete a finished worker's record, or a pending one that timed out. Never a running one. */
+    int (*remove)(struct backend *b, const struct cfg_pool *pool, const struct backend_worker *w);
+    /* Per-pool counters. */
+    void (*stats)(struct backend *b, const struct cfg_pool *pool, struct backend_stats *out);
+    /* Stop: local workers get SIGTERM and up to grace_ms to finish or requeue; Jobs are left. */
+    void (*shutdown)(struct backend *b, long grace_ms);
+    void (*destroy)(struct backend *b);
+};
+
+/* Local processes. worker_path is the jobpool-worker binary used when a pool has no
+ * worker.command (NULL: "jobpool-worker" from PATH). The backend reads credentials through
+ * cfg_secret_read to hand JOBPOOL_AMQP_URL to workers. */
+int backend_local_new(const struct cfg *cfg, const char *worker_path, struct backend **out);
+
+struct kube_client;
+/* Kubernetes Jobs through kc (not owned). */
+int backend_kube_new(const struct cfg *cfg, struct kube_client *kc, struct backend **out);
+
+static inline void backend_free(struct backend *b)
+{
+    if (b) b->destroy(b);
+}
+
+#endif

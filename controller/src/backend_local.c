@@ -1,0 +1,411 @@
+/* backend_local.c: workers as local child processes, spawned with posix_spawn and reaped. */
+#define _GNU_SOURCE
+#include "backend.h"
+#include "err.h"
+#include "http.h"
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+struct lworker {
+    pid_t pid;
+    size_t pool;                /* index into cfg->pools */
+    char result[96];            /* JOBPOOL_RESULT_FILE handed to this worker */
+    struct backend_worker bw;
+};
+
+struct local {
+    struct backend base;
+    const struct cfg *cfg;
+    char *worker_path;
+    char *amqp_url;             /* with credentials: handed to workers only, never logged */
+    char dir[64];               /* per-controller temp dir for worker result files */
+    struct lworker *w;
+    size_t n, cap;
+    struct backend_stats *stats; /* per pool */
+    unsigned long seq;          /* names result files */
+};
+
+int backend_list_push(struct backend_list *l, const struct backend_worker *w)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        struct backend_worker *v = realloc(l->v, cap * sizeof *v);
+        if (!v) return JP_ENOMEM;
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n++] = *w;
+    return 0;
+}
+
+void backend_list_free(struct backend_list *l)
+{
+    free(l->v);
+    l->v = NULL;
+    l->n = l->cap = 0;
+}
+
+static size_t pool_index(const struct local *L, const struct cfg_pool *p)
+{
+    return (size_t)(p - L->cfg->pools);
+}
+
+/* A worker writes "no-task" to its JOBPOOL_RESULT_FILE when it exits idle. */
+static bool read_wasted(const char *path)
+{
+    char *s = NULL;
+    bool wasted = util_read_file(path, 256, true, &s) == 0 && strcmp(s, "no-task") == 0;
+    free(s);
+    unlink(path);
+    return wasted;
+}
+
+static void finish(struct local *L, struct lworker *lw, int status)
+{
+    lw->bw.w.finished_ms = util_wall_ms();
+    lw->bw.wasted = read_wasted(lw->result);
+    if (WIFEXITED(status)) lw->bw.exit_code = WEXITSTATUS(status);
+    else if (WIFSIGNALED(status)) lw->bw.exit_code = 128 + WTERMSIG(status);
+    bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    lw->bw.w.state = ok ? SCALE_SUCCEEDED : SCALE_FAILED;
+    struct backend_stats *st = &L->stats[lw->pool];
+    if (ok) st->succeeded++;
+    else st->failed++;
+    if (lw->bw.wasted) st->wasted++;
+    log_msg(ok ? LOG_DEBUG : LOG_INFO, L->cfg->pools[lw->pool].name, 0,
+            "worker %s exited code=%d%s", lw->bw.id, lw->bw.exit_code,
+            lw->bw.wasted ? " (no task)" : "");
+}
+
+static int local_observe(struct backend *b)
+{
+    struct local *L = (struct local *)b;
+    for (size_t i = 0; i < L->n; i++) {
+        struct lworker *lw = &L->w[i];
+        if (lw->bw.w.finished_ms) continue;
+        int status;
+        pid_t r = waitpid(lw->pid, &status, WNOHANG);
+        if (r == lw->pid) finish(L, lw, status);
+        else if (r < 0 && errno == ECHILD) finish(L, lw, 255 << 8);
+    }
+    return 0;
+}
+
+static int local_list(struct backend *b, const struct cfg_pool *pool, struct backend_list *out)
+{
+    struct local *L = (struct local *)b;
+    size_t pi = pool_index(L, pool);
+    out->n = 0;
+    for (size_t i = 0; i < L->n; i++)
+        if (L->w[i].pool == pi) {
+            int rc = backend_list_push(out, &L->w[i].bw);
+            if (rc) return rc;
+        }
+    return 0;
+}
+
+/* Environment for a worker: ours, minus anything we set, plus the pool's variables. */
+static char **build_env(const struct local *L, const struct cfg_pool *pool, const char *result)
+{
+    size_t n = 0;
+    for (char **e = environ; *e; e++) n++;
+    char **env = calloc(n + 8, sizeof *env);
+    if (!env) return NULL;
+    size_t k = 0;
+    for (char **e = environ; *e; e++) {
+        static const char *ours[] = {"JOBPOOL_POOL=", "JOBPOOL_QUEUE=", "JOBPOOL_VHOST=",
+                                     "JOBPOOL_AMQP_URL=", "JOBPOOL_RESULT_FILE=",
+                                     "JOBPOOL_AMQP_URL_FILE="};
+        bool skip = false;
+        for (size_t j = 0; j < sizeof ours / sizeof ours[0]; j++)
+            if (strncmp(*e, ours[j], strlen(ours[j])) == 0) skip = true;
+        if (!skip && !(env[k++] = strdup(*e))) goto fail;
+    }
+    const char *kv[][2] = {{"JOBPOOL_POOL", pool->name},
+                           {"JOBPOOL_QUEUE", pool->queue ? pool->queue : ""},
+                           {"JOBPOOL_VHOST", pool->vhost ? pool->vhost : "/"},
+                           {"JOBPOOL_AMQP_URL", L->amqp_url},
+                           {"JOBPOOL_RESULT_FILE", result}};
+    for (size_t j = 0; j < sizeof kv / sizeof kv[0]; j++) {
+        struct dbuf d;
+        dbuf_init(&d, 64 * 1024);
+        if (dbuf_printf(&d, "%s=%s", kv[j][0], kv[j][1]) != 0) {
+            dbuf_free(&d);
+            goto fail;
+        }
+        env[k++] = dbuf_take(&d);
+    }
+    return env;
+fail:
+    for (size_t j = 0; j < k; j++) free(env[j]);
+    free(env);
+    return NULL;
+}
+
+static void free_strv(char **v)
+{
+    if (!v) return;
+    for (char **p = v; *p; p++) free(*p);
+    free(v);
+}
+
+static bool is_worker_binary(const char *arg0)
+{
+    const char *base = strrchr(arg0, '/');
+    return strcmp(base ? base + 1 : arg0, "jobpool-worker") == 0;
+}
+
+/* argv for a worker: the pool's command; a leading jobpool-worker gets our binary and the
+ * pool's --idle-timeout and --max-attempts. */
+static char **build_argv(const struct local *L, const struct cfg_pool *pool)
+{
+    size_t n = pool->worker_argc;
+    char **argv = calloc(n + 3, sizeof *argv);
+    if (!argv) return NULL;
+    size_t k = 0;
+    bool worker = is_worker_binary(pool->worker_command[0]);
+    if (!(argv[k++] = strdup(worker && L->worker_path ? L->worker_path : pool->worker_command[0])))
+        goto fail;
+    if (worker) {
+        char dur[32];
+        struct dbuf d;
+        util_format_duration(pool->idle_timeout_ms, dur, sizeof dur);
+        dbuf_init(&d, 64);
+        if (dbuf_printf(&d, "--idle-timeout=%s", dur)) goto fail_d;
+        argv[k++] = dbuf_take(&d);
+        dbuf_init(&d, 64);
+        if (dbuf_printf(&d, "--max-attempts=%d", pool->max_attempts)) goto fail_d;
+        argv[k++] = dbuf_take(&d);
+        goto copy;
+    fail_d:
+        dbuf_free(&d);
+        goto fail;
+    }
+copy:
+    for (size_t i = 1; i < n; i++)
+        if (!(argv[k++] = strdup(pool->worker_command[i]))) goto fail;
+    return argv;
+fail:
+    free_strv(argv);
+    return NULL;
+}
+
+static int spawn_one(struct local *L, const struct cfg_pool *pool)
+{
+    int rc = JP_ENOMEM;
+    char **argv = build_argv(L, pool), **env = NULL;
+    char result[96];
+    snprintf(result, sizeof result, "%s/w%lu", L->dir, ++L->seq);
+    if (!argv || !(env = build_env(L, pool, result))) goto out;
+    if (L->n == L->cap) {
+        size_t cap = L->cap ? L->cap * 2 : 64;
+        struct lworker *w = realloc(L->w, cap * sizeof *w);
+        if (!w) goto out;
+        L->w = w;
+        L->cap = cap;
+    }
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t none, dfl;
+    sigemptyset(&none);
+    sigemptyset(&dfl);
+    sigaddset(&dfl, SIGTERM);
+    sigaddset(&dfl, SIGINT);
+    sigaddset(&dfl, SIGCHLD);
+    sigaddset(&dfl, SIGPIPE);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &dfl);
+    /* Own process group: a terminal's Ctrl-C reaches only the controller, which then drains
+     * the workers with SIGTERM so that their messages are requeued, not lost. */
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+                                        POSIX_SPAWN_SETPGROUP);
+    pid_t pid;
+    int e = posix_spawnp(&pid, argv[0], NULL, &attr, argv, env);
+    posix_spawnattr_destroy(&attr);
+    if (e != 0) {
+        log_msg(LOG_ERROR, pool->name, JP_ESPAWN, "cannot start worker %s: %s", argv[0],
+                strerror(e));
+        rc = JP_ESPAWN;
+        goto out;
+    }
+    struct lworker *lw = &L->w[L->n++];
+    memset(lw, 0, sizeof *lw);
+    lw->pid = pid;
+    lw->pool = pool_index(L, pool);
+    memcpy(lw->result, result, sizeof result);
+    snprintf(lw->bw.id, sizeof lw->bw.id, "pid-%ld", (long)pid);
+    lw->bw.w.state = SCALE_RUNNING;
+    lw->bw.w.created_ms = lw->bw.w.started_ms = util_wall_ms();
+    lw->bw.exit_code = -1;
+    L->stats[lw->pool].started++;
+    rc = 0;
+out:
+    free_strv(argv);
+    free_strv(env);
+    return rc;
+}
+
+static int local_start(struct backend *b, const struct cfg_pool *pool, int n, int *started)
+{
+    struct local *L = (struct local *)b;
+    *started = 0;
+    if (!pool->worker_command || !pool->worker_argc) {
+        log_msg(LOG_ERROR, pool->name, JP_ECONFIG,
+                "worker.command is required for the local backend");
+        return JP_ECONFIG;
+    }
+    for (int i = 0; i < n; i++) {
+        int rc = spawn_one(L, pool);
+        if (rc) return rc;
+        (*started)++;
+    }
+    return 0;
+}
+
+static int local_remove(struct backend *b, const struct cfg_pool *pool,
+                        const struct backend_worker *w)
+{
+    struct local *L = (struct local *)b;
+    (void)pool;
+    for (size_t i = 0; i < L->n; i++) {
+        if (strcmp(L->w[i].bw.id, w->id) != 0) continue;
+        if (!L->w[i].bw.w.finished_ms) return JP_EINVAL; /* never a running worker */
+        unlink(L->w[i].result);
+        L->w[i] = L->w[--L->n];
+        return 0;
+    }
+    return JP_ENOTFOUND;
+}
+
+static void local_stats(struct backend *b, const struct cfg_pool *pool, struct backend_stats *out)
+{
+    struct local *L = (struct local *)b;
+    *out = L->stats[pool_index(L, pool)];
+}
+
+static size_t count_active(const struct local *L)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < L->n; i++)
+        if (!L->w[i].bw.w.finished_ms) n++;
+    return n;
+}
+
+static void local_shutdown(struct backend *b, long grace_ms)
+{
+    struct local *L = (struct local *)b;
+    local_observe(b);
+    if (!count_active(L)) return;
+    log_info("stopping %zu local workers (grace %ld ms)", count_active(L), grace_ms);
+    for (size_t i = 0; i < L->n; i++)
+        if (!L->w[i].bw.w.finished_ms) kill(L->w[i].pid, SIGTERM);
+    int64_t deadline = util_now_ms() + grace_ms;
+    while (count_active(L) && util_now_ms() < deadline) {
+        struct timespec ts = {0, 50 * 1000000};
+        nanosleep(&ts, NULL);
+        local_observe(b);
+    }
+    for (size_t i = 0; i < L->n; i++)
+        if (!L->w[i].bw.w.finished_ms) {
+            kill(L->w[i].pid, SIGKILL);
+            int st;
+            waitpid(L->w[i].pid, &st, 0);
+            finish(L, &L->w[i], st);
+        }
+}
+
+static void local_destroy(struct backend *b)
+{
+    struct local *L = (struct local *)b;
+    if (!L) return;
+    for (size_t i = 0; i < L->n; i++) unlink(L->w[i].result);
+    if (L->dir[0]) rmdir(L->dir);
+    if (L->amqp_url) explicit_bzero(L->amqp_url, strlen(L->amqp_url));
+    free(L->amqp_url);
+    free(L->worker_path);
+    free(L->w);
+    free(L->stats);
+    free(L);
+}
+
+/* amqpUrl with the credentials and the vhost path filled in. */
+static int worker_url(const struct cfg_rabbitmq *rc, char **out)
+{
+    *out = NULL;
+    char *user = NULL, *pass = NULL, *euser = NULL, *epass = NULL;
+    int rc_ = cfg_secret_read(&rc->username, &user);
+    if (!rc_) rc_ = cfg_secret_read(&rc->password, &pass);
+    if (rc_) goto out;
+    rc_ = JP_ENOMEM;
+    if (!(euser = http_escape(user)) || !(epass = http_escape(pass))) goto out;
+    const char *url = rc->amqp_url;
+    const char *rest = strstr(url, "://");
+    if (!rest) {
+        rc_ = JP_EINVAL;
+        goto out;
+    }
+    rest += 3;
+    const char *at = strchr(rest, '@');
+    if (at && at < rest + strcspn(rest, "/")) rest = at + 1; /* drop inline userinfo */
+    struct dbuf d;
+    dbuf_init(&d, 4096);
+    rc_ = dbuf_printf(&d, "%.*s%s:%s@%s", (int)(strstr(url, "://") + 3 - url), url, euser,
+                      epass, rest);
+    if (rc_) {
+        dbuf_free(&d);
+        goto out;
+    }
+    *out = dbuf_take(&d);
+    rc_ = *out ? 0 : JP_ENOMEM;
+out:
+    free(user);
+    free(pass);
+    free(euser);
+    free(epass);
+    return rc_;
+}
+
+int backend_local_new(const struct cfg *cfg, const char *worker_path, struct backend **out)
+{
+    *out = NULL;
+    struct local *L = calloc(1, sizeof *L);
+    if (!L) return JP_ENOMEM;
+    int rc = JP_ENOMEM;
+    L->cfg = cfg;
+    L->base = (struct backend){.name = "local", .observe = local_observe, .list = local_list,
+                               .start = local_start, .remove = local_remove,
+                               .stats = local_stats, .shutdown = local_shutdown,
+                               .destroy = local_destroy};
+    if (worker_path && !(L->worker_path = strdup(worker_path))) goto out;
+    if (!(L->stats = calloc(cfg->npools ? cfg->npools : 1, sizeof *L->stats))) goto out;
+    if ((rc = worker_url(&cfg->rabbitmq, &L->amqp_url)) != 0) {
+        log_msg(LOG_ERROR, NULL, rc, "cannot build the workers' AMQP URL from rabbitmq.amqpUrl "
+                                     "and the credentials");
+        goto out;
+    }
+    snprintf(L->dir, sizeof L->dir, "/tmp/jobpool-local.XXXXXX");
+    if (!mkdtemp(L->dir)) {
+        L->dir[0] = '\0';
+        rc = JP_EIO;
+        goto out;
+    }
+    rc = 0;
+out:
+    if (rc) local_destroy(&L->base);
+    else *out = &L->base;
+    return rc;
+}

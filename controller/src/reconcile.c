@@ -1,0 +1,393 @@
+/* reconcile.c: observe, decide, act and back off, one pass per pool per tick. */
+#define _GNU_SOURCE
+#include "reconcile.h"
+#include "err.h"
+#include "log.h"
+#include "metrics.h"
+#include "scale.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* The management API publishes queue figures every collect_statistics_interval (5 s by default),
+ * so a sample may describe the queue as it was up to 5 s ago. Workers started in that window
+ * count as pending: the sample cannot have seen them take their message. An AMQP passive declare
+ * is exact, but a worker needs a moment after its start to register as a consumer. */
+#define STATS_LAG_MANAGEMENT_MS 5000
+#define STATS_LAG_AMQP_MS 1000
+#define BACKOFF_MIN_MS 1000
+#define BACKOFF_MAX_MS 60000
+
+struct pool_state {
+    struct reconcile_pool_status st;
+    bool missing;               /* queue was 404 on the last read: warn once per transition */
+    int failures;               /* consecutive failed passes */
+    int64_t retry_at_ms;        /* monotonic: skip the pool until then */
+    bool skipped;
+    struct rmq_depth depth;
+    struct backend_list workers;
+    struct scale_worker *sw;
+    size_t sw_cap;
+    struct scale_decision d;
+    int start;                  /* after the global cap */
+    unsigned long wasted_seen;  /* backend's wasted counter already reported */
+};
+
+struct reconcile {
+    const struct cfg *cfg;
+    struct rmq_client *rmq;
+    struct backend *be;
+    struct metrics *m;
+    struct reconcile_opts o;
+    struct pool_state *p;
+    unsigned int seed;
+    bool ready_reported;
+};
+
+int reconcile_new(const struct cfg *cfg, struct rmq_client *rmq, struct backend *be,
+                  struct metrics *m, const struct reconcile_opts *o, struct reconcile **out)
+{
+    *out = NULL;
+    struct reconcile *r = calloc(1, sizeof *r);
+    if (!r) return JP_ENOMEM;
+    r->p = calloc(cfg->npools ? cfg->npools : 1, sizeof *r->p);
+    if (!r->p) {
+        free(r);
+        return JP_ENOMEM;
+    }
+    r->cfg = cfg;
+    r->rmq = rmq;
+    r->be = be;
+    r->m = m;
+    if (o) r->o = *o;
+    r->seed = (unsigned int)util_wall_ms();
+    for (size_t i = 0; i < cfg->npools; i++) {
+        r->p[i].st.name = cfg->pools[i].name;
+        r->p[i].st.reason = "none";
+    }
+    *out = r;
+    return 0;
+}
+
+void reconcile_free(struct reconcile *r)
+{
+    if (!r) return;
+    for (size_t i = 0; i < r->cfg->npools; i++) {
+        backend_list_free(&r->p[i].workers);
+        free(r->p[i].sw);
+        scale_decision_free(&r->p[i].d);
+    }
+    free(r->p);
+    free(r);
+}
+
+const struct reconcile_pool_status *reconcile_status(const struct reconcile *r, size_t i)
+{
+    return i < r->cfg->npools ? &r->p[i].st : NULL;
+}
+
+static void backoff(struct reconcile *r, struct pool_state *ps)
+{
+    ps->failures++;
+    int64_t d = BACKOFF_MIN_MS;
+    for (int i = 1; i < ps->failures && d < BACKOFF_MAX_MS; i++) d *= 2;
+    if (d > BACKOFF_MAX_MS) d = BACKOFF_MAX_MS;
+    /* +-20% jitter so that pools failing together do not retry together */
+    d = d * (80 + rand_r(&r->seed) % 41) / 100;
+    ps->retry_at_ms = util_now_ms() + d;
+}
+
+static void pool_error(struct reconcile *r, const struct cfg_pool *pool, struct pool_state *ps,
+                       enum metrics_error_source src, int err, const char *what)
+{
+    ps->st.last_err = err;
+    ps->st.errors++;
+    metrics_count_error(r->m, pool->name, src, err);
+    backoff(r, ps);
+    log_msg(LOG_WARN, pool->name, err, "%s (retry in %lld ms)", what,
+            (long long)(ps->retry_at_ms - util_now_ms()));
+}
+
+/* Observe one pool: depth and workers. Fills ps->d (uncapped by the global cap). */
+static int observe_pool(struct reconcile *r, size_t i)
+{
+    const struct cfg_pool *pool = &r->cfg->pools[i];
+    struct pool_state *ps = &r->p[i];
+    int rc;
+
+    if (pool->queue_regex)
+        rc = rmq_regex_depth(r->rmq, pool->vhost, pool->queue_regex, &ps->depth);
+    else
+        rc = rmq_queue_depth(r->rmq, pool->vhost, pool->queue, &ps->depth);
+    bool depth_ok = rc == 0;
+    if (rc == JP_ENOTFOUND) {
+        /* A missing queue has no backlog; say so once, not every tick. */
+        if (!ps->missing)
+            log_msg(LOG_WARN, pool->name, rc, "queue %s in vhost %s not found: depth 0 (%s)",
+                    pool->queue ? pool->queue : pool->queue_regex, pool->vhost,
+                    rmq_last_error(r->rmq));
+        ps->missing = true;
+        memset(&ps->depth, 0, sizeof ps->depth);
+        ps->depth.sampled_wall_ms = util_wall_ms();
+        depth_ok = true;
+    } else if (rc == 0 && ps->missing) {
+        log_msg(LOG_INFO, pool->name, 0, "queue found again");
+        ps->missing = false;
+    }
+    int depth_err = depth_ok ? 0 : rc;
+    if (depth_err) {
+        ps->st.last_err = rc;
+        ps->st.errors++;
+        metrics_count_error(r->m, pool->name, METRICS_SRC_RABBITMQ, rc);
+        backoff(r, ps);
+        log_msg(LOG_WARN, pool->name, rc, "queue depth read failed: %s; holding, retry in "
+                "%lld ms", rmq_last_error(r->rmq), (long long)(ps->retry_at_ms - util_now_ms()));
+    }
+
+    rc = r->be->list(r->be, pool, &ps->workers);
+    if (rc) {
+        pool_error(r, pool, ps, strcmp(r->be->name, "kube") == 0 ? METRICS_SRC_KUBERNETES
+                                                                  : METRICS_SRC_LOCAL,
+                   rc, "listing workers failed");
+        ps->skipped = true; /* no decision without knowing the workers */
+        return rc;
+    }
+    if (ps->workers.n > ps->sw_cap) {
+        struct scale_worker *sw = realloc(ps->sw, ps->workers.n * sizeof *sw);
+        if (!sw) return JP_ENOMEM;
+        ps->sw = sw;
+        ps->sw_cap = ps->workers.n;
+    }
+    for (size_t k = 0; k < ps->workers.n; k++) ps->sw[k] = ps->workers.v[k].w;
+
+    int64_t lag = r->cfg->rabbitmq.depth_source == CFG_DEPTH_AMQP ? STATS_LAG_AMQP_MS
+                                                                  : STATS_LAG_MANAGEMENT_MS;
+    if (ps->depth.age_ms > lag) lag = ps->depth.age_ms;
+    struct scale_input in = {
+        .depth_ok = depth_ok,
+        .ready = ps->depth.ready,
+        /* Workers cancel their consumer as soon as a message arrives, so every consumer the
+         * broker counts is a worker still waiting; the messages they hold are not theirs to
+         * subtract. See docs/scaling.md. */
+        .unacked = 0,
+        .consumers = ps->depth.consumers,
+        .sample_ms = ps->depth.sampled_wall_ms - lag,
+        .workers = ps->sw,
+        .nworkers = ps->workers.n,
+        .now_ms = util_wall_ms(),
+    };
+    struct scale_limits lim = {
+        .max_active = pool->max_active,
+        .min_active = pool->min_active,
+        .spare_workers = pool->spare_workers,
+        .max_start_per_tick = pool->max_start_per_tick,
+        .messages_per_worker = pool->messages_per_worker,
+        .successful_history = pool->successful_history,
+        .failed_history = pool->failed_history,
+        .pending_timeout_ms = pool->pending_timeout_ms,
+        .room = -1,
+    };
+    scale_decision_free(&ps->d);
+    rc = scale_decide(&in, &lim, &ps->d);
+    if (rc) return rc;
+    ps->start = ps->d.start;
+
+    ps->st.depth_ok = depth_ok;
+    if (depth_ok) {
+        ps->st.ready = ps->depth.ready;
+        ps->st.unacked = ps->depth.unacked;
+        ps->st.consumers = ps->depth.consumers;
+    }
+    ps->st.pending = ps->d.pending;
+    ps->st.running = ps->d.running;
+    ps->st.succeeded = ps->d.succeeded;
+    ps->st.failed = ps->d.failed;
+    ps->st.reason = ps->d.reason;
+    if (depth_err) ps->st.last_err = depth_err;
+    return depth_err;
+}
+
+static enum metrics_delete_reason del_reason(enum scale_delete_reason r)
+{
+    switch (r) {
+    case SCALE_DEL_SUCCEEDED_HISTORY: return METRICS_DEL_SUCCEEDED_HISTORY;
+    case SCALE_DEL_FAILED_HISTORY: return METRICS_DEL_FAILED_HISTORY;
+    default: return METRICS_DEL_PENDING_TIMEOUT;
+    }
+}
+
+/* Act on one pool's decision: deletes first (they free slots and history), then starts. */
+static int act_pool(struct reconcile *r, size_t i)
+{
+    const struct cfg_pool *pool = &r->cfg->pools[i];
+    struct pool_state *ps = &r->p[i];
+    int first = 0;
+    bool kube = strcmp(r->be->name, "kube") == 0;
+    enum metrics_error_source src = kube ? METRICS_SRC_KUBERNETES : METRICS_SRC_LOCAL;
+
+    if (ps->start > 0 || ps->d.ndeletes > 0 || ps->d.reason != ps->st.reason)
+        log_msg(ps->start > 0 || ps->d.ndeletes ? LOG_INFO : LOG_DEBUG, pool->name, 0,
+                "ready=%lld pending=%d running=%d waiting=%d max=%d start=%d delete=%zu "
+                "reason=%s%s",
+                (long long)ps->depth.ready, ps->d.pending, ps->d.running, ps->d.waiting,
+                pool->max_active, ps->start, ps->d.ndeletes,
+                ps->start < ps->d.start ? "global_cap" : ps->d.reason,
+                r->o.dry_run ? " dry_run=1" : "");
+    else
+        log_msg(LOG_DEBUG, pool->name, 0,
+                "ready=%lld pending=%d running=%d waiting=%d max=%d start=0 reason=%s",
+                (long long)ps->depth.ready, ps->d.pending, ps->d.running, ps->d.waiting,
+                pool->max_active, ps->d.reason);
+    if (ps->start < ps->d.start) ps->st.reason = "global_cap";
+    if (r->o.dry_run) return 0;
+
+    for (size_t k = 0; k < ps->d.ndeletes; k++) {
+        const struct backend_worker *w = &ps->workers.v[ps->d.deletes[k].idx];
+        int rc = r->be->remove(r->be, pool, w);
+        if (rc && rc != JP_ENOTFOUND) {
+            metrics_count_error(r->m, pool->name, src, rc);
+            if (!first) first = rc;
+            continue;
+        }
+        ps->st.deleted++;
+        metrics_count_deleted(r->m, pool->name, del_reason(ps->d.deletes[k].reason), 1);
+        if (ps->d.deletes[k].reason == SCALE_DEL_PENDING_TIMEOUT)
+            log_msg(LOG_WARN, pool->name, 0, "worker %s pending longer than pendingTimeout: "
+                    "deleted", w->id);
+    }
+    int started = 0;
+    if (ps->start > 0) {
+        int rc = r->be->start(r->be, pool, ps->start, &started);
+        if (rc) {
+            if (!first) first = rc;
+            pool_error(r, pool, ps, src, rc, "starting workers failed");
+        }
+    }
+    ps->st.last_start = started;
+    ps->st.started += (unsigned long)started;
+    metrics_count_started(r->m, pool->name, started);
+    return first;
+}
+
+static void publish(struct reconcile *r, size_t i)
+{
+    const struct cfg_pool *pool = &r->cfg->pools[i];
+    struct pool_state *ps = &r->p[i];
+    struct metrics_pool_state s = {
+        .depth_ok = ps->st.depth_ok,
+        .messages_ready = ps->st.ready,
+        .messages_unacked = ps->st.unacked,
+        .depth_age_seconds = (double)(util_wall_ms() - ps->depth.sampled_wall_ms +
+                                      ps->depth.age_ms) / 1000.0,
+        .workers_ok = true,
+        .workers = {ps->d.pending, ps->d.running, ps->d.succeeded, ps->d.failed},
+    };
+    metrics_pool_publish(r->m, pool->name, &s);
+    struct backend_stats bs;
+    r->be->stats(r->be, pool, &bs);
+    if (bs.wasted > ps->wasted_seen) {
+        metrics_count_wasted(r->m, pool->name, (int64_t)(bs.wasted - ps->wasted_seen));
+        ps->wasted_seen = bs.wasted;
+    }
+}
+
+int reconcile_pass(struct reconcile *r)
+{
+    const struct cfg *cfg = r->cfg;
+    int first = 0;
+    int64_t now = util_now_ms();
+
+    rmq_tick_begin(r->rmq);
+    int rc = r->be->observe(r->be);
+    if (rc) first = rc;
+
+    int64_t total_active = 0;
+    for (size_t i = 0; i < cfg->npools; i++) {
+        struct pool_state *ps = &r->p[i];
+        ps->skipped = ps->retry_at_ms && now < ps->retry_at_ms;
+        if (ps->skipped) {
+            /* Backing off: the pool keeps what it has; its workers still count for the cap. */
+            total_active += ps->d.active;
+            if (!first) first = ps->st.last_err ? ps->st.last_err : JP_ESTALE;
+            continue;
+        }
+        int64_t t0 = util_now_ms();
+        rc = observe_pool(r, i);
+        if (rc && !first) first = rc;
+        if (ps->skipped) continue;
+        metrics_observe_reconcile(r->m, cfg->pools[i].name, (double)(util_now_ms() - t0) / 1e3);
+        total_active += ps->d.active;
+    }
+
+    /* The global cap: pools share the free room in proportion to what they ask for. */
+    if (cfg->max_active_total > 0 && cfg->npools) {
+        int64_t *want = calloc(cfg->npools, sizeof *want);
+        int64_t *grant = calloc(cfg->npools, sizeof *grant);
+        if (want && grant) {
+            for (size_t i = 0; i < cfg->npools; i++)
+                want[i] = r->p[i].skipped ? 0 : r->p[i].d.start;
+            int64_t room = cfg->max_active_total - total_active;
+            scale_share(want, cfg->npools, room > 0 ? room : 0, grant);
+            for (size_t i = 0; i < cfg->npools; i++)
+                if (!r->p[i].skipped) r->p[i].start = (int)grant[i];
+        } else {
+            for (size_t i = 0; i < cfg->npools; i++) r->p[i].start = 0;
+            if (!first) first = JP_ENOMEM;
+        }
+        free(want);
+        free(grant);
+    }
+
+    for (size_t i = 0; i < cfg->npools; i++) {
+        struct pool_state *ps = &r->p[i];
+        if (ps->skipped) continue;
+        rc = act_pool(r, i);
+        if (rc && !first) first = rc;
+        if (!rc && ps->st.depth_ok) {
+            ps->failures = 0;
+            ps->retry_at_ms = 0;
+            ps->st.last_err = 0;
+        }
+        publish(r, i);
+    }
+    metrics_tick(r->m);
+    if (!first && !r->ready_reported) {
+        metrics_set_ready(r->m, true);
+        r->ready_reported = true;
+    }
+    return first;
+}
+
+/* Sleep until deadline (monotonic ms), returning early when *stop or *wake is set. Signals
+ * interrupt nanosleep (handlers are installed without SA_RESTART). */
+static void sleep_until(int64_t deadline, volatile sig_atomic_t *stop, volatile sig_atomic_t *wake)
+{
+    for (;;) {
+        if (*stop || (wake && *wake)) return;
+        int64_t left = deadline - util_now_ms();
+        if (left <= 0) return;
+        if (left > 100) left = 100; /* re-check the flags at least every 100 ms */
+        struct timespec ts = {left / 1000, (left % 1000) * 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+int reconcile_run(struct reconcile *r, volatile sig_atomic_t *stop, volatile sig_atomic_t *wake)
+{
+    /* A worker exiting frees a slot; a prompt extra pass refills it, but not more often than
+     * this, so that a storm of exits cannot turn into a storm of API reads. */
+    const int64_t min_gap_ms = 100;
+    int64_t next = util_now_ms();
+    while (!*stop) {
+        int64_t started = util_now_ms();
+        if (wake) *wake = 0;
+        reconcile_pass(r);
+        next = started + r->cfg->poll_interval_ms;
+        sleep_until(next, stop, wake);
+        if (wake && *wake && !*stop) sleep_until(started + min_gap_ms, stop, NULL);
+    }
+    return 0;
+}

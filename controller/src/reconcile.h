@@ -1,0 +1,49 @@
+/* reconcile.h: the loop: observe each pool's depth and workers, decide, act, back off. */
+#ifndef JP_RECONCILE_H
+#define JP_RECONCILE_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "config.h"
+#include "rmq.h"
+
+struct metrics;
+struct reconcile;
+
+/* What the loop last saw of one pool (for summaries and tests). */
+struct reconcile_pool_status {
+    const char *name;
+    bool depth_ok;
+    int64_t ready, unacked, consumers;
+    int pending, running, succeeded, failed;
+    int last_start;
+    const char *reason;         /* the last decision's reason, static */
+    int last_err;               /* 0 or the last error code */
+    unsigned long started, deleted, errors;
+};
+
+struct reconcile_opts {
+    bool dry_run;               /* decide and log, change nothing */
+    bool keda;                  /* benchmark only: KEDA's default strategy instead of ours */
+};
+
+/* Borrow cfg, rmq, backend and metrics (metrics may be NULL); they must outlive the loop. */
+int reconcile_new(const struct cfg *cfg, struct rmq_client *rmq, struct backend *be,
+                  struct metrics *m, const struct reconcile_opts *o, struct reconcile **out);
+void reconcile_free(struct reconcile *r);
+
+/* One pass over every pool. Returns 0 when every pool was observed and acted on, else the
+ * first error (the other pools were still handled). */
+int reconcile_pass(struct reconcile *r);
+
+/* Run passes every pollInterval until *stop is set. *wake (may be NULL) set from a signal
+ * handler (SIGCHLD) asks for an early pass. Returns 0. The loop never sleeps past a signal. */
+int reconcile_run(struct reconcile *r, volatile sig_atomic_t *stop, volatile sig_atomic_t *wake);
+
+/* Status of pool i (0 <= i < cfg->npools). */
+const struct reconcile_pool_status *reconcile_status(const struct reconcile *r, size_t i);
+
+#endif
