@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 struct http_client {
     CURL *curl;
@@ -17,6 +18,13 @@ struct http_client {
     struct curl_slist *auth_hdr; /* Authorization: Bearer ... */
     struct dbuf body;
     long retry_after;
+    struct curl_slist *req_hdrs; /* headers of the request in flight */
+    char errbuf[CURL_ERROR_SIZE];
+    /* streaming (http_stream): lines go to on_line while the status is 2xx */
+    http_line_fn on_line;
+    int (*should_stop)(void *ud);
+    void *stream_ud;
+    int stream_rc;
 };
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
@@ -33,7 +41,35 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
     struct http_client *c = ud;
     size_t len = size * n;
     if (dbuf_append(&c->body, p, len) != 0) return 0; /* aborts with CURLE_WRITE_ERROR */
+    if (!c->on_line) return len;
+    long status = 0;
+    curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
+    if (status < 200 || status >= 300) return len; /* an error body is kept whole */
+    /* Hand over every complete line and keep only the unfinished tail. */
+    size_t start = 0;
+    for (size_t i = 0; i < c->body.len; i++) {
+        if (c->body.data[i] != '\n') continue;
+        c->body.data[i] = '\0';
+        int rc = c->on_line(c->stream_ud, c->body.data + start, i - start);
+        start = i + 1;
+        if (rc) {
+            c->stream_rc = rc;
+            return 0;
+        }
+    }
+    if (start) {
+        memmove(c->body.data, c->body.data + start, c->body.len - start);
+        c->body.len -= start;
+        c->body.data[c->body.len] = '\0';
+    }
     return len;
+}
+
+static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+    (void)dt, (void)dn, (void)ut, (void)un;
+    struct http_client *c = ud;
+    return c->should_stop && c->should_stop(c->stream_ud) ? 1 : 0;
 }
 
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
@@ -74,6 +110,7 @@ void http_client_free(struct http_client *c)
     if (!c) return;
     if (c->curl) curl_easy_cleanup(c->curl);
     curl_slist_free_all(c->auth_hdr);
+    curl_slist_free_all(c->req_hdrs);
     if (c->userpwd) {
         explicit_bzero(c->userpwd, strlen(c->userpwd));
         free(c->userpwd);
@@ -145,6 +182,8 @@ int http_client_new(const struct http_opts *opts, struct http_client **out)
     curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->o.max_body);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_USERAGENT, "jobpool/" JP_VERSION);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->errbuf);
+    curl_easy_setopt(h, CURLOPT_PRIVATE, c);
     if (c->o.insecure) {
         curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
         curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
@@ -195,15 +234,16 @@ static int map_curl(CURLcode cc, bool toobig)
     }
 }
 
-int http_request(struct http_client *c, const char *method, const char *url, const char *body,
-                 size_t body_len, struct http_response *resp)
+/* Set up c's easy handle for one request; the headers live in c->req_hdrs until finish. */
+static int req_prepare(struct http_client *c, const char *method, const char *url,
+                       const char *body, size_t body_len)
 {
-    memset(resp, 0, sizeof *resp);
-    resp->retry_after_s = -1;
     CURL *h = c->curl;
     struct curl_slist *hdrs = NULL, *tail;
     int rc = JP_ENOMEM;
 
+    curl_slist_free_all(c->req_hdrs);
+    c->req_hdrs = NULL;
     for (struct curl_slist *a = c->auth_hdr; a; a = a->next)
         if (!(tail = curl_slist_append(hdrs, a->data))) goto out;
         else hdrs = tail;
@@ -217,6 +257,7 @@ int http_request(struct http_client *c, const char *method, const char *url, con
     }
     dbuf_reset(&c->body);
     c->retry_after = -1;
+    c->errbuf[0] = '\0';
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     if (strcmp(method, "GET") == 0) {
@@ -228,31 +269,193 @@ int http_request(struct http_client *c, const char *method, const char *url, con
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(body ? body_len : 0));
         if (strcmp(method, "DELETE") == 0 && !body) curl_easy_setopt(h, CURLOPT_POSTFIELDS, NULL);
     }
-    char errbuf[CURL_ERROR_SIZE] = "";
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-    CURLcode cc = curl_easy_perform(h);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
+    c->req_hdrs = hdrs;
+    hdrs = NULL;
+    rc = 0;
+out:
+    curl_slist_free_all(hdrs);
+    return rc;
+}
+
+/* Turn the outcome of c's transfer into resp (see http_request). */
+static int req_finish(struct http_client *c, CURLcode cc, struct http_response *resp)
+{
+    CURL *h = c->curl;
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(c->req_hdrs);
+    c->req_hdrs = NULL;
     __atomic_add_fetch(&n_requests, 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&n_bytes, (unsigned long long)c->body.len, __ATOMIC_RELAXED);
 
-    rc = map_curl(cc, c->body.toobig);
+    int rc = map_curl(cc, c->body.toobig);
     if (rc) {
         if (rc == JP_ETOOBIG)
             snprintf(resp->error, sizeof resp->error, "response over the %zu byte cap",
                      c->o.max_body);
         else
-            snprintf(resp->error, sizeof resp->error, "%s", errbuf[0] ? errbuf
-                                                                      : curl_easy_strerror(cc));
-        goto out;
+            snprintf(resp->error, sizeof resp->error, "%s", c->errbuf[0] ? c->errbuf
+                                                                        : curl_easy_strerror(cc));
+        return rc;
     }
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
     resp->retry_after_s = c->retry_after;
     resp->len = c->body.len;
     resp->body = dbuf_take(&c->body);
-    if (!resp->body) rc = JP_ENOMEM;
+    return resp->body ? 0 : JP_ENOMEM;
+}
+
+int http_request(struct http_client *c, const char *method, const char *url, const char *body,
+                 size_t body_len, struct http_response *resp)
+{
+    memset(resp, 0, sizeof *resp);
+    resp->retry_after_s = -1;
+    int rc = req_prepare(c, method, url, body, body_len);
+    if (rc) return rc;
+    return req_finish(c, curl_easy_perform(c->curl), resp);
+}
+
+int http_stream(struct http_client *c, const char *url, long timeout_ms, http_line_fn on_line,
+                int (*should_stop)(void *ud), void *ud, struct http_response *resp)
+{
+    memset(resp, 0, sizeof *resp);
+    resp->retry_after_s = -1;
+    int rc = req_prepare(c, "GET", url, NULL, 0);
+    if (rc) return rc;
+    CURL *h = c->curl;
+    c->on_line = on_line;
+    c->should_stop = should_stop;
+    c->stream_ud = ud;
+    c->stream_rc = 0;
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)0);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, c);
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    CURLcode cc = curl_easy_perform(h);
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->o.timeout_ms);
+    curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->o.max_body);
+    c->on_line = NULL;
+    c->should_stop = NULL;
+    if (c->stream_rc) cc = CURLE_OK;                /* stopped by the line callback */
+    else if (cc == CURLE_OPERATION_TIMEDOUT) cc = CURLE_OK; /* a watch that ran its course */
+    rc = req_finish(c, cc == CURLE_ABORTED_BY_CALLBACK ? CURLE_OK : cc, resp);
+    if (!rc && cc == CURLE_ABORTED_BY_CALLBACK) rc = JP_ECANCELED;
+    if (!rc && c->stream_rc) rc = c->stream_rc;
+    return rc;
+}
+
+struct http_multi {
+    CURLM *multi;
+    struct http_client **conns;
+    int n;
+};
+
+void http_multi_free(struct http_multi *m)
+{
+    if (!m) return;
+    for (int i = 0; i < m->n; i++) http_client_free(m->conns[i]);
+    free(m->conns);
+    if (m->multi) curl_multi_cleanup(m->multi);
+    free(m);
+}
+
+int http_multi_new(const struct http_opts *opts, int concurrency, struct http_multi **out)
+{
+    *out = NULL;
+    int rc = JP_ENOMEM;
+    if (concurrency < 1) concurrency = 1;
+    struct http_multi *m = calloc(1, sizeof *m);
+    if (!m) return rc;
+    m->conns = calloc((size_t)concurrency, sizeof *m->conns);
+    pthread_once(&global_once, global_init);
+    if (!m->conns || !(m->multi = curl_multi_init())) goto out;
+    for (; m->n < concurrency; m->n++)
+        if ((rc = http_client_new(opts, &m->conns[m->n])) != 0) goto out;
+    curl_multi_setopt(m->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)concurrency);
+    curl_multi_setopt(m->multi, CURLMOPT_MAXCONNECTS, (long)concurrency);
+    rc = 0;
 out:
-    curl_slist_free_all(hdrs);
+    if (rc) http_multi_free(m);
+    else *out = m;
+    return rc;
+}
+
+int http_multi_set_bearer(struct http_multi *m, const char *token)
+{
+    for (int i = 0; i < m->n; i++) {
+        int rc = http_client_set_bearer(m->conns[i], token);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+int http_multi_perform(struct http_multi *m, struct http_req *reqs, size_t n,
+                       const struct http_multi_cb *cb)
+{
+    struct http_client *idle[m->n];
+    size_t slot_req[m->n];
+    int nidle = 0, running = 0, rc = 0;
+    size_t next = 0;
+    bool stop = false;
+    for (int i = 0; i < m->n; i++) idle[nidle++] = m->conns[i];
+    for (size_t i = 0; i < n; i++) {
+        memset(&reqs[i].resp, 0, sizeof reqs[i].resp);
+        reqs[i].resp.retry_after_s = -1;
+        reqs[i].rc = JP_ECANCELED;
+    }
+    while ((next < n && !stop) || running > 0) {
+        long wait_ms = 1000;
+        while (!stop && next < n && nidle > 0) {
+            long d = cb && cb->pace ? cb->pace(cb->ud) : 0;
+            if (d < 0) { stop = true; break; }
+            if (d > 0) { if (d < wait_ms) wait_ms = d; break; }
+            struct http_client *c = idle[--nidle];
+            struct http_req *r = &reqs[next];
+            int prc = req_prepare(c, r->method, r->url, r->body, r->body_len);
+            if (prc == 0 && curl_multi_add_handle(m->multi, c->curl) != CURLM_OK) prc = JP_ENOMEM;
+            if (prc) {
+                r->rc = prc;
+                idle[nidle++] = c;
+                if (!rc) rc = prc;
+                stop = true;
+                break;
+            }
+            for (int i = 0; i < m->n; i++)
+                if (m->conns[i] == c) slot_req[i] = next;
+            next++;
+            running++;
+        }
+        if (running == 0) {
+            if (stop || next >= n) break;
+            struct timespec ts = {wait_ms / 1000, (wait_ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        int still = 0;
+        if (curl_multi_perform(m->multi, &still) != CURLM_OK) { rc = JP_ENETWORK; break; }
+        CURLMsg *msg;
+        int left;
+        bool progressed = false;
+        while ((msg = curl_multi_info_read(m->multi, &left))) {
+            if (msg->msg != CURLMSG_DONE) continue;
+            struct http_client *c = NULL;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&c);
+            CURLcode cc = msg->data.result;
+            curl_multi_remove_handle(m->multi, msg->easy_handle);
+            size_t ri = 0;
+            for (int i = 0; i < m->n; i++)
+                if (m->conns[i] == c) ri = slot_req[i];
+            struct http_req *r = &reqs[ri];
+            r->rc = req_finish(c, cc, &r->resp);
+            idle[nidle++] = c;
+            running--;
+            progressed = true;
+            if (cb && cb->done && cb->done(cb->ud, ri, r)) stop = true;
+        }
+        if (!progressed && running > 0)
+            curl_multi_poll(m->multi, NULL, 0, (int)wait_ms, NULL);
+    }
     return rc;
 }
 

@@ -46,6 +46,47 @@ int http_request(struct http_client *c, const char *method, const char *url, con
                  size_t body_len, struct http_response *resp);
 void http_response_free(struct http_response *resp);
 
+/* A streamed GET (watches): each complete line of a 2xx body is passed to on_line (the line is
+ * NUL-terminated, without its newline, and only valid during the call); a non-2xx body is kept
+ * whole in resp->body. Lines are capped by max_body. timeout_ms bounds the whole stream (0:
+ * none); a client-side timeout ends the stream normally (returns 0). should_stop (may be NULL)
+ * is polled about once a second and aborts the stream with JP_ECANCELED. A non-zero value from
+ * on_line stops the stream and is returned. resp is freed by the caller either way. */
+typedef int (*http_line_fn)(void *ud, char *line, size_t len);
+int http_stream(struct http_client *c, const char *url, long timeout_ms, http_line_fn on_line,
+                int (*should_stop)(void *ud), void *ud, struct http_response *resp);
+
+/* Parallel requests over a small pool of keep-alive connections (curl multi). */
+struct http_multi;
+/* concurrency connections sharing opts (copied). 0, JP_ENOMEM or JP_EINVAL; *out NULL on error. */
+int http_multi_new(const struct http_opts *opts, int concurrency, struct http_multi **out);
+void http_multi_free(struct http_multi *m);
+int http_multi_set_bearer(struct http_multi *m, const char *token);
+
+/* One request of a batch: the caller fills method/url/body (borrowed during the call);
+ * http_multi_perform fills rc (as http_request returns, JP_ECANCELED when never started) and
+ * resp (freed by the caller with http_response_free). */
+struct http_req {
+    const char *method;
+    const char *url;
+    const char *body;
+    size_t body_len;
+    int rc;
+    struct http_response resp;
+};
+struct http_multi_cb {
+    /* Before each start: 0 to start now, > 0 ms to wait first (rate limits), < 0 to start no
+     * more. NULL: always start. */
+    long (*pace)(void *ud);
+    /* After each completion; non-zero starts no more (those in flight finish). May be NULL. */
+    int (*done)(void *ud, size_t index, struct http_req *r);
+    void *ud;
+};
+/* Perform reqs[0..n) in order of start with at most `concurrency` in flight. Returns 0 (each
+ * request's outcome is in its rc) or an error that stopped the batch (JP_ENOMEM). */
+int http_multi_perform(struct http_multi *m, struct http_req *reqs, size_t n,
+                       const struct http_multi_cb *cb);
+
 /* Map an HTTP status to a jp_err code: 2xx -> 0, 401 UNAUTHORIZED, 403 FORBIDDEN, 404 NOTFOUND,
  * 409 CONFLICT, 410 GONE, 422 INVALID, 429 THROTTLED, 5xx SERVER, other -> HTTP. */
 int http_status_err(long status);
