@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Build the controller image (./Dockerfile) and the worker image (worker-image/Dockerfile) with
 # Debian's podman, then prove each one runs its binary, and print each image's size.
-#   tests/env/images.sh [all|base|build|check]     (default: all)
+#   tests/env/images.sh [all|base|controller|worker]     (default: all: both images)
 # The build context is the work tree; IMAGES_FROM=<git rev> builds that commit instead (a clean
-# tree, useful while the work tree holds unfinished edits).
+# tree, useful while the work tree holds unfinished edits); IMAGES_CONTEXT=<dir> uses that dir.
 # No Docker engine runs here and running a container fails (cgroups hybrid mode), so this
 # follows the recipe in the design's "Images" section:
 #   1. a debootstrap --variant=minbase bookworm tree (tarball cached outside the repo) is
@@ -84,7 +84,7 @@ base() {
 }
 
 # Step 3.
-ctx=$root
+ctx=${IMAGES_CONTEXT:-$root}
 if [ -n "${IMAGES_FROM:-}" ]; then
   ctx=$(mktemp -d "$cache/context.XXXXXX")
   trap 'rm -rf "$ctx"' EXIT
@@ -93,21 +93,17 @@ fi
 
 build_one() {  # REF DOCKERFILE
   local ref=$1 file=$ctx/$2
-  log "podman build -f $2 -t $ref (context ${IMAGES_FROM:-work tree})"
+  log "podman build -f $2 -t $ref (context ${IMAGES_FROM:-$ctx})"
   podman build --isolation=chroot --pull=never --layers \
     --build-arg VERSION="$version" \
-    --build-arg REVISION="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+    --build-arg REVISION="$(git -C "$root" rev-parse --short "${IMAGES_FROM:-HEAD}" 2>/dev/null || echo unknown)" \
     -f "$file" -t "$ref" "$ctx" > "$cache/build-$(basename "${ref%%:*}").log" 2>&1 \
     || { tail -n 30 "$cache/build-$(basename "${ref%%:*}").log" >&2; fail "podman build of $ref failed"; }
 }
 
-build() {
-  build_one "$ctrl_ref" Dockerfile
-  if [ -f "$ctx/worker-image/Dockerfile" ]; then
-    build_one "$worker_ref" worker-image/Dockerfile
-  else
-    fail "worker-image/Dockerfile does not exist (yet)"
-  fi
+build_worker() {
+  [ -f "$ctx/worker-image/Dockerfile" ] || fail "worker-image/Dockerfile does not exist"
+  build_one "$worker_ref" worker-image/Dockerfile
 }
 
 # Step 4: run CMD... inside REF's exported filesystem as the image's own user.
@@ -121,11 +117,12 @@ run_in_image() {  # REF CMD...
   esac
   [[ $user == *:* ]] || user=$user:$user
   dir=$(mktemp -d "$cache/export.XXXXXX")
+  chmod 755 "$dir"   # it is the image's "/": mktemp's 0700 would lock its user out
   ctr=$(podman create --quiet "$ref" 2>/dev/null) || { rm -rf "$dir"; fail "podman create $ref failed"; }
   podman export "$ctr" | tar -C "$dir" -xf - || rc=$?
   podman rm --force "$ctr" >/dev/null 2>&1 || true
   [ $rc -eq 0 ] || { rm -rf "$dir"; fail "podman export $ref failed"; }
-  out=$(env -i PATH=/usr/local/bin:/usr/bin:/bin chroot --userspec="$user" "$dir" "$@" 2>&1) || rc=$?
+  out=$(env -i PATH=/usr/local/bin:/usr/bin:/bin "$(command -v chroot)" --userspec="$user" "$dir" "$@" 2>&1) || rc=$?
   rm -rf "$dir"
   printf '%s\n' "$out" | sed "s|^|  [$ref as $user] |" >&2
   [ $rc -eq 0 ] || fail "'$*' exited $rc inside $ref"
@@ -136,22 +133,27 @@ size_of() {
   podman image inspect --format '{{.Size}}' "$1" | awk '{printf "%.1f MB (%d bytes)", $1 / 1e6, $1}'
 }
 
-check() {
+check_ctrl() {
   local out
   out=$(run_in_image "$ctrl_ref" jobpool-controller --version)
   grep -q "^jobpool-controller $version\$" <<<"$out" \
     || fail "controller image: --version printed '$out', want 'jobpool-controller $version'"
+  echo "images: $ctrl_ref $(size_of "$ctrl_ref")"
+}
+
+check_worker() {
+  local out
   out=$(run_in_image "$worker_ref" jobpool-worker --help)
   grep -qi 'usage' <<<"$out" || fail "worker image: --help printed no usage text"
-  echo "images: $ctrl_ref $(size_of "$ctrl_ref")"
   echo "images: $worker_ref $(size_of "$worker_ref")"
 }
 
 write_conf
 case "${1:-all}" in
-  base)  base ;;
-  build) base; build ;;
-  check) check ;;
-  all)   base; build; check; echo "images: OK" ;;
-  *) echo "usage: $0 [all|base|build|check]" >&2; exit 2 ;;
+  base)       base ;;
+  controller) base; build_one "$ctrl_ref" Dockerfile; check_ctrl ;;
+  worker)     base; build_worker; check_worker ;;
+  all)        base; build_one "$ctrl_ref" Dockerfile; build_worker; check_ctrl; check_worker
+              echo "images: OK" ;;
+  *) echo "usage: $0 [all|base|controller|worker]" >&2; exit 2 ;;
 esac
