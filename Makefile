@@ -32,8 +32,8 @@ DEPS_test_config    = config yamljson util log err
 DEPS_test_yamljson  = yamljson util err
 DEPS_test_http      = http util log err
 DEPS_test_rmq       = rmq http util log err
-DEPS_test_kube      = kube kubeconfig http util log err
-DEPS_test_kubeconfig = kubeconfig util log err
+DEPS_test_kube      = kube kubeconfig yamljson http util log err
+DEPS_test_kubeconfig = kubeconfig yamljson util log err
 DEPS_test_scale     = scale util err
 DEPS_test_scale_sim = scale util err
 DEPS_test_backend_local = backend_local util log err config yamljson
@@ -41,7 +41,7 @@ DEPS_test_metrics   = metrics util log err
 DEPS_test_reconcile = reconcile scale rmq kube kubeconfig backend_kube backend_local metrics leader config yamljson http util log err
 # Integration tests (need the real broker / API server started by tests/env/*.sh).
 DEPS_it_rmq         = rmq http util log err
-DEPS_it_kube        = kube kubeconfig http util log err
+DEPS_it_kube        = kube kubeconfig yamljson http util log err
 
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   = $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
@@ -81,11 +81,11 @@ $(B)/tests/it_%: tests/integration/it_%.c $$(addprefix $(B)/ctrl/,$$(addsuffix .
 	$(CC) $(ALL_CFLAGS) -Itests/unit $^ -o $@ $(LDLIBS) $(CMOCKA_LIBS)
 
 # Fast edit-compile loop: unit tests only, no services.
-unit: $(UNIT_BIN) all
+unit: $(UNIT_BIN)
 	@tests/run-tests.sh unit $(UNIT_BIN)
 
 # Tests against a real RabbitMQ (and, where built, a real kube-apiserver).
-integration: $(IT_BIN) all
+integration: $(IT_BIN) $(WORKER)
 	@B=$(abspath $(B)) tests/integration/run.sh $(IT_BIN)
 
 # The full suite that CI runs. Installs what is missing first.

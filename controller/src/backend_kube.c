@@ -1,0 +1,274 @@
+/* backend_kube.c: workers as Kubernetes Jobs, observed through the watch cache. */
+#define _GNU_SOURCE
+#include "backend.h"
+#include "err.h"
+#include "kube.h"
+#include "log.h"
+#include "util.h"
+
+#include <cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* When a Job was first seen with a Running pod. A Job's startTime is set by the Job controller
+ * at creation, not when its pod runs, and the scaler must know whether a worker began running
+ * after the depth sample. Kept in memory only: after a restart every running Job looks freshly
+ * started, which errs towards starting fewer workers for one stats interval, never more. */
+struct seen {
+    char name[64];
+    int64_t running_ms;
+    uint32_t gen;               /* pass in which it was last seen; older entries are pruned */
+};
+
+struct kb {
+    struct backend base;
+    const struct cfg *cfg;
+    struct kube_client *kc;
+    struct kube_cache *cache;
+    struct cJSON **templates;   /* per pool: the jobTemplate with the worker settings added */
+    struct backend_stats *stats;
+    struct kube_job_list jobs;  /* scratch, reused */
+    struct seen *seen;          /* open addressing, power-of-two size */
+    size_t nseen, seen_cap;
+    uint32_t gen;
+};
+
+static size_t pool_index(const struct kb *K, const struct cfg_pool *p)
+{
+    return (size_t)(p - K->cfg->pools);
+}
+
+static struct seen *seen_slot(struct kb *K, const char *name, bool insert)
+{
+    if (insert && (K->nseen + 1) * 2 > K->seen_cap) {
+        size_t cap = K->seen_cap ? K->seen_cap * 2 : 256;
+        struct seen *t = calloc(cap, sizeof *t);
+        if (!t) return NULL;
+        for (size_t i = 0; i < K->seen_cap; i++) {
+            if (!K->seen[i].name[0]) continue;
+            size_t h = util_fnv1a(K->seen[i].name, strlen(K->seen[i].name), 0) & (cap - 1);
+            while (t[h].name[0]) h = (h + 1) & (cap - 1);
+            t[h] = K->seen[i];
+        }
+        free(K->seen);
+        K->seen = t;
+        K->seen_cap = cap;
+    }
+    if (!K->seen_cap) return NULL;
+    size_t h = util_fnv1a(name, strlen(name), 0) & (K->seen_cap - 1);
+    while (K->seen[h].name[0]) {
+        if (strcmp(K->seen[h].name, name) == 0) return &K->seen[h];
+        h = (h + 1) & (K->seen_cap - 1);
+    }
+    if (!insert) return NULL;
+    snprintf(K->seen[h].name, sizeof K->seen[h].name, "%s", name);
+    K->nseen++;
+    return &K->seen[h];
+}
+
+/* Drop entries not seen for a while, by rebuilding the table. */
+static void seen_prune(struct kb *K)
+{
+    if (K->nseen < 64 || K->gen % 64) return;
+    struct seen *old = K->seen;
+    size_t cap = K->seen_cap;
+    K->seen = NULL;
+    K->seen_cap = K->nseen = 0;
+    for (size_t i = 0; i < cap; i++)
+        if (old[i].name[0] && K->gen - old[i].gen < 64) {
+            struct seen *s = seen_slot(K, old[i].name, true);
+            if (s) *s = old[i];
+        }
+    free(old);
+}
+
+static int kb_observe(struct backend *b)
+{
+    struct kb *K = (struct kb *)b;
+    K->gen++;
+    seen_prune(K);
+    return kube_cache_synced(K->cache) ? 0 : JP_ESTALE;
+}
+
+static int kb_list(struct backend *b, const struct cfg_pool *pool, struct backend_list *out)
+{
+    struct kb *K = (struct kb *)b;
+    out->n = 0;
+    int rc = kube_cache_pool_jobs(K->cache, pool->name, &K->jobs);
+    if (rc) return rc;
+    int64_t now = util_wall_ms();
+    for (size_t i = 0; i < K->jobs.n; i++) {
+        const struct kube_job *j = &K->jobs.items[i];
+        if (j->deleting_ms) continue; /* on its way out: neither active nor history */
+        struct backend_worker w;
+        memset(&w, 0, sizeof w);
+        snprintf(w.id, sizeof w.id, "%s", j->name);
+        w.exit_code = -1;
+        w.w.created_ms = j->created_ms;
+        switch (j->state) {
+        case KUBE_JOB_SUCCEEDED:
+        case KUBE_JOB_FAILED:
+            w.w.state = j->state == KUBE_JOB_SUCCEEDED ? SCALE_SUCCEEDED : SCALE_FAILED;
+            w.w.finished_ms = j->finished_ms ? j->finished_ms
+                              : j->completion_ms ? j->completion_ms : now;
+            w.w.started_ms = j->start_ms;
+            break;
+        case KUBE_JOB_RUNNING: {
+            w.w.state = SCALE_RUNNING;
+            struct seen *s = seen_slot(K, j->name, true);
+            if (s) {
+                if (!s->running_ms) s->running_ms = now;
+                s->gen = K->gen;
+                w.w.started_ms = s->running_ms;
+            } else {
+                w.w.started_ms = now;
+            }
+            break;
+        }
+        default:
+            w.w.state = SCALE_PENDING;
+            break;
+        }
+        if ((rc = backend_list_push(out, &w)) != 0) return rc;
+    }
+    return 0;
+}
+
+static int kb_start(struct backend *b, const struct cfg_pool *pool, int n, int *started)
+{
+    struct kb *K = (struct kb *)b;
+    size_t pi = pool_index(K, pool);
+    *started = 0;
+    if (!K->templates[pi]) {
+        log_msg(LOG_ERROR, pool->name, JP_ECONFIG, "jobTemplate is required for the kube backend");
+        return JP_ECONFIG;
+    }
+    struct kube_job_spec spec = {
+        .pool = pool->name,
+        .queue = pool->queue,
+        .vhost = pool->vhost,
+        .config_hash = pool->hash,
+        .job_template = K->templates[pi],
+        .ttl_seconds_after_finished = pool->ttl_seconds_after_finished,
+    };
+    struct kube_job *made = calloc((size_t)n, sizeof *made);
+    if (!made) return JP_ENOMEM;
+    int created = 0;
+    int rc = kube_jobs_create(K->kc, &spec, n, &created, made);
+    for (int i = 0; i < n; i++)
+        if (made[i].name[0]) kube_cache_note_created(K->cache, &made[i]);
+    free(made);
+    *started = created;
+    K->stats[pi].started += (unsigned long)created;
+    if (rc)
+        log_msg(LOG_ERROR, pool->name, rc, "created %d of %d jobs: %s", created, n,
+                kube_last_error(K->kc));
+    return rc;
+}
+
+static int kb_remove(struct backend *b, const struct cfg_pool *pool, const struct backend_worker *w)
+{
+    struct kb *K = (struct kb *)b;
+    int rc = kube_job_delete(K->kc, w->id);
+    if (rc == 0 || rc == JP_ENOTFOUND) kube_cache_note_deleted(K->cache, w->id);
+    if (rc && rc != JP_ENOTFOUND)
+        log_msg(LOG_WARN, pool->name, rc, "deleting job %s failed: %s", w->id,
+                kube_last_error(K->kc));
+    return rc;
+}
+
+static void kb_stats(struct backend *b, const struct cfg_pool *pool, struct backend_stats *out)
+{
+    struct kb *K = (struct kb *)b;
+    *out = K->stats[pool_index(K, pool)];
+}
+
+static void kb_shutdown(struct backend *b, long grace_ms)
+{
+    (void)b;
+    (void)grace_ms; /* Jobs keep running: a restart never deletes a running worker. */
+}
+
+static void kb_destroy(struct backend *b)
+{
+    struct kb *K = (struct kb *)b;
+    if (!K) return;
+    kube_cache_free(K->cache);
+    if (K->templates)
+        for (size_t i = 0; i < K->cfg->npools; i++) cJSON_Delete(K->templates[i]);
+    free(K->templates);
+    free(K->stats);
+    kube_job_list_free(&K->jobs);
+    free(K->seen);
+    free(K);
+}
+
+/* Add name=value to a container's env unless it is set already. */
+static int env_default(cJSON *container, const char *name, const char *value)
+{
+    cJSON *env = cJSON_GetObjectItemCaseSensitive(container, "env");
+    if (!env) env = cJSON_AddArrayToObject(container, "env");
+    if (!cJSON_IsArray(env)) return JP_ESHAPE;
+    cJSON *e;
+    cJSON_ArrayForEach(e, env) {
+        cJSON *n = cJSON_GetObjectItemCaseSensitive(e, "name");
+        if (cJSON_IsString(n) && strcmp(n->valuestring, name) == 0) return 0;
+    }
+    cJSON *item = cJSON_CreateObject();
+    if (!item || !cJSON_AddStringToObject(item, "name", name) ||
+        !cJSON_AddStringToObject(item, "value", value)) {
+        cJSON_Delete(item);
+        return JP_ENOMEM;
+    }
+    cJSON_AddItemToArray(env, item);
+    return 0;
+}
+
+/* The pool's template plus the worker settings the controller owns (idle timeout, attempts). */
+static int pool_template(const struct cfg_pool *pool, cJSON **out)
+{
+    *out = NULL;
+    if (!pool->job_template) return 0;
+    cJSON *t = cJSON_Duplicate(pool->job_template, 1);
+    if (!t) return JP_ENOMEM;
+    char idle[32], attempts[16];
+    util_format_duration(pool->idle_timeout_ms, idle, sizeof idle);
+    snprintf(attempts, sizeof attempts, "%d", pool->max_attempts);
+    cJSON *spec = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(t, "template"), "spec");
+    cJSON *cs = cJSON_GetObjectItemCaseSensitive(spec, "containers");
+    cJSON *c;
+    int rc = 0;
+    cJSON_ArrayForEach(c, cs) {
+        if (!rc) rc = env_default(c, "JOBPOOL_IDLE_TIMEOUT", idle);
+        if (!rc) rc = env_default(c, "JOBPOOL_MAX_ATTEMPTS", attempts);
+    }
+    if (rc) cJSON_Delete(t);
+    else *out = t;
+    return rc;
+}
+
+int backend_kube_new(const struct cfg *cfg, struct kube_client *kc, struct backend **out)
+{
+    *out = NULL;
+    struct kb *K = calloc(1, sizeof *K);
+    if (!K) return JP_ENOMEM;
+    int rc = JP_ENOMEM;
+    K->cfg = cfg;
+    K->kc = kc;
+    K->base = (struct backend){.name = "kube", .observe = kb_observe, .list = kb_list,
+                               .start = kb_start, .remove = kb_remove, .stats = kb_stats,
+                               .shutdown = kb_shutdown, .destroy = kb_destroy};
+    size_t np = cfg->npools ? cfg->npools : 1;
+    if (!(K->templates = calloc(np, sizeof *K->templates))) goto out;
+    if (!(K->stats = calloc(np, sizeof *K->stats))) goto out;
+    for (size_t i = 0; i < cfg->npools; i++)
+        if ((rc = pool_template(&cfg->pools[i], &K->templates[i])) != 0) goto out;
+    struct kube_cache_opts co = {0};
+    if ((rc = kube_cache_new(kc, &co, &K->cache)) != 0) goto out;
+    rc = 0;
+out:
+    if (rc) kb_destroy(&K->base);
+    else *out = &K->base;
+    return rc;
+}
