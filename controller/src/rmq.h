@@ -45,6 +45,18 @@ int rmq_queue_depth(struct rmq_client *c, const char *vhost, const char *queue,
 int rmq_regex_depth(struct rmq_client *c, const char *vhost, const char *regex,
                     struct rmq_depth *out);
 
+/* Optional: announce a regex pool before the first tick, so that the first tick already fetches
+ * one listing per vhost for all regex pools (rmq_regex_depth registers unknown regexes itself,
+ * at the cost of one extra listing in the tick where it first sees them). Returns 0, JP_EINVAL
+ * (not a POSIX extended regex), JP_ERANGE (too many regexes) or JP_ENOMEM. */
+int rmq_watch_regex(struct rmq_client *c, const char *vhost, const char *regex);
+
+/* Failures are logged by rmq itself, once per change of a queue's error (a warning when a read
+ * starts failing or the error changes, info when it recovers, debug while it stays the same),
+ * so callers need not log them again every tick. With depthSource amqp, named queues take
+ * ready from a passive queue.declare (real time) and unacked/consumers from the management API;
+ * regex pools always use the management listing. */
+
 /* Human-readable detail of the last error (status, URL without credentials, broker reason);
  * never contains a password. Valid until the next call. */
 const char *rmq_last_error(const struct rmq_client *c);
