@@ -4,6 +4,7 @@
 #include "config.h"
 #include "err.h"
 #include "kube.h"
+#include "leader.h"
 #include "log.h"
 #include "metrics.h"
 #include "reconcile.h"
@@ -34,6 +35,11 @@ static void on_stop(int sig)
     (void)sig;
     if (stop_flag) _exit(EXIT_FORCED); /* the second signal exits at once */
     stop_flag = 1;
+}
+
+static bool gate_leader(void *ud)
+{
+    return leader_tick(ud);
 }
 
 static void on_child(int sig)
@@ -193,6 +199,7 @@ int main(int argc, char **argv)
     struct backend *be = NULL;
     struct metrics *m = NULL;
     struct reconcile *r = NULL;
+    struct leader *lead = NULL;
     char *worker = NULL;
 
     if ((rc = rmq_client_new(&cfg->rabbitmq, &rmq)) != 0) {
@@ -227,8 +234,21 @@ int main(int argc, char **argv)
         log_msg(LOG_ERROR, NULL, rc, "metrics: cannot listen on '%s'", addr ? addr : "");
         goto out;
     }
-    metrics_set_leader(m, true);
     struct reconcile_opts ro = {.dry_run = dry_run};
+    if (cfg->leader.enabled && kc && !once) {
+        struct leader_opts lo = {
+            .lease_name = cfg->leader.lease_name,
+            .lease_duration_ms = cfg->leader.lease_duration_ms,
+            .renew_deadline_ms = cfg->leader.renew_deadline_ms,
+            .retry_period_ms = cfg->leader.retry_period_ms,
+        };
+        if ((rc = leader_new(kc, &lo, &lead)) != 0) goto out;
+        ro.gate = gate_leader;
+        ro.gate_ud = lead;
+        log_info("leader election on lease %s as %s", cfg->leader.lease_name,
+                 leader_identity(lead));
+    }
+    metrics_set_leader(m, lead == NULL);
     if ((rc = reconcile_new(cfg, rmq, be, m, &ro, &r)) != 0) goto out;
 
     log_info("jobpool %s started: backend=%s pools=%zu poll=%lldms%s", JP_VERSION, be->name,
@@ -248,8 +268,10 @@ int main(int argc, char **argv)
         exit_code = EXIT_OK;
     }
     if (cfg->backend == CFG_BACKEND_LOCAL && !once) be->shutdown(be, 25000);
+    leader_release(lead);
 
 out:
+    leader_free(lead);
     reconcile_free(r);
     metrics_free(m);
     backend_free(be);

@@ -384,7 +384,14 @@ int reconcile_run(struct reconcile *r, volatile sig_atomic_t *stop, volatile sig
     while (!*stop) {
         int64_t started = util_now_ms();
         if (wake) *wake = 0;
-        reconcile_pass(r);
+        bool act = !r->o.gate || r->o.gate(r->o.gate_ud);
+        metrics_set_leader(r->m, act);
+        if (act) {
+            reconcile_pass(r);
+        } else {
+            metrics_tick(r->m);
+            metrics_set_ready(r->m, true);
+        }
         next = started + r->cfg->poll_interval_ms;
         sleep_until(next, stop, wake);
         if (wake && *wake && !*stop) sleep_until(started + min_gap_ms, stop, NULL);

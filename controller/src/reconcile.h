@@ -27,7 +27,10 @@ struct reconcile_pool_status {
 
 struct reconcile_opts {
     bool dry_run;               /* decide and log, change nothing */
-    bool keda;                  /* benchmark only: KEDA's default strategy instead of ours */
+    /* Called before every pass: false skips it (a follower under leader election stays
+     * healthy and ready but idle). NULL: always act. */
+    bool (*gate)(void *ud);
+    void *gate_ud;
 };
 
 /* Borrow cfg, rmq, backend and metrics (metrics may be NULL); they must outlive the loop. */
