@@ -58,14 +58,67 @@ struct scale_decision {
                                    "global_cap", "min_active", "hold_no_data", "idle" */
 };
 
-/* Decide. Returns 0 or JP_EINVAL (bad limits) / JP_ENOMEM. out is always safe to free. */
+/* Decide one tick for one pool.
+ *
+ * Counting (see docs/scaling.md): active = SCALE_PENDING + SCALE_RUNNING workers. pending = the
+ * SCALE_PENDING ones plus the running ones whose started_ms > sample_ms (the sample cannot have
+ * seen them take a message); running = the other active ones. waiting = consumers - unacked,
+ * never below 0, at most `running`. backlog = ceil(ready / messages_per_worker).
+ *   start = min(max(backlog + spare - pending - waiting, 0), max_active - active,
+ *               max_start_per_tick, room (when room >= 0))
+ * then topped up to min_active (within max_active and room). Negative counts count as 0; sums
+ * saturate, so INT64_MAX ready is safe.
+ *
+ * Deletes: succeeded workers beyond successful_history and failed ones beyond failed_history,
+ * oldest finished_ms first (ties: older created_ms, then lower index), listed in that order;
+ * then SCALE_PENDING workers older than pending_timeout_ms (now_ms - created_ms; 0 disables),
+ * which are still counted as active this tick. A SCALE_RUNNING worker is never deleted.
+ * depth_ok false: no start beyond the min_active top-up, no pending-timeout deletes, history
+ * cleanup still runs, reason "hold_no_data".
+ *
+ * Returns 0, JP_EINVAL (NULL arguments, workers NULL with nworkers > 0, an unknown state, or bad
+ * limits: max_active < 1, min_active outside [0, max_active], spare_workers < 0,
+ * max_start_per_tick < 1, messages_per_worker < 1, a history < 0, pending_timeout_ms < 0) or
+ * JP_ENOMEM. *out is zeroed first, so it is always safe to free, also on failure. */
 int scale_decide(const struct scale_input *in, const struct scale_limits *lim,
                  struct scale_decision *out);
+/* Frees d->deletes and zeroes *d; NULL is fine. */
 void scale_decision_free(struct scale_decision *d);
 
 /* Share a global cap: want[i] workers asked by pool i, room the free slots in total. Writes
  * grant[i] <= want[i], sum(grant) <= room, in proportion to want, every pool with want > 0
- * getting at least 1 while room allows. */
+ * getting at least 1 while room allows (when room is smaller than the number of such pools, the
+ * largest wants get the 1s, ties to the lower index). Leftover slots after the proportional
+ * floors go by largest remainder, ties to the larger want, then the lower index: the result is
+ * deterministic. Negative want or room count as 0. grant must hold n entries.
+ *
+ * To apply maxActiveTotal: decide every pool with room = -1, pass each decision's start as
+ * want[i] and maxActiveTotal - (sum of active over all pools) as room, then decide each pool
+ * again with lim.room = grant[i]. */
 void scale_share(const int64_t *want, size_t n, int64_t room, int64_t *grant);
+
+/* ---- Baseline for comparison benchmarks and the simulation only; the controller never uses it.
+ * KEDA ScaledJob's published decision (pkg/scaling/executor/scale_jobs.go and
+ * pkg/scaling/scaledjob/metrics.go) with the rabbitmq scaler in QueueLength mode over HTTP:
+ * queue length = messages (ready + unacked), maxScale = ceil(min(length / target_value,
+ * max_replica_count)), runningJobCount = every unfinished worker, pendingJobCount = the
+ * SCALE_PENDING ones (no pod Running or Succeeded). KEDA has no notion of sample staleness, so
+ * sample_ms is ignored. depth_ok false behaves like a failed scaler: no metrics, so only the
+ * minReplicaCount path can create jobs. Described in docs/scaling.md. */
+enum scale_keda_strategy { SCALE_KEDA_DEFAULT = 0, SCALE_KEDA_ACCURATE, SCALE_KEDA_EAGER };
+
+struct scale_keda_params {
+    enum scale_keda_strategy strategy;
+    double target_value;        /* the trigger's value: messages per job (KEDA's default is 20) */
+    int64_t max_replica_count;  /* maxReplicaCount (KEDA's default is 100) */
+    int64_t min_replica_count;  /* minReplicaCount (default 0) */
+    double activation_value;    /* activationValue (default 0): active when length > it */
+};
+
+/* Jobs KEDA would create this tick. Returns 0 and *out_start >= 0, or JP_EINVAL (NULL
+ * arguments, target_value <= 0 or not finite, max_replica_count < 1, min_replica_count < 0,
+ * an unknown worker state); *out_start is 0 on failure. */
+int scale_decide_keda(const struct scale_input *in, const struct scale_keda_params *p,
+                      int64_t *out_start);
 
 #endif
