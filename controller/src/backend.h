@@ -37,8 +37,10 @@ struct backend {
     int (*observe)(struct backend *b);
     /* Fill out (reset first) with pool's workers, active and finished. */
     int (*list)(struct backend *b, const struct cfg_pool *pool, struct backend_list *out);
-    /* Start up to n workers; *started tells how many did. Returns the first error. */
-    int (*start)(struct backend *b, const struct cfg_pool *pool, int n, int *started);
+    /* Start up to n workers for ready waiting messages; *started tells how many did. Returns
+     * the first error. */
+    int (*start)(struct backend *b, const struct cfg_pool *pool, int n, int64_t ready,
+                 int *started);
     /* Delete a finished worker's record, or a pending one that timed out. Never a running one. */
     int (*remove)(struct backend *b, const struct cfg_pool *pool, const struct backend_worker *w);
     /* Per-pool counters. */

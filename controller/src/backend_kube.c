@@ -20,8 +20,19 @@ struct seen {
     uint32_t gen;               /* pass in which it was last seen; older entries are pruned */
 };
 
+/* Events are rate-limited per pool and reason: a burst of 5, then one per 30 s, so that a
+ * failing pool cannot flood the API server. */
+enum { EV_SCALED_UP, EV_PENDING_TIMEOUT, EV_TEMPLATE_REJECTED, EV_N };
+#define EV_BURST 5.0
+#define EV_REFILL_MS 30000.0
+struct ev_bucket {
+    double tokens;
+    int64_t at_ms;
+};
+
 struct kb {
     struct backend base;
+    struct ev_bucket (*ev)[EV_N]; /* per pool */
     const struct cfg *cfg;
     struct kube_client *kc;
     struct kube_cache *cache;
@@ -134,7 +145,35 @@ static int kb_list(struct backend *b, const struct cfg_pool *pool, struct backen
     return 0;
 }
 
-static int kb_start(struct backend *b, const struct cfg_pool *pool, int n, int *started)
+static bool ev_allow(struct kb *K, size_t pool, int kind)
+{
+    struct ev_bucket *e = &K->ev[pool][kind];
+    int64_t now = util_now_ms();
+    if (!e->at_ms) e->tokens = EV_BURST;
+    else e->tokens += (double)(now - e->at_ms) / EV_REFILL_MS;
+    if (e->tokens > EV_BURST) e->tokens = EV_BURST;
+    e->at_ms = now;
+    if (e->tokens < 1.0) return false;
+    e->tokens -= 1.0;
+    return true;
+}
+
+/* Record an Event about a Job, or about the controller's own Pod (POD_NAME from the downward
+ * API) when job is NULL. Failures are logged at debug: events are best effort. */
+static void event(struct kb *K, size_t pool, int kind, const char *job, const char *type,
+                  const char *reason, const char *msg)
+{
+    if (!ev_allow(K, pool, kind)) return;
+    const char *pod = getenv("POD_NAME");
+    int rc;
+    if (job) rc = kube_event_create(K->kc, "Job", "batch/v1", job, NULL, type, reason, msg);
+    else if (pod && *pod) rc = kube_event_create(K->kc, "Pod", "v1", pod, NULL, type, reason, msg);
+    else return;
+    if (rc) log_msg(LOG_DEBUG, K->cfg->pools[pool].name, rc, "event %s not recorded", reason);
+}
+
+static int kb_start(struct backend *b, const struct cfg_pool *pool, int n, int64_t ready,
+                    int *started)
 {
     struct kb *K = (struct kb *)b;
     size_t pi = pool_index(K, pool);
@@ -155,20 +194,37 @@ static int kb_start(struct backend *b, const struct cfg_pool *pool, int n, int *
     if (!made) return JP_ENOMEM;
     int created = 0;
     int rc = kube_jobs_create(K->kc, &spec, n, &created, made);
+    const char *first = NULL;
     for (int i = 0; i < n; i++)
-        if (made[i].name[0]) kube_cache_note_created(K->cache, &made[i]);
-    free(made);
+        if (made[i].name[0]) {
+            kube_cache_note_created(K->cache, &made[i]);
+            if (!first) first = made[i].name;
+        }
     *started = created;
     K->stats[pi].started += (unsigned long)created;
-    if (rc)
-        log_msg(LOG_ERROR, pool->name, rc, "created %d of %d jobs: %s", created, n,
-                kube_last_error(K->kc));
+    char msg[1280];
+    if (rc) {
+        snprintf(msg, sizeof msg, "%s", kube_last_error(K->kc));
+        log_msg(LOG_ERROR, pool->name, rc, "created %d of %d jobs: %s", created, n, msg);
+        if (rc == JP_EINVALID)
+            event(K, pi, EV_TEMPLATE_REJECTED, NULL, "Warning", "TemplateRejected", msg);
+    }
+    if (created && first) {
+        snprintf(msg, sizeof msg, "Started %d worker%s for %lld ready message%s (pool %s)",
+                 created, created == 1 ? "" : "s", (long long)ready, ready == 1 ? "" : "s",
+                 pool->name);
+        event(K, pi, EV_SCALED_UP, first, "Normal", "ScaledUp", msg);
+    }
+    free(made);
     return rc;
 }
 
 static int kb_remove(struct backend *b, const struct cfg_pool *pool, const struct backend_worker *w)
 {
     struct kb *K = (struct kb *)b;
+    if (w->w.state == SCALE_PENDING) /* only a pending-timeout deletes an active worker */
+        event(K, pool_index(K, pool), EV_PENDING_TIMEOUT, w->id, "Warning", "PendingTimeout",
+              "Deleted: no pod ran within the pool's pendingTimeout");
     int rc = kube_job_delete(K->kc, w->id);
     if (rc == 0 || rc == JP_ENOTFOUND) kube_cache_note_deleted(K->cache, w->id);
     if (rc && rc != JP_ENOTFOUND)
@@ -198,6 +254,7 @@ static void kb_destroy(struct backend *b)
         for (size_t i = 0; i < K->cfg->npools; i++) cJSON_Delete(K->templates[i]);
     free(K->templates);
     free(K->stats);
+    free(K->ev);
     kube_job_list_free(&K->jobs);
     free(K->seen);
     free(K);
@@ -262,6 +319,7 @@ int backend_kube_new(const struct cfg *cfg, struct kube_client *kc, struct backe
     size_t np = cfg->npools ? cfg->npools : 1;
     if (!(K->templates = calloc(np, sizeof *K->templates))) goto out;
     if (!(K->stats = calloc(np, sizeof *K->stats))) goto out;
+    if (!(K->ev = calloc(np, sizeof *K->ev))) goto out;
     for (size_t i = 0; i < cfg->npools; i++)
         if ((rc = pool_template(&cfg->pools[i], &K->templates[i])) != 0) goto out;
     struct kube_cache_opts co = {0};

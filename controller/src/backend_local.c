@@ -259,9 +259,11 @@ out:
     return rc;
 }
 
-static int local_start(struct backend *b, const struct cfg_pool *pool, int n, int *started)
+static int local_start(struct backend *b, const struct cfg_pool *pool, int n, int64_t ready,
+                       int *started)
 {
     struct local *L = (struct local *)b;
+    (void)ready;
     *started = 0;
     if (!pool->worker_command || !pool->worker_argc) {
         log_msg(LOG_ERROR, pool->name, JP_ECONFIG,

@@ -260,7 +260,7 @@ static int act_pool(struct reconcile *r, size_t i)
     }
     int started = 0;
     if (ps->start > 0) {
-        int rc = r->be->start(r->be, pool, ps->start, &started);
+        int rc = r->be->start(r->be, pool, ps->start, ps->depth.ready, &started);
         if (rc) {
             if (!first) first = rc;
             pool_error(r, pool, ps, src, rc, "starting workers failed");
