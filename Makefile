@@ -80,12 +80,17 @@ $(B)/tests/it_%: tests/integration/it_%.c $$(addprefix $(B)/ctrl/,$$(addsuffix .
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Itests/unit $^ -o $@ $(LDLIBS) $(CMOCKA_LIBS)
 
+# A tiny server of known metrics for tests/integration/metrics.test.sh (promtool, Prometheus).
+$(B)/tests/metrics_demo: tests/integration/metrics_demo.c $(addprefix $(B)/ctrl/,metrics.o util.o log.o err.o)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(filter %.c %.o,$^) -o $@ $(LDLIBS)
+
 # Fast edit-compile loop: unit tests only, no services.
 unit: $(UNIT_BIN)
 	@tests/run-tests.sh unit $(UNIT_BIN)
 
 # Tests against a real RabbitMQ (and, where built, a real kube-apiserver).
-integration: $(IT_BIN) $(WORKER)
+integration: $(IT_BIN) $(WORKER) $(B)/tests/metrics_demo
 	@B=$(abspath $(B)) tests/integration/run.sh $(IT_BIN)
 
 # The full suite that CI runs. Installs what is missing first.
@@ -121,6 +126,19 @@ demo: all
 
 bench: all
 	@for b in bench/*.sh; do [ -x "$$b" ] && "$$b"; done
+
+# libFuzzer over cfg_load_string and yamljson_parse, seeded with the example and fixture configs.
+FUZZ_SECONDS ?= 30
+FUZZ_CC      ?= clang
+FUZZ_SRC      = tests/fuzz/fuzz_config.c $(patsubst %,controller/src/%.c,config yamljson util log err)
+fuzz:
+	@mkdir -p build/fuzz/corpus
+	$(FUZZ_CC) -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	  -Icontroller/src $(shell pkg-config --cflags yaml-0.1 libcjson) $(FUZZ_SRC) \
+	  -o build/fuzz/fuzz_config $(shell pkg-config --libs yaml-0.1 libcjson) -lm
+	build/fuzz/fuzz_config -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=10 \
+	  -rss_limit_mb=1024 -dict=tests/fuzz/config.dict -print_final_stats=1 \
+	  build/fuzz/corpus docs/examples tests/fixtures/config
 
 clean:
 	rm -rf build controller/jobpool-controller worker-image/jobpool-worker

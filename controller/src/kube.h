@@ -54,7 +54,7 @@ const char *kube_namespace(const struct kube_client *c);
 const char *kube_last_error(const struct kube_client *c);
 /* Retry-After of the last 429/5xx answer in seconds, -1 when absent. */
 long kube_last_retry_after(const struct kube_client *c);
-/* Requests sent by this client (all connections, including the cache's) since it was made. */
+/* Requests sent by this client (its connections; a cache counts its own) since it was made. */
 unsigned long kube_request_count(const struct kube_client *c);
 
 /* Errors of every call below: 0, or JP_EUNAUTHORIZED (401), JP_EFORBIDDEN (403), JP_ENOTFOUND,

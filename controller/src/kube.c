@@ -1,0 +1,1440 @@
+/* kube.c: Kubernetes REST over http.c: Jobs, Pods, Leases, Events, typed errors, a watch cache. */
+#define _GNU_SOURCE
+#include "kube.h"
+#include "err.h"
+#include "http.h"
+#include "log.h"
+#include "util.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define JOBS_API "/apis/batch/v1/namespaces/"
+#define CORE_API "/api/v1/namespaces/"
+#define LEASE_API "/apis/coordination.k8s.io/v1/namespaces/"
+
+struct kube_client {
+    struct kube_auth *auth;        /* owned copy */
+    struct kube_opts o;            /* numbers only; the string fields are not kept */
+    char *ns;
+    struct http_opts hopts;        /* borrows from auth */
+    struct http_client *http;
+    struct http_multi *multi;      /* made on the first batch create */
+    char *token;                   /* current bearer token */
+    struct timespec token_mtime;
+    off_t token_size;
+    char last_error[1024];
+    long retry_after;
+    unsigned long requests;
+    double bucket;                 /* create rate limiter: tokens available */
+    int64_t bucket_ms;             /* when bucket was last refilled */
+};
+
+/* ---- small helpers ------------------------------------------------------------------------ */
+
+static void copy_str(char *dst, size_t n, const char *s)
+{
+    if (!s) s = "";
+    size_t l = strlen(s);
+    if (l >= n) l = n - 1;
+    memcpy(dst, s, l);
+    dst[l] = '\0';
+}
+
+static const char *jstr(const cJSON *obj, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static int jint(const cJSON *obj, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return cJSON_IsNumber(v) ? v->valueint : 0;
+}
+
+static int64_t jtime(const cJSON *obj, const char *key)
+{
+    const char *s = jstr(obj, key);
+    int64_t ms = 0;
+    if (s && util_parse_rfc3339(s, &ms) != 0) ms = 0;
+    return ms;
+}
+
+static const char *jlabel(const cJSON *meta, const char *map, const char *key)
+{
+    return jstr(cJSON_GetObjectItemCaseSensitive(meta, map), key);
+}
+
+/* "2026-11-28T01:02:03.123456Z" (a Kubernetes MicroTime) from unix ms. */
+static void format_microtime(int64_t ms, char *out, size_t n)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char base[24];
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, n, "%.19s.%06dZ", base, (int)(ms % 1000) * 1000);
+}
+
+static void sleep_ms(int64_t ms)
+{
+    if (ms <= 0) return;
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
+
+/* ---- client ------------------------------------------------------------------------------- */
+
+static char *dup_or_null(const char *s, bool *fail)
+{
+    if (!s) return NULL;
+    char *d = strdup(s);
+    if (!d) *fail = true;
+    return d;
+}
+
+static int auth_copy(const struct kube_auth *a, struct kube_auth **out)
+{
+    *out = NULL;
+    struct kube_auth *c = calloc(1, sizeof *c);
+    if (!c) return JP_ENOMEM;
+    bool fail = false;
+    c->server = dup_or_null(a->server, &fail);
+    c->namespace_ = dup_or_null(a->namespace_, &fail);
+    c->context = dup_or_null(a->context, &fail);
+    c->ca_pem = dup_or_null(a->ca_pem, &fail);
+    c->cert_pem = dup_or_null(a->cert_pem, &fail);
+    c->key_pem = dup_or_null(a->key_pem, &fail);
+    c->token = dup_or_null(a->token, &fail);
+    c->token_file = dup_or_null(a->token_file, &fail);
+    c->username = dup_or_null(a->username, &fail);
+    c->password = dup_or_null(a->password, &fail);
+    c->insecure = a->insecure;
+    if (fail) {
+        kube_auth_free(c);
+        return JP_ENOMEM;
+    }
+    *out = c;
+    return 0;
+}
+
+static void set_token(struct kube_client *c, char *tok)
+{
+    if (c->token) {
+        explicit_bzero(c->token, strlen(c->token));
+        free(c->token);
+    }
+    c->token = tok;
+}
+
+/* Re-read the token file when its mtime or size changed (projected tokens rotate). */
+static int refresh_token(struct kube_client *c)
+{
+    if (!c->auth->token_file) return 0;
+    struct stat st;
+    if (stat(c->auth->token_file, &st) != 0) {
+        snprintf(c->last_error, sizeof c->last_error, "token file %s: %s", c->auth->token_file,
+                 strerror(errno));
+        return c->token ? 0 : JP_EIO; /* keep using the last token */
+    }
+    if (c->token && st.st_mtim.tv_sec == c->token_mtime.tv_sec &&
+        st.st_mtim.tv_nsec == c->token_mtime.tv_nsec && st.st_size == c->token_size)
+        return 0;
+    char *tok = NULL;
+    int rc = util_read_file(c->auth->token_file, 64 * 1024, true, &tok);
+    if (rc) {
+        snprintf(c->last_error, sizeof c->last_error, "token file %s: %s", c->auth->token_file,
+                 jp_strerror(rc));
+        return c->token ? 0 : rc;
+    }
+    log_add_secret(tok);
+    if ((rc = http_client_set_bearer(c->http, tok)) == 0 && c->multi)
+        rc = http_multi_set_bearer(c->multi, tok);
+    if (rc) {
+        free(tok);
+        return rc;
+    }
+    if (c->token) log_debug("kube: service-account token changed, re-read %s", c->auth->token_file);
+    set_token(c, tok);
+    c->token_mtime = st.st_mtim;
+    c->token_size = st.st_size;
+    return 0;
+}
+
+int kube_client_new_auth(const struct kube_auth *auth, const struct kube_opts *o,
+                         struct kube_client **out)
+{
+    *out = NULL;
+    struct kube_client *c = calloc(1, sizeof *c);
+    int rc = JP_ENOMEM;
+    if (!c) return rc;
+    if ((rc = auth_copy(auth, &c->auth)) != 0) goto out;
+    rc = JP_ENOMEM;
+    c->o = *o;
+    c->o.kubeconfig = c->o.context = c->o.sa_dir = c->o.namespace_ = NULL;
+    if (c->o.qps == 0) c->o.qps = 50;
+    if (c->o.burst <= 0) c->o.burst = 10;
+    if (c->o.concurrency <= 0) c->o.concurrency = 8;
+    if (c->o.page_size <= 0) c->o.page_size = 500;
+    if (c->o.timeout_ms <= 0) c->o.timeout_ms = 10000;
+    if (c->o.max_body == 0) c->o.max_body = (size_t)16 << 20;
+    const char *ns = o->namespace_ ? o->namespace_ : auth->namespace_ ? auth->namespace_
+                                                                       : "default";
+    if (!(c->ns = strdup(ns))) goto out;
+    c->hopts = (struct http_opts){
+        .timeout_ms = c->o.timeout_ms,
+        .connect_timeout_ms = 3000,
+        .max_body = c->o.max_body,
+        .ca_pem = c->auth->ca_pem,
+        .cert_pem = c->auth->cert_pem,
+        .key_pem = c->auth->key_pem,
+        .insecure = c->auth->insecure,
+        .username = c->auth->username,
+        .password = c->auth->password,
+        .bearer = c->auth->token,
+    };
+    if (c->auth->insecure)
+        log_warn("kube: insecure-skip-tls-verify is set: the API server's certificate is NOT "
+                 "verified, anyone on the path can read and change every request");
+    if ((rc = http_client_new(&c->hopts, &c->http)) != 0) goto out;
+    if ((rc = refresh_token(c)) != 0) goto out;
+    c->bucket = c->o.burst;
+    c->bucket_ms = util_now_ms();
+    c->retry_after = -1;
+    rc = 0;
+out:
+    if (rc) kube_client_free(c);
+    else *out = c;
+    return rc;
+}
+
+int kube_client_new(const struct kube_opts *o, struct kube_client **out, char *err,
+                    size_t errlen)
+{
+    *out = NULL;
+    struct kube_auth *a = NULL;
+    int rc;
+    if (o->in_cluster) rc = kube_auth_in_cluster(o->sa_dir, &a, err, errlen);
+    else if (o->kubeconfig) rc = kubeconfig_load(o->kubeconfig, o->context, &a, err, errlen);
+    else {
+        if (err && errlen) snprintf(err, errlen, "kubernetes: neither inCluster nor kubeconfig");
+        return JP_ECONFIG;
+    }
+    if (rc) return rc;
+    rc = kube_client_new_auth(a, o, out);
+    if (rc && err && errlen) snprintf(err, errlen, "kubernetes client: %s", jp_strerror(rc));
+    kube_auth_free(a);
+    return rc;
+}
+
+void kube_client_free(struct kube_client *c)
+{
+    if (!c) return;
+    http_client_free(c->http);
+    http_multi_free(c->multi);
+    set_token(c, NULL);
+    kube_auth_free(c->auth);
+    free(c->ns);
+    free(c);
+}
+
+const char *kube_namespace(const struct kube_client *c) { return c->ns; }
+const char *kube_last_error(const struct kube_client *c) { return c->last_error; }
+long kube_last_retry_after(const struct kube_client *c) { return c->retry_after; }
+unsigned long kube_request_count(const struct kube_client *c) { return c->requests; }
+
+/* ---- requests and typed errors ------------------------------------------------------------ */
+
+/* Record why a call failed: the verb and resource, the status, and the server's own message. */
+static int fail(struct kube_client *c, int rc, const char *verb, const char *resource,
+                const struct http_response *r)
+{
+    if (rc && r->status == 0) {
+        snprintf(c->last_error, sizeof c->last_error, "%s %s: %s: %s", verb, resource,
+                 jp_strerror(rc), r->error);
+        return rc;
+    }
+    rc = http_status_err(r->status);
+    if (!rc) return 0;
+    const char *msg = NULL;
+    cJSON *st = r->body ? cJSON_ParseWithLength(r->body, r->len) : NULL;
+    msg = jstr(st, "message");
+    char body[200] = "";
+    if (!msg && r->body) copy_str(body, sizeof body, r->body);
+    if (!msg) msg = body;
+    if (r->status == 401 || r->status == 403)
+        snprintf(c->last_error, sizeof c->last_error, "%s %s denied (%ld): %s", verb, resource,
+                 r->status, msg);
+    else if (r->status == 422)
+        snprintf(c->last_error, sizeof c->last_error, "%s %s rejected (422): %s", verb, resource,
+                 msg);
+    else if (r->status == 410)
+        snprintf(c->last_error, sizeof c->last_error, "%s %s: gone (410): %s", verb, resource,
+                 msg);
+    else
+        snprintf(c->last_error, sizeof c->last_error, "%s %s: http %ld: %s", verb, resource,
+                 r->status, msg);
+    if (r->status == 409 && st) {
+        const char *reason = jstr(st, "reason");
+        if (reason && strcmp(reason, "AlreadyExists") == 0) rc = JP_ECONFLICT;
+    }
+    if (r->status == 429 || r->status >= 500) c->retry_after = r->retry_after_s;
+    cJSON_Delete(st);
+    return rc;
+}
+
+static int make_url(const struct kube_client *c, const char *path, struct dbuf *url)
+{
+    dbuf_init(url, 64 * 1024);
+    return dbuf_printf(url, "%s%s", c->auth->server, path);
+}
+
+/* One request: body may be NULL; on 2xx *out (when out) is the parsed answer. */
+static int do_request(struct kube_client *c, const char *method, const char *path,
+                      const char *body, const char *verb, const char *resource, cJSON **out)
+{
+    if (out) *out = NULL;
+    struct dbuf url;
+    struct http_response r = {0};
+    c->last_error[0] = '\0';
+    c->retry_after = -1;
+    int rc = refresh_token(c);
+    if (rc) return rc;
+    if ((rc = make_url(c, path, &url)) != 0) goto out;
+    rc = http_request(c->http, method, url.data, body, body ? strlen(body) : 0, &r);
+    c->requests++;
+    if ((rc = fail(c, rc, verb, resource, &r)) != 0) goto out;
+    if (out) {
+        *out = cJSON_ParseWithLength(r.body, r.len);
+        if (!*out) {
+            snprintf(c->last_error, sizeof c->last_error, "%s %s: answer is not JSON", verb,
+                     resource);
+            rc = JP_EPARSE;
+        }
+    }
+out:
+    http_response_free(&r);
+    dbuf_free(&url);
+    return rc;
+}
+
+int kube_request(struct kube_client *c, const char *method, const char *path, const char *body,
+                 struct cJSON **out)
+{
+    return do_request(c, method, path, body, method, path, out);
+}
+
+/* Path "<prefix><ns>/<kind>[/<name>]" with escaped segments. */
+static int obj_path(const struct kube_client *c, const char *prefix, const char *kind,
+                    const char *name, struct dbuf *p)
+{
+    dbuf_init(p, 8192);
+    char *ns = http_escape(c->ns), *nm = name ? http_escape(name) : NULL;
+    int rc = JP_ENOMEM;
+    if (ns && (!name || nm))
+        rc = dbuf_printf(p, "%s%s/%s%s%s", prefix, ns, kind, name ? "/" : "", name ? nm : "");
+    free(ns);
+    free(nm);
+    return rc;
+}
+
+/* Token bucket for creates: ms until one token is available (0: taken now). */
+static long bucket_take(struct kube_client *c)
+{
+    if (c->o.qps < 0) return 0;
+    int64_t now = util_now_ms();
+    c->bucket += (double)(now - c->bucket_ms) * c->o.qps / 1000.0;
+    if (c->bucket > c->o.burst) c->bucket = c->o.burst;
+    c->bucket_ms = now;
+    if (c->bucket >= 1.0) {
+        c->bucket -= 1.0;
+        return 0;
+    }
+    long ms = (long)((1.0 - c->bucket) * 1000.0 / c->o.qps) + 1;
+    return ms > 0 ? ms : 1;
+}
+
+/* ---- Jobs --------------------------------------------------------------------------------- */
+
+const char *kube_job_state_name(enum kube_job_state s)
+{
+    switch (s) {
+    case KUBE_JOB_PENDING: return "pending";
+    case KUBE_JOB_RUNNING: return "running";
+    case KUBE_JOB_SUCCEEDED: return "succeeded";
+    case KUBE_JOB_FAILED: return "failed";
+    }
+    return "unknown";
+}
+
+void kube_job_list_free(struct kube_job_list *l)
+{
+    if (!l) return;
+    free(l->items);
+    memset(l, 0, sizeof *l);
+}
+
+void kube_pod_list_free(struct kube_pod_list *l)
+{
+    if (!l) return;
+    free(l->items);
+    memset(l, 0, sizeof *l);
+}
+
+static int grow(void **items, size_t *alloc, size_t n, size_t size)
+{
+    if (n < *alloc) return 0;
+    size_t na = *alloc ? *alloc * 2 : 64;
+    void *p = realloc(*items, na * size);
+    if (!p) return JP_ENOMEM;
+    *items = p;
+    *alloc = na;
+    return 0;
+}
+
+static void job_state_from_conditions(struct kube_job *j)
+{
+    if (j->complete) j->state = KUBE_JOB_SUCCEEDED;
+    else if (j->failed_cond) j->state = KUBE_JOB_FAILED;
+    else j->state = j->running_pods > 0 ? KUBE_JOB_RUNNING : KUBE_JOB_PENDING;
+}
+
+int kube_job_parse(const cJSON *obj, struct kube_job *out)
+{
+    memset(out, 0, sizeof *out);
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
+    const char *name = jstr(meta, "name");
+    if (!name) return JP_ESHAPE;
+    copy_str(out->name, sizeof out->name, name);
+    copy_str(out->uid, sizeof out->uid, jstr(meta, "uid"));
+    copy_str(out->resource_version, sizeof out->resource_version, jstr(meta, "resourceVersion"));
+    copy_str(out->pool, sizeof out->pool, jlabel(meta, "labels", KUBE_LABEL_POOL));
+    copy_str(out->config_hash, sizeof out->config_hash,
+             jlabel(meta, "annotations", KUBE_ANNOT_HASH));
+    out->created_ms = jtime(meta, "creationTimestamp");
+    out->deleting_ms = jtime(meta, "deletionTimestamp");
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(obj, "status"), *cond;
+    out->active = jint(st, "active");
+    out->succeeded = jint(st, "succeeded");
+    out->failed = jint(st, "failed");
+    out->start_ms = jtime(st, "startTime");
+    out->completion_ms = jtime(st, "completionTime");
+    cJSON_ArrayForEach(cond, cJSON_GetObjectItemCaseSensitive(st, "conditions")) {
+        const char *type = jstr(cond, "type"), *status = jstr(cond, "status");
+        if (!type || !status || strcmp(status, "True") != 0) continue;
+        if (strcmp(type, "Complete") == 0) out->complete = true;
+        else if (strcmp(type, "Failed") == 0) out->failed_cond = true;
+        else continue;
+        out->finished_ms = jtime(cond, "lastTransitionTime");
+    }
+    job_state_from_conditions(out);
+    return 0;
+}
+
+static int pod_parse(const cJSON *obj, struct kube_pod *out)
+{
+    memset(out, 0, sizeof *out);
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
+    const char *name = jstr(meta, "name");
+    if (!name) return JP_ESHAPE;
+    copy_str(out->name, sizeof out->name, name);
+    copy_str(out->uid, sizeof out->uid, jstr(meta, "uid"));
+    copy_str(out->job, sizeof out->job, jlabel(meta, "labels", "job-name"));
+    copy_str(out->pool, sizeof out->pool, jlabel(meta, "labels", KUBE_LABEL_POOL));
+    out->created_ms = jtime(meta, "creationTimestamp");
+    copy_str(out->phase, sizeof out->phase,
+             jstr(cJSON_GetObjectItemCaseSensitive(obj, "status"), "phase"));
+    copy_str(out->node, sizeof out->node,
+             jstr(cJSON_GetObjectItemCaseSensitive(obj, "spec"), "nodeName"));
+    return 0;
+}
+
+/* Set key=value on obj[field] (an object, created when missing). */
+static int ensure_kv(cJSON *obj, const char *field, const char *key, const char *value)
+{
+    cJSON *m = cJSON_GetObjectItemCaseSensitive(obj, field);
+    if (!m) {
+        if (!(m = cJSON_AddObjectToObject(obj, field))) return JP_ENOMEM;
+    } else if (!cJSON_IsObject(m)) {
+        return JP_EINVAL;
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(m, key);
+    return cJSON_AddStringToObject(m, key, value) ? 0 : JP_ENOMEM;
+}
+
+static cJSON *ensure_obj(cJSON *obj, const char *field)
+{
+    cJSON *m = cJSON_GetObjectItemCaseSensitive(obj, field);
+    if (!m) m = cJSON_AddObjectToObject(obj, field);
+    return cJSON_IsObject(m) ? m : NULL;
+}
+
+/* Append {name, value} to every container's env unless the name is already there. */
+static int add_env(cJSON *containers, const char *name, const char *value)
+{
+    cJSON *ctr;
+    if (!value) return 0;
+    cJSON_ArrayForEach(ctr, containers) {
+        if (!cJSON_IsObject(ctr)) continue;
+        cJSON *env = cJSON_GetObjectItemCaseSensitive(ctr, "env"), *e;
+        if (!env && !(env = cJSON_AddArrayToObject(ctr, "env"))) return JP_ENOMEM;
+        if (!cJSON_IsArray(env)) continue; /* the server will say what is wrong */
+        bool found = false;
+        cJSON_ArrayForEach(e, env) {
+            const char *n = jstr(e, "name");
+            if (n && strcmp(n, name) == 0) found = true;
+        }
+        if (found) continue;
+        cJSON *item = cJSON_CreateObject();
+        if (!item || !cJSON_AddStringToObject(item, "name", name) ||
+            !cJSON_AddStringToObject(item, "value", value)) {
+            cJSON_Delete(item);
+            return JP_ENOMEM;
+        }
+        cJSON_AddItemToArray(env, item);
+    }
+    return 0;
+}
+
+int kube_job_manifest(const struct kube_job_spec *s, struct cJSON **out)
+{
+    *out = NULL;
+    if (!s->pool || !s->pool[0]) return JP_EINVAL;
+    if (s->job_template && !cJSON_IsObject(s->job_template)) return JP_EINVAL;
+    int rc = JP_ENOMEM;
+    char gen[80];
+    snprintf(gen, sizeof gen, "%s-", s->pool);
+    cJSON *job = cJSON_CreateObject(), *meta, *spec, *tmpl, *podspec;
+    if (!job || !cJSON_AddStringToObject(job, "apiVersion", "batch/v1") ||
+        !cJSON_AddStringToObject(job, "kind", "Job") ||
+        !(meta = cJSON_AddObjectToObject(job, "metadata")) ||
+        !cJSON_AddStringToObject(meta, "generateName", gen))
+        goto out;
+    spec = s->job_template ? cJSON_Duplicate(s->job_template, true) : cJSON_CreateObject();
+    if (!spec) goto out;
+    cJSON_AddItemToObject(job, "spec", spec);
+    if ((rc = ensure_kv(meta, "labels", KUBE_LABEL_MANAGED_BY, "jobpool")) != 0 ||
+        (rc = ensure_kv(meta, "labels", KUBE_LABEL_POOL, s->pool)) != 0)
+        goto out;
+    if (s->config_hash && (rc = ensure_kv(meta, "annotations", KUBE_ANNOT_HASH, s->config_hash)))
+        goto out;
+    rc = JP_EINVAL;
+    if (!(tmpl = ensure_obj(spec, "template"))) goto out;
+    cJSON *tmeta = ensure_obj(tmpl, "metadata");
+    if (!tmeta) goto out;
+    /* The pods carry the labels too, so the cache can watch them by selector. */
+    if ((rc = ensure_kv(tmeta, "labels", KUBE_LABEL_MANAGED_BY, "jobpool")) != 0 ||
+        (rc = ensure_kv(tmeta, "labels", KUBE_LABEL_POOL, s->pool)) != 0)
+        goto out;
+    podspec = cJSON_GetObjectItemCaseSensitive(tmpl, "spec");
+    static const char *const lists[] = {"containers", "initContainers"};
+    for (size_t i = 0; podspec && i < 2; i++) {
+        cJSON *ctrs = cJSON_GetObjectItemCaseSensitive(podspec, lists[i]);
+        if ((rc = add_env(ctrs, "JOBPOOL_POOL", s->pool)) != 0 ||
+            (rc = add_env(ctrs, "JOBPOOL_QUEUE", s->queue)) != 0 ||
+            (rc = add_env(ctrs, "JOBPOOL_VHOST", s->vhost)) != 0)
+            goto out;
+    }
+    rc = JP_ENOMEM;
+    if (s->ttl_seconds_after_finished >= 0) {
+        cJSON_DeleteItemFromObjectCaseSensitive(spec, "ttlSecondsAfterFinished");
+        if (!cJSON_AddNumberToObject(spec, "ttlSecondsAfterFinished",
+                                     s->ttl_seconds_after_finished))
+            goto out;
+    }
+    rc = 0;
+out:
+    if (rc) cJSON_Delete(job);
+    else *out = job;
+    return rc;
+}
+
+static int job_manifest_text(const struct kube_job_spec *s, char **out)
+{
+    cJSON *job = NULL;
+    *out = NULL;
+    int rc = kube_job_manifest(s, &job);
+    if (rc) return rc;
+    *out = cJSON_PrintUnformatted(job);
+    cJSON_Delete(job);
+    return *out ? 0 : JP_ENOMEM;
+}
+
+int kube_job_create(struct kube_client *c, const struct kube_job_spec *s, struct kube_job *out)
+{
+    char *body = NULL;
+    struct dbuf path = {0};
+    cJSON *ans = NULL;
+    int rc = job_manifest_text(s, &body);
+    if (rc) {
+        snprintf(c->last_error, sizeof c->last_error, "create jobs.batch: bad template: %s",
+                 jp_strerror(rc));
+        goto out;
+    }
+    if ((rc = obj_path(c, JOBS_API, "jobs", NULL, &path)) != 0) goto out;
+    long wait;
+    while ((wait = bucket_take(c)) > 0) sleep_ms(wait);
+    rc = do_request(c, "POST", path.data, body, "create", "jobs.batch", out ? &ans : NULL);
+    if (!rc && out) rc = kube_job_parse(ans, out);
+out:
+    free(body);
+    dbuf_free(&path);
+    cJSON_Delete(ans);
+    return rc;
+}
+
+struct batch {
+    struct kube_client *c;
+    struct kube_job *out;
+    int created;
+    int first_err;
+    size_t first_idx;
+};
+
+static long batch_pace(void *ud)
+{
+    struct batch *b = ud;
+    return bucket_take(b->c);
+}
+
+static int batch_done(void *ud, size_t i, struct http_req *r)
+{
+    struct batch *b = ud;
+    struct kube_client *c = b->c;
+    c->requests++;
+    int rc = r->rc;
+    char saved[sizeof c->last_error];
+    memcpy(saved, c->last_error, sizeof saved);
+    rc = fail(c, rc, "create", "jobs.batch", &r->resp);
+    if (!rc && b->out) {
+        cJSON *obj = cJSON_ParseWithLength(r->resp.body, r->resp.len);
+        rc = obj ? kube_job_parse(obj, &b->out[i]) : JP_EPARSE;
+        cJSON_Delete(obj);
+    }
+    if (!rc) {
+        b->created++;
+        memcpy(c->last_error, saved, sizeof saved);
+        return 0;
+    }
+    if (b->first_err == 0 || i < b->first_idx) {
+        b->first_err = rc;
+        b->first_idx = i;
+    } else {
+        memcpy(c->last_error, saved, sizeof saved); /* keep the first failure's detail */
+    }
+    return rc == JP_EUNAUTHORIZED || rc == JP_EFORBIDDEN || rc == JP_EINVALID ||
+           rc == JP_ETHROTTLED || rc == JP_ENOTFOUND;
+}
+
+int kube_jobs_create(struct kube_client *c, const struct kube_job_spec *s, int n, int *created,
+                     struct kube_job *out)
+{
+    char *body = NULL;
+    struct dbuf path = {0}, url = {0};
+    struct http_req *reqs = NULL;
+    struct batch b = {.c = c, .out = out};
+    if (created) *created = 0;
+    c->last_error[0] = '\0';
+    c->retry_after = -1;
+    if (n <= 0) return 0;
+    if (out) memset(out, 0, (size_t)n * sizeof *out);
+    int rc = job_manifest_text(s, &body);
+    if (rc) {
+        snprintf(c->last_error, sizeof c->last_error, "create jobs.batch: bad template: %s",
+                 jp_strerror(rc));
+        goto out;
+    }
+    if ((rc = refresh_token(c)) != 0) goto out;
+    if (!c->multi) {
+        struct http_opts ho = c->hopts;
+        ho.bearer = c->token;
+        if ((rc = http_multi_new(&ho, c->o.concurrency, &c->multi)) != 0) goto out;
+    }
+    if ((rc = obj_path(c, JOBS_API, "jobs", NULL, &path)) != 0) goto out;
+    if ((rc = make_url(c, path.data, &url)) != 0) goto out;
+    rc = JP_ENOMEM;
+    if (!(reqs = calloc((size_t)n, sizeof *reqs))) goto out;
+    size_t blen = strlen(body);
+    for (int i = 0; i < n; i++)
+        reqs[i] = (struct http_req){.method = "POST", .url = url.data, .body = body,
+                                    .body_len = blen};
+    struct http_multi_cb cb = {.pace = batch_pace, .done = batch_done, .ud = &b};
+    rc = http_multi_perform(c->multi, reqs, (size_t)n, &cb);
+    for (int i = 0; i < n; i++) http_response_free(&reqs[i].resp);
+    if (!rc) rc = b.first_err;
+    if (!rc && b.created < n) rc = JP_ECANCELED;
+out:
+    if (created) *created = b.created;
+    free(reqs);
+    free(body);
+    dbuf_free(&path);
+    dbuf_free(&url);
+    return rc;
+}
+
+/* Paged listing: item(ud, obj) for each item, item(ud, NULL) when a stale continue restarts
+ * the listing; rv (may be NULL) receives the list's resourceVersion. */
+typedef int (*item_fn)(void *ud, const cJSON *obj);
+
+static int list_paged(struct kube_client *c, const char *prefix, const char *kind,
+                      const char *resource, const char *selector, item_fn item, void *ud,
+                      char *rv, size_t rvlen)
+{
+    struct dbuf base = {0}, path;
+    char *sel = http_escape(selector ? selector : KUBE_SELECTOR_MANAGED), *cont = NULL;
+    bool restarted = false;
+    int rc = JP_ENOMEM;
+    dbuf_init(&path, 64 * 1024);
+    if (!sel || (rc = obj_path(c, prefix, kind, NULL, &base)) != 0) goto out;
+    for (;;) {
+        cJSON *page = NULL;
+        dbuf_reset(&path);
+        rc = dbuf_printf(&path, "%s?labelSelector=%s&limit=%d", base.data, sel, c->o.page_size);
+        if (!rc && cont) rc = dbuf_printf(&path, "&continue=%s", cont);
+        if (rc) goto out;
+        rc = do_request(c, "GET", path.data, NULL, "list", resource, &page);
+        if (rc == JP_EGONE && cont && !restarted) {
+            /* The continue token expired: start again from a fresh snapshot, once. */
+            log_info("kube: list %s: continue token expired, listing again", resource);
+            restarted = true;
+            free(cont);
+            cont = NULL;
+            if ((rc = item(ud, NULL)) != 0) goto out;
+            continue;
+        }
+        if (rc) goto out;
+        const cJSON *items = cJSON_GetObjectItemCaseSensitive(page, "items"), *it;
+        const cJSON *meta = cJSON_GetObjectItemCaseSensitive(page, "metadata");
+        if (!cJSON_IsArray(items) && !cJSON_IsNull(items) && items) {
+            rc = JP_ESHAPE;
+        } else {
+            cJSON_ArrayForEach(it, items)
+                if ((rc = item(ud, it)) != 0) break;
+        }
+        if (!rc && rv) copy_str(rv, rvlen, jstr(meta, "resourceVersion"));
+        const char *next = jstr(meta, "continue");
+        free(cont);
+        cont = NULL;
+        if (!rc && next && next[0] && !(cont = http_escape(next))) rc = JP_ENOMEM;
+        cJSON_Delete(page);
+        if (rc || !cont) goto out;
+    }
+out:
+    if (rc == JP_ESHAPE)
+        snprintf(c->last_error, sizeof c->last_error, "list %s: items is not a list", resource);
+    free(sel);
+    free(cont);
+    dbuf_free(&base);
+    dbuf_free(&path);
+    return rc;
+}
+
+struct job_collect {
+    struct kube_job_list *l;
+    size_t start;
+};
+
+static int collect_job(void *ud, const cJSON *obj)
+{
+    struct job_collect *jc = ud;
+    if (!obj) {
+        jc->l->n = jc->start;
+        return 0;
+    }
+    int rc = grow((void **)&jc->l->items, &jc->l->alloc, jc->l->n, sizeof *jc->l->items);
+    if (rc) return rc;
+    if (kube_job_parse(obj, &jc->l->items[jc->l->n]) == 0) jc->l->n++;
+    return 0;
+}
+
+int kube_jobs_list(struct kube_client *c, const char *label_selector, struct kube_job_list *out)
+{
+    struct job_collect jc = {out, out->n};
+    return list_paged(c, JOBS_API, "jobs", "jobs.batch", label_selector, collect_job, &jc, NULL,
+                      0);
+}
+
+struct pod_collect {
+    struct kube_pod_list *l;
+    size_t start;
+};
+
+static int collect_pod(void *ud, const cJSON *obj)
+{
+    struct pod_collect *pc = ud;
+    if (!obj) {
+        pc->l->n = pc->start;
+        return 0;
+    }
+    int rc = grow((void **)&pc->l->items, &pc->l->alloc, pc->l->n, sizeof *pc->l->items);
+    if (rc) return rc;
+    if (pod_parse(obj, &pc->l->items[pc->l->n]) == 0) pc->l->n++;
+    return 0;
+}
+
+int kube_pods_list(struct kube_client *c, const char *label_selector, struct kube_pod_list *out)
+{
+    struct pod_collect pc = {out, out->n};
+    return list_paged(c, CORE_API, "pods", "pods", label_selector, collect_pod, &pc, NULL, 0);
+}
+
+int kube_job_get_json(struct kube_client *c, const char *name, struct cJSON **out)
+{
+    struct dbuf path;
+    *out = NULL;
+    int rc = obj_path(c, JOBS_API, "jobs", name, &path);
+    if (!rc) rc = do_request(c, "GET", path.data, NULL, "get", "jobs.batch", out);
+    dbuf_free(&path);
+    return rc;
+}
+
+int kube_job_get(struct kube_client *c, const char *name, struct kube_job *out)
+{
+    cJSON *obj = NULL;
+    memset(out, 0, sizeof *out);
+    int rc = kube_job_get_json(c, name, &obj);
+    if (!rc) rc = kube_job_parse(obj, out);
+    cJSON_Delete(obj);
+    return rc;
+}
+
+int kube_job_delete(struct kube_client *c, const char *name)
+{
+    struct dbuf path;
+    int rc = obj_path(c, JOBS_API, "jobs", name, &path);
+    if (!rc)
+        rc = do_request(c, "DELETE", path.data,
+                        "{\"kind\":\"DeleteOptions\",\"apiVersion\":\"v1\","
+                        "\"propagationPolicy\":\"Background\"}",
+                        "delete", "jobs.batch", NULL);
+    dbuf_free(&path);
+    return rc;
+}
+
+static int cmp_job_name(const void *a, const void *b)
+{
+    const struct kube_job *const *x = a, *const *y = b;
+    return strcmp((*x)->name, (*y)->name);
+}
+
+void kube_job_states(struct kube_job *jobs, size_t n, const struct kube_pod *pods, size_t npods)
+{
+    struct kube_job **idx = n ? malloc(n * sizeof *idx) : NULL;
+    for (size_t i = 0; i < n; i++) jobs[i].running_pods = 0;
+    if (idx) {
+        for (size_t i = 0; i < n; i++) idx[i] = &jobs[i];
+        qsort(idx, n, sizeof *idx, cmp_job_name);
+        struct kube_job key;
+        for (size_t p = 0; p < npods; p++) {
+            if (strcmp(pods[p].phase, "Running") != 0 || !pods[p].job[0]) continue;
+            copy_str(key.name, sizeof key.name, pods[p].job);
+            const struct kube_job *kp = &key;
+            struct kube_job **hit = bsearch(&kp, idx, n, sizeof *idx, cmp_job_name);
+            if (hit) (*hit)->running_pods++;
+        }
+    }
+    free(idx);
+    for (size_t i = 0; i < n; i++) job_state_from_conditions(&jobs[i]);
+}
+
+/* ---- Leases ------------------------------------------------------------------------------- */
+
+static int lease_parse(const cJSON *obj, struct kube_lease *out)
+{
+    memset(out, 0, sizeof *out);
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
+    const cJSON *spec = cJSON_GetObjectItemCaseSensitive(obj, "spec");
+    if (!jstr(meta, "name")) return JP_ESHAPE;
+    copy_str(out->name, sizeof out->name, jstr(meta, "name"));
+    copy_str(out->resource_version, sizeof out->resource_version, jstr(meta, "resourceVersion"));
+    copy_str(out->holder, sizeof out->holder, jstr(spec, "holderIdentity"));
+    out->duration_s = jint(spec, "leaseDurationSeconds");
+    out->acquire_ms = jtime(spec, "acquireTime");
+    out->renew_ms = jtime(spec, "renewTime");
+    out->transitions = jint(spec, "leaseTransitions");
+    return 0;
+}
+
+static char *lease_body(const struct kube_client *c, const struct kube_lease *l, bool with_rv)
+{
+    cJSON *o = cJSON_CreateObject(), *meta, *spec;
+    char *text = NULL, t[40];
+    if (!o || !cJSON_AddStringToObject(o, "apiVersion", "coordination.k8s.io/v1") ||
+        !cJSON_AddStringToObject(o, "kind", "Lease") ||
+        !(meta = cJSON_AddObjectToObject(o, "metadata")) ||
+        !cJSON_AddStringToObject(meta, "name", l->name) ||
+        !cJSON_AddStringToObject(meta, "namespace", c->ns) ||
+        (with_rv && !cJSON_AddStringToObject(meta, "resourceVersion", l->resource_version)) ||
+        !(spec = cJSON_AddObjectToObject(o, "spec")))
+        goto out;
+    if (l->holder[0] && !cJSON_AddStringToObject(spec, "holderIdentity", l->holder)) goto out;
+    if (l->duration_s > 0 && !cJSON_AddNumberToObject(spec, "leaseDurationSeconds", l->duration_s))
+        goto out;
+    if (l->acquire_ms) {
+        format_microtime(l->acquire_ms, t, sizeof t);
+        if (!cJSON_AddStringToObject(spec, "acquireTime", t)) goto out;
+    }
+    if (l->renew_ms) {
+        format_microtime(l->renew_ms, t, sizeof t);
+        if (!cJSON_AddStringToObject(spec, "renewTime", t)) goto out;
+    }
+    if (!cJSON_AddNumberToObject(spec, "leaseTransitions", l->transitions)) goto out;
+    text = cJSON_PrintUnformatted(o);
+out:
+    cJSON_Delete(o);
+    return text;
+}
+
+static int lease_call(struct kube_client *c, const char *method, const struct kube_lease *l,
+                      const char *name, struct kube_lease *out)
+{
+    struct dbuf path;
+    cJSON *ans = NULL;
+    char *body = NULL;
+    const char *verb = strcmp(method, "GET") == 0 ? "get" : strcmp(method, "POST") == 0
+                                                                ? "create" : "update";
+    int rc = obj_path(c, LEASE_API, "leases", name, &path);
+    if (rc) goto out;
+    if (l && !(body = lease_body(c, l, strcmp(method, "PUT") == 0))) {
+        rc = JP_ENOMEM;
+        goto out;
+    }
+    rc = do_request(c, method, path.data, body, verb, "leases.coordination.k8s.io", &ans);
+    if (!rc && out) rc = lease_parse(ans, out);
+out:
+    free(body);
+    cJSON_Delete(ans);
+    dbuf_free(&path);
+    return rc;
+}
+
+int kube_lease_get(struct kube_client *c, const char *name, struct kube_lease *out)
+{
+    memset(out, 0, sizeof *out);
+    return lease_call(c, "GET", NULL, name, out);
+}
+
+int kube_lease_create(struct kube_client *c, const struct kube_lease *l, struct kube_lease *out)
+{
+    struct kube_lease tmp;
+    int rc = lease_call(c, "POST", l, NULL, out ? &tmp : NULL);
+    if (!rc && out) *out = tmp;
+    return rc;
+}
+
+int kube_lease_update(struct kube_client *c, const struct kube_lease *l, struct kube_lease *out)
+{
+    if (!l->resource_version[0]) return JP_EINVAL;
+    struct kube_lease tmp;
+    int rc = lease_call(c, "PUT", l, l->name, out ? &tmp : NULL);
+    if (!rc && out) *out = tmp;
+    return rc;
+}
+
+/* ---- Events ------------------------------------------------------------------------------- */
+
+int kube_event_create(struct kube_client *c, const char *kind, const char *api_version,
+                      const char *name, const char *uid, const char *type, const char *reason,
+                      const char *message)
+{
+    cJSON *o = cJSON_CreateObject(), *meta, *inv, *src;
+    char *body = NULL, gen[96], now[64], msg[1025];
+    struct dbuf path = {0};
+    int rc = JP_ENOMEM;
+    snprintf(gen, sizeof gen, "%.80s.", name);
+    format_microtime(util_wall_ms() / 1000 * 1000, now, sizeof now);
+    /* Event timestamps are whole seconds (metav1.Time). */
+    char *dot = strchr(now, '.');
+    if (dot) { dot[0] = 'Z'; dot[1] = '\0'; }
+    copy_str(msg, sizeof msg, message);
+    if (!o || !cJSON_AddStringToObject(o, "apiVersion", "v1") ||
+        !cJSON_AddStringToObject(o, "kind", "Event") ||
+        !(meta = cJSON_AddObjectToObject(o, "metadata")) ||
+        !cJSON_AddStringToObject(meta, "generateName", gen) ||
+        !cJSON_AddStringToObject(meta, "namespace", c->ns) ||
+        !(inv = cJSON_AddObjectToObject(o, "involvedObject")) ||
+        !cJSON_AddStringToObject(inv, "kind", kind) ||
+        !cJSON_AddStringToObject(inv, "apiVersion", api_version ? api_version : "v1") ||
+        !cJSON_AddStringToObject(inv, "name", name) ||
+        !cJSON_AddStringToObject(inv, "namespace", c->ns) ||
+        (uid && !cJSON_AddStringToObject(inv, "uid", uid)) ||
+        !cJSON_AddStringToObject(o, "reason", reason) ||
+        !cJSON_AddStringToObject(o, "message", msg) ||
+        !cJSON_AddStringToObject(o, "type", type ? type : "Normal") ||
+        !cJSON_AddStringToObject(o, "firstTimestamp", now) ||
+        !cJSON_AddStringToObject(o, "lastTimestamp", now) ||
+        !cJSON_AddNumberToObject(o, "count", 1) ||
+        !(src = cJSON_AddObjectToObject(o, "source")) ||
+        !cJSON_AddStringToObject(src, "component", "jobpool") ||
+        !cJSON_AddStringToObject(o, "reportingComponent", "jobpool") ||
+        !(body = cJSON_PrintUnformatted(o)))
+        goto out;
+    if ((rc = obj_path(c, CORE_API, "events", NULL, &path)) != 0) goto out;
+    rc = do_request(c, "POST", path.data, body, "create", "events", NULL);
+out:
+    cJSON_Delete(o);
+    free(body);
+    dbuf_free(&path);
+    return rc;
+}
+
+/* ---- the watch cache ---------------------------------------------------------------------- */
+
+/* A chained hash map keyed by the name at the start of each value (kube_job and kube_pod both
+ * begin with their name). */
+union kobj {
+    struct kube_job job;
+    struct kube_pod pod;
+};
+struct ment {
+    struct ment *next;
+    size_t snap_idx;            /* scratch: index in the snapshot being built */
+    unsigned long snap_gen;
+    union kobj u;
+};
+struct omap {
+    struct ment **b;
+    size_t nb, n;
+};
+
+static size_t omap_hash(const struct omap *m, const char *key)
+{
+    return (size_t)(util_fnv1a(key, strlen(key), 0) % m->nb);
+}
+
+static void omap_clear(struct omap *m)
+{
+    for (size_t i = 0; i < m->nb; i++)
+        for (struct ment *e = m->b[i], *nx; e; e = nx) {
+            nx = e->next;
+            free(e);
+        }
+    free(m->b);
+    memset(m, 0, sizeof *m);
+}
+
+static struct ment *omap_find(const struct omap *m, const char *key)
+{
+    if (!m->nb) return NULL;
+    for (struct ment *e = m->b[omap_hash(m, key)]; e; e = e->next)
+        if (strcmp((const char *)&e->u, key) == 0) return e;
+    return NULL;
+}
+
+static int omap_grow(struct omap *m)
+{
+    if (m->nb && m->n < m->nb) return 0;
+    size_t nb = m->nb ? m->nb * 2 : 256;
+    struct ment **b = calloc(nb, sizeof *b);
+    if (!b) return JP_ENOMEM;
+    struct omap nm = {b, nb, m->n};
+    for (size_t i = 0; i < m->nb; i++)
+        for (struct ment *e = m->b[i], *nx; e; e = nx) {
+            nx = e->next;
+            size_t h = omap_hash(&nm, (const char *)&e->u);
+            e->next = b[h];
+            b[h] = e;
+        }
+    free(m->b);
+    *m = nm;
+    return 0;
+}
+
+/* Insert or replace the value (a kube_job or kube_pod of size sz). */
+static int omap_put(struct omap *m, const void *val, size_t sz)
+{
+    struct ment *e = omap_find(m, (const char *)val);
+    if (!e) {
+        if (omap_grow(m) != 0 || !(e = calloc(1, sizeof *e))) return JP_ENOMEM;
+        size_t h = omap_hash(m, (const char *)val);
+        e->next = m->b[h];
+        m->b[h] = e;
+        m->n++;
+    }
+    memcpy(&e->u, val, sz);
+    return 0;
+}
+
+static void omap_del(struct omap *m, const char *key)
+{
+    if (!m->nb) return;
+    for (struct ment **pp = &m->b[omap_hash(m, key)]; *pp; pp = &(*pp)->next)
+        if (strcmp((const char *)&(*pp)->u, key) == 0) {
+            struct ment *e = *pp;
+            *pp = e->next;
+            free(e);
+            m->n--;
+            return;
+        }
+}
+
+enum { RES_JOBS = 0, RES_PODS = 1 };
+
+struct watcher {
+    struct kube_cache *k;
+    int res;
+    struct kube_client *c;      /* own connection */
+    pthread_t thread;
+    bool started;
+    char rv[32];
+    struct omap building;       /* list in progress, swapped in when complete */
+    int stream_rc;
+};
+
+struct kube_cache {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct omap maps[2];
+    bool synced[2];
+    int stop;                   /* atomic */
+    int64_t resync_ms, watch_timeout_s;
+    char *selector;
+    struct watcher w[2];
+    struct kube_cache_stats stats;
+    unsigned long gen;
+};
+
+static int cache_stopping(void *ud)
+{
+    struct watcher *w = ud;
+    return __atomic_load_n(&w->k->stop, __ATOMIC_RELAXED);
+}
+
+/* Sleep up to ms, waking early when the cache stops. */
+static void cache_sleep(struct kube_cache *k, int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+    pthread_mutex_lock(&k->mu);
+    while (!__atomic_load_n(&k->stop, __ATOMIC_RELAXED))
+        if (pthread_cond_timedwait(&k->cv, &k->mu, &ts) == ETIMEDOUT) break;
+    pthread_mutex_unlock(&k->mu);
+}
+
+static int parse_into(int res, const cJSON *obj, union kobj *v)
+{
+    return res == RES_JOBS ? kube_job_parse(obj, &v->job) : pod_parse(obj, &v->pod);
+}
+
+static size_t kobj_size(int res)
+{
+    return res == RES_JOBS ? sizeof(struct kube_job) : sizeof(struct kube_pod);
+}
+
+static int list_item(void *ud, const cJSON *obj)
+{
+    struct watcher *w = ud;
+    if (!obj) {
+        omap_clear(&w->building);
+        return 0;
+    }
+    union kobj v;
+    if (parse_into(w->res, obj, &v) != 0) return 0;
+    return omap_put(&w->building, &v, kobj_size(w->res));
+}
+
+static int cache_list(struct watcher *w)
+{
+    struct kube_cache *k = w->k;
+    omap_clear(&w->building);
+    const char *prefix = w->res == RES_JOBS ? JOBS_API : CORE_API;
+    const char *kind = w->res == RES_JOBS ? "jobs" : "pods";
+    int rc = list_paged(w->c, prefix, kind, w->res == RES_JOBS ? "jobs.batch" : "pods",
+                        k->selector, list_item, w, w->rv, sizeof w->rv);
+    pthread_mutex_lock(&k->mu);
+    if (!rc) {
+        omap_clear(&k->maps[w->res]);
+        k->maps[w->res] = w->building;
+        memset(&w->building, 0, sizeof w->building);
+        k->synced[w->res] = true;
+        k->stats.lists++;
+        k->stats.last_event_ms = util_now_ms();
+    } else {
+        k->stats.errors++;
+    }
+    pthread_mutex_unlock(&k->mu);
+    omap_clear(&w->building);
+    return rc;
+}
+
+#define WATCH_GONE 1   /* line callback: the server said 410, relist */
+
+static int watch_line(void *ud, char *line, size_t len)
+{
+    struct watcher *w = ud;
+    struct kube_cache *k = w->k;
+    if (len == 0) return 0;
+    cJSON *ev = cJSON_ParseWithLength(line, len);
+    const char *type = jstr(ev, "type");
+    const cJSON *obj = cJSON_GetObjectItemCaseSensitive(ev, "object");
+    int rc = 0;
+    if (!type || !obj) {
+        log_warn("kube: cache: skipping a malformed watch event");
+        goto out;
+    }
+    if (strcmp(type, "ERROR") == 0) {
+        int code = jint(obj, "code");
+        log_info("kube: cache: watch of %s ended with %d: %s",
+                 w->res == RES_JOBS ? "jobs" : "pods", code, jstr(obj, "message") ? jstr(obj, "message") : "");
+        rc = code == 410 ? WATCH_GONE : JP_ESERVER;
+        goto out;
+    }
+    const char *rv = jstr(cJSON_GetObjectItemCaseSensitive(obj, "metadata"), "resourceVersion");
+    if (strcmp(type, "BOOKMARK") == 0) {
+        if (rv) copy_str(w->rv, sizeof w->rv, rv);
+        goto out;
+    }
+    union kobj v;
+    if (parse_into(w->res, obj, &v) != 0) goto out;
+    pthread_mutex_lock(&k->mu);
+    if (strcmp(type, "DELETED") == 0) omap_del(&k->maps[w->res], (const char *)&v);
+    else rc = omap_put(&k->maps[w->res], &v, kobj_size(w->res));
+    k->stats.events++;
+    k->stats.last_event_ms = util_now_ms();
+    pthread_mutex_unlock(&k->mu);
+    if (rv) copy_str(w->rv, sizeof w->rv, rv);
+out:
+    cJSON_Delete(ev);
+    return rc;
+}
+
+static int cache_watch(struct watcher *w, int64_t timeout_s)
+{
+    struct kube_cache *k = w->k;
+    struct kube_client *c = w->c;
+    struct dbuf base = {0}, url;
+    struct http_response r = {0};
+    char *sel = http_escape(k->selector), *rv = http_escape(w->rv);
+    int rc = JP_ENOMEM;
+    dbuf_init(&url, 64 * 1024);
+    if (!sel || !rv) goto out;
+    if ((rc = obj_path(c, w->res == RES_JOBS ? JOBS_API : CORE_API,
+                       w->res == RES_JOBS ? "jobs" : "pods", NULL, &base)) != 0)
+        goto out;
+    if ((rc = dbuf_printf(&url, "%s%s?watch=1&labelSelector=%s&resourceVersion=%s"
+                          "&allowWatchBookmarks=true&timeoutSeconds=%lld", c->auth->server,
+                          base.data, sel, rv, (long long)timeout_s)) != 0)
+        goto out;
+    if ((rc = refresh_token(c)) != 0) goto out;
+    pthread_mutex_lock(&k->mu);
+    k->stats.watches++;
+    pthread_mutex_unlock(&k->mu);
+    c->requests++;
+    rc = http_stream(c->http, url.data, (long)(timeout_s + 30) * 1000, watch_line,
+                     cache_stopping, w, &r);
+    if (rc == WATCH_GONE) goto out;
+    if (!rc || r.status) {
+        int frc = fail(c, rc, "watch", w->res == RES_JOBS ? "jobs.batch" : "pods", &r);
+        if (frc) rc = frc;
+    }
+out:
+    http_response_free(&r);
+    free(sel);
+    free(rv);
+    dbuf_free(&base);
+    dbuf_free(&url);
+    return rc;
+}
+
+static void *watcher_main(void *arg)
+{
+    struct watcher *w = arg;
+    struct kube_cache *k = w->k;
+    const char *what = w->res == RES_JOBS ? "jobs" : "pods";
+    bool need_list = true;
+    int64_t listed_at = 0, backoff = 500;
+    while (!cache_stopping(w)) {
+        int rc;
+        if (need_list || util_now_ms() - listed_at >= k->resync_ms) {
+            rc = cache_list(w);
+            if (rc) {
+                log_msg(LOG_WARN, NULL, rc, "kube: cache: list %s failed: %s", what,
+                        kube_last_error(w->c));
+                cache_sleep(k, backoff);
+                backoff = backoff * 2 > 30000 ? 30000 : backoff * 2;
+                continue;
+            }
+            need_list = false;
+            listed_at = util_now_ms();
+        }
+        int64_t left_s = (k->resync_ms - (util_now_ms() - listed_at)) / 1000;
+        if (left_s > k->watch_timeout_s) left_s = k->watch_timeout_s;
+        if (left_s < 1) left_s = 1;
+        rc = cache_watch(w, left_s);
+        if (rc == JP_ECANCELED && cache_stopping(w)) break;
+        if (rc == WATCH_GONE || rc == JP_EGONE) {
+            pthread_mutex_lock(&k->mu);
+            k->stats.relists_gone++;
+            pthread_mutex_unlock(&k->mu);
+            need_list = true;
+            continue;
+        }
+        if (rc) {
+            pthread_mutex_lock(&k->mu);
+            k->stats.errors++;
+            pthread_mutex_unlock(&k->mu);
+            log_msg(LOG_WARN, NULL, rc, "kube: cache: watch %s failed: %s", what,
+                    kube_last_error(w->c));
+            cache_sleep(k, backoff);
+            backoff = backoff * 2 > 30000 ? 30000 : backoff * 2;
+            continue;
+        }
+        backoff = 500;
+    }
+    return NULL;
+}
+
+void kube_cache_free(struct kube_cache *k)
+{
+    if (!k) return;
+    pthread_mutex_lock(&k->mu);
+    __atomic_store_n(&k->stop, 1, __ATOMIC_RELAXED);
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+    for (int i = 0; i < 2; i++) {
+        if (k->w[i].started) pthread_join(k->w[i].thread, NULL);
+        kube_client_free(k->w[i].c);
+        omap_clear(&k->w[i].building);
+        omap_clear(&k->maps[i]);
+    }
+    free(k->selector);
+    pthread_cond_destroy(&k->cv);
+    pthread_mutex_destroy(&k->mu);
+    free(k);
+}
+
+int kube_cache_new(const struct kube_client *c, const struct kube_cache_opts *o,
+                   struct kube_cache **out)
+{
+    *out = NULL;
+    struct kube_cache *k = calloc(1, sizeof *k);
+    int rc = JP_ENOMEM;
+    if (!k) return rc;
+    pthread_mutex_init(&k->mu, NULL);
+    pthread_cond_init(&k->cv, NULL);
+    k->resync_ms = o && o->resync_ms > 0 ? o->resync_ms : 5 * 60 * 1000;
+    k->watch_timeout_s = o && o->watch_timeout_s > 0 ? o->watch_timeout_s : 240;
+    if (!(k->selector = strdup(o && o->label_selector ? o->label_selector
+                                                       : KUBE_SELECTOR_MANAGED)))
+        goto out;
+    struct kube_opts ko = c->o;
+    ko.namespace_ = c->ns;
+    for (int i = 0; i < 2; i++) {
+        k->w[i].k = k;
+        k->w[i].res = i;
+        if ((rc = kube_client_new_auth(c->auth, &ko, &k->w[i].c)) != 0) goto out;
+    }
+    for (int i = 0; i < 2; i++) {
+        if (pthread_create(&k->w[i].thread, NULL, watcher_main, &k->w[i]) != 0) {
+            rc = JP_ENOMEM;
+            goto out;
+        }
+        k->w[i].started = true;
+    }
+    rc = 0;
+out:
+    if (rc) kube_cache_free(k);
+    else *out = k;
+    return rc;
+}
+
+bool kube_cache_synced(const struct kube_cache *k)
+{
+    struct kube_cache *m = (struct kube_cache *)k;
+    pthread_mutex_lock(&m->mu);
+    bool s = k->synced[0] && k->synced[1];
+    pthread_mutex_unlock(&m->mu);
+    return s;
+}
+
+int kube_cache_wait_synced(struct kube_cache *k, int64_t timeout_ms)
+{
+    int64_t end = util_now_ms() + timeout_ms;
+    while (!kube_cache_synced(k)) {
+        if (util_now_ms() >= end) return JP_ETIMEOUT;
+        sleep_ms(20);
+    }
+    return 0;
+}
+
+static int cmp_job_created(const void *a, const void *b)
+{
+    const struct kube_job *x = a, *y = b;
+    if (x->created_ms != y->created_ms) return x->created_ms < y->created_ms ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+int kube_cache_pool_jobs(struct kube_cache *k, const char *pool, struct kube_job_list *out)
+{
+    out->n = 0;
+    int rc = 0;
+    pthread_mutex_lock(&k->mu);
+    if (!k->synced[0] || !k->synced[1]) {
+        rc = JP_ESTALE;
+        goto out;
+    }
+    unsigned long gen = ++k->gen;
+    struct omap *jm = &k->maps[RES_JOBS], *pm = &k->maps[RES_PODS];
+    for (size_t i = 0; i < jm->nb; i++)
+        for (struct ment *e = jm->b[i]; e; e = e->next) {
+            if (pool && strcmp(e->u.job.pool, pool) != 0) continue;
+            if ((rc = grow((void **)&out->items, &out->alloc, out->n, sizeof *out->items)))
+                goto out;
+            e->snap_idx = out->n;
+            e->snap_gen = gen;
+            out->items[out->n] = e->u.job;
+            out->items[out->n].running_pods = 0;
+            out->n++;
+        }
+    for (size_t i = 0; i < pm->nb; i++)
+        for (struct ment *e = pm->b[i]; e; e = e->next) {
+            const struct kube_pod *p = &e->u.pod;
+            if (!p->job[0] || strcmp(p->phase, "Running") != 0) continue;
+            if (pool && strcmp(p->pool, pool) != 0) continue;
+            struct ment *je = omap_find(jm, p->job);
+            if (je && je->snap_gen == gen) out->items[je->snap_idx].running_pods++;
+        }
+out:
+    pthread_mutex_unlock(&k->mu);
+    if (rc) {
+        out->n = 0;
+        return rc;
+    }
+    for (size_t i = 0; i < out->n; i++) job_state_from_conditions(&out->items[i]);
+    if (out->n > 1) qsort(out->items, out->n, sizeof *out->items, cmp_job_created);
+    return 0;
+}
+
+void kube_cache_note_created(struct kube_cache *k, const struct kube_job *j)
+{
+    pthread_mutex_lock(&k->mu);
+    if (!omap_find(&k->maps[RES_JOBS], j->name)) omap_put(&k->maps[RES_JOBS], j, sizeof *j);
+    pthread_mutex_unlock(&k->mu);
+}
+
+void kube_cache_note_deleted(struct kube_cache *k, const char *name)
+{
+    pthread_mutex_lock(&k->mu);
+    omap_del(&k->maps[RES_JOBS], name);
+    pthread_mutex_unlock(&k->mu);
+}
+
+void kube_cache_get_stats(struct kube_cache *k, struct kube_cache_stats *out)
+{
+    pthread_mutex_lock(&k->mu);
+    *out = k->stats;
+    out->jobs = k->maps[RES_JOBS].n;
+    out->pods = k->maps[RES_PODS].n;
+    pthread_mutex_unlock(&k->mu);
+}
