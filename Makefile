@@ -36,7 +36,7 @@ DEPS_test_kube      = kube kubeconfig yamljson http util log err
 DEPS_test_kubeconfig = kubeconfig yamljson util log err
 DEPS_test_scale     = scale util err
 DEPS_test_scale_sim = scale util err
-DEPS_test_backend_local = backend_local util log err config yamljson
+DEPS_test_backend_local = backend_local http util log err config yamljson
 DEPS_test_metrics   = metrics util log err
 DEPS_test_reconcile = reconcile scale rmq kube kubeconfig backend_kube backend_local metrics leader config yamljson http util log err
 # Integration tests (need the real broker / API server started by tests/env/*.sh).
@@ -74,11 +74,11 @@ $(WORKER): $(WORK_OBJ) $(patsubst %,$(B)/ctrl/%.o,$(WORK_SHARED))
 .SECONDEXPANSION:
 $(B)/tests/test_%: tests/unit/test_%.c $$(addprefix $(B)/ctrl/,$$(addsuffix .o,$$(DEPS_test_$$*)))
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Itests/unit $^ -o $@ $(LDLIBS) $(CMOCKA_LIBS)
+	$(CC) $(ALL_CFLAGS) -Itests/unit $(filter %.c %.o,$^) -o $@ $(LDLIBS) $(CMOCKA_LIBS)
 
 $(B)/tests/it_%: tests/integration/it_%.c $$(addprefix $(B)/ctrl/,$$(addsuffix .o,$$(DEPS_it_$$*)))
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Itests/unit $^ -o $@ $(LDLIBS) $(CMOCKA_LIBS)
+	$(CC) $(ALL_CFLAGS) -Itests/unit $(filter %.c %.o,$^) -o $@ $(LDLIBS) $(CMOCKA_LIBS)
 
 # A tiny server of known metrics for tests/integration/metrics.test.sh (promtool, Prometheus).
 $(B)/tests/metrics_demo: tests/integration/metrics_demo.c $(addprefix $(B)/ctrl/,metrics.o util.o log.o err.o)
