@@ -36,9 +36,9 @@ DEPS_test_kube      = kube kubeconfig yamljson http util log err
 DEPS_test_kubeconfig = kubeconfig yamljson util log err
 DEPS_test_scale     = scale util err
 DEPS_test_scale_sim = scale util err
-DEPS_test_backend_local = backend_local http util log err config yamljson
+DEPS_test_backend_local = backend backend_local http util log err config yamljson
 DEPS_test_metrics   = metrics util log err
-DEPS_test_reconcile = reconcile scale metrics util log err
+DEPS_test_reconcile = reconcile backend scale metrics util log err
 # Link-time seams: the reconcile test plays the broker through these wrappers.
 WRAP_test_reconcile = -Wl,--wrap=rmq_queue_depth,--wrap=rmq_regex_depth,--wrap=rmq_tick_begin,--wrap=rmq_last_error
 # Integration tests (need the real broker / API server started by tests/env/*.sh).

@@ -38,26 +38,6 @@ struct local {
     unsigned long seq;          /* names result files */
 };
 
-int backend_list_push(struct backend_list *l, const struct backend_worker *w)
-{
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 64;
-        struct backend_worker *v = realloc(l->v, cap * sizeof *v);
-        if (!v) return JP_ENOMEM;
-        l->v = v;
-        l->cap = cap;
-    }
-    l->v[l->n++] = *w;
-    return 0;
-}
-
-void backend_list_free(struct backend_list *l)
-{
-    free(l->v);
-    l->v = NULL;
-    l->n = l->cap = 0;
-}
-
 static size_t pool_index(const struct local *L, const struct cfg_pool *p)
 {
     return (size_t)(p - L->cfg->pools);

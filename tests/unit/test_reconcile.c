@@ -1,0 +1,316 @@
+/* test_reconcile.c: the loop over a scripted broker (link-time seams) and an in-memory backend. */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "err.h"
+#include "reconcile.h"
+#include "rmq.h"
+#include "util.h"
+
+/* ---- the broker, played through -Wl,--wrap ---------------------------------------------- */
+#define NQ 4
+static struct { const char *queue; int rc; int64_t ready, consumers; int reads; } q[NQ];
+
+void __wrap_rmq_tick_begin(struct rmq_client *c) { (void)c; }
+const char *__wrap_rmq_last_error(const struct rmq_client *c)
+{
+    (void)c;
+    return "scripted";
+}
+int __wrap_rmq_queue_depth(struct rmq_client *c, const char *vhost, const char *queue,
+                           struct rmq_depth *out)
+{
+    (void)c;
+    (void)vhost;
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < NQ; i++)
+        if (q[i].queue && strcmp(q[i].queue, queue) == 0) {
+            q[i].reads++;
+            if (q[i].rc) return q[i].rc;
+            out->ready = q[i].ready;
+            out->consumers = q[i].consumers;
+            out->sampled_wall_ms = util_wall_ms();
+            out->nqueues = 1;
+            return 0;
+        }
+    return JP_ENOTFOUND;
+}
+int __wrap_rmq_regex_depth(struct rmq_client *c, const char *vhost, const char *re,
+                           struct rmq_depth *out)
+{
+    return __wrap_rmq_queue_depth(c, vhost, re, out);
+}
+
+/* ---- an in-memory backend --------------------------------------------------------------- */
+struct fake {
+    struct backend base;
+    const struct cfg *cfg;
+    struct backend_list w[NQ];  /* per pool */
+    int starts[NQ], removes[NQ];
+    int fail_start;             /* error to return from start, 0 none */
+    unsigned long seq;
+};
+
+static size_t pidx(struct fake *f, const struct cfg_pool *p) { return (size_t)(p - f->cfg->pools); }
+static int f_observe(struct backend *b) { (void)b; return 0; }
+static int f_list(struct backend *b, const struct cfg_pool *p, struct backend_list *out)
+{
+    struct fake *f = (struct fake *)b;
+    out->n = 0;
+    struct backend_list *l = &f->w[pidx(f, p)];
+    for (size_t i = 0; i < l->n; i++) backend_list_push(out, &l->v[i]);
+    return 0;
+}
+static int f_start(struct backend *b, const struct cfg_pool *p, int n, int64_t ready, int *started)
+{
+    struct fake *f = (struct fake *)b;
+    (void)ready;
+    *started = 0;
+    if (f->fail_start) return f->fail_start;
+    for (int i = 0; i < n; i++) {
+        struct backend_worker w;
+        memset(&w, 0, sizeof w);
+        snprintf(w.id, sizeof w.id, "w%lu", ++f->seq);
+        w.w.state = SCALE_PENDING;
+        w.w.created_ms = util_wall_ms();
+        backend_list_push(&f->w[pidx(f, p)], &w);
+        (*started)++;
+    }
+    f->starts[pidx(f, p)] += n;
+    return 0;
+}
+static int f_remove(struct backend *b, const struct cfg_pool *p, const struct backend_worker *w)
+{
+    struct fake *f = (struct fake *)b;
+    struct backend_list *l = &f->w[pidx(f, p)];
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(l->v[i].id, w->id) == 0) {
+            assert_int_not_equal(l->v[i].w.state, SCALE_RUNNING); /* never a running worker */
+            l->v[i] = l->v[--l->n];
+            f->removes[pidx(f, p)]++;
+            return 0;
+        }
+    return JP_ENOTFOUND;
+}
+static void f_stats(struct backend *b, const struct cfg_pool *p, struct backend_stats *o)
+{
+    (void)b;
+    (void)p;
+    memset(o, 0, sizeof *o);
+}
+static void f_shutdown(struct backend *b, long g) { (void)b; (void)g; }
+static void f_destroy(struct backend *b)
+{
+    struct fake *f = (struct fake *)b;
+    for (int i = 0; i < NQ; i++) backend_list_free(&f->w[i]);
+}
+
+static struct cfg cfg;
+static struct cfg_pool pools[3];
+static struct fake fk;
+static struct reconcile *rec;
+
+static void setup_pools(int npools, int max_total)
+{
+    memset(q, 0, sizeof q);
+    memset(&cfg, 0, sizeof cfg);
+    memset(pools, 0, sizeof pools);
+    static const char *names[] = {"a", "b", "c"};
+    for (int i = 0; i < npools; i++) {
+        pools[i].name = (char *)names[i];
+        pools[i].queue = (char *)names[i];
+        pools[i].vhost = "/";
+        pools[i].max_active = 10;
+        pools[i].max_start_per_tick = 20;
+        pools[i].messages_per_worker = 1;
+        pools[i].successful_history = 2;
+        pools[i].failed_history = 1;
+        q[i].queue = names[i];
+    }
+    cfg.pools = pools;
+    cfg.npools = (size_t)npools;
+    cfg.poll_interval_ms = 1000;
+    cfg.max_active_total = max_total;
+    memset(&fk, 0, sizeof fk);
+    fk.cfg = &cfg;
+    fk.base = (struct backend){.name = "fake", .observe = f_observe, .list = f_list,
+                               .start = f_start, .remove = f_remove, .stats = f_stats,
+                               .shutdown = f_shutdown, .destroy = f_destroy};
+}
+
+static void make(bool dry)
+{
+    struct reconcile_opts o = {.dry_run = dry};
+    assert_int_equal(reconcile_new(&cfg, NULL, &fk.base, NULL, &o, &rec), 0);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    reconcile_free(rec);
+    rec = NULL;
+    f_destroy(&fk.base);
+    return 0;
+}
+
+static void test_one_worker_per_message_no_duplicates(void **state)
+{
+    (void)state;
+    setup_pools(1, 0);
+    q[0].ready = 7;
+    make(false);
+    assert_int_equal(reconcile_pass(rec), 0);
+    assert_int_equal(fk.starts[0], 7);
+    /* The broker still reports 7 (its figures lag); the 7 pending workers cover them. */
+    assert_int_equal(reconcile_pass(rec), 0);
+    assert_int_equal(fk.starts[0], 7);
+    const struct reconcile_pool_status *st = reconcile_status(rec, 0);
+    assert_int_equal(st->pending, 7);
+    assert_int_equal(st->started, 7);
+}
+
+static void test_burst_capped_at_max_active(void **state)
+{
+    (void)state;
+    setup_pools(1, 0);
+    q[0].ready = 500;
+    make(false);
+    reconcile_pass(rec);
+    reconcile_pass(rec);
+    assert_int_equal(fk.starts[0], 10);
+    assert_string_equal(reconcile_status(rec, 0)->reason, "at_max");
+}
+
+static void test_failed_read_holds_and_backs_off(void **state)
+{
+    (void)state;
+    setup_pools(2, 0);
+    q[0].rc = JP_ETIMEOUT;
+    q[1].ready = 3;
+    make(false);
+    int rc = reconcile_pass(rec);
+    assert_int_equal(rc, JP_ETIMEOUT);
+    assert_int_equal(fk.starts[0], 0);  /* a failed read is never "empty", never "start" */
+    assert_int_equal(fk.starts[1], 3);  /* the other pool goes on */
+    assert_false(reconcile_status(rec, 0)->depth_ok);
+    /* Backing off: the next pass does not read pool a again right away. */
+    int reads = q[0].reads;
+    reconcile_pass(rec);
+    assert_int_equal(q[0].reads, reads);
+    assert_int_equal(q[1].reads, 2);
+}
+
+static void test_missing_queue_is_zero(void **state)
+{
+    (void)state;
+    setup_pools(1, 0);
+    q[0].queue = "other"; /* pool a's queue is not there: 404 */
+    make(false);
+    assert_int_equal(reconcile_pass(rec), 0);
+    assert_int_equal(fk.starts[0], 0);
+    assert_true(reconcile_status(rec, 0)->depth_ok);
+    assert_int_equal(reconcile_status(rec, 0)->ready, 0);
+}
+
+static void test_history_cleanup(void **state)
+{
+    (void)state;
+    setup_pools(1, 0);
+    make(false);
+    int64_t now = util_wall_ms();
+    for (int i = 0; i < 6; i++) {
+        struct backend_worker w;
+        memset(&w, 0, sizeof w);
+        snprintf(w.id, sizeof w.id, "done%d", i);
+        w.w.state = i < 4 ? SCALE_SUCCEEDED : SCALE_FAILED;
+        w.w.created_ms = now - 10000;
+        w.w.started_ms = now - 9000;
+        w.w.finished_ms = now - 5000 + i;
+        backend_list_push(&fk.w[0], &w);
+    }
+    struct backend_worker run;
+    memset(&run, 0, sizeof run);
+    snprintf(run.id, sizeof run.id, "running");
+    run.w.state = SCALE_RUNNING;
+    run.w.created_ms = now - 60000;
+    run.w.started_ms = now - 60000;
+    backend_list_push(&fk.w[0], &run);
+    assert_int_equal(reconcile_pass(rec), 0);
+    assert_int_equal(fk.removes[0], 3); /* 2 of 4 succeeded, 1 of 2 failed */
+    assert_int_equal(fk.w[0].n, 4);
+    bool have_run = false, have_newest = false, have_oldest = false;
+    for (size_t i = 0; i < fk.w[0].n; i++) {
+        if (!strcmp(fk.w[0].v[i].id, "running")) have_run = true;
+        if (!strcmp(fk.w[0].v[i].id, "done3")) have_newest = true;
+        if (!strcmp(fk.w[0].v[i].id, "done0")) have_oldest = true;
+    }
+    assert_true(have_run);
+    assert_true(have_newest);
+    assert_false(have_oldest);
+}
+
+static void test_global_cap_shared(void **state)
+{
+    (void)state;
+    setup_pools(3, 12);
+    q[0].ready = 100;
+    q[1].ready = 20;
+    q[2].ready = 1;
+    make(false);
+    reconcile_pass(rec);
+    int total = fk.starts[0] + fk.starts[1] + fk.starts[2];
+    assert_true(total <= 12);
+    assert_true(fk.starts[2] >= 1); /* no pool with a backlog is starved */
+    assert_true(fk.starts[1] >= 1);
+    assert_true(fk.starts[0] >= fk.starts[1]);
+    /* the cap holds across passes */
+    reconcile_pass(rec);
+    total = fk.starts[0] + fk.starts[1] + fk.starts[2];
+    assert_true(total <= 12);
+}
+
+static void test_dry_run_changes_nothing(void **state)
+{
+    (void)state;
+    setup_pools(1, 0);
+    q[0].ready = 5;
+    make(true);
+    assert_int_equal(reconcile_pass(rec), 0);
+    assert_int_equal(fk.starts[0], 0);
+}
+
+static void test_start_error_is_reported(void **state)
+{
+    (void)state;
+    setup_pools(2, 0);
+    q[0].ready = 2;
+    q[1].ready = 2;
+    fk.fail_start = JP_EINVALID;
+    make(false);
+    assert_int_equal(reconcile_pass(rec), JP_EINVALID);
+    assert_int_equal(reconcile_status(rec, 0)->last_err, JP_EINVALID);
+    assert_int_equal(reconcile_status(rec, 1)->last_err, JP_EINVALID);
+    assert_int_equal(reconcile_status(rec, 0)->errors, 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_one_worker_per_message_no_duplicates, teardown),
+        cmocka_unit_test_teardown(test_burst_capped_at_max_active, teardown),
+        cmocka_unit_test_teardown(test_failed_read_holds_and_backs_off, teardown),
+        cmocka_unit_test_teardown(test_missing_queue_is_zero, teardown),
+        cmocka_unit_test_teardown(test_history_cleanup, teardown),
+        cmocka_unit_test_teardown(test_global_cap_shared, teardown),
+        cmocka_unit_test_teardown(test_dry_run_changes_nothing, teardown),
+        cmocka_unit_test_teardown(test_start_error_is_reported, teardown),
+    };
+    return cmocka_run_group_tests_name("reconcile", tests, NULL, NULL);
+}
