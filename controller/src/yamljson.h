@@ -1,0 +1,80 @@
+/* yamljson.h: YAML nodes (libyaml's document API) to cJSON by the YAML 1.2 core schema, with
+ * the source position of every node kept for error messages. */
+#ifndef JP_YAMLJSON_H
+#define JP_YAMLJSON_H
+
+#include <stddef.h>
+
+/* Forward declarations, so that only config.c and yamljson.c include yaml.h. */
+struct cJSON;
+struct yaml_document_s;
+struct yaml_node_s;
+
+/* Aliases can make a small file expand into a huge tree ("billion laughs"); a conversion that
+ * would produce more nodes, or nest deeper, than these is refused. A batch/v1 JobSpec needs a
+ * few hundred nodes at most. */
+#define YAMLJSON_MAX_NODES 20000
+#define YAMLJSON_MAX_DEPTH 64
+/* Longest path kept for a node, e.g. "template.spec.containers[0].env[3].valueFrom". */
+#define YAMLJSON_PATH_MAX 512
+
+/* Where and why a conversion failed. line and col are 1-based; path is relative to the converted
+ * root ("" for the root itself), in the form described for yamljson_src_find. */
+struct yamljson_error {
+    int line;
+    int col;
+    char path[YAMLJSON_PATH_MAX];
+    char msg[256];
+};
+
+struct yamljson_opts {
+    size_t max_nodes;   /* 0: YAMLJSON_MAX_NODES */
+    int max_depth;      /* 0: YAMLJSON_MAX_DEPTH */
+};
+
+/* The source positions of the nodes of one converted tree, by path. */
+struct yamljson_src;
+
+/* Convert node (a node of doc, which stays owned by the caller) and everything below it.
+ *
+ * Typing follows the YAML 1.2 core schema for plain (unquoted) scalars:
+ *   null  ""(empty) ~ null Null NULL                    -> JSON null
+ *   bool  true True TRUE false False FALSE              -> JSON true/false
+ *   int   [-+]?[0-9]+  0o[0-7]+  0x[0-9a-fA-F]+          -> JSON number
+ *   float [-+]?(.[0-9]+|[0-9]+(.[0-9]*)?)([eE][-+]?[0-9]+)? -> JSON number
+ *   anything else                                        -> JSON string
+ * Quoted, literal (|) and folded (>) scalars are always strings: "8080" stays a string and 8080
+ * becomes a number. Explicit core tags (!!int, !!float, !!bool, !!null) are checked against the
+ * value; other tags are refused. (libyaml cannot tell "!!str 5" from "5": quote it instead.)
+ *
+ * Refused, with an error naming the node: .inf/.nan and floats that overflow (JSON cannot hold
+ * them; quote them to make strings), integers of more than 15 digits (cJSON prints 15
+ * significant digits, so they would come out rounded), strings with a NUL byte, non-scalar or duplicate mapping keys, trees with more than
+ * max_nodes nodes or deeper than max_depth (which also stops self-referencing aliases).
+ * Anchors and aliases are expanded; the merge key "<<" (a mapping or a sequence of mappings)
+ * adds the keys the mapping does not set itself, earlier sources winning.
+ *
+ * Returns 0 with *out a new cJSON tree (the caller frees it with cJSON_Delete) and, when src is
+ * not NULL, *src the positions of its nodes (freed with yamljson_src_free). On failure returns
+ * JP_EPARSE (err filled in when not NULL) or JP_ENOMEM; *out and *src are NULL. */
+int yamljson_convert(struct yaml_document_s *doc, struct yaml_node_s *node,
+                     const struct yamljson_opts *opts, struct cJSON **out,
+                     struct yamljson_src **src, struct yamljson_error *err);
+
+/* Parse a whole YAML text holding one document (a kubeconfig, a test fixture) and convert it.
+ * An empty document gives JSON null; more than one document is an error. Syntax errors give
+ * JP_EPARSE with libyaml's problem and position in err. Ownership as for yamljson_convert. */
+int yamljson_parse(const char *yaml, size_t len, const struct yamljson_opts *opts,
+                   struct cJSON **out, struct yamljson_src **src, struct yamljson_error *err);
+
+/* Look up where path came from. Paths join mapping keys with '.' and sequence indexes with
+ * "[i]", as in "template.spec.containers[0].image"; a key that is empty or holds '.', '[' or ']'
+ * is written "[key]" (as Kubernetes does for labels: "metadata.labels[app.kubernetes.io/name]").
+ * Returns 0 for an exact match, 1 when only an ancestor of path was found (its position is
+ * given: the nearest enclosing node), JP_ENOTFOUND when s is NULL or empty. */
+int yamljson_src_find(const struct yamljson_src *s, const char *path, int *line, int *col);
+/* Number of recorded nodes. */
+size_t yamljson_src_count(const struct yamljson_src *s);
+void yamljson_src_free(struct yamljson_src *s);
+
+#endif
