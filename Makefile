@@ -44,13 +44,18 @@ WRAP_test_reconcile = -Wl,--wrap=rmq_queue_depth,--wrap=rmq_regex_depth,--wrap=r
 # Integration tests (need the real broker / API server started by tests/env/*.sh).
 DEPS_it_rmq         = rmq config yamljson http util log err
 DEPS_it_kube        = kube kubeconfig yamljson http util log err
+# Tests against the real control plane started by tests/env/kube.sh (make kube-integration).
+DEPS_kit_kube       = kube kubeconfig yamljson http util log err
+DEPS_kube_bench     = kube kubeconfig yamljson http util log err
 
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   = $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
 IT_SRC    := $(wildcard tests/integration/it_*.c)
 IT_BIN     = $(patsubst tests/integration/%.c,$(B)/tests/%,$(IT_SRC))
+KIT_SRC   := $(wildcard tests/integration/kit_*.c)
+KIT_BIN    = $(patsubst tests/integration/%.c,$(B)/tests/%,$(KIT_SRC))
 
-.PHONY: all deps unit integration test asan valgrind lint demo bench clean fuzz e2e images manifests
+.PHONY: all deps unit integration kube-integration test asan valgrind lint demo bench clean fuzz e2e images manifests
 all: $(CONTROLLER) $(WORKER)
 	@mkdir -p controller worker-image
 	@ln -sf ../$(CONTROLLER) controller/jobpool-controller
@@ -87,6 +92,23 @@ $(B)/tests/metrics_demo: tests/integration/metrics_demo.c $(addprefix $(B)/ctrl/
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(filter %.c %.o,$^) -o $@ $(LDLIBS)
 
+$(B)/tests/kit_%: tests/integration/kit_%.c $$(addprefix $(B)/ctrl/,$$(addsuffix .o,$$(DEPS_kit_$$*)))
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Itests/unit $^ -o $@ $(LDLIBS) $(CMOCKA_LIBS)
+
+$(B)/bench/kube_bench: bench/kube_bench.c $$(addprefix $(B)/ctrl/,$$(addsuffix .o,$$(DEPS_kube_bench)))
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $^ -o $@ $(LDLIBS)
+
+# RabbitMQ depth-read benchmark program, built and run by bench/rmq_depth.sh (make bench-rmq).
+BENCH_RMQ_DEPS = rmq config yamljson http util log err
+$(B)/bench/rmq_depth: bench/rmq_depth.c $(addprefix $(B)/ctrl/,$(addsuffix .o,$(BENCH_RMQ_DEPS)))
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(filter %.c %.o,$^) -o $@ $(LDLIBS)
+.PHONY: bench-rmq
+bench-rmq:
+	@B=$(B) bench/rmq_depth.sh
+
 # Fast edit-compile loop: unit tests only, no services.
 unit: $(UNIT_BIN)
 	@tests/run-tests.sh unit $(UNIT_BIN)
@@ -95,12 +117,17 @@ unit: $(UNIT_BIN)
 integration: $(IT_BIN) $(WORKER) $(B)/tests/metrics_demo
 	@B=$(abspath $(B)) tests/integration/run.sh $(IT_BIN)
 
+# Tests against a real control plane (etcd + kube-apiserver + kube-controller-manager) and broker.
+kube-integration: $(KIT_BIN)
+	@B=$(abspath $(B)) tests/integration/kube-run.sh $(KIT_BIN)
+
 # The full suite that CI runs. Installs what is missing first.
 test:
 	@tests/env/deps.sh test
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory integration
+	@$(MAKE) --no-print-directory kube-integration
 	@$(MAKE) --no-print-directory lint
 
 asan:
