@@ -118,7 +118,7 @@ int scale_decide(const struct scale_input *in, const struct scale_limits *lim,
         goto out;
 
     /* Classify. Counts are bounded by nworkers, which is far below INT64_MAX. */
-    int64_t pending = 0, running = 0, succeeded = 0, failed = 0, timed_out = 0;
+    int64_t pending = 0, running = 0, succeeded = 0, failed = 0, timed_out = 0, unseen = 0;
     for (size_t i = 0; i < in->nworkers; i++) {
         const struct scale_worker *w = &in->workers[i];
         switch (w->state) {
@@ -136,10 +136,16 @@ int scale_decide(const struct scale_input *in, const struct scale_limits *lim,
                 running++;
             break;
         case SCALE_SUCCEEDED:
-            succeeded++;
-            break;
         case SCALE_FAILED:
-            failed++;
+            if (w->state == SCALE_SUCCEEDED)
+                succeeded++;
+            else
+                failed++;
+            /* Started after the sample and already gone: it took one of the messages the
+             * sample still shows as ready (FIFO), or found the queue empty, which means those
+             * messages were all taken. Either way it covers one of them. */
+            if (in->depth_ok && w->started_ms > in->sample_ms)
+                unseen++;
             break;
         default:
             goto out;
@@ -185,7 +191,7 @@ int scale_decide(const struct scale_input *in, const struct scale_limits *lim,
         int64_t backlog = ready / mpw + (ready % mpw != 0);
         waiting = min64(nonneg(nonneg(in->consumers) - nonneg(in->unacked)), running);
         int64_t asked = sat_add(backlog, lim->spare_workers);
-        int64_t want = nonneg(asked - (pending + waiting));
+        int64_t want = nonneg(asked - (pending + waiting + unseen));
         int64_t limit = min64(min64(headroom, (int64_t)lim->max_start_per_tick), room);
         out->want = want;
         if (want <= limit) {
@@ -215,6 +221,7 @@ int scale_decide(const struct scale_input *in, const struct scale_limits *lim,
     out->pending = clamp_int(pending);
     out->running = clamp_int(running);
     out->waiting = clamp_int(waiting);
+    out->unseen = clamp_int(unseen);
     out->succeeded = clamp_int(succeeded);
     out->failed = clamp_int(failed);
     rc = 0;

@@ -53,6 +53,7 @@ struct scale_decision {
     size_t ndeletes;
     /* The numbers behind the decision, for the one-line log and metrics. */
     int active, pending, running, waiting, succeeded, failed;
+    int unseen;                 /* finished workers that started after the sample */
     int64_t want;               /* workers the backlog asks for before caps */
     const char *reason;         /* static: "scale_up", "covered", "at_max", "max_per_tick",
                                    "global_cap", "min_active", "hold_no_data", "idle" */
@@ -63,8 +64,11 @@ struct scale_decision {
  * Counting (see docs/scaling.md): active = SCALE_PENDING + SCALE_RUNNING workers. pending = the
  * SCALE_PENDING ones plus the running ones whose started_ms > sample_ms (the sample cannot have
  * seen them take a message); running = the other active ones. waiting = consumers - unacked,
- * never below 0, at most `running`. backlog = ceil(ready / messages_per_worker).
- *   start = min(max(backlog + spare - pending - waiting, 0), max_active - active,
+ * never below 0, at most `running`. unseen = finished workers that started after the sample:
+ * each took a message the sample still counts as ready, or found the queue empty (so those
+ * were all taken); it only counts the finished workers still listed (history), and refines the
+ * design's formula. backlog = ceil(ready / messages_per_worker).
+ *   start = min(max(backlog + spare - pending - waiting - unseen, 0), max_active - active,
  *               max_start_per_tick, room (when room >= 0))
  * then topped up to min_active (within max_active and room). Negative counts count as 0; sums
  * saturate, so INT64_MAX ready is safe.

@@ -38,11 +38,13 @@ struct start_case {
     int max_active, min_active, spare, max_per_tick, mpw;
     int room;                   /* 0: none (-1); otherwise room - 1, so 1 means room 0 */
     int npend, nrun_old, nrun_new;
+    int ndone_new, ndone_old;   /* finished; started after / before the sample */
     /* expectations */
     int start;
     const char *reason;
     int pending, running, waiting;
     int64_t want;               /* -1: do not check */
+    int unseen;
 };
 
 static const struct start_case start_cases[] = {
@@ -77,6 +79,13 @@ static const struct start_case start_cases[] = {
      .nrun_old = 2, .start = 3, .reason = "scale_up", .running = 2, .waiting = 2, .want = 3},
     {.name = "stale: new workers are not waiting consumers", .ready = 4, .consumers = 4,
      .nrun_new = 4, .start = 0, .reason = "covered", .pending = 4, .waiting = 0, .want = 0},
+    {.name = "stale: started and finished since the sample", .ready = 3, .ndone_new = 1,
+     .start = 2, .reason = "scale_up", .want = 2, .unseen = 1},
+    {.name = "stale: started and finished since the sample, all covered", .ready = 2,
+     .ndone_new = 1, .npend = 1, .start = 0, .reason = "covered", .pending = 1, .want = 0,
+     .unseen = 1},
+    {.name = "stale: seen busy, finished since", .ready = 3, .unacked = 1, .consumers = 1,
+     .ndone_old = 1, .start = 3, .reason = "scale_up", .want = 3},
     {.name = "warm pool from zero", .min_active = 3, .start = 3, .reason = "min_active",
      .want = 0},
     {.name = "warm pool tops up", .min_active = 3, .consumers = 1, .nrun_old = 1, .start = 2,
@@ -116,7 +125,7 @@ static const struct start_case start_cases[] = {
     {.name = "depth read failed: warm pool still kept", .fail_read = true, .min_active = 2,
      .start = 2, .reason = "hold_no_data", .want = 0},
     {.name = "depth read failed: new workers stay running", .fail_read = true, .nrun_new = 2,
-     .start = 0, .reason = "hold_no_data", .running = 2, .want = 0},
+     .ndone_new = 2, .start = 0, .reason = "hold_no_data", .running = 2, .want = 0},
     {.name = "limits: INT64_MAX ready", .ready = INT64_MAX, .start = 20,
      .reason = "max_per_tick", .want = INT64_MAX},
     {.name = "limits: INT64_MAX ready and INT_MAX spare saturate", .ready = INT64_MAX,
@@ -150,6 +159,10 @@ static void run_start_case(const struct start_case *c)
         ws[n++] = (struct scale_worker)RUN_OLD;
     for (int i = 0; i < c->nrun_new; i++)
         ws[n++] = (struct scale_worker)RUN_NEW;
+    for (int i = 0; i < c->ndone_new; i++)
+        ws[n++] = (struct scale_worker){SCALE_SUCCEEDED, NOW - 4000, NOW - 3000, NOW - 1000};
+    for (int i = 0; i < c->ndone_old; i++)
+        ws[n++] = (struct scale_worker){SCALE_SUCCEEDED, NOW - 40000, NOW - 30000, NOW - 1000};
     struct scale_input in = {
         .depth_ok = !c->fail_read, .ready = c->ready, .unacked = c->unacked,
         .consumers = c->consumers, .sample_ms = SAMPLE, .workers = ws, .nworkers = n,
@@ -173,17 +186,19 @@ static void run_start_case(const struct start_case *c)
     int rc = scale_decide(&in, &lim, &d);
     if (rc != 0 || d.start != c->start || strcmp(d.reason, c->reason) != 0 ||
         d.pending != c->pending || d.running != c->running || d.waiting != c->waiting ||
-        (c->want >= 0 && d.want != c->want) || d.ndeletes != 0)
+        (c->want >= 0 && d.want != c->want) || d.ndeletes != 0 || d.unseen != c->unseen)
         print_error("case \"%s\": rc %d start %d (want %d) reason %s (want %s) pending %d "
-                    "running %d waiting %d want %lld ndeletes %zu\n",
+                    "running %d waiting %d unseen %d want %lld ndeletes %zu\n",
                     c->name, rc, d.start, c->start, d.reason, c->reason, d.pending, d.running,
-                    d.waiting, (long long)d.want, d.ndeletes);
+                    d.waiting, d.unseen, (long long)d.want, d.ndeletes);
     assert_int_equal(rc, 0);
     assert_int_equal(d.start, c->start);
     assert_string_equal(d.reason, c->reason);
     assert_int_equal(d.pending, c->pending);
     assert_int_equal(d.running, c->running);
     assert_int_equal(d.waiting, c->waiting);
+    assert_int_equal(d.unseen, c->unseen);
+    assert_int_equal(d.succeeded, c->ndone_new + c->ndone_old);
     assert_int_equal(d.active, c->pending + c->running);
     if (c->want >= 0)
         assert_int_equal(d.want, c->want);
