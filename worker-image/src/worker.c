@@ -1,8 +1,517 @@
-/* worker.c: take one task from RabbitMQ, run it, acknowledge it, exit. */
-#include <stdio.h>
+/* worker.c: jobpool-worker: take one task from RabbitMQ, run it, acknowledge it, exit. */
+#define _GNU_SOURCE
+#include "amqp_conn.h"
+#include "err.h"
+#include "log.h"
+#include "task.h"
+#include "util.h"
 
-int main(void)
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef JP_VERSION
+#define JP_VERSION "dev"
+#endif
+
+/* Exit codes (also in --help and docs/worker.md). A task's own code passes through. */
+enum {
+    EXIT_OK = 0,          /* task succeeded and was acked, or no task came, or stopped idle */
+    EXIT_INPUT = 2,       /* bad flags, URL, queue, credentials or command */
+    EXIT_UNAVAILABLE = 69,/* the broker could not be reached (or was lost) before a task */
+    EXIT_SOFTWARE = 70,   /* internal error, such as out of memory */
+    EXIT_UNSETTLED = 75,  /* the task ran but its ack/requeue could not be sent: redelivered */
+    EXIT_TERMINATED = 143,/* SIGTERM/SIGINT and the task outlived --grace: requeued */
+};
+
+#define ATTEMPT_HEADER "x-jobpool-attempt"
+#define MAX_HEADER_VALUE (128 * 1024)
+#define MAX_HEADERS 256
+
+static const char usage_[] =
+    "usage: jobpool-worker [options] [--] COMMAND [ARG...]\n"
+    "\n"
+    "Take one message from a RabbitMQ queue, run COMMAND with the message body on its stdin,\n"
+    "acknowledge the message when COMMAND exits 0, and exit.\n"
+    "\n"
+    "options:\n"
+    "  --idle-timeout D   exit 0 when no message comes within D (default 30s; 500ms, 2s, 5m, 1h)\n"
+    "  --max-attempts N   run a failing message at most N times, then dead-letter it (default 3)\n"
+    "  --grace D          after SIGTERM/SIGINT, give the task D to finish (default 25s)\n"
+    "  --ca-file PATH     CA bundle for amqps:// (default $JOBPOOL_CA_FILE, then the system one)\n"
+    "  --queue NAME       the queue (default $JOBPOOL_QUEUE)\n"
+    "  --vhost NAME       the vhost; overrides the URL's (default $JOBPOOL_VHOST)\n"
+    "  --help, --version\n"
+    "\n"
+    "environment:\n"
+    "  JOBPOOL_AMQP_URL        amqp[s]://user:pass@host[:port]/vhost (or JOBPOOL_AMQP_URL_FILE)\n"
+    "  JOBPOOL_QUEUE, JOBPOOL_VHOST, JOBPOOL_CA_FILE\n"
+    "  JOBPOOL_LOG_FORMAT      text (default) or json;  JOBPOOL_LOG_LEVEL  debug|info|warn|error\n"
+    "\n"
+    "the task gets: JOBPOOL_MESSAGE_ID, JOBPOOL_CORRELATION_ID, JOBPOOL_ATTEMPT (1-based),\n"
+    "  JOBPOOL_REDELIVERED (true|false), JOBPOOL_HEADER_<NAME> for each header (NAME uppercased,\n"
+    "  other than A-Z 0-9 -> _), and the worker's environment without JOBPOOL_AMQP_URL.\n"
+    "\n"
+    "exit codes:\n"
+    "  0    the task exited 0 and was acked; or no message within --idle-timeout; or stopped\n"
+    "       by SIGTERM/SIGINT while waiting\n"
+    "  N    the task exited N (128+S when killed by signal S); the message was requeued with\n"
+    "       x-jobpool-attempt + 1, or rejected to the dead-letter exchange after the last attempt\n"
+    "  2    bad input: flags, URL, missing queue, access refused, empty or unrunnable command\n"
+    "  69   the broker could not be reached, or was lost before a message arrived\n"
+    "  70   internal error\n"
+    "  75   the task ran but the broker connection was lost, so its result could not be\n"
+    "       acknowledged; the broker redelivers the message (at-least-once)\n"
+    "  143  SIGTERM/SIGINT during the task and it outlived --grace: killed, message requeued\n";
+
+struct worker_opts {
+    int64_t idle_ms;
+    int64_t max_attempts;
+    int64_t grace_ms;
+    const char *ca_file;
+    const char *queue;
+    const char *vhost;
+    char *url;         /* owned */
+    char **cmd;        /* points into argv */
+};
+
+static int sig_pipe_[2] = {-1, -1};
+
+static void on_signal(int sig)
 {
-    fprintf(stderr, "jobpool-worker: not built yet\n");
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    ssize_t w = write(sig_pipe_[1], &b, 1);
+    (void)w; /* a full pipe already holds enough wake-ups */
+    errno = saved;
+}
+
+static int setup_signals(void)
+{
+    if (pipe2(sig_pipe_, O_CLOEXEC | O_NONBLOCK) != 0) return JP_EIO;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    if (sigaction(SIGTERM, &sa, NULL) || sigaction(SIGINT, &sa, NULL) ||
+        sigaction(SIGCHLD, &sa, NULL))
+        return JP_EIO;
+    sa.sa_handler = SIG_IGN;
+    sa.sa_flags = 0;
+    if (sigaction(SIGPIPE, &sa, NULL)) return JP_EIO;
+    return 0;
+}
+
+/* A stop signal (SIGTERM/SIGINT) waiting in the self-pipe? Drains it. */
+static int pending_stop_signal(void)
+{
+    unsigned char b[32];
+    ssize_t n;
+    int stop = 0;
+    while ((n = read(sig_pipe_[0], b, sizeof b)) > 0)
+        for (ssize_t i = 0; i < n; i++)
+            if (b[i] == SIGTERM || b[i] == SIGINT) stop = b[i];
+    return stop;
+}
+
+/* fds 0-2 must be open, or the task's stdin pipe could land on one of them. */
+static void ensure_std_fds(void)
+{
+    for (int fd = 0; fd < 3; fd++)
+        if (fcntl(fd, F_GETFD) < 0) {
+            int n = open("/dev/null", O_RDWR);
+            if (n >= 0 && n != fd) close(n);
+        }
+}
+
+static void setup_logging(void)
+{
+    enum log_format fmt = LOG_TEXT;
+    enum log_level lvl = LOG_INFO;
+    const char *f = getenv("JOBPOOL_LOG_FORMAT");
+    const char *l = getenv("JOBPOOL_LOG_LEVEL");
+    if (f && *f && log_parse_format(f, &fmt) != 0) fmt = LOG_TEXT;
+    if (l && *l && log_parse_level(l, &lvl) != 0) lvl = LOG_INFO;
+    log_setup(fmt, lvl, NULL);
+}
+
+static const char *env_nonempty(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+/* Returns 0, or EXIT_INPUT after printing one line; -1 for --help/--version (exit 0). */
+static int parse_args(int argc, char **argv, struct worker_opts *o)
+{
+    o->idle_ms = 30000;
+    o->max_attempts = 3;
+    o->grace_ms = 25000;
+    o->ca_file = env_nonempty("JOBPOOL_CA_FILE");
+    o->queue = env_nonempty("JOBPOOL_QUEUE");
+    o->vhost = env_nonempty("JOBPOOL_VHOST");
+    int i = 1;
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0) {
+            i++;
+            break;
+        }
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(usage_, stdout);
+            return -1;
+        }
+        if (strcmp(a, "--version") == 0) {
+            printf("jobpool-worker %s\n", JP_VERSION);
+            return -1;
+        }
+        if (strncmp(a, "--", 2) != 0) break; /* the command starts here */
+        static const char *const with_value[] = {"--idle-timeout", "--max-attempts", "--grace",
+                                                 "--ca-file", "--queue", "--vhost"};
+        const char *val = NULL;
+        size_t k;
+        for (k = 0; k < sizeof with_value / sizeof *with_value; k++) {
+            size_t n = strlen(with_value[k]);
+            if (strncmp(a, with_value[k], n) != 0) continue;
+            if (a[n] == '=') val = a + n + 1;
+            else if (a[n] == '\0' && i + 1 < argc) val = argv[++i];
+            else if (a[n] != '\0') continue;
+            break;
+        }
+        if (k == sizeof with_value / sizeof *with_value) {
+            fprintf(stderr, "jobpool-worker: unknown option '%s' (see --help)\n", a);
+            return EXIT_INPUT;
+        }
+        if (!val) {
+            fprintf(stderr, "jobpool-worker: %s needs a value\n", a);
+            return EXIT_INPUT;
+        }
+        int rc = 0;
+        switch (k) {
+        case 0: rc = util_parse_duration(val, &o->idle_ms); break;
+        case 1: rc = util_parse_int64(val, 1, 1000000, &o->max_attempts); break;
+        case 2: rc = util_parse_duration(val, &o->grace_ms); break;
+        case 3: o->ca_file = val; break;
+        case 4: o->queue = val; break;
+        default: o->vhost = val; break;
+        }
+        if (rc) {
+            fprintf(stderr, "jobpool-worker: bad value '%s' for %s: %s\n", val, with_value[k],
+                    k == 1 ? "want an integer from 1" : "want a duration such as 500ms, 30s, 5m");
+            return EXIT_INPUT;
+        }
+    }
+    o->cmd = argv + i;
+    if (i >= argc || !argv[i][0]) {
+        fprintf(stderr, "jobpool-worker: no task command: give it after -- (see --help)\n");
+        return EXIT_INPUT;
+    }
+    const char *url = getenv("JOBPOOL_AMQP_URL");
+    const char *file = env_nonempty("JOBPOOL_AMQP_URL_FILE");
+    if (url && *url) {
+        o->url = strdup(url);
+    } else if (file) {
+        int rc = util_read_file(file, 8192, true, &o->url);
+        if (rc) {
+            fprintf(stderr, "jobpool-worker: cannot read JOBPOOL_AMQP_URL_FILE %s: %s\n", file,
+                    jp_strerror(rc));
+            return EXIT_INPUT;
+        }
+    } else {
+        fprintf(stderr, "jobpool-worker: no broker url: set JOBPOOL_AMQP_URL or "
+                        "JOBPOOL_AMQP_URL_FILE\n");
+        return EXIT_INPUT;
+    }
+    if (!o->url) {
+        fprintf(stderr, "jobpool-worker: out of memory\n");
+        return EXIT_INPUT;
+    }
+    if (!o->queue) {
+        fprintf(stderr, "jobpool-worker: no queue: set JOBPOOL_QUEUE or --queue\n");
+        return EXIT_INPUT;
+    }
+    return 0;
+}
+
+static bool bytes_eq(amqp_bytes_t b, const char *s)
+{
+    return b.len == strlen(s) && memcmp(b.bytes, s, b.len) == 0;
+}
+
+/* Render a header value for the environment; false for kinds that have no flat form. */
+static bool field_text(const amqp_field_value_t *v, char *num, size_t numlen, const char **p,
+                       size_t *len)
+{
+    *p = num;
+    switch (v->kind) {
+    case AMQP_FIELD_KIND_UTF8:
+    case AMQP_FIELD_KIND_BYTES:
+        *p = v->value.bytes.bytes ? v->value.bytes.bytes : "";
+        *len = v->value.bytes.len;
+        return true;
+    case AMQP_FIELD_KIND_BOOLEAN: snprintf(num, numlen, "%s", v->value.boolean ? "true" : "false"); break;
+    case AMQP_FIELD_KIND_I8: snprintf(num, numlen, "%d", v->value.i8); break;
+    case AMQP_FIELD_KIND_U8: snprintf(num, numlen, "%u", v->value.u8); break;
+    case AMQP_FIELD_KIND_I16: snprintf(num, numlen, "%d", v->value.i16); break;
+    case AMQP_FIELD_KIND_U16: snprintf(num, numlen, "%u", v->value.u16); break;
+    case AMQP_FIELD_KIND_I32: snprintf(num, numlen, "%" PRId32, v->value.i32); break;
+    case AMQP_FIELD_KIND_U32: snprintf(num, numlen, "%" PRIu32, v->value.u32); break;
+    case AMQP_FIELD_KIND_I64: snprintf(num, numlen, "%" PRId64, v->value.i64); break;
+    case AMQP_FIELD_KIND_U64:
+    case AMQP_FIELD_KIND_TIMESTAMP: snprintf(num, numlen, "%" PRIu64, v->value.u64); break;
+    case AMQP_FIELD_KIND_F32: snprintf(num, numlen, "%g", (double)v->value.f32); break;
+    case AMQP_FIELD_KIND_F64: snprintf(num, numlen, "%g", v->value.f64); break;
+    case AMQP_FIELD_KIND_VOID: num[0] = '\0'; break;
+    default: return false;
+    }
+    *len = strlen(num);
+    return true;
+}
+
+/* The attempt number carried by the message: header x-jobpool-attempt, 1 when absent. */
+static int64_t message_attempt(const amqp_basic_properties_t *props)
+{
+    if (!(props->_flags & AMQP_BASIC_HEADERS_FLAG)) return 1;
+    for (int i = 0; i < props->headers.num_entries; i++) {
+        const amqp_table_entry_t *e = &props->headers.entries[i];
+        if (!bytes_eq(e->key, ATTEMPT_HEADER)) continue;
+        char num[64], text[64];
+        const char *p;
+        size_t len;
+        int64_t v;
+        if (!field_text(&e->value, num, sizeof num, &p, &len) || len >= sizeof text) return 1;
+        memcpy(text, p, len);
+        text[len] = '\0';
+        return util_parse_int64(text, 1, INT32_MAX, &v) == 0 ? v : 1;
+    }
     return 1;
+}
+
+static int add_bytes_var(struct task_env *env, const char *name, amqp_bytes_t b, bool present)
+{
+    if (!present) return task_env_add(env, name, "", 0);
+    int rc = task_env_add(env, name, b.bytes ? b.bytes : "", b.len);
+    return rc == JP_EINVAL ? 0 : rc;
+}
+
+static int build_env(struct task_env *env, const amqp_envelope_t *m, int64_t attempt)
+{
+    extern char **environ;
+    const amqp_basic_properties_t *pr = &m->message.properties;
+    char num[64];
+    int rc = task_env_init(env, environ);
+    if (!rc) rc = add_bytes_var(env, "JOBPOOL_MESSAGE_ID", pr->message_id,
+                                pr->_flags & AMQP_BASIC_MESSAGE_ID_FLAG);
+    if (!rc) rc = add_bytes_var(env, "JOBPOOL_CORRELATION_ID", pr->correlation_id,
+                                pr->_flags & AMQP_BASIC_CORRELATION_ID_FLAG);
+    snprintf(num, sizeof num, "%" PRId64, attempt);
+    if (!rc) rc = task_env_add(env, "JOBPOOL_ATTEMPT", num, strlen(num));
+    const char *re = m->redelivered ? "true" : "false";
+    if (!rc) rc = task_env_add(env, "JOBPOOL_REDELIVERED", re, strlen(re));
+    if (rc || !(pr->_flags & AMQP_BASIC_HEADERS_FLAG)) return rc;
+    for (int i = 0; i < pr->headers.num_entries && i < MAX_HEADERS; i++) {
+        const amqp_table_entry_t *e = &pr->headers.entries[i];
+        char name[256];
+        const char *p;
+        size_t len;
+        task_header_var(e->key.bytes, e->key.len, name, sizeof name);
+        if (!field_text(&e->value, num, sizeof num, &p, &len) || len > MAX_HEADER_VALUE) {
+            log_debug("header %s not passed to the task (nested or too long)", name);
+            continue;
+        }
+        rc = task_env_add(env, name, p, len);
+        if (rc == JP_EINVAL) {
+            log_debug("header %s not passed to the task (contains a NUL byte)", name);
+            rc = 0;
+        }
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static int conn_fd_cb(void *ctx) { return aconn_fd(ctx); }
+static bool conn_service_cb(void *ctx) { return aconn_service(ctx); }
+
+/* Close the connection; a failed close means an ack sent just before may be lost. */
+static int finish(struct aconn *c, int code)
+{
+    if (aconn_close(c) != 0 && code != EXIT_TERMINATED) {
+        log_error("the broker connection failed while closing: the result may not have been "
+                  "recorded; the broker will redeliver the message if so");
+        return EXIT_UNSETTLED;
+    }
+    return code;
+}
+
+/* Settle the message after the task ended and pick the exit code. */
+static int settle(struct aconn *c, const amqp_envelope_t *m, const struct task_result *res,
+                  int64_t attempt, int64_t max_attempts)
+{
+    if (res->grace_expired) {
+        if (aconn_nack_requeue(c, m->delivery_tag) == 0)
+            log_warn("task killed after the grace period: message requeued");
+        else
+            log_error("task killed after the grace period; the requeue could not be sent, the "
+                      "broker will redeliver the message");
+        return finish(c, EXIT_TERMINATED);
+    }
+    if (!aconn_alive(c)) {
+        log_error("task exited %d but the broker connection was lost: the ack could not be "
+                  "sent, the broker will redeliver the message", res->exit_code);
+        aconn_free(c);
+        return EXIT_UNSETTLED;
+    }
+    if (res->exit_code == 0) {
+        if (aconn_ack(c, m->delivery_tag) != 0) {
+            log_error("task succeeded but the ack could not be sent: the broker will redeliver");
+            aconn_free(c);
+            return EXIT_UNSETTLED;
+        }
+        int code = finish(c, EXIT_OK);
+        if (code == EXIT_OK) log_info("task succeeded: message acked");
+        return code;
+    }
+    int rc;
+    if (attempt < max_attempts) {
+        rc = aconn_republish(c, m, attempt + 1);
+        if (rc == 0) rc = aconn_ack(c, m->delivery_tag);
+        if (rc == 0) {
+            log_warn("task failed with exit %d on attempt %" PRId64 " of %" PRId64
+                     ": requeued as attempt %" PRId64, res->exit_code, attempt, max_attempts,
+                     attempt + 1);
+        } else if (aconn_alive(c) && aconn_nack_requeue(c, m->delivery_tag) == 0) {
+            /* The copy was not confirmed: put the original back rather than lose it. */
+            log_error("task failed with exit %d; the retry copy was not confirmed, the original "
+                      "message was requeued unchanged", res->exit_code);
+        } else {
+            log_error("task failed with exit %d; the broker connection was lost before the "
+                      "message was settled: the broker will redeliver it", res->exit_code);
+            aconn_free(c);
+            return EXIT_UNSETTLED;
+        }
+    } else {
+        rc = aconn_reject_dead_letter(c, m->delivery_tag);
+        if (rc) {
+            aconn_free(c);
+            return EXIT_UNSETTLED;
+        }
+        log_error("task failed with exit %d on its last attempt (%" PRId64 " of %" PRId64
+                  "): message rejected to the dead-letter exchange", res->exit_code, attempt,
+                  max_attempts);
+    }
+    return finish(c, res->exit_code);
+}
+
+int main(int argc, char **argv)
+{
+    int code = EXIT_SOFTWARE;
+    struct worker_opts o;
+    struct aconn *c = NULL;
+    amqp_envelope_t msg;
+    bool have_msg = false;
+    struct task_env env = {0};
+    memset(&o, 0, sizeof o);
+    memset(&msg, 0, sizeof msg);
+
+    ensure_std_fds();
+    setup_logging();
+    int prc = parse_args(argc, argv, &o);
+    if (prc) {
+        code = prc < 0 ? EXIT_OK : prc;
+        goto out;
+    }
+    int cerr = task_check_command(o.cmd[0]);
+    if (cerr) {
+        log_error("cannot run task command '%s': %s", o.cmd[0], strerror(cerr));
+        code = EXIT_INPUT;
+        goto out;
+    }
+    if (setup_signals() != 0) {
+        log_error("cannot install signal handlers: %s", strerror(errno));
+        goto out;
+    }
+
+    struct aconn_opts ao = {.url = o.url, .vhost = o.vhost, .queue = o.queue,
+                            .ca_file = o.ca_file, .heartbeat_s = 60, .timeout_ms = 10000};
+    enum aconn_fail fail;
+    int rc = aconn_open(&ao, &c, &fail);
+    if (rc) {
+        code = fail == ACONN_FAIL_INPUT ? EXIT_INPUT : EXIT_UNAVAILABLE;
+        goto out;
+    }
+    char red[512];
+    log_info("waiting up to %lld ms for a message on queue '%s' at %s",
+             (long long)o.idle_ms, o.queue, log_redact_url(o.url, red, sizeof red));
+
+    rc = aconn_wait_one(c, o.idle_ms, sig_pipe_[0], &msg, &fail);
+    if (rc == JP_ETIMEOUT) {
+        log_info("no task: nothing arrived within %lld ms", (long long)o.idle_ms);
+        finish(c, EXIT_OK); /* a failed close loses nothing: no message was taken */
+        c = NULL;
+        code = EXIT_OK;
+        goto out;
+    }
+    if (rc == JP_ECANCELED && fail == ACONN_FAIL_NONE) {
+        pending_stop_signal();
+        log_info("stopped by a signal while waiting: no task taken");
+        aconn_free(c); /* exit at once; the broker drops the consumer with the socket */
+        c = NULL;
+        code = EXIT_OK;
+        goto out;
+    }
+    if (rc) {
+        code = fail == ACONN_FAIL_INPUT ? EXIT_INPUT : rc == JP_ENOMEM ? EXIT_SOFTWARE
+                                                                      : EXIT_UNAVAILABLE;
+        goto out;
+    }
+    have_msg = true;
+
+    int64_t attempt = message_attempt(&msg.message.properties);
+    const amqp_basic_properties_t *pr = &msg.message.properties;
+    log_info("took message id=%.*s attempt=%" PRId64 "/%" PRId64 " redelivered=%s bytes=%zu",
+             (pr->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) ? (int)pr->message_id.len : 1,
+             (pr->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) ? (const char *)pr->message_id.bytes : "-",
+             attempt, o.max_attempts, msg.redelivered ? "true" : "false", msg.message.body.len);
+    if (build_env(&env, &msg, attempt) != 0) {
+        log_error("out of memory building the task environment");
+        aconn_nack_requeue(c, msg.delivery_tag);
+        code = finish(c, EXIT_SOFTWARE);
+        c = NULL;
+        goto out;
+    }
+    /* A signal that arrived between the message and the spawn still reaches the task. */
+    struct task_io io = {.sig_fd = sig_pipe_[0], .grace_ms = o.grace_ms,
+                         .service_fd = conn_fd_cb, .service = conn_service_cb, .ctx = c};
+    struct task_result res;
+    rc = task_run(o.cmd, env.vars, msg.message.body.bytes, msg.message.body.len, &io, &res);
+    if (rc == JP_ESPAWN) {
+        log_error("cannot run task command '%s': %s; message requeued", o.cmd[0],
+                  strerror(res.spawn_errno));
+        aconn_nack_requeue(c, msg.delivery_tag);
+        finish(c, EXIT_INPUT);
+        c = NULL;
+        code = EXIT_INPUT;
+        goto out;
+    }
+    if (res.term_signal)
+        log_info("task ended by signal %d (exit code %d)", res.term_signal, res.exit_code);
+    else
+        log_info("task exited %d", res.exit_code);
+    code = settle(c, &msg, &res, attempt, o.max_attempts);
+    c = NULL; /* settle closed or freed it */
+out:
+    aconn_free(c);
+    if (have_msg) amqp_destroy_envelope(&msg);
+    task_env_free(&env);
+    free(o.url);
+    log_clear_secrets();
+    if (sig_pipe_[0] >= 0) close(sig_pipe_[0]);
+    if (sig_pipe_[1] >= 0) close(sig_pipe_[1]);
+    return code;
 }
