@@ -129,6 +129,21 @@ test:
 	@$(MAKE) --no-print-directory integration
 	@$(MAKE) --no-print-directory kube-integration
 	@$(MAKE) --no-print-directory lint
+	@if command -v podman >/dev/null 2>&1; then $(MAKE) --no-print-directory images; \
+	  else echo "test: podman is not installed, images not built (tests/env/deps.sh images)"; fi
+
+# Images, Helm chart and plain manifests. helm, kubectl and readme-generator are installed by
+# tests/env/tools.sh into ~/.cache/jobpool (never into the repo). chart-test is also run by
+# `make integration` (tests/integration/chart-offline.test.sh); chart.kube.sh needs a control plane.
+.PHONY: chart-test chart-readme
+images:
+	@tests/env/images.sh all
+manifests:
+	@deploy/generate.sh
+chart-readme:
+	@"$$(tests/env/tools.sh)/readme-generator" -v charts/jobpool/values.yaml -r charts/jobpool/README.md >/dev/null
+chart-test: $(CONTROLLER)
+	@JOBPOOL_BUILD=$(abspath $(B)) tests/integration/chart-offline.test.sh
 
 asan:
 	@$(MAKE) --no-print-directory B=build/asan CC=$(CC) \

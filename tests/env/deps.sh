@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
 # Install the Debian packages that building, testing and the demo need. Idempotent: when every
 # package is already installed it does nothing and prints nothing.
-#   tests/env/deps.sh [build|test|kube|images|all]   (default: test)
+#   tests/env/deps.sh [build|test|kube|images|tools|all]   (default: test)
 set -euo pipefail
 
 build=(make gcc pkg-config libc6-dev librabbitmq-dev libcurl4-openssl-dev libcjson-dev
        libyaml-dev libcmocka-dev libmicrohttpd-dev)
 test=(rabbitmq-server amqp-tools valgrind cppcheck clang libclang-rt-14-dev python3 curl
-      openssl gnuplot-nox procps iproute2 prometheus)
+      openssl gnuplot-nox procps iproute2 prometheus python3-yaml)
 kube=(etcd-server golang-go rsync jq dpkg-dev golang-github-modern-go-reflect2-dev
       golang-github-json-iterator-go-dev unzip)
 images=(podman debootstrap)
+# tests/env/tools.sh (helm, kubectl, readme-generator come from npm); asked for only when the npm
+# command is missing, since some machines carry npm inside another nodejs package.
+tools=(npm unzip)
 
 case "${1:-test}" in
   build)  want=("${build[@]}") ;;
   test)   want=("${build[@]}" "${test[@]}") ;;
   kube)   want=("${kube[@]}") ;;
   images) want=("${images[@]}") ;;
+  tools)  want=("${tools[@]}") ;;
   all)    want=("${build[@]}" "${test[@]}" "${kube[@]}" "${images[@]}") ;;
-  *) echo "usage: $0 [build|test|kube|images|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [build|test|kube|images|tools|all]" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -12,8 +12,13 @@ cache=${JOBPOOL_CACHE:-$HOME/.cache/jobpool}
 tools=$cache/tools
 bin=$tools/bin
 
+here=$(cd "$(dirname "$0")" && pwd)
 log() { echo "tools.sh: $*" >&2; }
-need() { command -v "$1" >/dev/null || { log "missing '$1' (tests/env/deps.sh kube installs it)"; exit 1; }; }
+need() {
+  command -v "$1" >/dev/null && return 0
+  "$here/deps.sh" tools >&2 || true
+  command -v "$1" >/dev/null || { log "missing '$1' and tests/env/deps.sh tools could not install it"; exit 1; }
+}
 
 mkdir -p "$bin"
 

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Offline chart tests (no cluster): helm lint, renders, schema rejections, the README's parameter
+# table, the schema against readme-generator's, and deploy/ against a fresh `make manifests`.
+# Run by `make chart-test` and by `make integration` (tests/integration/run.sh).
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+chart=$root/charts/jobpool
+check="python3 $here/chart_check.py"
+pass=0; fail=0
+ok()  { pass=$((pass + 1)); echo "ok   - $*"; }
+bad() { fail=$((fail + 1)); echo "FAIL - $*"; }
+
+bin=$("$root/tests/env/tools.sh") || { echo "FAIL - tests/env/tools.sh could not install helm/kubectl"; exit 1; }
+helm=$bin/helm; kubectl=$bin/kubectl; rg=$bin/readme-generator
+python3 -c 'import yaml' 2>/dev/null || { echo "FAIL - python3-yaml is missing (tests/env/deps.sh test)"; exit 1; }
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+render() { "$helm" template jobpool "$chart" --namespace jobpool "$@"; }
+
+# -- lint ---------------------------------------------------------------------------------------
+for v in "" "$chart/ci/three-pools-values.yaml"; do
+  what=${v:+ with $(basename "$v")}
+  if out=$("$helm" lint --strict "$chart" ${v:+-f "$v"} 2>&1) && ! grep -qE '\[(WARNING|ERROR)\]' <<<"$out"; then
+    ok "helm lint --strict$what"
+  else bad "helm lint --strict$what:"; echo "$out" | sed 's/^/    /'; fi
+done
+
+# -- renders ------------------------------------------------------------------------------------
+if render > "$tmp/defaults.yaml" 2>"$tmp/err" && $check defaults "$tmp/defaults.yaml"; then
+  ok "defaults render: SA, Secret, ConfigMap, Role (exact rules), RoleBinding, Deployment (1 replica, hardened, probes, requests), Service"
+else bad "defaults render"; cat "$tmp/err"; fi
+if render -f "$chart/ci/three-pools-values.yaml" > "$tmp/three.yaml" 2>"$tmp/err" && $check three-pools "$tmp/three.yaml"; then
+  ok "three-pool example renders 3 pools, 2 replicas with leader election, credentials from existingSecret"
+else bad "three-pool example render"; cat "$tmp/err"; fi
+if render --set 'watchNamespaces={team-a,team-b}' > "$tmp/ns2.yaml" 2>"$tmp/err" && $check namespaces "$tmp/ns2.yaml" team-a team-b; then
+  ok "two watchNamespaces: one ClusterRole bound by a RoleBinding in each, no ClusterRoleBinding"
+else bad "two watchNamespaces"; cat "$tmp/err"; fi
+if render --set 'watchNamespaces={team-a}' > "$tmp/ns1.yaml" 2>"$tmp/err" && $check namespaces "$tmp/ns1.yaml" team-a; then
+  ok "one watchNamespace: a Role in it, no ClusterRole"
+else bad "one watchNamespace"; cat "$tmp/err"; fi
+if render --set metrics.serviceMonitor.enabled=true 2>"$tmp/err" | grep -q '^kind: ServiceMonitor$' \
+   && ! render | grep -q '^kind: ServiceMonitor$'; then
+  ok "ServiceMonitor only when metrics.serviceMonitor.enabled"
+else bad "ServiceMonitor toggle"; cat "$tmp/err"; fi
+
+# A config change rolls the Deployment; an unrelated change (a label) does not touch the checksum.
+c0=$($check annotation "$tmp/defaults.yaml" checksum/config)
+c1=$(render --set pollInterval=5s > "$tmp/c1.yaml" && $check annotation "$tmp/c1.yaml" checksum/config)
+c2=$(render --set podLabels.team=x > "$tmp/c2.yaml" && $check annotation "$tmp/c2.yaml" checksum/config)
+if [ -n "$c0" ] && [ "$c0" != "$c1" ] && [ "$c0" = "$c2" ]; then ok "checksum/config follows the config and only the config"
+else bad "checksum/config: defaults=$c0 pollInterval=5s:$c1 podLabels:$c2"; fi
+
+# The rendered config is accepted by the controller's own loader, when the controller is built.
+ctrl=${JOBPOOL_BUILD:-$root/build}/jobpool-controller
+if [ -x "$ctrl" ] && "$ctrl" --help 2>&1 | grep -q -- --check-config; then
+  for f in defaults three; do
+    $check config "$tmp/$f.yaml" > "$tmp/$f.config.yaml"
+    if out=$("$ctrl" --check-config "$tmp/$f.config.yaml" 2>&1); then ok "jobpool-controller --check-config accepts the $f render's config"
+    else bad "jobpool-controller --check-config rejects the $f render's config: $out"; fi
+  done
+else
+  bad "cannot cross-check the rendered config: $ctrl is not built or has no --check-config"
+fi
+
+# -- schema: bad values are refused with a message that names the value -------------------------
+reject() {  # WHAT WANT-MESSAGE VALUES-YAML
+  printf '%s\n' "$3" > "$tmp/bad.yaml"
+  if out=$(render -f "$tmp/bad.yaml" 2>&1); then bad "$1 was accepted"
+  elif grep -qF -- "$2" <<<"$out"; then ok "$1 is refused: $2"
+  else bad "$1: message lacks '$2':"; echo "$out" | sed 's/^/    /'; fi
+}
+reject "a negative maxActive" "at '/pools/0/maxActive': minimum: got -3, want 1" \
+  "pools: [{name: a, queue: q, maxActive: -3}]"
+reject "an unknown pool key" "at '/pools/0': additional properties 'maxActiv' not allowed" \
+  "pools: [{name: a, queue: q, maxActive: 2, maxActiv: 3}]"
+reject "an unknown top-level key" "additional properties 'replicas' not allowed" "replicas: 2"
+reject "a pool name that is no DNS label" "at '/pools/0/name'" "pools: [{name: Thumbs_1, queue: q, maxActive: 2}]"
+reject "a bad duration" "at '/pollInterval'" "pollInterval: 2 seconds"
+reject "a duplicate pool name" 'pools[1].name: "a" is used by another pool' \
+  "pools: [{name: a, queue: q, maxActive: 2}, {name: a, queue: r, maxActive: 2}]"
+reject "minActive above maxActive" "pools[0].minActive: 5 is more than maxActive (2)" \
+  "pools: [{name: a, queue: q, maxActive: 2, minActive: 5}]"
+reject "no credentials" "rabbitmq.auth: set existingSecret, or a password" "rabbitmq: {auth: {password: ''}}"
+
+# -- README table and schema against readme-generator-for-helm ----------------------------------
+cp -r "$chart" "$tmp/chart"
+if "$rg" -v "$tmp/chart/values.yaml" -r "$tmp/chart/README.md" -s "$tmp/generated.schema.json" > "$tmp/rg.log" 2>&1; then
+  if diff -u "$chart/README.md" "$tmp/chart/README.md" > "$tmp/readme.diff"; then
+    ok "README.md parameters table is up to date (make chart-readme)"
+  else bad "README.md parameters table is out of date; run make chart-readme:"; sed 's/^/    /' "$tmp/readme.diff"; fi
+  if $check schema "$tmp/generated.schema.json" "$chart/values.schema.json"; then
+    ok "values.schema.json covers every ## @param with the same type"
+  else bad "values.schema.json disagrees with values.yaml's ## @param lines"; fi
+else bad "readme-generator failed:"; grep -v Skipping "$tmp/rg.log" | sed 's/^/    /'; fi
+
+# -- deploy/ is the chart at default values ------------------------------------------------------
+if "$root/deploy/generate.sh" "$tmp/deploy" && diff -r -x generate.sh "$root/deploy" "$tmp/deploy" > "$tmp/deploy.diff"; then
+  ok "deploy/ matches a fresh make manifests"
+else bad "deploy/ differs from the chart; run make manifests:"; sed 's/^/    /' "$tmp/deploy.diff" | head -40; fi
+if "$kubectl" kustomize "$root/deploy" > "$tmp/kustomized.yaml" 2>"$tmp/err"; then
+  $check kinds "$tmp/kustomized.yaml" | grep -v '^Namespace ' > "$tmp/k.kinds"
+  $check kinds "$tmp/defaults.yaml" > "$tmp/h.kinds"
+  if diff -u "$tmp/h.kinds" "$tmp/k.kinds" > "$tmp/kinds.diff" && grep -q '^Namespace /jobpool$' <(
+       $check kinds "$tmp/kustomized.yaml"); then
+    ok "kubectl kustomize deploy/ yields the chart's objects plus the Namespace"
+  else bad "kustomize deploy/ objects differ from helm template:"; cat "$tmp/kinds.diff"; fi
+else bad "kubectl kustomize deploy/ failed"; cat "$tmp/err"; fi
+
+echo "chart-offline: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
