@@ -92,7 +92,7 @@ static int request(uint16_t port, const char *method, const char *path, char *re
     return status;
 }
 
-static int64_t fake_now;
+static _Atomic int64_t fake_now;   /* written by the test, read by the listener thread */
 static int64_t fake_clock(void *arg)
 {
     (void)arg;
