@@ -9,6 +9,7 @@
 #include "log.h"
 
 struct cJSON;
+struct yamljson_src;
 
 enum cfg_backend { CFG_BACKEND_KUBE = 0, CFG_BACKEND_LOCAL };
 enum cfg_depth_source { CFG_DEPTH_MANAGEMENT = 0, CFG_DEPTH_AMQP };
@@ -68,6 +69,7 @@ struct cfg_pool {
     char **worker_command;         /* local backend argv, NULL-terminated; NULL: jobpool-worker */
     size_t worker_argc;
     struct cJSON *job_template;    /* kube backend: a batch/v1 JobSpec; owned; may be NULL */
+    struct yamljson_src *template_src; /* source positions of job_template's nodes; owned */
     char hash[17];                 /* hex FNV-1a of the pool's settings, for annotations */
     int line;                      /* source line of the pool entry */
 };
@@ -95,6 +97,14 @@ int cfg_load(const char *path, struct cfg **out, char *err, size_t errlen);
 int cfg_load_string(const char *yaml, size_t len, const char *name, struct cfg **out, char *err,
                     size_t errlen);
 void cfg_free(struct cfg *c);
+
+/* Format one error line about a node of pool p's jobTemplate, e.g. for an API server rejection:
+ * path is relative to the JobSpec ("template.spec.containers[0].image"), and the line names the
+ * node's source position, or its nearest enclosing node's:
+ * "config.yaml:31:22: pools[0].jobTemplate.template.spec.containers[0].image: MSG".
+ * p must be one of c->pools. Always NUL-terminates out. */
+void cfg_template_error(const struct cfg *c, const struct cfg_pool *p, const char *path,
+                        const char *msg, char *out, size_t outlen);
 
 /* Resolve a credential reference: the env variable's value or the file's content (trailing
  * newline trimmed). Returns 0 and a malloc'd *out, or JP_ENOTFOUND/JP_EIO with *out NULL. The
