@@ -56,7 +56,7 @@ KIT_SRC   := $(wildcard tests/integration/kit_*.c)
 KIT_BIN    = $(patsubst tests/integration/%.c,$(B)/tests/%,$(KIT_SRC))
 
 .PHONY: all deps unit integration kube-integration test asan valgrind lint demo bench clean fuzz e2e images manifests
-all: $(CONTROLLER) $(WORKER)
+all: $(CONTROLLER) $(WORKER) $(TOOLS)
 	@mkdir -p controller worker-image
 	@ln -sf ../$(CONTROLLER) controller/jobpool-controller
 	@ln -sf ../$(WORKER) worker-image/jobpool-worker
@@ -87,6 +87,12 @@ $(B)/tests/it_%: tests/integration/it_%.c $$(addprefix $(B)/ctrl/,$$(addsuffix .
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Itests/unit $(filter %.c %.o,$^) -o $@ $(LDLIBS) $(CMOCKA_LIBS)
 
+# Worker unit tests (tests/unit/test_worker_<module>.c) link that worker module plus the
+# modules the worker shares with the controller. The shorter stem makes make prefer this rule.
+$(B)/tests/test_worker_%: tests/unit/test_worker_%.c $(B)/worker/%.o $(patsubst %,$(B)/ctrl/%.o,$(WORK_SHARED))
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -Iworker-image/src -Itests/unit $(filter %.c %.o,$^) -o $@ $(LDLIBS) $(CMOCKA_LIBS)
+
 # A tiny server of known metrics for tests/integration/metrics.test.sh (promtool, Prometheus).
 $(B)/tests/metrics_demo: tests/integration/metrics_demo.c $(addprefix $(B)/ctrl/,metrics.o util.o log.o err.o)
 	@mkdir -p $(@D)
@@ -94,11 +100,11 @@ $(B)/tests/metrics_demo: tests/integration/metrics_demo.c $(addprefix $(B)/ctrl/
 
 $(B)/tests/kit_%: tests/integration/kit_%.c $$(addprefix $(B)/ctrl/,$$(addsuffix .o,$$(DEPS_kit_$$*)))
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Itests/unit $^ -o $@ $(LDLIBS) $(CMOCKA_LIBS)
+	$(CC) $(ALL_CFLAGS) -Itests/unit $(filter %.c %.o,$^) -o $@ $(LDLIBS) $(CMOCKA_LIBS)
 
 $(B)/bench/kube_bench: bench/kube_bench.c $$(addprefix $(B)/ctrl/,$$(addsuffix .o,$$(DEPS_kube_bench)))
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $^ -o $@ $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) $(filter %.c %.o,$^) -o $@ $(LDLIBS)
 
 # RabbitMQ depth-read benchmark program, built and run by bench/rmq_depth.sh (make bench-rmq).
 BENCH_RMQ_DEPS = rmq config yamljson http util log err
@@ -108,6 +114,12 @@ $(B)/bench/rmq_depth: bench/rmq_depth.c $(addprefix $(B)/ctrl/,$(addsuffix .o,$(
 .PHONY: bench-rmq
 bench-rmq:
 	@B=$(B) bench/rmq_depth.sh
+
+# Small tools for tests, the demo and benches.
+TOOLS = $(B)/jp-publish
+$(B)/jp-publish: tests/tools/jp-publish.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
 
 # Fast edit-compile loop: unit tests only, no services.
 unit: $(UNIT_BIN)

@@ -1,0 +1,522 @@
+/* kit_kube.c: the Kubernetes client against a real kube-apiserver (tests/env/kube.sh). */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <cjson/cJSON.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "http.h"
+#include "kube.h"
+#include "log.h"
+#include "util.h"
+
+static const char *TEMPLATE =
+    "{\"backoffLimit\":0,\"template\":{\"metadata\":{\"labels\":{\"team\":\"media\"}},"
+    "\"spec\":{\"restartPolicy\":\"Never\",\"containers\":[{\"name\":\"worker\","
+    "\"image\":\"registry.example/thumbs:1.4\",\"args\":[\"--\",\"/app/run\"],"
+    "\"env\":[{\"name\":\"JOBPOOL_QUEUE\",\"value\":\"from-template\"}]}]}}}";
+
+static void msleep(int ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static struct kube_client *admin(int concurrency, int page)
+{
+    const char *kc = getenv("KUBECONFIG");
+    if (!kc) fail_msg("KUBECONFIG is not set: run under tests/integration/kube-run.sh");
+    struct kube_opts o = {.kubeconfig = kc, .concurrency = concurrency, .page_size = page,
+                          .qps = -1};
+    struct kube_client *c = NULL;
+    char err[256] = "";
+    int rc = kube_client_new(&o, &c, err, sizeof err);
+    if (rc) fail_msg("admin client: %s: %s", jp_strerror(rc), err);
+    return c;
+}
+
+static cJSON *tmpl(const char *json)
+{
+    cJSON *t = cJSON_Parse(json);
+    assert_non_null(t);
+    return t;
+}
+
+static const char *path_str(cJSON *root, const char *const *path)
+{
+    cJSON *n = root;
+    for (; *path; path++) n = cJSON_GetObjectItemCaseSensitive(n, *path);
+    return cJSON_IsString(n) ? n->valuestring : NULL;
+}
+
+static void delete_pool(struct kube_client *c, const char *pool)
+{
+    char sel[128];
+    snprintf(sel, sizeof sel, KUBE_LABEL_POOL "=%s", pool);
+    struct kube_job_list l = {0};
+    if (kube_jobs_list(c, sel, &l) != 0) fprintf(stderr, "cleanup: %s\n", kube_last_error(c));
+    for (size_t i = 0; i < l.n; i++) kube_job_delete(c, l.items[i].name);
+    kube_job_list_free(&l);
+}
+
+/* A Job made from a template reads back with our labels, annotation, env and the template. */
+static void test_create_read_back(void **state)
+{
+    (void)state;
+    struct kube_client *c = admin(1, 0);
+    cJSON *t = tmpl(TEMPLATE);
+    struct kube_job_spec s = {.pool = "readback", .queue = "q1", .vhost = "/",
+                              .config_hash = "0123456789abcdef", .job_template = t,
+                              .ttl_seconds_after_finished = 600};
+    struct kube_job j;
+    int rc = kube_job_create(c, &s, &j);
+    if (rc) fail_msg("create: %s", kube_last_error(c));
+    assert_true(strncmp(j.name, "readback-", 9) == 0);
+    assert_string_equal(j.pool, "readback");
+    assert_string_equal(j.config_hash, "0123456789abcdef");
+    assert_true(j.created_ms > 0);
+
+    cJSON *obj = NULL;
+    assert_int_equal(kube_job_get_json(c, j.name, &obj), 0);
+    const char *p1[] = {"metadata", "labels", KUBE_LABEL_MANAGED_BY, NULL};
+    const char *p2[] = {"metadata", "labels", KUBE_LABEL_POOL, NULL};
+    const char *p3[] = {"metadata", "annotations", KUBE_ANNOT_HASH, NULL};
+    const char *p4[] = {"spec", "template", "metadata", "labels", "team", NULL};
+    const char *p5[] = {"spec", "template", "metadata", "labels", KUBE_LABEL_POOL, NULL};
+    assert_string_equal(path_str(obj, p1), "jobpool");
+    assert_string_equal(path_str(obj, p2), "readback");
+    assert_string_equal(path_str(obj, p3), "0123456789abcdef");
+    assert_string_equal(path_str(obj, p4), "media");
+    assert_string_equal(path_str(obj, p5), "readback");
+    cJSON *spec = cJSON_GetObjectItem(obj, "spec");
+    assert_int_equal(cJSON_GetObjectItem(spec, "backoffLimit")->valueint, 0);
+    assert_int_equal(cJSON_GetObjectItem(spec, "ttlSecondsAfterFinished")->valueint, 600);
+    cJSON *ctr = cJSON_GetArrayItem(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(spec, "template"), "spec"),
+                            "containers"), 0);
+    assert_string_equal(cJSON_GetObjectItem(ctr, "image")->valuestring,
+                        "registry.example/thumbs:1.4");
+    assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(ctr, "args"), 1)->valuestring,
+                        "/app/run");
+    /* JOBPOOL_QUEUE from the template wins; POOL and VHOST were added. */
+    cJSON *e;
+    int seen = 0;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(ctr, "env")) {
+        const char *n = cJSON_GetObjectItem(e, "name")->valuestring;
+        const char *v = cJSON_GetObjectItem(e, "value")->valuestring;
+        if (!strcmp(n, "JOBPOOL_QUEUE")) { assert_string_equal(v, "from-template"); seen |= 1; }
+        if (!strcmp(n, "JOBPOOL_POOL")) { assert_string_equal(v, "readback"); seen |= 2; }
+        if (!strcmp(n, "JOBPOOL_VHOST")) { assert_string_equal(v, "/"); seen |= 4; }
+    }
+    assert_int_equal(seen, 7);
+    cJSON_Delete(obj);
+
+    struct kube_job g;
+    assert_int_equal(kube_job_get(c, j.name, &g), 0);
+    assert_string_equal(g.uid, j.uid);
+    assert_int_equal(kube_event_create(c, "Job", "batch/v1", j.name, j.uid, "Normal",
+                                       "WorkerStarted", "started for 1 ready message"), 0);
+    assert_int_equal(kube_job_delete(c, j.name), 0);
+    assert_int_equal(kube_job_get(c, "no-such-job-xyz", &g), JP_ENOTFOUND);
+    assert_int_equal(kube_job_delete(c, "no-such-job-xyz"), JP_ENOTFOUND);
+    cJSON_Delete(t);
+    kube_client_free(c);
+}
+
+/* Invalid templates come back as 422 with the API server's own reason. */
+static void test_invalid_template(void **state)
+{
+    (void)state;
+    struct kube_client *c = admin(1, 0);
+    cJSON *t = tmpl("{\"template\":{\"spec\":{\"restartPolicy\":\"Never\",\"containers\":[]}}}");
+    struct kube_job_spec s = {.pool = "invalid", .job_template = t,
+                              .ttl_seconds_after_finished = -1};
+    assert_int_equal(kube_job_create(c, &s, NULL), JP_EINVALID);
+    print_message("422 detail: %s\n", kube_last_error(c));
+    assert_non_null(strstr(kube_last_error(c), "rejected (422)"));
+    assert_non_null(strstr(kube_last_error(c), "spec.template.spec.containers: Required value"));
+    cJSON_Delete(t);
+
+    t = tmpl("{\"template\":{\"spec\":{\"restartPolicy\":\"Always\",\"containers\":"
+             "[{\"name\":\"w\",\"image\":\"x\"}]}}}");
+    s.job_template = t;
+    int created = -1;
+    assert_int_equal(kube_jobs_create(c, &s, 3, &created, NULL), JP_EINVALID);
+    assert_int_equal(created, 0);
+    print_message("422 detail: %s\n", kube_last_error(c));
+    assert_non_null(strstr(kube_last_error(c), "spec.template.spec.restartPolicy"));
+    assert_non_null(strstr(kube_last_error(c), "valid values: \"OnFailure\", \"Never\""));
+    cJSON_Delete(t);
+    kube_client_free(c);
+}
+
+/* 500 Jobs are listed in pages; deleting them removes them and (via the GC) their pods. */
+static void test_list_500_paged_and_delete(void **state)
+{
+    (void)state;
+    struct kube_client *c = admin(8, 100);
+    cJSON *t = tmpl(TEMPLATE);
+    struct kube_job_spec s = {.pool = "paging", .job_template = t,
+                              .ttl_seconds_after_finished = -1};
+    int created = 0;
+    int rc = kube_jobs_create(c, &s, 500, &created, NULL);
+    if (rc) fail_msg("create 500: %s (%d created)", kube_last_error(c), created);
+    assert_int_equal(created, 500);
+
+    struct kube_job_list l = {0};
+    unsigned long before = kube_request_count(c);
+    assert_int_equal(kube_jobs_list(c, KUBE_LABEL_POOL "=paging", &l), 0);
+    assert_int_equal(l.n, 500);
+    /* 100 per page: 5 pages, and a sixth, empty one when the server still gave a continue. */
+    unsigned long pages = kube_request_count(c) - before;
+    print_message("listed 500 jobs in %lu requests\n", pages);
+    assert_in_range(pages, 5, 6);
+    for (size_t i = 0; i < l.n; i++) {
+        assert_string_equal(l.items[i].pool, "paging");
+        assert_true(strncmp(l.items[i].name, "paging-", 7) == 0);
+    }
+    /* Names are unique. */
+    for (size_t i = 1; i < l.n; i++) assert_string_not_equal(l.items[i].name, l.items[0].name);
+
+    /* Wait until the Job controller made pods for them, so the deletion must remove pods. */
+    struct kube_pod_list pl = {0};
+    for (int i = 0; i < 600; i++) {
+        pl.n = 0;
+        assert_int_equal(kube_pods_list(c, KUBE_LABEL_POOL "=paging", &pl), 0);
+        if (pl.n >= 500) break;
+        msleep(200);
+    }
+    print_message("pods made by the job controller: %zu\n", pl.n);
+    assert_true(pl.n >= 500);
+    for (size_t i = 0; i < l.n; i++) assert_int_equal(kube_job_delete(c, l.items[i].name), 0);
+    size_t jobs_left = 1, pods_left = 1;
+    for (int i = 0; i < 900 && (jobs_left || pods_left); i++) {
+        l.n = 0;
+        pl.n = 0;
+        assert_int_equal(kube_jobs_list(c, KUBE_LABEL_POOL "=paging", &l), 0);
+        assert_int_equal(kube_pods_list(c, KUBE_LABEL_POOL "=paging", &pl), 0);
+        jobs_left = l.n;
+        pods_left = pl.n;
+        if (jobs_left || pods_left) msleep(200);
+    }
+    print_message("left after delete: %zu jobs, %zu pods\n", jobs_left, pods_left);
+    assert_int_equal(jobs_left, 0);
+    assert_int_equal(pods_left, 0);
+    kube_pod_list_free(&pl);
+    kube_job_list_free(&l);
+    cJSON_Delete(t);
+    kube_client_free(c);
+}
+
+/* The kube-controller-manager's Job controller creates a Pod for a created Job. */
+static void test_controller_makes_pod(void **state)
+{
+    (void)state;
+    struct kube_client *c = admin(1, 0);
+    cJSON *t = tmpl(TEMPLATE);
+    struct kube_job_spec s = {.pool = "podmade", .job_template = t,
+                              .ttl_seconds_after_finished = -1};
+    struct kube_job j;
+    assert_int_equal(kube_job_create(c, &s, &j), 0);
+    char sel[128];
+    snprintf(sel, sizeof sel, "job-name=%s", j.name);
+    struct kube_pod_list pl = {0};
+    for (int i = 0; i < 150 && pl.n == 0; i++) {
+        assert_int_equal(kube_pods_list(c, sel, &pl), 0);
+        if (!pl.n) msleep(200);
+    }
+    assert_int_equal(pl.n, 1);
+    assert_string_equal(pl.items[0].job, j.name);
+    assert_string_equal(pl.items[0].pool, "podmade");
+    assert_string_equal(pl.items[0].phase, "Pending"); /* no kubelet runs it */
+    struct kube_job jobs[1] = {j};
+    kube_job_states(jobs, 1, pl.items, pl.n);
+    assert_int_equal(jobs[0].state, KUBE_JOB_PENDING);
+    {
+        struct kube_pod p = pl.items[0];
+        memcpy(p.phase, "Running", 8);
+        kube_job_states(jobs, 1, &p, 1);
+        assert_int_equal(jobs[0].state, KUBE_JOB_RUNNING);
+        assert_int_equal(jobs[0].running_pods, 1);
+    }
+    kube_pod_list_free(&pl);
+    assert_int_equal(kube_job_delete(c, j.name), 0);
+    cJSON_Delete(t);
+    kube_client_free(c);
+}
+
+/* Two clients contend for one Lease: create and stale updates conflict. */
+static void test_lease_conflict(void **state)
+{
+    (void)state;
+    struct kube_client *a = admin(1, 0), *b = admin(1, 0);
+    struct kube_lease l = {.name = "jobpool-kit-lease", .holder = "a", .duration_s = 15,
+                           .acquire_ms = util_wall_ms(), .renew_ms = util_wall_ms()};
+    struct kube_lease la, lb, tmp;
+    assert_int_equal(kube_lease_get(a, l.name, &tmp), JP_ENOTFOUND);
+    assert_int_equal(kube_lease_create(a, &l, &la), 0);
+    assert_string_equal(la.holder, "a");
+    assert_int_equal(la.duration_s, 15);
+    assert_true(la.resource_version[0]);
+    assert_true(llabs(la.renew_ms - l.renew_ms) < 1000);
+    struct kube_lease lb_try = l;
+    memcpy(lb_try.holder, "b", 2);
+    assert_int_equal(kube_lease_create(b, &lb_try, NULL), JP_ECONFLICT);
+    assert_int_equal(kube_lease_get(b, l.name, &lb), 0);
+    assert_string_equal(lb.resource_version, la.resource_version);
+    /* a renews first; b's update with the old resourceVersion must conflict. */
+    la.renew_ms = util_wall_ms();
+    assert_int_equal(kube_lease_update(a, &la, &la), 0);
+    memcpy(lb.holder, "b", 2);
+    lb.transitions++;
+    assert_int_equal(kube_lease_update(b, &lb, NULL), JP_ECONFLICT);
+    print_message("409 detail: %s\n", kube_last_error(b));
+    /* After re-reading, b can take it over. */
+    assert_int_equal(kube_lease_get(b, l.name, &tmp), 0);
+    memcpy(tmp.holder, "b", 2);
+    tmp.transitions++;
+    assert_int_equal(kube_lease_update(b, &tmp, &lb), 0);
+    assert_string_equal(lb.holder, "b");
+    assert_int_equal(lb.transitions, 1);
+    assert_int_equal(kube_lease_update(a, &la, NULL), JP_ECONFLICT);
+    assert_int_equal(kube_request(a, "DELETE",
+                                  "/apis/coordination.k8s.io/v1/namespaces/default/leases/"
+                                  "jobpool-kit-lease", NULL, NULL), 0);
+    kube_client_free(a);
+    kube_client_free(b);
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* A ServiceAccount token bound to a narrow Role, used in-cluster style: allowed verbs work,
+ * listing secrets is a typed 403 that names the verb and resource; a rotated token is used. */
+static void test_narrow_role_in_cluster(void **state)
+{
+    (void)state;
+    struct kube_client *c = admin(1, 0);
+    cJSON *obj = NULL;
+    int rc = kube_request(c, "POST", "/api/v1/namespaces/default/serviceaccounts",
+                          "{\"metadata\":{\"name\":\"jobpool-narrow\"}}", NULL);
+    assert_true(rc == 0 || rc == JP_ECONFLICT);
+    rc = kube_request(c, "POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles",
+                      "{\"metadata\":{\"name\":\"jobpool-narrow\"},\"rules\":["
+                      "{\"apiGroups\":[\"batch\"],\"resources\":[\"jobs\"],"
+                      "\"verbs\":[\"create\",\"get\",\"list\",\"watch\",\"delete\"]},"
+                      "{\"apiGroups\":[\"\"],\"resources\":[\"pods\"],"
+                      "\"verbs\":[\"get\",\"list\",\"watch\"]}]}", NULL);
+    assert_true(rc == 0 || rc == JP_ECONFLICT);
+    rc = kube_request(c, "POST",
+                      "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings",
+                      "{\"metadata\":{\"name\":\"jobpool-narrow\"},\"roleRef\":{\"apiGroup\":"
+                      "\"rbac.authorization.k8s.io\",\"kind\":\"Role\",\"name\":"
+                      "\"jobpool-narrow\"},\"subjects\":[{\"kind\":\"ServiceAccount\","
+                      "\"name\":\"jobpool-narrow\",\"namespace\":\"default\"}]}", NULL);
+    assert_true(rc == 0 || rc == JP_ECONFLICT);
+    /* The token controller writes the account's token into a Secret. */
+    char *token = NULL;
+    for (int i = 0; i < 100 && !token; i++) {
+        assert_int_equal(kube_request(c, "GET",
+                                      "/api/v1/namespaces/default/serviceaccounts/jobpool-narrow",
+                                      NULL, &obj), 0);
+        cJSON *sec = cJSON_GetArrayItem(cJSON_GetObjectItem(obj, "secrets"), 0);
+        if (sec) {
+            char path[256];
+            snprintf(path, sizeof path, "/api/v1/namespaces/default/secrets/%s",
+                     cJSON_GetObjectItem(sec, "name")->valuestring);
+            cJSON *s = NULL;
+            assert_int_equal(kube_request(c, "GET", path, NULL, &s), 0);
+            cJSON *tok = cJSON_GetObjectItem(cJSON_GetObjectItem(s, "data"), "token");
+            if (cJSON_IsString(tok))
+                assert_int_equal(kube_base64_decode(tok->valuestring, &token, NULL), 0);
+            cJSON_Delete(s);
+        }
+        cJSON_Delete(obj);
+        obj = NULL;
+        if (!token) msleep(100);
+    }
+    assert_non_null(token);
+
+    /* In-cluster layout in a temp dir. */
+    char dir[] = "/tmp/jobpool-kit-sa.XXXXXX", p[300];
+    assert_non_null(mkdtemp(dir));
+    snprintf(p, sizeof p, "%s/token", dir);
+    write_file(p, token);
+    char *ca = NULL;
+    assert_int_equal(util_read_file(getenv("JOBPOOL_TEST_KUBE_CA"), 1 << 20, false, &ca), 0);
+    snprintf(p, sizeof p, "%s/ca.crt", dir);
+    write_file(p, ca);
+    snprintf(p, sizeof p, "%s/namespace", dir);
+    write_file(p, "default\n");
+    const char *server = getenv("JOBPOOL_TEST_KUBE_SERVER"); /* https://127.0.0.1:PORT */
+    const char *port = strrchr(server, ':') + 1;
+    setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1", 1);
+    setenv("KUBERNETES_SERVICE_PORT", port, 1);
+    struct kube_opts o = {.in_cluster = true, .sa_dir = dir, .qps = -1};
+    struct kube_client *sa = NULL;
+    char err[256] = "";
+    rc = kube_client_new(&o, &sa, err, sizeof err);
+    if (rc) fail_msg("in-cluster client: %s", err);
+    assert_string_equal(kube_namespace(sa), "default");
+
+    cJSON *t = tmpl(TEMPLATE);
+    struct kube_job_spec s = {.pool = "narrow", .job_template = t,
+                              .ttl_seconds_after_finished = -1};
+    struct kube_job j;
+    rc = kube_job_create(sa, &s, &j);
+    if (rc) fail_msg("create as the narrow account: %s", kube_last_error(sa));
+    struct kube_job_list l = {0};
+    assert_int_equal(kube_jobs_list(sa, KUBE_LABEL_POOL "=narrow", &l), 0);
+    assert_int_equal(l.n, 1);
+    kube_job_list_free(&l);
+    struct kube_pod_list pl = {0};
+    assert_int_equal(kube_pods_list(sa, NULL, &pl), 0);
+    kube_pod_list_free(&pl);
+
+    rc = kube_request(sa, "GET", "/api/v1/namespaces/default/secrets", NULL, NULL);
+    assert_int_equal(rc, JP_EFORBIDDEN);
+    print_message("403 detail: %s\n", kube_last_error(sa));
+    assert_non_null(strstr(kube_last_error(sa), "GET /api/v1/namespaces/default/secrets denied (403)"));
+    assert_non_null(strstr(kube_last_error(sa), "cannot list resource \"secrets\""));
+    assert_null(strstr(kube_last_error(sa), token));
+    struct kube_lease tmp;
+    assert_int_equal(kube_lease_get(sa, "any", &tmp), JP_EFORBIDDEN);
+    assert_non_null(strstr(kube_last_error(sa), "get leases.coordination.k8s.io denied (403)"));
+
+    /* Rotate the token file to the admin's token: the next call uses it. */
+    msleep(20);
+    snprintf(p, sizeof p, "%s/token", dir);
+    write_file(p, getenv("JOBPOOL_TEST_KUBE_TOKEN"));
+    rc = kube_request(sa, "GET", "/api/v1/namespaces/default/secrets", NULL, NULL);
+    assert_int_equal(rc, 0);
+
+    assert_int_equal(kube_job_delete(c, j.name), 0);
+    kube_client_free(sa);
+    const char *files[] = {"token", "ca.crt", "namespace"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, files[i]);
+        unlink(p);
+    }
+    rmdir(dir);
+    explicit_bzero(token, strlen(token));
+    free(token);
+    free(ca);
+    cJSON_Delete(t);
+    kube_client_free(c);
+}
+
+static int find_job(const struct kube_job_list *l, const char *name)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (!strcmp(l->items[i].name, name)) return (int)i;
+    return -1;
+}
+
+/* The watch cache sees creates, updates (a pod turning Running) and deletes, without requests
+ * per read. */
+static void test_watch_cache(void **state)
+{
+    (void)state;
+    struct kube_client *c = admin(1, 0);
+    struct kube_cache *k = NULL;
+    struct kube_cache_opts ko = {.watch_timeout_s = 5};
+    assert_int_equal(kube_cache_new(c, &ko, &k), 0);
+    assert_int_equal(kube_cache_wait_synced(k, 20000), 0);
+    struct kube_job_list l = {0};
+    assert_int_equal(kube_cache_pool_jobs(k, "cached", &l), 0);
+    assert_int_equal(l.n, 0);
+
+    cJSON *t = tmpl(TEMPLATE);
+    struct kube_job_spec s = {.pool = "cached", .job_template = t,
+                              .ttl_seconds_after_finished = -1};
+    struct kube_job j;
+    assert_int_equal(kube_job_create(c, &s, &j), 0);
+    int idx = -1;
+    for (int i = 0; i < 200 && idx < 0; i++) {
+        assert_int_equal(kube_cache_pool_jobs(k, "cached", &l), 0);
+        idx = find_job(&l, j.name);
+        if (idx < 0) msleep(50);
+    }
+    assert_true(idx >= 0);
+    assert_int_equal(l.items[idx].state, KUBE_JOB_PENDING);
+
+    /* Wait for the pod, then play kubelet: mark it Running through the status subresource. */
+    char sel[128], pod[100] = "";
+    snprintf(sel, sizeof sel, "job-name=%s", j.name);
+    for (int i = 0; i < 150 && !pod[0]; i++) {
+        struct kube_pod_list pl = {0};
+        assert_int_equal(kube_pods_list(c, sel, &pl), 0);
+        if (pl.n) memcpy(pod, pl.items[0].name, sizeof pl.items[0].name);
+        kube_pod_list_free(&pl);
+        if (!pod[0]) msleep(100);
+    }
+    assert_true(pod[0]);
+    char path[256];
+    snprintf(path, sizeof path, "/api/v1/namespaces/default/pods/%s/status", pod);
+    assert_int_equal(kube_request(c, "PATCH", path, "{\"status\":{\"phase\":\"Running\"}}", NULL),
+                     0);
+    unsigned long reqs = kube_request_count(c);
+    bool running = false;
+    for (int i = 0; i < 200 && !running; i++) {
+        assert_int_equal(kube_cache_pool_jobs(k, "cached", &l), 0);
+        idx = find_job(&l, j.name);
+        running = idx >= 0 && l.items[idx].state == KUBE_JOB_RUNNING;
+        if (!running) msleep(50);
+    }
+    assert_true(running);
+    assert_int_equal(kube_request_count(c), reqs); /* reads cost no requests */
+
+    assert_int_equal(kube_job_delete(c, j.name), 0);
+    bool gone = false;
+    for (int i = 0; i < 200 && !gone; i++) {
+        assert_int_equal(kube_cache_pool_jobs(k, "cached", &l), 0);
+        gone = find_job(&l, j.name) < 0;
+        if (!gone) msleep(50);
+    }
+    assert_true(gone);
+    struct kube_cache_stats st;
+    kube_cache_get_stats(k, &st);
+    print_message("cache: %lu lists, %lu watches, %lu events, %lu errors\n", st.lists,
+                  st.watches, st.events, st.errors);
+    assert_true(st.events >= 3);
+    kube_job_list_free(&l);
+    kube_cache_free(k);
+    cJSON_Delete(t);
+    kube_client_free(c);
+}
+
+int main(void)
+{
+    log_setup(LOG_TEXT, LOG_WARN, NULL);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_create_read_back),
+        cmocka_unit_test(test_invalid_template),
+        cmocka_unit_test(test_controller_makes_pod),
+        cmocka_unit_test(test_lease_conflict),
+        cmocka_unit_test(test_narrow_role_in_cluster),
+        cmocka_unit_test(test_watch_cache),
+        cmocka_unit_test(test_list_500_paged_and_delete),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    if (getenv("KUBECONFIG")) {
+        struct kube_client *c = admin(1, 0);
+        const char *pools[] = {"readback", "podmade", "narrow", "cached", "paging"};
+        for (size_t i = 0; i < sizeof pools / sizeof pools[0]; i++) delete_pool(c, pools[i]);
+        kube_client_free(c);
+    }
+    return rc;
+}
