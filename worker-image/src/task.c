@@ -247,7 +247,7 @@ int task_run(char *const *argv, char *const *envp, const void *body, size_t body
                     kill_at = util_now_ms() + io->grace_ms;
                     log_info("got %s: passing it to the task, grace %lld ms",
                              sig == SIGTERM ? "SIGTERM" : "SIGINT", (long long)io->grace_ms);
-                    kill(-pid, sig);
+                    if (kill(-pid, sig) != 0) kill(pid, sig);
                 } else {
                     log_warn("second signal: ending the grace period now");
                     kill_at = util_now_ms();
