@@ -13,7 +13,7 @@ max=${DEMO_MAX:-20}
 out=${DEMO_OUT:-$root/demo-out}
 ctl=$B/jobpool-controller
 worker=$B/jobpool-worker
-[ -x "$ctl" ] && [ -x "$worker" ] || { echo "demo: build first (make all)" >&2; exit 1; }
+[ -x "$ctl" ] && [ -x "$worker" ] && [ -x "$B/jp-publish" ] || { echo "demo: build first (make all)" >&2; exit 1; }
 
 mkdir -p "$out"
 work=$(mktemp -d /tmp/jobpool-demo.XXXXXX)
@@ -40,10 +40,10 @@ metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1"
 cat > "$work/task.sh" <<'EOT'
 #!/bin/sh
 # A demo task: the message body is how long to work, in seconds.
-read -r secs
+read -r task secs
 start=$(date +%s.%N)
 sleep "$secs"
-echo "$JOBPOOL_MESSAGE_ID $start $(date +%s.%N)" >> "$DEMO_DONE"
+echo "$task $JOBPOOL_MESSAGE_ID $start $(date +%s.%N)" >> "$DEMO_DONE"
 EOT
 chmod +x "$work/task.sh"
 cat > "$work/config.yaml" <<EOC
@@ -77,15 +77,14 @@ echo "demo: publishing $tasks tasks of 0.2-2 s each to queue demo-tasks"
 python3 - "$tasks" > "$work/bodies" <<'EOP'
 import random, sys
 random.seed(7)
-for _ in range(int(sys.argv[1])):
-    print("%.1f" % random.uniform(0.2, 2.0))
+for i in range(int(sys.argv[1])):
+    print("task-%d %.1f" % (i + 1, random.uniform(0.2, 2.0)))
 EOP
 t0=$(date +%s.%N)
-amqp_url="$JOBPOOL_TEST_AMQP_URL"
-while read -r body; do
-  amqp-publish --url="$amqp_url" -r demo-tasks -p -b "$body"
-done < "$work/bodies"
+amqp_url="${JOBPOOL_TEST_AMQP_URL%/}"  # no trailing "/": amqp-tools reads that as vhost ""
+"$B/jp-publish" "$amqp_url" demo-tasks --confirm < "$work/bodies" 2>/dev/null
 
+children() { { ps --ppid "$ctl_pid" --no-headers 2>/dev/null || true; } | wc -l; }
 metric() { # NAME STATE-or-empty
   local line
   line=$(curl -fsS -m 1 "http://127.0.0.1:$metrics_port/metrics" 2>/dev/null | grep "^$1{" | grep "pool=\"demo\"" | grep "${2:-}" | head -n1) || true
@@ -98,8 +97,8 @@ while :; do
   sleep 1
   now=$(date +%s.%N)
   t=$(python3 -c "print('%.1f' % ($now - $t0))")
-  ready=$(mgmt "$JOBPOOL_TEST_MGMT_URL/api/queues/%2F/demo-tasks?columns=messages_ready" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("messages_ready",0))')
-  procs=$(ps --ppid "$ctl_pid" --no-headers 2>/dev/null | wc -l)
+  ready=$(mgmt "$JOBPOOL_TEST_MGMT_URL/api/queues/%2F/demo-tasks" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("messages_ready",0))')
+  procs=$(children)
   pending=$(metric jobpool_workers 'state="pending"'); running=$(metric jobpool_workers 'state="running"')
   done_n=$(wc -l < "$DEMO_DONE")
   [ "$procs" -gt "$peak" ] && peak=$procs
@@ -113,7 +112,7 @@ done
 
 started=$(metric jobpool_workers_started_total); wasted=$(metric jobpool_workers_wasted_total)
 uniq_done=$(awk '{print $1}' "$DEMO_DONE" | sort -u | wc -l)
-task_peak=$(awk '{print $2, 1; print $3, -1}' "$DEMO_DONE" | sort -n | awk '{c+=$2; if (c>m) m=c} END {print m+0}')
+task_peak=$(awk '{print $(NF-1), 1; print $NF, -1}' "$DEMO_DONE" | sort -n | awk '{c+=$2; if (c>m) m=c} END {print m+0}')
 drain=$(tail -n1 "$out/timeline.csv" | cut -d, -f1)
 cat <<EOS
 
@@ -123,7 +122,7 @@ demo summary
   workers started        ${started:-?}
   wasted workers         ${wasted:-?} (found no task)
   peak workers           $peak (maxActive $max); peak tasks running at once: $task_peak
-  workers left running   $(ps --ppid "$ctl_pid" --no-headers 2>/dev/null | wc -l)
+  workers left running   $(children)
   elapsed                ${drain} s
 EOS
 if command -v gnuplot >/dev/null; then
