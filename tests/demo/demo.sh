@@ -96,8 +96,8 @@ peak=0; last_done=0; idle_ticks=0; deadline=$(( $(date +%s) + 600 ))
 while :; do
   sleep 1
   now=$(date +%s.%N)
-  t=$(python3 -c "print('%.1f' % ($now - $t0))")
-  ready=$(mgmt "$JOBPOOL_TEST_MGMT_URL/api/queues/%2F/demo-tasks" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("messages_ready",0))')
+  t=$(awk -v a="$now" -v b="$t0" 'BEGIN { printf "%.1f", a - b }')
+  ready=$(metric jobpool_queue_messages_ready); ready=${ready:-0} # the controller's own reading
   procs=$(children)
   pending=$(metric jobpool_workers 'state="pending"'); running=$(metric jobpool_workers 'state="running"')
   done_n=$(wc -l < "$DEMO_DONE")
