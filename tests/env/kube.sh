@@ -5,6 +5,8 @@
 #                                        JOBPOOL_TEST_KUBE_SERVER/_TOKEN (admin)/_CA
 #   tests/env/kube.sh env  [DIR]         prints the export lines again
 #   tests/env/kube.sh stop [DIR]         kills exactly the processes it started, removes DIR
+#   tests/env/kube.sh apiserver-stop|apiserver-start [DIR]   fault injection (the e2e faults test)
+#   JOBPOOL_KUBE_AUDIT=1 at start: audit every request's metadata to DIR/log/audit.log
 # No kubelet runs: Jobs get real Pods from the Job controller, but nothing runs them.
 # Errors go to stderr with the logs' tails; the exit code is then non-zero.
 set -euo pipefail
@@ -66,6 +68,41 @@ wait_ready() { # URL SECONDS PIDFILE NAME TLS-OPTION: until the URL answers HTTP
   tails; die "$name: $url did not answer 200 within $secs s (last status: ${code:-none})"
 }
 
+launch_apiserver() { # (re)start the API server of instance $dir; ready when /readyz is 200.
+  # With JOBPOOL_KUBE_AUDIT=1 at start, every request is audited (metadata only) to
+  # $dir/log/audit.log, so tests can count one client's requests by its user agent.
+  # shellcheck disable=SC1091
+  . "$dir/env"
+  local audit=()
+  if [ "${AUDIT:-0}" = 1 ]; then
+    printf 'apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived, ResponseStarted]\nrules:\n- level: Metadata\n' > "$dir/audit-policy.yaml"
+    audit=(--audit-policy-file "$dir/audit-policy.yaml" --audit-log-path "$dir/log/audit.log"
+           --audit-log-format json --audit-log-maxsize 2000 --audit-log-maxbackup 1)
+  fi
+  setsid "$BIN/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
+    --insecure-port 0 \
+    --tls-cert-file "$dir/pki/apiserver.crt" --tls-private-key-file "$dir/pki/apiserver.key" \
+    --cert-dir "$dir/certs" \
+    --client-ca-file "$dir/pki/ca.crt" \
+    --token-auth-file "$dir/tokens.csv" \
+    --authorization-mode Node,RBAC \
+    --service-account-key-file "$dir/pki/sa.pub" \
+    --service-account-signing-key-file "$dir/pki/sa.key" \
+    --service-account-issuer "https://kubernetes.default.svc" \
+    --api-audiences "https://kubernetes.default.svc" \
+    --service-cluster-ip-range 10.0.0.0/24 \
+    --feature-gates TTLAfterFinished=true \
+    --enable-admission-plugins NamespaceLifecycle,ServiceAccount \
+    --allow-privileged=false --profiling=false \
+    --logtostderr=true --v=1 "${audit[@]}" \
+    >>"$dir/log/kube-apiserver.log" 2>&1 </dev/null &
+  echo $! > "$dir/apiserver.pid"
+  wait_ready "https://127.0.0.1:$API_PORT/readyz" 90 "$dir/apiserver.pid" kube-apiserver \
+    "--cacert $dir/pki/ca.crt"
+}
+
 start() {
   local t0 bin
   t0=$(date +%s.%N)
@@ -85,6 +122,7 @@ PEER_PORT=$peer_port
 API_PORT=$api_port
 KCM_PORT=$kcm_port
 BIN=$bin
+AUDIT=${JOBPOOL_KUBE_AUDIT:-0}
 EOF
   trap 'rc=$?; if [ $rc -ne 0 ]; then halt; rm -rf "$dir"; fi' EXIT
 
@@ -121,28 +159,7 @@ EOF
     sleep 0.25
   done
 
-  setsid "$bin/kube-apiserver" \
-    --etcd-servers "http://127.0.0.1:$etcd_port" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
-    --insecure-port 0 \
-    --tls-cert-file "$dir/pki/apiserver.crt" --tls-private-key-file "$dir/pki/apiserver.key" \
-    --cert-dir "$dir/certs" \
-    --client-ca-file "$dir/pki/ca.crt" \
-    --token-auth-file "$dir/tokens.csv" \
-    --authorization-mode Node,RBAC \
-    --service-account-key-file "$dir/pki/sa.pub" \
-    --service-account-signing-key-file "$dir/pki/sa.key" \
-    --service-account-issuer "https://kubernetes.default.svc" \
-    --api-audiences "https://kubernetes.default.svc" \
-    --service-cluster-ip-range 10.0.0.0/24 \
-    --feature-gates TTLAfterFinished=true \
-    --enable-admission-plugins NamespaceLifecycle,ServiceAccount \
-    --allow-privileged=false --profiling=false \
-    --logtostderr=true --v=1 \
-    >"$dir/log/kube-apiserver.log" 2>&1 </dev/null &
-  echo $! > "$dir/apiserver.pid"
-  wait_ready "https://127.0.0.1:$api_port/readyz" 90 "$dir/apiserver.pid" kube-apiserver \
-    "--cacert $dir/pki/ca.crt"
+  launch_apiserver
 
   cat > "$dir/admin.kubeconfig" <<EOF
 apiVersion: v1
@@ -205,5 +222,18 @@ case "$cmd" in
     [ -n "$dir" ] || die "stop: which instance? (DIR or JOBPOOL_KUBE_DIR)"
     case "$dir" in /tmp/jobpool-kube.*) ;; *) die "stop: $dir is not a kube.sh instance" ;; esac
     halt; rm -rf "$dir" ;;
-  *) echo "usage: $0 start|stop [DIR]|env [DIR]" >&2; exit 2 ;;
+  apiserver-stop|apiserver-start) # fault injection: stop / start only the API server
+    dir=${2:-${JOBPOOL_KUBE_DIR:-}}
+    case "$dir" in /tmp/jobpool-kube.*) [ -f "$dir/env" ] || die "no such instance" ;;
+      *) die "$cmd: $dir is not a kube.sh instance" ;; esac
+    if [ "$cmd" = apiserver-stop ]; then
+      pid=$(cat "$dir/apiserver.pid" 2>/dev/null || true)
+      [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+      kill -KILL "$pid" 2>/dev/null || true
+      rm -f "$dir/apiserver.pid"
+    else
+      launch_apiserver
+    fi ;;
+  *) echo "usage: $0 start|stop [DIR]|env [DIR]|apiserver-stop [DIR]|apiserver-start [DIR]" >&2; exit 2 ;;
 esac
