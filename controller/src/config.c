@@ -832,6 +832,9 @@ static int parse_pool(struct ld *l, yaml_node_t *n, size_t idx, struct cfg *c)
     if (v[TEMPLATE] && (rc = parse_template(l, v[TEMPLATE], PP(TEMPLATE), pl))) return rc;
     if (!v[TEMPLATE] && c->backend == CFG_BACKEND_KUBE)
         return fail(l, n, PP(TEMPLATE), "required with backend kube (a batch/v1 JobSpec)");
+    if (!v[WORKER] && c->backend == CFG_BACKEND_LOCAL)
+        return fail(l, n, pjoin(p, sizeof p, base, "worker.command"),
+                    "required with backend local (e.g. [jobpool-worker, --, ./task.sh])");
 #undef PP
     return pool_hash(pl);
 }

@@ -66,7 +66,8 @@ struct cfg_pool {
     int successful_history;        /* default 10 */
     int failed_history;            /* default 10 */
     int ttl_seconds_after_finished; /* default 600; -1 means unset */
-    char **worker_command;         /* local backend argv, NULL-terminated; NULL: jobpool-worker */
+    char **worker_command;         /* local backend argv, NULL-terminated; set whenever backend is
+                                    * local (required there), else may be NULL */
     size_t worker_argc;
     struct cJSON *job_template;    /* kube backend: a batch/v1 JobSpec; owned; may be NULL */
     struct yamljson_src *template_src; /* source positions of job_template's nodes; owned */

@@ -56,9 +56,10 @@ static const struct bad_case bad_cases[] = {
          "  - name: a\n"
          "    queue: q\n"
          "    maxActive: 5\n"
+         "    worker: {command: [t]}\n"
          "---\n"
          "backend: kube\n",
-     "config.yaml:7:1: (root): more than one YAML document; the config is one document"},
+     "config.yaml:8:1: (root): more than one YAML document; the config is one document"},
     {"no_pools",
          "backend: local\n",
      "config.yaml:1:1: pools: at least one pool is required"},
@@ -76,7 +77,8 @@ static const struct bad_case bad_cases[] = {
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:2:1: polInterval: unknown key; did you mean 'pollInterval'?"},
     {"unknown_keda",
          "backend: local\n"
@@ -84,21 +86,24 @@ static const struct bad_case bad_cases[] = {
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:2:1: pollingInterval: unknown key; did you mean 'pollInterval'?"},
     {"unknown_pool",
          "backend: local\n"
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActiv: 5\n",
+         "    maxActiv: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:5:5: pools[0].maxActiv: unknown key; did you mean 'maxActive'?"},
     {"unknown_snake",
          "backend: local\n"
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    max_active: 5\n",
+         "    max_active: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:5:5: pools[0].max_active: unknown key; did you mean 'maxActive'?"},
     {"unknown_far",
          "backend: local\n"
@@ -106,7 +111,8 @@ static const struct bad_case bad_cases[] = {
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:2:1: foo: unknown key; expected one of: pollInterval, maxActiveTotal, backend, log, metrics, rabbitmq, kubernetes, leaderElection, pools"},
     {"unknown_rabbit",
          "backend: local\n"
@@ -115,7 +121,8 @@ static const struct bad_case bad_cases[] = {
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:3:3: rabbitmq.pasword: unknown key; did you mean 'password'?"},
     {"dup_key",
          "backend: local\n"
@@ -123,63 +130,72 @@ static const struct bad_case bad_cases[] = {
          "  - name: a\n"
          "    queue: q\n"
          "    maxActive: 5\n"
-         "    maxActive: 6\n",
+         "    maxActive: 6\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:6:5: pools[0].maxActive: duplicate key (first at line 5)"},
     {"int_string",
          "backend: local\n"
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive: ten\n",
+         "    maxActive: ten\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:5:16: pools[0].maxActive: expected an integer, got 'ten'"},
     {"int_quoted",
          "backend: local\n"
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive: \"5\"\n",
+         "    maxActive: \"5\"\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:5:16: pools[0].maxActive: expected an integer, got the quoted string '5' (remove the quotes)"},
     {"int_map",
          "backend: local\n"
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive: {x: 1}\n",
+         "    maxActive: {x: 1}\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:5:16: pools[0].maxActive: expected an integer, got a mapping"},
     {"int_float",
          "backend: local\n"
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive: 1.5\n",
+         "    maxActive: 1.5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:5:16: pools[0].maxActive: expected an integer, got '1.5'"},
     {"int_null",
          "backend: local\n"
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive:\n",
+         "    maxActive:\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:5:15: pools[0].maxActive: expected an integer, got null"},
     {"int_huge",
          "backend: local\n"
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive: 99999999999999999999\n",
+         "    maxActive: 99999999999999999999\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:5:16: pools[0].maxActive: integer out of range, got '99999999999999999999'"},
     {"str_map",
          "backend: local\n"
          "pools:\n"
          "  - name: {x: 1}\n"
          "    queue: q\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:3:11: pools[0].name: expected a string, got a mapping"},
     {"str_seq",
          "backend: local\n"
          "pools:\n"
          "  - name: a\n"
          "    queue: [q]\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:4:12: pools[0].queue: expected a string, got a sequence"},
     {"bool_bad",
          "backend: kube\n"
@@ -196,7 +212,8 @@ static const struct bad_case bad_cases[] = {
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:2:15: pollInterval: expected a duration such as 500ms, 2s, 5m or 1h, got '5 minutes'"},
     {"dur_nounit",
          "backend: local\n"
@@ -204,7 +221,8 @@ static const struct bad_case bad_cases[] = {
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:2:15: pollInterval: a duration needs a unit, such as 5s or 5ms; got '5'"},
     {"dur_neg",
          "backend: local\n"
@@ -212,7 +230,8 @@ static const struct bad_case bad_cases[] = {
          "  - name: a\n"
          "    queue: q\n"
          "    maxActive: 5\n"
-         "    idleTimeout: -1s\n",
+         "    idleTimeout: -1s\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:6:18: pools[0].idleTimeout: expected a duration such as 500ms, 2s, 5m or 1h, got '-1s'"},
     {"dur_zero",
          "backend: local\n"
@@ -220,7 +239,8 @@ static const struct bad_case bad_cases[] = {
          "  - name: a\n"
          "    queue: q\n"
          "    maxActive: 5\n"
-         "    pendingTimeout: 0\n",
+         "    pendingTimeout: 0\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:6:21: pools[0].pendingTimeout: must be at least 1s, got 0"},
     {"dur_huge",
          "backend: local\n"
@@ -228,7 +248,8 @@ static const struct bad_case bad_cases[] = {
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:2:15: pollInterval: duration out of range (at most 8760h), got '99999999h'"},
     {"max_neg",
          "backend: local\n"
@@ -236,22 +257,26 @@ static const struct bad_case bad_cases[] = {
          "  - name: a\n"
          "    queue: q\n"
          "    maxActive: 5\n"
+         "    worker: {command: [t]}\n"
          "  - name: b\n"
          "    queue: r\n"
-         "    maxActive: -3\n",
-     "config.yaml:8:16: pools[1].maxActive: must be >= 1, got -3"},
+         "    maxActive: -3\n"
+         "    worker: {command: [t]}\n",
+     "config.yaml:9:16: pools[1].maxActive: must be >= 1, got -3"},
     {"max_zero",
          "backend: local\n"
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive: 0\n",
+         "    maxActive: 0\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:5:16: pools[0].maxActive: must be >= 1, got 0"},
     {"max_missing",
          "backend: local\n"
          "pools:\n"
          "  - name: a\n"
-         "    queue: q\n",
+         "    queue: q\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:3:5: pools[0].maxActive: required key is missing"},
     {"min_gt_max",
          "backend: local\n"
@@ -259,7 +284,8 @@ static const struct bad_case bad_cases[] = {
          "  - name: a\n"
          "    queue: q\n"
          "    maxActive: 5\n"
-         "    minActive: 6\n",
+         "    minActive: 6\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:6:16: pools[0].minActive: must be <= maxActive (5), got 6"},
     {"min_neg",
          "backend: local\n"
@@ -267,7 +293,8 @@ static const struct bad_case bad_cases[] = {
          "  - name: a\n"
          "    queue: q\n"
          "    maxActive: 5\n"
-         "    minActive: -1\n",
+         "    minActive: -1\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:6:16: pools[0].minActive: must be >= 0, got -1"},
     {"start_zero",
          "backend: local\n"
@@ -275,7 +302,8 @@ static const struct bad_case bad_cases[] = {
          "  - name: a\n"
          "    queue: q\n"
          "    maxActive: 5\n"
-         "    maxStartPerTick: 0\n",
+         "    maxStartPerTick: 0\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:6:22: pools[0].maxStartPerTick: must be >= 1, got 0"},
     {"mpw_zero",
          "backend: local\n"
@@ -283,7 +311,8 @@ static const struct bad_case bad_cases[] = {
          "  - name: a\n"
          "    queue: q\n"
          "    maxActive: 5\n"
-         "    messagesPerWorker: 0\n",
+         "    messagesPerWorker: 0\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:6:24: pools[0].messagesPerWorker: must be >= 1, got 0"},
     {"hist_neg",
          "backend: local\n"
@@ -291,7 +320,8 @@ static const struct bad_case bad_cases[] = {
          "  - name: a\n"
          "    queue: q\n"
          "    maxActive: 5\n"
-         "    failedHistory: -1\n",
+         "    failedHistory: -1\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:6:20: pools[0].failedHistory: must be >= 0, got -1"},
     {"ttl_neg",
          "backend: local\n"
@@ -299,7 +329,8 @@ static const struct bad_case bad_cases[] = {
          "  - name: a\n"
          "    queue: q\n"
          "    maxActive: 5\n"
-         "    ttlSecondsAfterFinished: -5\n",
+         "    ttlSecondsAfterFinished: -5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:6:30: pools[0].ttlSecondsAfterFinished: must be >= 0, got -5"},
     {"total_neg",
          "backend: local\n"
@@ -307,7 +338,8 @@ static const struct bad_case bad_cases[] = {
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:2:17: maxActiveTotal: must be >= 0, got -1"},
     {"total_lt_min",
          "backend: local\n"
@@ -317,10 +349,12 @@ static const struct bad_case bad_cases[] = {
          "    queue: q\n"
          "    maxActive: 5\n"
          "    minActive: 2\n"
+         "    worker: {command: [t]}\n"
          "  - name: b\n"
          "    queue: r\n"
          "    maxActive: 5\n"
-         "    minActive: 2\n",
+         "    minActive: 2\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:2:17: maxActiveTotal: must be >= the sum of minActive over all pools (4), got 3"},
     {"dup_name",
          "backend: local\n"
@@ -328,25 +362,30 @@ static const struct bad_case bad_cases[] = {
          "  - name: a\n"
          "    queue: q\n"
          "    maxActive: 5\n"
+         "    worker: {command: [t]}\n"
          "  - name: a\n"
          "    queue: r\n"
-         "    maxActive: 5\n",
-     "config.yaml:6:11: pools[1].name: duplicate pool name 'a' (first at line 3)"},
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
+     "config.yaml:7:11: pools[1].name: duplicate pool name 'a' (first at line 3)"},
     {"dup_queue",
          "backend: local\n"
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
          "    maxActive: 5\n"
+         "    worker: {command: [t]}\n"
          "  - name: b\n"
          "    queue: q\n"
-         "    maxActive: 5\n",
-     "config.yaml:7:12: pools[1].queue: queue 'q' in vhost '/' is already used by pool 'a'"},
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
+     "config.yaml:8:12: pools[1].queue: queue 'q' in vhost '/' is already used by pool 'a'"},
     {"no_queue",
          "backend: local\n"
          "pools:\n"
          "  - name: a\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:3:5: pools[0]: one of 'queue' or 'queueRegex' is required"},
     {"both_queue",
          "backend: local\n"
@@ -354,48 +393,55 @@ static const struct bad_case bad_cases[] = {
          "  - name: a\n"
          "    queue: q\n"
          "    queueRegex: '^q'\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:5:5: pools[0].queueRegex: 'queue' and 'queueRegex' are mutually exclusive; set one"},
     {"bad_regex",
          "backend: local\n"
          "pools:\n"
          "  - name: a\n"
          "    queueRegex: '^(q'\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:4:17: pools[0].queueRegex: invalid regular expression: Unmatched ( or \\("},
     {"empty_queue",
          "backend: local\n"
          "pools:\n"
          "  - name: a\n"
          "    queue: ''\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:4:12: pools[0].queue: must not be empty"},
     {"name_missing",
          "backend: local\n"
          "pools:\n"
          "  - queue: q\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:3:5: pools[0].name: required key is missing"},
     {"name_upper",
          "backend: local\n"
          "pools:\n"
          "  - name: Thumbs_1\n"
          "    queue: q\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:3:11: pools[0].name: must be a DNS-1123 label (lowercase letters, digits and '-', starting and ending with a letter or digit), got 'Thumbs_1'"},
     {"name_dash",
          "backend: local\n"
          "pools:\n"
          "  - name: -a\n"
          "    queue: q\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:3:11: pools[0].name: must be a DNS-1123 label (lowercase letters, digits and '-', starting and ending with a letter or digit), got '-a'"},
     {"name_long",
          "backend: local\n"
          "pools:\n"
          "  - name: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n"
          "    queue: q\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:3:11: pools[0].name: must be at most 52 characters (it prefixes generated Job names), got 53"},
     {"backend_bad",
          "backend: docker\n"
@@ -410,7 +456,8 @@ static const struct bad_case bad_cases[] = {
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:2:15: log.format: must be one of text, json; got 'xml'"},
     {"level_bad",
          "backend: local\n"
@@ -419,7 +466,8 @@ static const struct bad_case bad_cases[] = {
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:3:10: log.level: must be one of debug, info, warn, error; got 'verbose'"},
     {"depth_bad",
          "backend: local\n"
@@ -428,7 +476,8 @@ static const struct bad_case bad_cases[] = {
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:3:16: rabbitmq.depthSource: must be one of management, amqp; got 'queue'"},
     {"pass_inline",
          "backend: local\n"
@@ -438,7 +487,8 @@ static const struct bad_case bad_cases[] = {
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:4:13: rabbitmq.password: credentials must not be written inline; use {env: NAME} or {file: PATH}"},
     {"user_inline",
          "backend: local\n"
@@ -448,7 +498,8 @@ static const struct bad_case bad_cases[] = {
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:3:13: rabbitmq.username: credentials must not be written inline; use {env: NAME} or {file: PATH}"},
     {"pass_both",
          "backend: local\n"
@@ -458,7 +509,8 @@ static const struct bad_case bad_cases[] = {
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:4:22: rabbitmq.password.file: 'env' and 'file' are mutually exclusive; set one"},
     {"pass_none",
          "backend: local\n"
@@ -468,7 +520,8 @@ static const struct bad_case bad_cases[] = {
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:4:13: rabbitmq.password: one of 'env' or 'file' is required"},
     {"pass_only",
          "backend: local\n"
@@ -477,7 +530,8 @@ static const struct bad_case bad_cases[] = {
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:3:3: rabbitmq.username: required when 'password' is set"},
     {"env_bad",
          "backend: local\n"
@@ -487,7 +541,8 @@ static const struct bad_case bad_cases[] = {
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:4:19: rabbitmq.password.env: 'A B' is not a valid environment variable name"},
     {"url_creds",
          "backend: local\n"
@@ -496,7 +551,8 @@ static const struct bad_case bad_cases[] = {
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:3:12: rabbitmq.amqpUrl: must not contain credentials; use rabbitmq.username and rabbitmq.password"},
     {"url_scheme",
          "backend: local\n"
@@ -505,7 +561,8 @@ static const struct bad_case bad_cases[] = {
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:3:18: rabbitmq.managementUrl: expected a URL starting with http:// or https://, got 'rabbitmq:15672'"},
     {"kube_no_template",
          "backend: kube\n"
@@ -661,14 +718,16 @@ static const struct bad_case bad_cases[] = {
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:2:1: (root): keys must be strings, got a sequence"},
     {"nul_in_name",
          "backend: local\n"
          "pools:\n"
          "  - name: \"a\\0b\"\n"
          "    queue: q\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:3:11: pools[0].name: contains a NUL character"},
     {"newline_key",
          "backend: local\n"
@@ -676,8 +735,16 @@ static const struct bad_case bad_cases[] = {
          "pools:\n"
          "  - name: a\n"
          "    queue: q\n"
-         "    maxActive: 5\n",
+         "    maxActive: 5\n"
+         "    worker: {command: [t]}\n",
      "config.yaml:2:1: a?b: unknown key; expected one of: pollInterval, maxActiveTotal, backend, log, metrics, rabbitmq, kubernetes, leaderElection, pools"},
+    {"local_no_worker",
+         "backend: local\n"
+         "pools:\n"
+         "  - name: a\n"
+         "    queue: q\n"
+         "    maxActive: 5\n",
+     "config.yaml:3:5: pools[0].worker.command: required with backend local (e.g. [jobpool-worker, --, ./task.sh])"},
 };
 
 static void test_bad_inputs(void **state)
@@ -812,7 +879,8 @@ static const char minimal[] =
     "pools:\n"
     "  - name: a\n"
     "    queue: q\n"
-    "    maxActive: 5\n";
+    "    maxActive: 5\n"
+    "    worker: {command: [t]}\n";
 
 static void test_defaults(void **state)
 {
@@ -866,8 +934,9 @@ static void test_defaults(void **state)
     assert_int_equal(p->successful_history, 10);
     assert_int_equal(p->failed_history, 10);
     assert_int_equal(p->ttl_seconds_after_finished, 600);
-    assert_null(p->worker_command);
-    assert_int_equal(p->worker_argc, 0);
+    assert_string_equal(p->worker_command[0], "t");
+    assert_null(p->worker_command[1]);
+    assert_int_equal(p->worker_argc, 1);
     assert_null(p->job_template);
     assert_int_equal(p->line, 3);
     assert_int_equal(strlen(p->hash), 16);
@@ -970,8 +1039,8 @@ static void test_vhost_and_kubeconfig(void **state)
         "rabbitmq: {vhost: /prod}\n"
         "kubernetes: {kubeconfig: /k}\n"
         "pools:\n"
-        "  - {name: a, queue: q, maxActive: 1}\n"
-        "  - {name: b, queue: q, vhost: /, maxActive: 1}\n";
+        "  - {name: a, queue: q, maxActive: 1, worker: {command: [t]}}\n"
+        "  - {name: b, queue: q, vhost: /, maxActive: 1, worker: {command: [t]}}\n";
     struct cfg *c;
     char err[256];
     assert_int_equal(cfg_load_string(y, strlen(y), "v.yaml", &c, err, sizeof err), 0);
@@ -1089,7 +1158,7 @@ static void test_secret_from_config(void **state)
                     "rabbitmq:\n"
                     "  username: {env: JP_TEST_USER}\n"
                     "  password: {file: /nonexistent/jp-pass}\n"
-                    "pools: [{name: a, queue: q, maxActive: 1}]\n";
+                    "pools: [{name: a, queue: q, maxActive: 1, worker: {command: [t]}}]\n";
     struct cfg *c;
     char err[256];
     assert_int_equal(cfg_load_string(y, strlen(y), "s.yaml", &c, err, sizeof err), 0);
@@ -1112,7 +1181,7 @@ static void test_anchors_in_config(void **state)
 {
     (void)state;
     const char *y = "backend: local\n"
-                    "x-defaults: &d {maxActive: 9, idleTimeout: 5s}\n"
+                    "x-defaults: &d {maxActive: 9, idleTimeout: 5s, worker: {command: [t]}}\n"
                     "pools:\n"
                     "  - <<: *d\n"
                     "    name: a\n"
