@@ -1,0 +1,159 @@
+/* test_kube.c: the pure parts of the Kubernetes client: Job manifests, status parsing, states. */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "kube.h"
+#include "log.h"
+
+static const char *env_value(const cJSON *ctr, const char *name)
+{
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(ctr, "env"))
+        if (!strcmp(cJSON_GetObjectItem(e, "name")->valuestring, name))
+            return cJSON_GetObjectItem(e, "value")->valuestring;
+    return NULL;
+}
+
+static void test_manifest(void **state)
+{
+    (void)state;
+    cJSON *t = cJSON_Parse(
+        "{\"backoffLimit\":0,\"ttlSecondsAfterFinished\":5,\"template\":{\"spec\":{"
+        "\"restartPolicy\":\"Never\",\"initContainers\":[{\"name\":\"init\",\"image\":\"i\"}],"
+        "\"containers\":[{\"name\":\"a\",\"image\":\"x\",\"env\":[{\"name\":\"JOBPOOL_VHOST\","
+        "\"value\":\"mine\"}]},{\"name\":\"b\",\"image\":\"y\"}]}}}");
+    assert_non_null(t);
+    char *before = cJSON_PrintUnformatted(t);
+    struct kube_job_spec s = {.pool = "thumbs", .queue = "thumbnails", .vhost = "/",
+                              .config_hash = "abc", .job_template = t,
+                              .ttl_seconds_after_finished = 600};
+    cJSON *m = NULL;
+    assert_int_equal(kube_job_manifest(&s, &m), 0);
+    char *after = cJSON_PrintUnformatted(t);
+    assert_string_equal(before, after); /* the template is not modified */
+    free(before);
+    free(after);
+    cJSON *meta = cJSON_GetObjectItem(m, "metadata");
+    assert_string_equal(cJSON_GetObjectItem(m, "kind")->valuestring, "Job");
+    assert_string_equal(cJSON_GetObjectItem(meta, "generateName")->valuestring, "thumbs-");
+    cJSON *labels = cJSON_GetObjectItem(meta, "labels");
+    assert_string_equal(cJSON_GetObjectItem(labels, KUBE_LABEL_MANAGED_BY)->valuestring,
+                        "jobpool");
+    assert_string_equal(cJSON_GetObjectItem(labels, KUBE_LABEL_POOL)->valuestring, "thumbs");
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(meta, "annotations"), KUBE_ANNOT_HASH)->valuestring,
+        "abc");
+    cJSON *spec = cJSON_GetObjectItem(m, "spec");
+    assert_int_equal(cJSON_GetObjectItem(spec, "ttlSecondsAfterFinished")->valueint, 600);
+    assert_int_equal(cJSON_GetObjectItem(spec, "backoffLimit")->valueint, 0);
+    cJSON *tmpl = cJSON_GetObjectItem(spec, "template");
+    cJSON *plabels = cJSON_GetObjectItem(cJSON_GetObjectItem(tmpl, "metadata"), "labels");
+    assert_string_equal(cJSON_GetObjectItem(plabels, KUBE_LABEL_POOL)->valuestring, "thumbs");
+    cJSON *pspec = cJSON_GetObjectItem(tmpl, "spec");
+    cJSON *a = cJSON_GetArrayItem(cJSON_GetObjectItem(pspec, "containers"), 0);
+    cJSON *b = cJSON_GetArrayItem(cJSON_GetObjectItem(pspec, "containers"), 1);
+    cJSON *init = cJSON_GetArrayItem(cJSON_GetObjectItem(pspec, "initContainers"), 0);
+    assert_string_equal(env_value(a, "JOBPOOL_VHOST"), "mine"); /* set by the template */
+    assert_string_equal(env_value(a, "JOBPOOL_POOL"), "thumbs");
+    assert_string_equal(env_value(a, "JOBPOOL_QUEUE"), "thumbnails");
+    assert_string_equal(env_value(b, "JOBPOOL_VHOST"), "/");
+    assert_string_equal(env_value(init, "JOBPOOL_QUEUE"), "thumbnails");
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(a, "env")), 3);
+    cJSON_Delete(m);
+
+    /* ttl < 0 keeps the template's value; no hash, no queue: nothing added for them. */
+    s.ttl_seconds_after_finished = -1;
+    s.config_hash = NULL;
+    s.queue = NULL;
+    assert_int_equal(kube_job_manifest(&s, &m), 0);
+    spec = cJSON_GetObjectItem(m, "spec");
+    assert_int_equal(cJSON_GetObjectItem(spec, "ttlSecondsAfterFinished")->valueint, 5);
+    assert_null(cJSON_GetObjectItem(cJSON_GetObjectItem(m, "metadata"), "annotations"));
+    pspec = cJSON_GetObjectItem(cJSON_GetObjectItem(spec, "template"), "spec");
+    assert_null(env_value(cJSON_GetArrayItem(cJSON_GetObjectItem(pspec, "containers"), 1),
+                          "JOBPOOL_QUEUE"));
+    cJSON_Delete(m);
+
+    s.pool = "";
+    assert_int_equal(kube_job_manifest(&s, &m), JP_EINVAL);
+    assert_null(m);
+    cJSON_Delete(t);
+}
+
+static const char *JOB_DONE =
+    "{\"metadata\":{\"name\":\"thumbs-abcde\",\"uid\":\"u-1\",\"resourceVersion\":\"42\","
+    "\"creationTimestamp\":\"2026-11-28T01:00:00Z\",\"labels\":{\"jobpool.dev/pool\":\"thumbs\"},"
+    "\"annotations\":{\"jobpool.dev/config-hash\":\"h1\"}},"
+    "\"status\":{\"startTime\":\"2026-11-28T01:00:01Z\",\"completionTime\":"
+    "\"2026-11-28T01:00:09Z\",\"succeeded\":1,\"conditions\":[{\"type\":\"Complete\","
+    "\"status\":\"True\",\"lastTransitionTime\":\"2026-11-28T01:00:09Z\"}]}}";
+
+static void test_parse(void **state)
+{
+    (void)state;
+    cJSON *o = cJSON_Parse(JOB_DONE);
+    struct kube_job j;
+    assert_int_equal(kube_job_parse(o, &j), 0);
+    assert_string_equal(j.name, "thumbs-abcde");
+    assert_string_equal(j.pool, "thumbs");
+    assert_string_equal(j.uid, "u-1");
+    assert_string_equal(j.resource_version, "42");
+    assert_string_equal(j.config_hash, "h1");
+    assert_int_equal(j.created_ms, 1795827600000LL);
+    assert_int_equal(j.start_ms - j.created_ms, 1000);
+    assert_int_equal(j.completion_ms - j.created_ms, 9000);
+    assert_int_equal(j.finished_ms, j.completion_ms);
+    assert_int_equal(j.succeeded, 1);
+    assert_true(j.complete);
+    assert_false(j.failed_cond);
+    assert_int_equal(j.state, KUBE_JOB_SUCCEEDED);
+    cJSON_Delete(o);
+
+    o = cJSON_Parse("{\"metadata\":{\"name\":\"x\"},\"status\":{\"failed\":1,\"conditions\":"
+                    "[{\"type\":\"Failed\",\"status\":\"True\"},{\"type\":\"Complete\","
+                    "\"status\":\"False\"}]}}");
+    assert_int_equal(kube_job_parse(o, &j), 0);
+    assert_int_equal(j.state, KUBE_JOB_FAILED);
+    assert_string_equal(j.pool, "");
+    cJSON_Delete(o);
+    o = cJSON_Parse("{\"metadata\":{}}");
+    assert_int_equal(kube_job_parse(o, &j), JP_ESHAPE);
+    cJSON_Delete(o);
+    assert_string_equal(kube_job_state_name(KUBE_JOB_RUNNING), "running");
+}
+
+static void test_states(void **state)
+{
+    (void)state;
+    struct kube_job jobs[3] = {{.name = "p-a", .active = 1}, {.name = "p-b", .active = 1},
+                               {.name = "p-c", .complete = true}};
+    struct kube_pod pods[4] = {{.name = "p-a-1", .job = "p-a", .phase = "Running"},
+                               {.name = "p-b-1", .job = "p-b", .phase = "Pending"},
+                               {.name = "p-c-1", .job = "p-c", .phase = "Running"},
+                               {.name = "q-1", .job = "other", .phase = "Running"}};
+    kube_job_states(jobs, 3, pods, 4);
+    assert_int_equal(jobs[0].state, KUBE_JOB_RUNNING);
+    assert_int_equal(jobs[0].running_pods, 1);
+    assert_int_equal(jobs[1].state, KUBE_JOB_PENDING);
+    assert_int_equal(jobs[2].state, KUBE_JOB_SUCCEEDED); /* finished wins over a pod */
+    kube_job_states(jobs, 3, NULL, 0);
+    assert_int_equal(jobs[0].state, KUBE_JOB_PENDING);
+}
+
+int main(void)
+{
+    log_setup(LOG_TEXT, LOG_ERROR, NULL);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_manifest),
+        cmocka_unit_test(test_parse),
+        cmocka_unit_test(test_states),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
