@@ -947,11 +947,25 @@ static int set_defaults(struct cfg *c, const char *name)
     return 0;
 }
 
-/* libyaml's problem, as "problem (context at LINE:COL)". */
-static int yaml_syntax_error(struct ld *l, const yaml_parser_t *p)
+/* libyaml's problem, as "problem (context at LINE:COL)". Encoding errors come with a byte
+ * offset instead of a mark: count the lines up to it. */
+static int yaml_syntax_error(struct ld *l, const yaml_parser_t *p, const char *text, size_t len)
 {
     if (p->error == YAML_MEMORY_ERROR) return JP_ENOMEM;
     int line = (int)p->problem_mark.line + 1, col = (int)p->problem_mark.column + 1;
+    if (p->error == YAML_READER_ERROR) {
+        line = col = 1;
+        for (size_t i = 0; i < p->problem_offset && i < len; i++) {
+            if (text[i] == '\n') {
+                line++;
+                col = 1;
+            } else if (((unsigned char)text[i] & 0xc0) != 0x80) {
+                col++;
+            }
+        }
+        return fail_at(l, line, col, "yaml", "%s (byte 0x%02x)",
+                       p->problem ? p->problem : "invalid encoding", (unsigned)p->problem_value & 0xff);
+    }
     const char *problem = p->problem ? p->problem : "syntax error";
     if (p->context)
         return fail_at(l, line, col, "yaml", "%s (%s at %d:%d)", problem, p->context,
@@ -979,7 +993,7 @@ int cfg_load_string(const char *yaml, size_t len, const char *name, struct cfg *
     have_parser = true;
     yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, len);
     if (!yaml_parser_load(&parser, &doc)) {
-        rc = yaml_syntax_error(&l, &parser);
+        rc = yaml_syntax_error(&l, &parser, yaml, len);
         goto out;
     }
     have_doc = true;
@@ -989,7 +1003,7 @@ int cfg_load_string(const char *yaml, size_t len, const char *name, struct cfg *
         goto out;
     }
     if (!yaml_parser_load(&parser, &extra)) {
-        rc = yaml_syntax_error(&l, &parser);
+        rc = yaml_syntax_error(&l, &parser, yaml, len);
         goto out;
     }
     yaml_node_t *r2 = yaml_document_get_root_node(&extra);

@@ -505,12 +505,25 @@ out:
 }
 
 /* libyaml's message for a failed parse: "problem (context)". */
-static void yaml_problem(const yaml_parser_t *p, struct yamljson_error *err)
+static void yaml_problem(const yaml_parser_t *p, const char *text, size_t len,
+                         struct yamljson_error *err)
 {
     if (!err) return;
     err->line = (int)p->problem_mark.line + 1;
     err->col = (int)p->problem_mark.column + 1;
     err->path[0] = '\0';
+    if (p->error == YAML_READER_ERROR) {
+        /* Encoding errors carry a byte offset, not a mark. */
+        err->line = err->col = 1;
+        for (size_t i = 0; i < p->problem_offset && i < len; i++) {
+            if (text[i] == '\n') {
+                err->line++;
+                err->col = 1;
+            } else if (((unsigned char)text[i] & 0xc0) != 0x80) {
+                err->col++;
+            }
+        }
+    }
     if (p->error == YAML_MEMORY_ERROR)
         snprintf(err->msg, sizeof err->msg, "out of memory");
     else if (p->context)
@@ -537,7 +550,7 @@ int yamljson_parse(const char *yaml, size_t len, const struct yamljson_opts *opt
     have_parser = true;
     yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, len);
     if (!yaml_parser_load(&parser, &doc)) {
-        yaml_problem(&parser, err);
+        yaml_problem(&parser, yaml, len, err);
         rc = parser.error == YAML_MEMORY_ERROR ? JP_ENOMEM : JP_EPARSE;
         goto out;
     }
@@ -545,7 +558,7 @@ int yamljson_parse(const char *yaml, size_t len, const struct yamljson_opts *opt
     yaml_node_t *root = yaml_document_get_root_node(&doc);
     if (root) {
         if (!yaml_parser_load(&parser, &extra)) {
-            yaml_problem(&parser, err);
+            yaml_problem(&parser, yaml, len, err);
             rc = JP_EPARSE;
             goto out;
         }

@@ -762,6 +762,18 @@ static void test_bad_inputs(void **state)
     }
 }
 
+/* Bytes that are not UTF-8 are placed by counting lines up to libyaml's byte offset. */
+static void test_bad_encoding(void **state)
+{
+    (void)state;
+    const char y[] = "backend: local\npools: \xff\xfe\n";
+    struct cfg *c;
+    char err[256];
+    assert_int_equal(cfg_load_string(y, sizeof y - 1, "config.yaml", &c, err, sizeof err),
+                     JP_ECONFIG);
+    assert_string_equal(err, "config.yaml:2:8: yaml: invalid leading UTF-8 octet (byte 0xff)");
+}
+
 /* A tiny error buffer truncates, never overflows; no buffer at all is fine too. */
 static void test_small_error_buffer(void **state)
 {
@@ -1214,6 +1226,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_inputs),
+        cmocka_unit_test(test_bad_encoding),
         cmocka_unit_test(test_small_error_buffer),
         cmocka_unit_test(test_password_not_echoed),
         cmocka_unit_test(test_missing_and_unreadable_file),

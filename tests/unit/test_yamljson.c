@@ -266,6 +266,7 @@ static void test_bad_documents(void **state)
     parse_bad("a: 1\n---\nb: 2\n", 3, 1, "", "more than one YAML document");
     parse_bad("a:\n\tb: 1\n", 2, 1, "",
               "found character that cannot start any token while scanning for the next token at line 2 column 1");
+    parse_bad("a: 1\nb: \"x\xc3\"\n", 2, 7, "", "invalid trailing UTF-8 octet");
     /* An empty document is null. */
     cJSON *j = parse_ok("# only a comment\n", NULL);
     assert_true(cJSON_IsNull(j));
