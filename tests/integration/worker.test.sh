@@ -5,7 +5,8 @@
 # Needs JOBPOOL_TEST_AMQP_URL, JOBPOOL_TEST_MGMT_URL, JOBPOOL_TEST_RMQ_USER/PASS, JOBPOOL_BUILD.
 set -u
 : "${JOBPOOL_TEST_AMQP_URL:?run me through tests/integration/run.sh}"
-W=${JOBPOOL_BUILD:-build}/jobpool-worker
+JOBPOOL_ROOT=${JOBPOOL_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
+W=${JOBPOOL_BUILD:-$JOBPOOL_ROOT/build}/jobpool-worker
 U=$JOBPOOL_TEST_AMQP_URL              # ends in "/": the worker reads that as vhost "/"
 UT=${U%/}/%2F                         # amqp-tools want the vhost spelled out
 PASS=$JOBPOOL_TEST_RMQ_PASS
@@ -290,6 +291,19 @@ check "bad-input runs left the queue untouched (no consumer ran)" [ "$(count wt.
 "$W" --help > "$T/help" 2>&1; rc=$?
 check "--help exits 0 and documents the exit codes" bash -c "[ $rc = 0 ] && grep -q '^  75' '$T/help' && grep -q '^  143' '$T/help'"
 check "--version" bash -c "'$W' --version | grep -q '^jobpool-worker '"
+
+echo "== worker: the example task from docs/worker.md"
+declare_q wt.example
+publish wt.example 'three little words' '{"message_id":"ex-1","headers":{"priority":"high"}}'
+publish wt.example '' '{"message_id":"ex-2"}'
+JOBPOOL_QUEUE=wt.example worker --idle-timeout 5s -- "$JOBPOOL_ROOT/worker-image/example/task.sh" \
+  >"$T/example.out" 2>"$T/example.err"; rc=$?
+check "word count printed, exit 0 (got $rc)" eval \
+  '[ "$rc" = 0 ] && grep -qx "message ex-1 (attempt 1, priority high): 3 words" "$T/example.out"'
+JOBPOOL_QUEUE=wt.example worker --idle-timeout 5s --max-attempts 1 -- "$JOBPOOL_ROOT/worker-image/example/task.sh" \
+  >>"$T/example.out" 2>>"$T/example.err"; rc=$?
+check "empty message fails with 1 and, at --max-attempts 1, is dead-lettered (queue empty)" \
+  eval '[ "$rc" = 1 ] && grep -q "empty message" "$T/example.err" && [ "$(count wt.example)" = 0 ]'
 
 echo "== worker: the password never appears in any worker output"
 cat "$T"/*.err "$T"/*.out "$T"/conc/*.err "$T/bad.all" > "$T/all-output" 2>/dev/null
