@@ -14,7 +14,7 @@ T=$(mktemp -d /tmp/jobpool-worker-test.XXXXXX)
 pass=0; fail=0; failed=()
 bgpids=()
 cleanup() {
-  for p in "${bgpids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  for p in "${bgpids[@]}"; do kill -KILL "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
   rm -rf "$T"
 }
 trap cleanup EXIT
@@ -291,6 +291,36 @@ check "bad-input runs left the queue untouched (no consumer ran)" [ "$(count wt.
 "$W" --help > "$T/help" 2>&1; rc=$?
 check "--help exits 0 and documents the exit codes" bash -c "[ $rc = 0 ] && grep -q '^  75' '$T/help' && grep -q '^  143' '$T/help'"
 check "--version" bash -c "'$W' --version | grep -q '^jobpool-worker '"
+
+echo "== worker: amqps with a CA file and server-name verification (socat TLS in front of the broker)"
+mkdir -p "$T/tls"
+( cd "$T/tls" &&
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj "/CN=jobpool test CA" &&
+  openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj "/CN=localhost" &&
+  printf 'subjectAltName=DNS:localhost\n' > ext &&
+  openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 -extfile ext
+) >/dev/null 2>&1 || bad "could not make a test CA and certificate with openssl"
+tp=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+if ! command -v socat >/dev/null; then
+  bad "socat is not installed (tests/env/deps.sh test installs it)"
+else
+  socat "OPENSSL-LISTEN:$tp,bind=127.0.0.1,cert=$T/tls/srv.pem,key=$T/tls/srv.key,verify=0,reuseaddr,fork" \
+    "TCP:127.0.0.1:$(p=${U##*:}; echo "${p%%/*}")" 2>/dev/null &
+  sp=$!; bgpids+=("$sp")
+  for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$tp") 2>/dev/null && break; sleep 0.1; done
+  declare_q wt.tls
+  publish wt.tls 'over tls'
+  TU="amqps://jobpool:$PASS@localhost:$tp/"
+  env -u JOBPOOL_TEST_AMQP_URL -u JOBPOOL_TEST_RMQ_PASS JOBPOOL_AMQP_URL="$TU" JOBPOOL_QUEUE=wt.tls \
+    "$W" --idle-timeout 5s --ca-file "$T/tls/ca.pem" -- cat >"$T/tls.out" 2>"$T/tls.err"; rc=$?
+  check "amqps://localhost with the right CA: task ran, exit 0 (got $rc)" \
+    eval '[ "$rc" = 0 ] && [ "$(cat "$T/tls.out")" = "over tls" ] && [ "$(count wt.tls)" = 0 ]'
+  expect2 "amqps to a name the certificate does not carry (127.0.0.1)" "hostname verification failed" \
+    env -u JOBPOOL_TEST_AMQP_URL JOBPOOL_AMQP_URL="amqps://jobpool:$PASS@127.0.0.1:$tp/" JOBPOOL_QUEUE=wt.tls \
+    JOBPOOL_CA_FILE="$T/tls/ca.pem" "$W" -- cat
+  expect2 "amqps with a CA that did not sign the certificate" "peer cert verification failed" \
+    env -u JOBPOOL_TEST_AMQP_URL JOBPOOL_AMQP_URL="$TU" JOBPOOL_QUEUE=wt.tls "$W" --ca-file /etc/ssl/certs/ca-certificates.crt -- cat  kill "$sp"; wait "$sp" 2>/dev/null
+fi
 
 echo "== worker: the example task from docs/worker.md"
 declare_q wt.example

@@ -173,6 +173,14 @@ static int connect_socket(struct aconn *c, const struct amqp_connection_info *in
     }
     struct timeval tv = ms_to_tv(opts->timeout_ms);
     int st = amqp_socket_open_noblock(sock, info->host, info->port, &tv);
+    if (st == AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED || st == AMQP_STATUS_SSL_PEER_VERIFY_FAILED) {
+        /* A certificate that does not verify will not verify on a retry either. */
+        log_error("tls: the certificate of %s:%d does not verify against %s: %s", info->host,
+                  info->port, opts->ca_file ? opts->ca_file : ACONN_SYSTEM_CA,
+                  amqp_error_string2(st));
+        *fail = ACONN_FAIL_INPUT;
+        return JP_ETLS;
+    }
     if (st != AMQP_STATUS_OK) {
         log_error("cannot connect to %s:%d: %s", info->host, info->port, amqp_error_string2(st));
         *fail = ACONN_FAIL_BROKER;

@@ -26,7 +26,7 @@ enum {
     EXIT_UNAVAILABLE = 69,/* the broker could not be reached (or was lost) before a task */
     EXIT_SOFTWARE = 70,   /* internal error, such as out of memory */
     EXIT_UNSETTLED = 75,  /* the task ran but its ack/requeue could not be sent: redelivered */
-    EXIT_TERMINATED = 143,/* SIGTERM/SIGINT and the task outlived --grace: requeued */
+    EXIT_TERMINATED = 143,/* SIGTERM/SIGINT: the task outlived --grace, or never started; requeued */
 };
 
 #define ATTEMPT_HEADER "x-jobpool-attempt"
@@ -67,7 +67,8 @@ static const char usage_[] =
     "  70   internal error\n"
     "  75   the task ran but the broker connection was lost, so its result could not be\n"
     "       acknowledged; the broker redelivers the message (at-least-once)\n"
-    "  143  SIGTERM/SIGINT during the task and it outlived --grace: killed, message requeued\n";
+    "  143  SIGTERM/SIGINT during the task and it outlived --grace (killed), or before it\n"
+    "       started; the message was requeued unchanged\n";
 
 struct worker_opts {
     int64_t idle_ms;
@@ -485,7 +486,14 @@ int main(int argc, char **argv)
         c = NULL;
         goto out;
     }
-    /* A signal that arrived between the message and the spawn still reaches the task. */
+    /* Stopped between the message's arrival and the spawn: hand it back untouched. */
+    if (pending_stop_signal()) {
+        if (aconn_nack_requeue(c, msg.delivery_tag) == 0)
+            log_info("stopped by a signal before the task started: message requeued");
+        code = finish(c, EXIT_TERMINATED);
+        c = NULL;
+        goto out;
+    }
     struct task_io io = {.sig_fd = sig_pipe_[0], .grace_ms = o.grace_ms,
                          .service_fd = conn_fd_cb, .service = conn_service_cb, .ctx = c};
     struct task_result res;
