@@ -329,7 +329,7 @@ static int worker_url(const struct cfg_rabbitmq *rc, char **out)
 {
     *out = NULL;
     char *user = NULL, *pass = NULL, *euser = NULL, *epass = NULL;
-    int rc_ = cfg_secret_read(&rc->username, &user);
+    int rc_ = cfg_ref_read(&rc->username, false, &user);
     if (!rc_) rc_ = cfg_secret_read(&rc->password, &pass);
     if (rc_) goto out;
     rc_ = JP_ENOMEM;

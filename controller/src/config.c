@@ -1097,6 +1097,11 @@ void cfg_template_error(const struct cfg *c, const struct cfg_pool *p, const cha
 
 int cfg_secret_read(const struct cfg_secret *s, char **out)
 {
+    return cfg_ref_read(s, true, out);
+}
+
+int cfg_ref_read(const struct cfg_secret *s, bool secret, char **out)
+{
     char *v = NULL;
     int rc = JP_ENOTFOUND;
     *out = NULL;
@@ -1114,7 +1119,7 @@ int cfg_secret_read(const struct cfg_secret *s, char **out)
     if (rc) goto out;
     size_t n = strlen(v);
     while (n && (v[n - 1] == '\n' || v[n - 1] == '\r')) v[--n] = '\0';
-    log_add_secret(v);
+    if (secret) log_add_secret(v);
 out:
     if (rc) {
         free(v);

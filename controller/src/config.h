@@ -111,5 +111,8 @@ void cfg_template_error(const struct cfg *c, const struct cfg_pool *p, const cha
  * newline trimmed). Returns 0 and a malloc'd *out, or JP_ENOTFOUND/JP_EIO with *out NULL. The
  * value is registered with log_add_secret so it can never be logged. */
 int cfg_secret_read(const struct cfg_secret *s, char **out);
+/* The same for a reference that is not secret (a user name, which errors must be able to
+ * name: "401 for user alice"): when secret is false the value is not registered for masking. */
+int cfg_ref_read(const struct cfg_secret *s, bool secret, char **out);
 
 #endif
