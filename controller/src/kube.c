@@ -631,7 +631,7 @@ static int batch_done(void *ud, size_t i, struct http_req *r)
         memcpy(c->last_error, saved, sizeof saved); /* keep the first failure's detail */
     }
     return rc == JP_EUNAUTHORIZED || rc == JP_EFORBIDDEN || rc == JP_EINVALID ||
-           rc == JP_ETHROTTLED || rc == JP_ENOTFOUND;
+           rc == JP_ETHROTTLED || rc == JP_ESERVER || rc == JP_ENOTFOUND;
 }
 
 int kube_jobs_create(struct kube_client *c, const struct kube_job_spec *s, int n, int *created,

@@ -122,8 +122,8 @@ int kube_job_create(struct kube_client *c, const struct kube_job_spec *s, struct
 /* Create n Jobs at once: up to opts.concurrency in flight over keep-alive connections, paced by
  * the client's token bucket (opts.qps). *created (may be NULL) counts the successes; out (NULL or
  * an array of n) receives each created Job (name "" for a failed one). Returns 0 when all were
- * created, else the first error (details in kube_last_error); creation stops early on
- * 401/403/422 or when the server throttles. */
+ * created, else the first error (details in kube_last_error); no more are started after a
+ * 401/403/404/422 or when the server throttles or fails (429/5xx: kube_last_retry_after). */
 int kube_jobs_create(struct kube_client *c, const struct kube_job_spec *s, int n, int *created,
                      struct kube_job *out);
 
