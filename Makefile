@@ -130,7 +130,7 @@ integration: $(IT_BIN) $(WORKER) $(B)/tests/metrics_demo
 	@B=$(abspath $(B)) tests/integration/run.sh $(IT_BIN)
 
 # Tests against a real control plane (etcd + kube-apiserver + kube-controller-manager) and broker.
-kube-integration: $(KIT_BIN)
+kube-integration: $(KIT_BIN) all
 	@B=$(abspath $(B)) tests/integration/kube-run.sh $(KIT_BIN)
 
 # The full suite that CI runs. Installs what is missing first.
