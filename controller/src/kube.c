@@ -1227,6 +1227,8 @@ static int cache_watch(struct watcher *w, int64_t timeout_s)
                           base.data, sel, rv, (long long)timeout_s)) != 0)
         goto out;
     if ((rc = refresh_token(c)) != 0) goto out;
+    c->retry_after = -1;
+    c->last_error[0] = '\0';
     pthread_mutex_lock(&k->mu);
     k->stats.watches++;
     pthread_mutex_unlock(&k->mu);
@@ -1261,7 +1263,8 @@ static void *watcher_main(void *arg)
             if (rc) {
                 log_msg(LOG_WARN, NULL, rc, "kube: cache: list %s failed: %s", what,
                         kube_last_error(w->c));
-                cache_sleep(k, backoff);
+                long ra = kube_last_retry_after(w->c);
+                cache_sleep(k, ra > 0 ? ra * 1000 : backoff);
                 backoff = backoff * 2 > 30000 ? 30000 : backoff * 2;
                 continue;
             }
@@ -1286,7 +1289,8 @@ static void *watcher_main(void *arg)
             pthread_mutex_unlock(&k->mu);
             log_msg(LOG_WARN, NULL, rc, "kube: cache: watch %s failed: %s", what,
                     kube_last_error(w->c));
-            cache_sleep(k, backoff);
+            long ra = kube_last_retry_after(w->c); /* 429/5xx: the server says when */
+            cache_sleep(k, ra > 0 ? ra * 1000 : backoff);
             backoff = backoff * 2 > 30000 ? 30000 : backoff * 2;
             continue;
         }

@@ -499,6 +499,86 @@ static void test_watch_cache(void **state)
     kube_client_free(c);
 }
 
+static struct kube_client *from_kubeconfig(const char *path, int *rc_out)
+{
+    struct kube_opts o = {.kubeconfig = path, .qps = -1};
+    struct kube_client *c = NULL;
+    char err[256] = "";
+    *rc_out = kube_client_new(&o, &c, err, sizeof err);
+    if (*rc_out) print_message("client from %s: %s\n", path, err);
+    return c;
+}
+
+/* Client certificates as -data blobs, insecure-skip-tls-verify, a wrong CA (typed TLS error)
+ * and a closed port (typed network error), all against the real server. */
+static void test_tls_forms(void **state)
+{
+    (void)state;
+    const char *kdir = getenv("JOBPOOL_KUBE_DIR"), *server = getenv("JOBPOOL_TEST_KUBE_SERVER");
+    assert_non_null(kdir);
+    char dir[] = "/tmp/jobpool-kit-tls.XXXXXX", cmd[4096], kc[300];
+    assert_non_null(mkdtemp(dir));
+    /* A client certificate in group system:masters, signed by the cluster's client CA. */
+    snprintf(cmd, sizeof cmd,
+             "set -e; cd %s; openssl req -newkey rsa:2048 -nodes -subj '/O=system:masters/CN=kit'"
+             " -keyout c.key -out c.csr 2>/dev/null;"
+             " openssl x509 -req -in c.csr -CA %s/pki/ca.crt -CAkey %s/pki/ca.key -CAcreateserial"
+             " -days 1 -out c.crt 2>/dev/null;"
+             " openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=other-ca -days 1"
+             " -keyout o.key -out o.crt 2>/dev/null;"
+             " printf 'apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n"
+             "- name: k\n  cluster:\n    server: %s\n    certificate-authority-data: %%s\n"
+             "- name: insecure\n  cluster:\n    server: %s\n    insecure-skip-tls-verify: true\n"
+             "- name: wrongca\n  cluster:\n    server: %s\n    certificate-authority: o.crt\n"
+             "- name: closed\n  cluster:\n    server: https://127.0.0.1:1\n"
+             "users:\n- name: c\n  user:\n    client-certificate-data: %%s\n"
+             "    client-key-data: %%s\n"
+             "contexts:\n- name: c\n  context: {cluster: k, user: c}\n"
+             "- name: insecure\n  context: {cluster: insecure, user: c}\n"
+             "- name: wrongca\n  context: {cluster: wrongca, user: c}\n"
+             "- name: closed\n  context: {cluster: closed, user: c}\n'"
+             " \"$(base64 -w0 %s/pki/ca.crt)\" \"$(base64 -w0 c.crt)\" \"$(base64 -w0 c.key)\""
+             " > kubeconfig",
+             dir, kdir, kdir, server, server, server, kdir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(kc, sizeof kc, "%s/kubeconfig", dir);
+    int rc;
+    struct kube_client *c = from_kubeconfig(kc, &rc);
+    assert_int_equal(rc, 0);
+    struct kube_job_list l = {0};
+    rc = kube_jobs_list(c, NULL, &l);
+    if (rc) fail_msg("list with a client certificate: %s", kube_last_error(c));
+    kube_job_list_free(&l);
+    cJSON *secrets = NULL; /* system:masters may list secrets */
+    assert_int_equal(kube_request(c, "GET", "/api/v1/namespaces/default/secrets", NULL, &secrets),
+                     0);
+    cJSON_Delete(secrets);
+    kube_client_free(c);
+
+    struct kube_opts o = {.kubeconfig = kc, .context = "insecure", .qps = -1};
+    char err[256];
+    assert_int_equal(kube_client_new(&o, &c, err, sizeof err), 0);
+    assert_int_equal(kube_jobs_list(c, NULL, &l), 0);
+    kube_job_list_free(&l);
+    kube_client_free(c);
+
+    o.context = "wrongca";
+    assert_int_equal(kube_client_new(&o, &c, err, sizeof err), 0);
+    assert_int_equal(kube_jobs_list(c, NULL, &l), JP_ETLS);
+    print_message("tls detail: %s\n", kube_last_error(c));
+    assert_non_null(strstr(kube_last_error(c), "list jobs.batch"));
+    kube_job_list_free(&l);
+    kube_client_free(c);
+
+    o.context = "closed";
+    assert_int_equal(kube_client_new(&o, &c, err, sizeof err), 0);
+    assert_int_equal(kube_jobs_list(c, NULL, &l), JP_ECONNREFUSED);
+    kube_job_list_free(&l);
+    kube_client_free(c);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     log_setup(LOG_TEXT, LOG_WARN, NULL);
@@ -509,6 +589,7 @@ int main(void)
         cmocka_unit_test(test_lease_conflict),
         cmocka_unit_test(test_narrow_role_in_cluster),
         cmocka_unit_test(test_watch_cache),
+        cmocka_unit_test(test_tls_forms),
         cmocka_unit_test(test_list_500_paged_and_delete),
     };
     /* KIT_FILTER=test_watch* runs a subset (e.g. under valgrind). */
