@@ -108,7 +108,8 @@ struct kube_job_spec {
     const char *vhost;                 /* env JOBPOOL_VHOST (NULL: not added) */
     const char *config_hash;           /* annotation jobpool.dev/config-hash (NULL: none) */
     const struct cJSON *job_template;  /* a batch/v1 JobSpec; not modified */
-    int ttl_seconds_after_finished;    /* < 0: not set (the template's own value stays) */
+    int ttl_seconds_after_finished;    /* < 0: not set (the template's own value stays);
+                                        * 0 deletes the Job as soon as it finishes */
 };
 
 /* Build the Job object that kube_job_create sends: the template with labels on the Job and its
