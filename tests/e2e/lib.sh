@@ -1,0 +1,186 @@
+# lib.sh: helpers the e2e scenarios source: checks, the broker and API server calls, the
+# controller's config and life cycle, and the figures each scenario leaves for bench/e2e.sh.
+# Needs the environment tests/e2e/run.sh exports (E2E_WORK, CONTROLLER, the service URLs).
+# shellcheck shell=bash
+set -u
+: "${E2E_WORK:?run the scenarios through tests/e2e/run.sh}"
+E2E_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+TOOL="python3 $E2E_HERE/tool.py"
+TASK="$E2E_HERE/task.sh"
+SCEN=${SCEN:-$(basename "$0" .sh)}
+pass=0; fail=0
+CTRL_PID=; SAMPLER_PID=
+
+say() { echo "[$SCEN] $*"; }
+ok() { pass=$((pass + 1)); echo "  ok: $*"; }
+bad() { fail=$((fail + 1)); echo "  FAIL: $*"; }
+check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+
+# The scenario's result line for run.sh; stops what the scenario started.
+finish() {
+  ctrl_stop
+  echo "$pass $fail" > "$E2E_WORK/$SCEN.result"
+  echo "[$SCEN] $pass passed, $fail failed"
+  [ "$fail" = 0 ]
+}
+trap 'ctrl_stop' EXIT
+
+# wait_until SECS CMD...: true as soon as CMD succeeds, false after SECS seconds.
+wait_until() {
+  local secs=$1 t_end; shift
+  t_end=$(( $(date +%s) + secs ))
+  while [ "$(date +%s)" -lt "$t_end" ]; do
+    "$@" && return 0
+    sleep 1
+  done
+  "$@"
+}
+
+# scenario_dir NAME: its output dir with the task's (empty) result files.
+scenario_dir() { mkdir -p "$E2E_WORK/$1"; touch "$E2E_WORK/$1/started" "$E2E_WORK/$1/done" "$E2E_WORK/$1/failed"; echo "$E2E_WORK/$1"; }
+lines() { wc -l < "$1"; }
+
+# ---- RabbitMQ -------------------------------------------------------------------------------
+mgmt() { # METHOD PATH [BODY]
+  curl -fsS -m 10 -u "$JOBPOOL_TEST_RMQ_USER:$JOBPOOL_TEST_RMQ_PASS" -X "$1" \
+    -H 'content-type: application/json' ${3:+--data "$3"} "$JOBPOOL_TEST_MGMT_URL$2"
+}
+declare_queue() { # NAME [ARGUMENTS-JSON]: a fresh durable queue
+  mgmt DELETE "/api/queues/%2F/$1" >/dev/null 2>&1 || true
+  mgmt PUT "/api/queues/%2F/$1" "{\"durable\":true,\"arguments\":${2:-{\}}}" >/dev/null
+}
+declare_dlq() { # EXCHANGE QUEUE: a fanout dead-letter exchange and its queue
+  mgmt PUT "/api/exchanges/%2F/$1" '{"type":"fanout","durable":true}' >/dev/null
+  declare_queue "$2"
+  mgmt POST "/api/bindings/%2F/e/$1/q/$2" '{"routing_key":""}' >/dev/null
+}
+# Exact counts (not the lagged statistics): ready from a peek, unacked from the queue object.
+queue_ready() { $TOOL peek --queue "$1" | wc -l; }
+queue_unacked() { $TOOL qstat --queue "$1" | awk '{print $2}'; }
+
+# ---- Kubernetes -----------------------------------------------------------------------------
+kapi() { # METHOD PATH [BODY]
+  curl -fsS -m 20 --cacert "$JOBPOOL_TEST_KUBE_CA" -H "Authorization: Bearer $JOBPOOL_TEST_KUBE_TOKEN" \
+    -X "$1" -H 'content-type: application/json' ${3:+--data "$3"} "$JOBPOOL_TEST_KUBE_SERVER$2"
+}
+# job_counts POOL: "total complete failed unfinished" for the pool's Jobs now.
+job_counts() {
+  kapi GET "/apis/batch/v1/namespaces/default/jobs?labelSelector=jobpool.dev/pool%3D$1" |
+    jq -r '[.items[] | [(.status.conditions // [])[] | select(.status=="True") | .type]] |
+      "\(length) \(map(select(index("Complete"))) | length) \(map(select(index("Failed"))) | length) \(map(select(index("Complete") == null and index("Failed") == null)) | length)"'
+}
+delete_jobs() { # POOL: the scenario's Jobs, and their Pods with them
+  kapi DELETE "/apis/batch/v1/namespaces/default/jobs?labelSelector=jobpool.dev/pool%3D$1&propagationPolicy=Background" >/dev/null 2>&1 || true
+}
+# Processes the node simulator runs now for POOL's pods (from its event log).
+sim_running() {
+  awk -v p="$1-" 'index($4, p) == 1 { if ($2 == "started") n[$3] = 1; else if ($2 == "exited") delete n[$3] }
+    END { c = 0; for (k in n) c++; print c }' "$E2E_WORK/sim.events"
+}
+
+# ---- the controller -------------------------------------------------------------------------
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# config_header FILE [POLL]: the global part of a controller config for this environment.
+config_header() {
+  CTRL_METRICS_PORT=$(free_port)
+  cat > "$1" <<EOF
+pollInterval: ${2:-1s}
+backend: kube
+log: {format: text, level: info}
+metrics: {address: "127.0.0.1:$CTRL_METRICS_PORT"}
+rabbitmq:
+  managementUrl: $JOBPOOL_TEST_MGMT_URL
+  amqpUrl: amqp://127.0.0.1:$JOBPOOL_TEST_AMQP_PORT
+  vhost: /
+  username: {env: RABBITMQ_USERNAME}
+  password: {env: RABBITMQ_PASSWORD}
+  timeout: 3s
+kubernetes:
+  inCluster: false
+  kubeconfig: $KUBECONFIG
+  namespace: default
+pools:
+EOF
+}
+
+# pool_yaml NAME QUEUE OUTDIR [EXTRA-YAML-LINES]: one pool whose Jobs run tests/e2e/task.sh in
+# jobpool-worker (the node simulator maps the image to the worker binary).
+pool_yaml() {
+  cat <<EOF
+  - name: $1
+    queue: $2
+${4:-}
+    jobTemplate:
+      backoffLimit: 0
+      template:
+        spec:
+          restartPolicy: Never
+          terminationGracePeriodSeconds: 5
+          containers:
+            - name: worker
+              image: jobpool/worker:e2e
+              args: [--, $TASK, $3]
+              envFrom: [{secretRef: {name: rabbitmq-worker}}]
+EOF
+}
+
+# ctrl_start CONFIG: runs the controller in the background; CTRL_PID, CTRL_LOG; samples its
+# memory and CPU into $E2E_WORK/$SCEN.proc.
+ctrl_start() {
+  CTRL_LOG="$E2E_WORK/$SCEN.controller.log"
+  RABBITMQ_USERNAME=$JOBPOOL_TEST_RMQ_USER RABBITMQ_PASSWORD=$JOBPOOL_TEST_RMQ_PASS \
+    "$CONTROLLER" --config "$1" >>"$CTRL_LOG" 2>&1 </dev/null &
+  CTRL_PID=$!
+  echo "$CTRL_PID" >> "$E2E_WORK/controller.pids"
+  $TOOL sample --pid "$CTRL_PID" --out "$E2E_WORK/$SCEN.proc" --interval 1 &
+  SAMPLER_PID=$!
+  echo "$SAMPLER_PID" >> "$E2E_WORK/controller.pids"
+  sleep 0.5
+  kill -0 "$CTRL_PID" 2>/dev/null || { bad "controller exited at start (log: $CTRL_LOG)"; tail -n 20 "$CTRL_LOG"; }
+}
+ctrl_stop() { # SIGTERM, then SIGKILL after 10 s
+  [ -n "${CTRL_PID:-}" ] || return 0
+  kill -TERM "$CTRL_PID" 2>/dev/null || true
+  local i
+  for i in $(seq 1 40); do kill -0 "$CTRL_PID" 2>/dev/null || break; sleep 0.25; done
+  kill -KILL "$CTRL_PID" 2>/dev/null || true
+  wait "$CTRL_PID" 2>/dev/null || true
+  [ -z "${SAMPLER_PID:-}" ] || { kill "$SAMPLER_PID" 2>/dev/null || true; wait "$SAMPLER_PID" 2>/dev/null || true; }
+  CTRL_PID=; SAMPLER_PID=
+}
+ctrl_metrics() { curl -fsS -m 5 "http://127.0.0.1:$CTRL_METRICS_PORT/metrics"; }
+# Reconcile passes so far: the first pool's histogram count (every pool gets one per tick).
+ctrl_ticks() {
+  ctrl_metrics | awk '/^jobpool_reconcile_duration_seconds_count\{pool=/ { print $2; exit }'
+}
+CTRL_WINDOW_T0=0; CTRL_WINDOW_TICKS0=0
+ctrl_window_begin() { CTRL_WINDOW_T0=$(now_ms); CTRL_WINDOW_TICKS0=$(ctrl_ticks || echo 0); }
+# ctrl_figures: JSON with the controller's peak RSS, private dirty, CPU and API requests per
+# tick over the window since ctrl_window_begin.
+ctrl_figures() {
+  local t1 ticks1 ticks clk
+  t1=$(now_ms); ticks1=$(ctrl_ticks || echo 0); clk=$(getconf CLK_TCK)
+  ticks=$(( ${ticks1:-0} - ${CTRL_WINDOW_TICKS0:-0} ))
+  local audit
+  audit=$($TOOL auditcount --audit "$JOBPOOL_KUBE_DIR/log/audit.log" --ua jobpool/ \
+    --after-ms "$CTRL_WINDOW_T0" --before-ms "$t1")
+  awk -v t0="$CTRL_WINDOW_T0" -v t1="$t1" -v ticks="$ticks" -v clk="$clk" '
+    $1 >= t0 && $1 <= t1 { if (!seen) { c0 = $4; seen = 1 } c1 = $4; if ($3 > hwm) hwm = $3; if ($5 > pd) pd = $5 }
+    END {
+      printf "{\"ticks\": %d, \"peak_rss_kb\": %d, \"private_dirty_kb\": %d, \"cpu_ms_per_tick\": %.2f}\n",
+        ticks, hwm, pd, (ticks > 0 ? (c1 - c0) * 1000.0 / clk / ticks : 0)
+    }' "$E2E_WORK/$SCEN.proc" |
+    jq -c --argjson a "$audit" '. + {api_requests: $a.requests,
+      api_requests_per_tick: (if .ticks > 0 then ($a.requests / .ticks * 100 | round / 100) else null end),
+      api_by_verb: $a.by_verb}'
+}
+
+# figures NAME JSON...: merged into $E2E_WORK/figures/NAME.json for bench/e2e.sh.
+figures() {
+  local name=$1; shift
+  mkdir -p "$E2E_WORK/figures"
+  printf '%s\n' "$@" | jq -s 'add' > "$E2E_WORK/figures/$name.json"
+  say "figures: $(jq -c . "$E2E_WORK/figures/$name.json")"
+}
