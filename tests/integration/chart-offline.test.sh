@@ -52,7 +52,7 @@ if [ -n "$c0" ] && [ "$c0" != "$c1" ] && [ "$c0" = "$c2" ]; then ok "checksum/co
 else bad "checksum/config: defaults=$c0 pollInterval=5s:$c1 podLabels:$c2"; fi
 
 # The rendered config is accepted by the controller's own loader, when the controller is built.
-ctrl=${JOBPOOL_BUILD:-$root/build}/jobpool-controller
+ctrl=${JOBPOOL_BUILD:-${B:-$root/build}}/jobpool-controller
 if [ -x "$ctrl" ] && "$ctrl" --help 2>&1 | grep -q -- --check-config; then
   for f in defaults three; do
     $check config "$tmp/$f.yaml" > "$tmp/$f.config.yaml"

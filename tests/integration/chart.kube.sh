@@ -12,7 +12,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 chart=$root/charts/jobpool
 check="python3 $here/chart_check.py"
-ctrl=${JOBPOOL_BUILD:-$root/build}/jobpool-controller
+ctrl=${JOBPOOL_BUILD:-${B:-$root/build}}/jobpool-controller
 pass=0; fail=0
 ok()  { pass=$((pass + 1)); echo "ok   - $*"; }
 bad() { fail=$((fail + 1)); echo "FAIL - $*"; }
@@ -86,7 +86,7 @@ else bad "dry run of deploy/:"; echo "$out" | sed 's/^/    /'; fi
 cat > "$tmp/values.yaml" <<V
 rabbitmq:
   managementUrl: $JOBPOOL_TEST_MGMT_URL
-  amqpUrl: amqp://127.0.0.1:$JOBPOOL_TEST_AMQP_PORT
+  amqpUrl: amqp://127.0.0.1:${JOBPOOL_TEST_AMQP_PORT:-5672}
   auth: {username: $JOBPOOL_TEST_RMQ_USER, password: "$JOBPOOL_TEST_RMQ_PASS"}
 pools:
   - name: rbac-proof
