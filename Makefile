@@ -31,7 +31,7 @@ DEPS_test_log       = log err
 DEPS_test_config    = config yamljson util log err
 DEPS_test_yamljson  = yamljson util err
 DEPS_test_http      = http util log err
-DEPS_test_rmq       = rmq http util log err
+DEPS_test_rmq       = rmq http config yamljson util log err
 DEPS_test_kube      = kube kubeconfig yamljson http util log err
 DEPS_test_kubeconfig = kubeconfig yamljson util log err
 DEPS_test_scale     = scale util err
@@ -182,6 +182,12 @@ demo: all
 
 bench: all
 	@for b in bench/*.sh; do [ -x "$$b" ] && "$$b"; done
+
+# End to end on a real control plane: RabbitMQ, kube-apiserver + Job controller, the node
+# simulator, controller and worker (tests/e2e/run.sh). E2E="burst trickle" picks scenarios.
+e2e: all
+	@tests/env/deps.sh test
+	@B=$(abspath $(B)) tests/e2e/run.sh $(E2E)
 
 # libFuzzer over cfg_load_string and yamljson_parse, seeded with the example and fixture configs.
 FUZZ_SECONDS ?= 30

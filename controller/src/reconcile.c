@@ -143,7 +143,9 @@ static int observe_pool(struct reconcile *r, size_t i)
         ps->st.errors++;
         metrics_count_error(r->m, pool->name, METRICS_SRC_RABBITMQ, rc);
         backoff(r, ps);
-        log_msg(LOG_WARN, pool->name, rc, "queue depth read failed: %s; holding, retry in "
+        /* rmq logs the failure when it starts and when it changes; repeating it every retry
+         * would only add noise. */
+        log_msg(LOG_DEBUG, pool->name, rc, "queue depth read failed: %s; holding, retry in "
                 "%lld ms", rmq_last_error(r->rmq), (long long)(ps->retry_at_ms - util_now_ms()));
     }
 

@@ -196,11 +196,11 @@ void rmq_client_free(struct rmq_client *c)
     free(c);
 }
 
-static int read_secret(const struct cfg_secret *s, char **out)
+static int read_secret(const struct cfg_secret *s, bool secret, char **out)
 {
     *out = NULL;
     if (!s->env && !s->file) return 0; /* no credential configured */
-    return cfg_secret_read(s, out);
+    return cfg_ref_read(s, secret, out); /* a user name is not masked: errors name the user */
 }
 
 int rmq_client_new(const struct cfg_rabbitmq *cfg, struct rmq_client **out)
@@ -227,8 +227,8 @@ int rmq_client_new(const struct cfg_rabbitmq *cfg, struct rmq_client **out)
     c->timeout_ms = cfg->timeout_ms > 0 ? (long)cfg->timeout_ms : 3000;
     c->connect_timeout_ms = cfg->connect_timeout_ms > 0 ? (long)cfg->connect_timeout_ms : 1000;
     if (c->connect_timeout_ms > c->timeout_ms) c->connect_timeout_ms = c->timeout_ms;
-    if ((rc = read_secret(&cfg->username, &c->user)) != 0) goto out;
-    if ((rc = read_secret(&cfg->password, &c->pass)) != 0) goto out;
+    if ((rc = read_secret(&cfg->username, false, &c->user)) != 0) goto out;
+    if ((rc = read_secret(&cfg->password, true, &c->pass)) != 0) goto out;
     log_add_secret(c->pass); /* cfg_secret_read does too; repeating it is harmless */
 
     struct http_opts o = {
@@ -511,7 +511,7 @@ out:
 }
 
 static int amqp_ready_once(struct rmq_client *c, struct amqp_vconn *v, const char *queue,
-                           int64_t *ready)
+                           int64_t *ready, int64_t *consumers)
 {
     int rc;
     bool closed = false;
@@ -528,6 +528,7 @@ static int amqp_ready_once(struct rmq_client *c, struct amqp_vconn *v, const cha
     if (!rc && !ok) rc = JP_EAMQP;
     if (rc) goto fail;
     *ready = (int64_t)ok->message_count;
+    *consumers = (int64_t)ok->consumer_count;
     amqp_maybe_release_buffers(v->conn);
     return 0;
 fail:
@@ -544,7 +545,8 @@ fail:
     return rc;
 }
 
-static int amqp_ready(struct rmq_client *c, const char *vhost, const char *queue, int64_t *ready)
+static int amqp_ready(struct rmq_client *c, const char *vhost, const char *queue, int64_t *ready,
+                      int64_t *consumers)
 {
     struct amqp_vconn *v = NULL;
     if (strlen(queue) > 255) {
@@ -563,9 +565,9 @@ static int amqp_ready(struct rmq_client *c, const char *vhost, const char *queue
         c->namqp++;
     }
     bool was_open = v->conn != NULL;
-    int rc = amqp_ready_once(c, v, queue, ready);
+    int rc = amqp_ready_once(c, v, queue, ready, consumers);
     /* A long-lived connection may have died since the last tick: reconnect once at once. */
-    if (rc && was_open && !v->conn) rc = amqp_ready_once(c, v, queue, ready);
+    if (rc && was_open && !v->conn) rc = amqp_ready_once(c, v, queue, ready, consumers);
     return rc;
 }
 
@@ -595,12 +597,20 @@ int rmq_queue_depth(struct rmq_client *c, const char *vhost, const char *queue,
     depth_zero(&d);
     int rc = mgmt_queue(c, vhost, queue, &d);
     d.sampled_wall_ms = util_wall_ms();
-    if (!rc && c->source == CFG_DEPTH_AMQP) {
-        int64_t ready = 0;
-        rc = amqp_ready(c, vhost, queue, &ready);
+    /* With depthSource amqp the passive declare is the truth for ready and consumers, in real
+     * time; the management API only adds unacked and the rates. A queue declared moments ago
+     * has no management statistics yet (JP_ESTALE): the AMQP figures are enough then. */
+    if ((!rc || rc == JP_ESTALE) && c->source == CFG_DEPTH_AMQP) {
+        if (rc == JP_ESTALE) {
+            depth_zero(&d);
+            d.nqueues = 1;
+        }
+        int64_t ready = 0, consumers = 0;
+        rc = amqp_ready(c, vhost, queue, &ready, &consumers);
         if (!rc) {
             d.sampled_wall_ms = util_wall_ms();
             d.ready = ready;
+            d.consumers = consumers;
             d.total = ready + d.unacked;
         }
     }

@@ -26,18 +26,6 @@
 #define USER "jobpool-user"
 #define PASS "pw7Zq3SecretXy"
 
-/* Test seam: config.c is not linked into this test (DEPS_test_rmq); resolve env references the
- * way cfg_secret_read does, including registering the secret with the logger. */
-int cfg_secret_read(const struct cfg_secret *s, char **out)
-{
-    *out = NULL;
-    const char *v = s->env ? getenv(s->env) : NULL;
-    if (!v) return JP_ENOTFOUND;
-    if (!(*out = strdup(v))) return JP_ENOMEM;
-    log_add_secret(*out);
-    return 0;
-}
-
 struct fsrv {
     pid_t pid;
     int port;
