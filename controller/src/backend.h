@@ -33,6 +33,10 @@ struct backend_stats {
 
 struct backend {
     const char *name;           /* "kube" or "local" */
+    /* How long after a worker turns SCALE_RUNNING it may still not be a consumer. The local
+     * backend reports RUNNING only once the worker said it consumes (0); a Kubernetes pod is
+     * Running before its container has connected (about a second). */
+    int64_t start_lag_ms;
     /* Refresh what is known: reap children, drain watch events. Called once per tick. */
     int (*observe)(struct backend *b);
     /* Fill out (reset first) with pool's workers, active and finished. */

@@ -313,7 +313,7 @@ int backend_kube_new(const struct cfg *cfg, struct kube_client *kc, struct backe
     int rc = JP_ENOMEM;
     K->cfg = cfg;
     K->kc = kc;
-    K->base = (struct backend){.name = "kube", .observe = kb_observe, .list = kb_list,
+    K->base = (struct backend){.name = "kube", .start_lag_ms = 1000, .observe = kb_observe, .list = kb_list,
                                .start = kb_start, .remove = kb_remove, .stats = kb_stats,
                                .shutdown = kb_shutdown, .destroy = kb_destroy};
     size_t np = cfg->npools ? cfg->npools : 1;

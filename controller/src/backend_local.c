@@ -43,12 +43,19 @@ static size_t pool_index(const struct local *L, const struct cfg_pool *p)
     return (size_t)(p - L->cfg->pools);
 }
 
-/* A worker writes "no-task" to its JOBPOOL_RESULT_FILE when it exits idle. */
-static bool read_wasted(const char *path)
+/* A worker writes its progress to JOBPOOL_RESULT_FILE: "waiting" once the broker counts it as
+ * a consumer, "task" when a message arrived, "no-task" when it exits idle. */
+static bool result_is(const char *path, const char *what)
 {
     char *s = NULL;
-    bool wasted = util_read_file(path, 256, true, &s) == 0 && strcmp(s, "no-task") == 0;
+    bool is = util_read_file(path, 256, true, &s) == 0 && strcmp(s, what) == 0;
     free(s);
+    return is;
+}
+
+static bool read_wasted(const char *path)
+{
+    bool wasted = result_is(path, "no-task");
     unlink(path);
     return wasted;
 }
@@ -80,6 +87,12 @@ static int local_observe(struct backend *b)
         pid_t r = waitpid(lw->pid, &status, WNOHANG);
         if (r == lw->pid) finish(L, lw, status);
         else if (r < 0 && errno == ECHILD) finish(L, lw, 255 << 8);
+        else if (lw->bw.w.state == SCALE_PENDING && !access(lw->result, F_OK)) {
+            /* Any progress word means the worker has registered as a consumer. A command that
+             * is not jobpool-worker never writes one: it counts as running from its spawn. */
+            lw->bw.w.state = SCALE_RUNNING;
+            lw->bw.w.started_ms = util_wall_ms();
+        }
     }
     return 0;
 }
@@ -228,8 +241,13 @@ static int spawn_one(struct local *L, const struct cfg_pool *pool)
     lw->pool = pool_index(L, pool);
     memcpy(lw->result, result, sizeof result);
     snprintf(lw->bw.id, sizeof lw->bw.id, "pid-%ld", (long)pid);
-    lw->bw.w.state = SCALE_RUNNING;
-    lw->bw.w.created_ms = lw->bw.w.started_ms = util_wall_ms();
+    lw->bw.w.created_ms = util_wall_ms();
+    if (is_worker_binary(pool->worker_command[0])) {
+        lw->bw.w.state = SCALE_PENDING; /* until it reports that it consumes */
+    } else {
+        lw->bw.w.state = SCALE_RUNNING;
+        lw->bw.w.started_ms = lw->bw.w.created_ms;
+    }
     lw->bw.exit_code = -1;
     L->stats[lw->pool].started++;
     rc = 0;
@@ -368,7 +386,7 @@ int backend_local_new(const struct cfg *cfg, const char *worker_path, struct bac
     if (!L) return JP_ENOMEM;
     int rc = JP_ENOMEM;
     L->cfg = cfg;
-    L->base = (struct backend){.name = "local", .observe = local_observe, .list = local_list,
+    L->base = (struct backend){.name = "local", .start_lag_ms = 0, .observe = local_observe, .list = local_list,
                                .start = local_start, .remove = local_remove,
                                .stats = local_stats, .shutdown = local_shutdown,
                                .destroy = local_destroy};

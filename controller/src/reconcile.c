@@ -13,11 +13,11 @@
 #include <time.h>
 
 /* The management API publishes queue figures every collect_statistics_interval (5 s by default),
- * so a sample may describe the queue as it was up to 5 s ago. Workers started in that window
- * count as pending: the sample cannot have seen them take their message. An AMQP passive declare
- * is exact, but a worker needs a moment after its start to register as a consumer. */
+ * and was measured here lagging 3.6-9.7 s behind a publish: a sample may describe the queue as
+ * it was seconds ago. Workers started in that window count as pending: the sample cannot have
+ * seen them take a message. An AMQP passive declare is exact; then only the backend's own lag
+ * between "running" and "consuming" matters (struct backend.start_lag_ms). */
 #define STATS_LAG_MANAGEMENT_MS 5000
-#define STATS_LAG_AMQP_MS 1000
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 60000
 
@@ -165,8 +165,9 @@ static int observe_pool(struct reconcile *r, size_t i)
     }
     for (size_t k = 0; k < ps->workers.n; k++) ps->sw[k] = ps->workers.v[k].w;
 
-    int64_t lag = r->cfg->rabbitmq.depth_source == CFG_DEPTH_AMQP ? STATS_LAG_AMQP_MS
-                                                                  : STATS_LAG_MANAGEMENT_MS;
+    int64_t lag = r->cfg->rabbitmq.depth_source == CFG_DEPTH_AMQP && !pool->queue_regex
+                      ? r->be->start_lag_ms
+                      : STATS_LAG_MANAGEMENT_MS;
     if (ps->depth.age_ms > lag) lag = ps->depth.age_ms;
     struct scale_input in = {
         .depth_ok = depth_ok,
@@ -381,7 +382,7 @@ int reconcile_run(struct reconcile *r, volatile sig_atomic_t *stop, volatile sig
 {
     /* A worker exiting frees a slot; a prompt extra pass refills it, but not more often than
      * this, so that a storm of exits cannot turn into a storm of API reads. */
-    const int64_t min_gap_ms = 100;
+    const int64_t min_gap_ms = 20;
     int64_t next = util_now_ms();
     while (!*stop) {
         int64_t started = util_now_ms();

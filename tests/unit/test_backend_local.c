@@ -178,6 +178,52 @@ static void test_worker_flags(void **state)
     backend_free(b);
 }
 
+/* A jobpool-worker is pending until it reports that the broker counts it as a consumer. */
+static void test_pending_until_consuming(void **state)
+{
+    (void)state;
+    char fake[128], gate[128], body[512];
+    snprintf(fake, sizeof fake, "%s/fake-consumer", tmpdir);
+    snprintf(gate, sizeof gate, "%s/gate", tmpdir);
+    snprintf(body, sizeof body,
+             "#!/bin/sh\nwhile [ ! -e %s ]; do sleep 0.01; done\n"
+             "printf waiting > \"$JOBPOOL_RESULT_FILE\"\nsleep 0.3\n", gate);
+    FILE *f = fopen(fake, "w");
+    assert_non_null(f);
+    fputs(body, f);
+    fclose(f);
+    assert_int_equal(chmod(fake, 0755), 0);
+    char *argv[] = {"jobpool-worker", "--", "true", NULL};
+    struct cfg c;
+    struct cfg_pool p;
+    make_cfg(&c, &p, argv, 3);
+    struct backend *b;
+    assert_int_equal(backend_local_new(&c, fake, &b), 0);
+    assert_int_equal(b->start_lag_ms, 0);
+    int started;
+    assert_int_equal(b->start(b, &p, 1, 1, &started), 0);
+    struct backend_list l = {0};
+    assert_int_equal(b->observe(b), 0);
+    assert_int_equal(b->list(b, &p, &l), 0);
+    assert_int_equal(l.v[0].w.state, SCALE_PENDING);
+    assert_int_equal(l.v[0].w.started_ms, 0);
+    f = fopen(gate, "w");
+    assert_non_null(f);
+    fclose(f);
+    for (int i = 0; i < 500 && l.v[0].w.state == SCALE_PENDING; i++) {
+        usleep(10000);
+        assert_int_equal(b->observe(b), 0);
+        assert_int_equal(b->list(b, &p, &l), 0);
+    }
+    assert_int_equal(l.v[0].w.state, SCALE_RUNNING);
+    assert_true(l.v[0].w.started_ms >= l.v[0].w.created_ms);
+    wait_idle(b, &p, &l);
+    assert_int_equal(l.v[0].w.state, SCALE_SUCCEEDED);
+    assert_false(l.v[0].wasted);
+    backend_list_free(&l);
+    backend_free(b);
+}
+
 static void test_spawn_failure_and_running_not_removed(void **state)
 {
     (void)state;
@@ -232,6 +278,7 @@ int main(void)
         cmocka_unit_test(test_outcomes),
         cmocka_unit_test(test_env_and_waste),
         cmocka_unit_test(test_worker_flags),
+        cmocka_unit_test(test_pending_until_consuming),
         cmocka_unit_test(test_spawn_failure_and_running_not_removed),
         cmocka_unit_test(test_missing_credentials),
     };
