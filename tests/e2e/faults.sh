@@ -23,10 +23,15 @@ $TOOL publish --queue e2e.faults --count "$N" --sleep 1 --log "$out/pub" || bad 
 ndone() { cut -d' ' -f1 "$out/done" | sort -u | wc -l; }
 at_least() { [ "$(ndone)" -ge "$1" ]; }
 
+# Tasks running now: started runs without an end yet.
+inflight() { echo $(( $(lines "$out/started") - $(lines "$out/done") - $(lines "$out/failed") )); }
+inflight_ge() { [ "$(inflight)" -ge "$1" ]; }
 wait_until 300 at_least $(( N / 5 ))
-n=$(awk '$2 == "started" && index($4, "faults-") == 1 { s[$3] = 1 } $2 == "exited" { delete s[$3] } END { c = 0; for (k in s) c++; print c }' "$E2E_WORK/sim.events")
-say "fault 1: SIGKILL every running worker ($n) mid-task"
+wait_until 60 inflight_ge 3
+say "fault 1: SIGKILL every running worker, $(inflight) of them mid-task"
 kill -USR1 "$(cat "$E2E_WORK/nodesim.pid")"
+sleep 1
+killed=$(inflight)
 
 wait_until 300 at_least $(( 2 * N / 5 ))
 say "fault 2: restart RabbitMQ ($(ndone) done)"
@@ -57,11 +62,12 @@ cut -d' ' -f1 "$out/done" | sort -nu > "$out/done.ids"
 sort -nu "$out/done.ids" "$out/dlq" > "$out/accounted"
 check "every one of the $N messages was acked after its task ran or is in the DLQ ($(lines "$out/accounted"))" \
   diff -q "$out/accounted" <(seq 1 "$N")
-check "no message both done and dead-lettered" [ -z "$(comm -12 "$out/done.ids" "$out/dlq")" ]
+check "no message both done and dead-lettered" [ -z "$(comm -12 <(sort -u "$out/done.ids") <(sort -u "$out/dlq"))" ]
+check "workers were killed mid-task ($killed task runs cut short)" [ "$killed" -ge 1 ]
 check "work queue empty: 0 ready, 0 unacked" drained
-say "done $(lines "$out/done.ids") (runs: $(lines "$out/done"), so $(( $(lines "$out/done") - $(lines "$out/done.ids") )) ran twice), dead-lettered $(lines "$out/dlq"), killed/failed runs $(( $(lines "$out/started") - $(lines "$out/done") - $(lines "$out/failed") ))"
+say "done $(lines "$out/done.ids") (runs: $(lines "$out/done"), so $(( $(lines "$out/done") - $(lines "$out/done.ids") )) ran twice), dead-lettered $(lines "$out/dlq"), runs cut short $(inflight)"
 settled() { set -- $(job_counts faults); [ "$4" = 0 ] && [ "$(sim_running faults)" = 0 ]; }
 check "nothing active at the end" wait_until 120 settled
-figures faults "{\"messages\": $N, \"acked\": $(lines "$out/done.ids"), \"task_runs\": $(lines "$out/done"), \"dead_lettered\": $(lines "$out/dlq")}"
+figures faults "{\"messages\": $N, \"acked\": $(lines "$out/done.ids"), \"task_runs\": $(lines "$out/done"), \"runs_cut_short\": $(inflight), \"dead_lettered\": $(lines "$out/dlq")}"
 delete_jobs faults
 finish

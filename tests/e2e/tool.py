@@ -270,7 +270,7 @@ def cmd_report(a):
     active = max_active = 0      # Jobs created and not yet finished, in event order
     for line in open(a.jobs) if a.jobs and os.path.exists(a.jobs) else []:
         f = line.split()
-        if len(f) >= 4 and (not a.pool or f[3] == a.pool):
+        if len(f) >= 4 and (not a.pool or f[3].startswith(a.pool)):
             if f[1] == "ADDED":
                 jobs.append(int(f[0]))
                 active += 1
@@ -281,15 +281,17 @@ def cmd_report(a):
                 failed += len(f) > 4 and f[4] == "Failed"
     jobs.sort()
     starts = {}
+    runs = 0                     # task runs, retries included: each took one worker
     for line in open(a.started) if os.path.exists(a.started) else []:
         f = line.split()
         if len(f) >= 2:
+            runs += 1
             starts.setdefault(int(f[0]), int(f[1]))  # the first attempt
     workers = running = max_running = 0   # processes the node simulator ran for this pool
     if a.sim and os.path.exists(a.sim):
         for line in open(a.sim):
             f = line.split()
-            if len(f) < 4 or (a.pool and not f[3].startswith(a.pool + "-")):
+            if len(f) < 4 or (a.pool and not f[3].startswith(a.pool)):
                 continue
             if f[1] == "started":
                 workers += 1
@@ -301,7 +303,7 @@ def cmd_report(a):
     p2j = [j - p[1] for p, j in zip(order, jobs)]
     p2s = [starts[i] - t for i, t in pub.items() if i in starts]
     span = (jobs[-1] - jobs[0]) / 1000.0 if len(jobs) > 1 else 0
-    tasks = len(starts)
+    tasks = runs
     res = {
         "messages": len(pub), "jobs_created": len(jobs), "jobs_finished": done,
         "jobs_failed": failed, "max_active_jobs": max_active, "max_running": max_running,

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# bench/e2e.sh: runs the end-to-end scenarios (tests/e2e/run.sh: real RabbitMQ, kube-apiserver,
+# Job controller, node simulator, jobpool-controller and jobpool-worker) and prints one table per
+# scenario from the figures they measured. Asserts nothing about time; the scenarios' own checks
+# still decide the exit code. Arguments: scenario names (default: all). B: the build dir.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+figs=$(mktemp -d /tmp/jobpool-bench-e2e.XXXXXX)
+trap 'rm -rf "$figs"' EXIT
+E2E_FIGURES_OUT=$figs "$root/tests/e2e/run.sh" "$@"
+rc=$?
+
+v() { jq -r "$2 // \"-\"" "$figs/$1.json"; }
+ms_s() { awk -v x="$1" 'BEGIN { if (x == "-" || x == "null") print "-"; else printf "%.1f", x / 1000 }'; }
+row() { # SCENARIO
+  local f=$1
+  printf '| %s | %s | %s / %s | %s / %s | %s | %s | %s | %s | %s | %s |\n' "$f" \
+    "$(v "$f" .messages)" \
+    "$(ms_s "$(v "$f" .pub_to_job_p50_ms)")" "$(ms_s "$(v "$f" .pub_to_job_p99_ms)")" \
+    "$(ms_s "$(v "$f" .pub_to_task_p50_ms)")" "$(ms_s "$(v "$f" .pub_to_task_p99_ms)")" \
+    "$(v "$f" .waste_ratio)" "$(awk -v k="$(v "$f" .peak_rss_kb)" 'BEGIN { if (k == "-") print "-"; else printf "%.1f", k / 1024 }')" \
+    "$(v "$f" .cpu_ms_per_tick)" "$(v "$f" .api_requests_per_tick)" "$(v "$f" .jobs_per_s)" \
+    "$(v "$f" .max_running)"
+}
+echo
+echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+for f in burst trickle failures scale; do
+  [ -f "$figs/$f.json" ] || continue
+  echo
+  echo "### $f"
+  echo
+  echo "| scenario | messages | publish→Job created p50 / p99 s | publish→task start p50 / p99 s | waste | controller peak RSS MiB | CPU ms per tick | API requests per tick | Jobs created per s | max running |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  row "$f"
+  echo "| KEDA ScaledJob defaults (30 s poll, \`messages\`, \`default\` strategy) | not measured: the controller has no flag to decide with \`scale_decide_keda\` |||||||||"
+done
+if [ -f "$figs/scale.json" ]; then
+  echo
+  echo "scale, API requests and CPU per tick by phase (the request rate should not grow with the Job count):"
+  echo
+  echo "| phase | ticks | API requests per tick | CPU ms per tick | peak RSS MiB | private dirty MiB | requests by verb |"
+  echo "|---|---:|---:|---:|---:|---:|---|"
+  for ph in early late idle; do
+    jq -r --arg p "$ph" '.[$p] | "| \($p) | \(.ticks) | \(.api_requests_per_tick) | \(.cpu_ms_per_tick) | \(.peak_rss_kb / 1024 * 10 | round / 10) | \(.private_dirty_kb / 1024 * 10 | round / 10) | \(.api_by_verb | to_entries | map("\(.key) \(.value)") | join(", ")) |"' "$figs/scale.json"
+  done
+fi
+if [ -f "$figs/faults.json" ]; then
+  echo
+  echo "### faults"
+  echo
+  echo "| messages | acked after their task ran | task runs (at least once) | dead-lettered | lost |"
+  echo "|---:|---:|---:|---:|---:|"
+  jq -r '"| \(.messages) | \(.acked) | \(.task_runs) | \(.dead_lettered) | \(.messages - .acked - .dead_lettered) |"' "$figs/faults.json"
+fi
+exit $rc
