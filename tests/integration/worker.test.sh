@@ -319,7 +319,8 @@ else
     env -u JOBPOOL_TEST_AMQP_URL JOBPOOL_AMQP_URL="amqps://jobpool:$PASS@127.0.0.1:$tp/" JOBPOOL_QUEUE=wt.tls \
     JOBPOOL_CA_FILE="$T/tls/ca.pem" "$W" -- cat
   expect2 "amqps with a CA that did not sign the certificate" "peer cert verification failed" \
-    env -u JOBPOOL_TEST_AMQP_URL JOBPOOL_AMQP_URL="$TU" JOBPOOL_QUEUE=wt.tls "$W" --ca-file /etc/ssl/certs/ca-certificates.crt -- cat  kill "$sp"; wait "$sp" 2>/dev/null
+    env -u JOBPOOL_TEST_AMQP_URL JOBPOOL_AMQP_URL="$TU" JOBPOOL_QUEUE=wt.tls "$W" --ca-file /etc/ssl/certs/ca-certificates.crt -- cat
+  kill "$sp"; wait "$sp" 2>/dev/null
 fi
 
 echo "== worker: the example task from docs/worker.md"
