@@ -7,6 +7,7 @@
 #   tests/env/kube.sh stop [DIR]         kills exactly the processes it started, removes DIR
 #   tests/env/kube.sh apiserver-stop|apiserver-start [DIR]   fault injection (the e2e faults test)
 #   JOBPOOL_KUBE_AUDIT=1 at start: audit every request's metadata to DIR/log/audit.log
+#   JOBPOOL_KUBE_KCM_QPS=N: the controller-manager's client rate (upstream default 20)
 # No kubelet runs: Jobs get real Pods from the Job controller, but nothing runs them.
 # Errors go to stderr with the logs' tails; the exit code is then non-zero.
 set -euo pipefail
@@ -190,6 +191,7 @@ EOF
     --use-service-account-credentials=false \
     --feature-gates TTLAfterFinished=true \
     --leader-elect=false \
+    --kube-api-qps "${JOBPOOL_KUBE_KCM_QPS:-20}" --kube-api-burst "$(( ${JOBPOOL_KUBE_KCM_QPS:-20} * 3 / 2 ))" \
     --bind-address 127.0.0.1 --secure-port "$kcm_port" --port 0 \
     --cert-dir "$dir/certs" \
     --logtostderr=true --v=1 \
