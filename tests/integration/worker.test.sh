@@ -336,6 +336,24 @@ JOBPOOL_QUEUE=wt.example worker --idle-timeout 5s --max-attempts 1 -- "$JOBPOOL_
 check "empty message fails with 1 and, at --max-attempts 1, is dead-lettered (queue empty)" \
   eval '[ "$rc" = 1 ] && grep -q "empty message" "$T/example.err" && [ "$(count wt.example)" = 0 ]'
 
+echo "== worker: progress report for the controller, and defaults from the environment"
+declare_q wt.progress
+JOBPOOL_RESULT_FILE="$T/progress" JOBPOOL_IDLE_TIMEOUT=700ms JOBPOOL_QUEUE=wt.progress \
+  worker -- true >"$T/progress.out" 2>"$T/progress.err"; rc=$?
+check "JOBPOOL_IDLE_TIMEOUT=700ms honoured (exit $rc)" grep -q "within 700 ms" "$T/progress.err"
+check "idle exit reports no-task" [ "$(cat "$T/progress" 2>/dev/null)" = no-task ]
+publish wt.progress 'p1'
+JOBPOOL_RESULT_FILE="$T/progress2" JOBPOOL_QUEUE=wt.progress worker --idle-timeout 5s -- \
+  sh -c "cat \"\$JOBPOOL_RESULT_FILE\" > '$T/progress.seen'" >"$T/progress2.out" 2>"$T/progress2.err"; rc=$?
+check "a task run reports task (exit $rc)" [ "$(cat "$T/progress2" 2>/dev/null)" = task ]
+"${WENV[@]}" JOBPOOL_RESULT_FILE="$T/progress3" JOBPOOL_QUEUE=wt.progress "$W" --idle-timeout 10s -- true \
+  >"$T/progress3.out" 2>"$T/progress3.err" & wp=$!; bgpids+=("$wp")
+for _ in $(seq 1 200); do [ -e "$T/progress3" ] && break; sleep 0.02; done
+check "a waiting worker reports waiting once it consumes" [ "$(cat "$T/progress3" 2>/dev/null)" = waiting ]
+kill -TERM "$wp"; wait "$wp" 2>/dev/null
+check "a bad JOBPOOL_MAX_ATTEMPTS is bad input (exit 2)" bash -c \
+  "JOBPOOL_MAX_ATTEMPTS=zero JOBPOOL_QUEUE=wt.progress '$W' -- true 2>/dev/null; [ \$? = 2 ]"
+
 echo "== worker: the password never appears in any worker output"
 cat "$T"/*.err "$T"/*.out "$T"/conc/*.err "$T/bad.all" > "$T/all-output" 2>/dev/null
 check "checked $(wc -l < "$T/all-output") lines of output" [ "$(wc -l < "$T/all-output")" -gt 100 ]

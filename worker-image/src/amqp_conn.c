@@ -30,6 +30,8 @@ struct aconn {
     bool alive;                /* the connection and channel are usable */
     bool channel_open;
     bool confirms;             /* confirm.select was done on the channel */
+    void (*on_consuming)(void *arg);
+    void *on_consuming_arg;
 };
 
 static struct timeval ms_to_tv(int64_t ms)
@@ -203,6 +205,8 @@ int aconn_open(const struct aconn_opts *opts, struct aconn **out, enum aconn_fai
     struct aconn *c = calloc(1, sizeof *c);
     if (!c) goto out;
     c->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 10000;
+    c->on_consuming = opts->on_consuming;
+    c->on_consuming_arg = opts->on_consuming_arg;
     c->consumer_tag = amqp_empty_bytes;
     if (!opts->url || !*opts->url) {
         log_error("no broker url: set JOBPOOL_AMQP_URL or JOBPOOL_AMQP_URL_FILE");
@@ -367,6 +371,7 @@ int aconn_wait_one(struct aconn *c, int64_t timeout_ms, int stop_fd, amqp_envelo
     if ((rc = reply_check(c, amqp_get_rpc_reply(c->conn), "basic.consume", fail)) != 0) return rc;
     c->consumer_tag = amqp_bytes_malloc_dup(ok->consumer_tag);
     if (!c->consumer_tag.bytes) return JP_ENOMEM;
+    if (c->on_consuming) c->on_consuming(c->on_consuming_arg);
 
     int64_t deadline = util_now_ms() + timeout_ms;
     for (;;) {

@@ -14,6 +14,10 @@ struct aconn_opts {
     const char *ca_file;  /* amqps: CA bundle (PEM); NULL uses the system bundle if present */
     int heartbeat_s;      /* AMQP heartbeat; 0 disables */
     int64_t timeout_ms;   /* connect and per-RPC timeout */
+    /* Called once the broker has confirmed the consumer (basic.consume-ok), i.e. once the
+     * broker counts this worker as a consumer. NULL: none. */
+    void (*on_consuming)(void *arg);
+    void *on_consuming_arg;
 };
 
 /* Outcome of a failed call, for the caller's exit code. */

@@ -51,6 +51,8 @@ static const char usage_[] =
     "environment:\n"
     "  JOBPOOL_AMQP_URL        amqp[s]://user:pass@host[:port]/vhost (or JOBPOOL_AMQP_URL_FILE)\n"
     "  JOBPOOL_QUEUE, JOBPOOL_VHOST, JOBPOOL_CA_FILE\n"
+    "  JOBPOOL_IDLE_TIMEOUT, JOBPOOL_MAX_ATTEMPTS, JOBPOOL_GRACE   defaults for the flags\n"
+    "  JOBPOOL_RESULT_FILE     where to report progress: waiting, task, no-task\n"
     "  JOBPOOL_LOG_FORMAT      text (default) or json;  JOBPOOL_LOG_LEVEL  debug|info|warn|error\n"
     "\n"
     "the task gets: JOBPOOL_MESSAGE_ID, JOBPOOL_CORRELATION_ID, JOBPOOL_ATTEMPT (1-based),\n"
@@ -148,12 +150,57 @@ static const char *env_nonempty(const char *name)
     return v && *v ? v : NULL;
 }
 
+/* Progress for the controller: JOBPOOL_RESULT_FILE (set by the local backend) gets "waiting"
+ * once the broker counts this worker as a consumer, "task" when a message arrives and
+ * "no-task" when the worker exits idle, which is how the controller counts wasted workers.
+ * Best effort: a failed write changes nothing about the message. */
+static void report(const char *word)
+{
+    const char *path = env_nonempty("JOBPOOL_RESULT_FILE");
+    if (!path) return;
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) return;
+    FILE *f = fopen(tmp, "w");
+    if (!f) return;
+    int ok = fputs(word, f) >= 0;
+    if (fclose(f) != 0) ok = 0;
+    if (!ok || rename(tmp, path) != 0) unlink(tmp); /* rename: the reader never sees half */
+}
+
+static void on_consuming(void *arg)
+{
+    (void)arg;
+    report("waiting");
+}
+
+/* Defaults from the environment (the controller sets these for Kubernetes workers), then
+ * flags override them. Returns 0 or EXIT_INPUT after one line. */
+static int env_defaults(struct worker_opts *o)
+{
+    static const char *const names[] = {"JOBPOOL_IDLE_TIMEOUT", "JOBPOOL_MAX_ATTEMPTS",
+                                        "JOBPOOL_GRACE"};
+    for (size_t k = 0; k < sizeof names / sizeof *names; k++) {
+        const char *v = env_nonempty(names[k]);
+        if (!v) continue;
+        int rc = k == 0 ? util_parse_duration(v, &o->idle_ms)
+                 : k == 1 ? util_parse_int64(v, 1, 1000000, &o->max_attempts)
+                          : util_parse_duration(v, &o->grace_ms);
+        if (rc) {
+            fprintf(stderr, "jobpool-worker: bad value '%s' for %s: %s\n", v, names[k],
+                    k == 1 ? "want an integer from 1" : "want a duration such as 500ms, 30s, 5m");
+            return EXIT_INPUT;
+        }
+    }
+    return 0;
+}
+
 /* Returns 0, or EXIT_INPUT after printing one line; -1 for --help/--version (exit 0). */
 static int parse_args(int argc, char **argv, struct worker_opts *o)
 {
     o->idle_ms = 30000;
     o->max_attempts = 3;
     o->grace_ms = 25000;
+    if (env_defaults(o)) return EXIT_INPUT;
     o->ca_file = env_nonempty("JOBPOOL_CA_FILE");
     o->queue = env_nonempty("JOBPOOL_QUEUE");
     o->vhost = env_nonempty("JOBPOOL_VHOST");
@@ -439,7 +486,8 @@ int main(int argc, char **argv)
     }
 
     struct aconn_opts ao = {.url = o.url, .vhost = o.vhost, .queue = o.queue,
-                            .ca_file = o.ca_file, .heartbeat_s = 60, .timeout_ms = 10000};
+                            .ca_file = o.ca_file, .heartbeat_s = 60, .timeout_ms = 10000,
+                            .on_consuming = on_consuming};
     enum aconn_fail fail;
     int rc = aconn_open(&ao, &c, &fail);
     if (rc) {
@@ -453,6 +501,7 @@ int main(int argc, char **argv)
     rc = aconn_wait_one(c, o.idle_ms, sig_pipe_[0], &msg, &fail);
     if (rc == JP_ETIMEOUT) {
         log_info("no task: nothing arrived within %lld ms", (long long)o.idle_ms);
+        report("no-task");
         finish(c, EXIT_OK); /* a failed close loses nothing: no message was taken */
         c = NULL;
         code = EXIT_OK;
@@ -472,6 +521,7 @@ int main(int argc, char **argv)
         goto out;
     }
     have_msg = true;
+    report("task");
 
     int64_t attempt = message_attempt(&msg.message.properties);
     const amqp_basic_properties_t *pr = &msg.message.properties;
