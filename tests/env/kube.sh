@@ -185,7 +185,7 @@ EOF
     --kubeconfig "$dir/admin.kubeconfig" \
     --authentication-kubeconfig "$dir/admin.kubeconfig" \
     --authorization-kubeconfig "$dir/admin.kubeconfig" \
-    --controllers job,garbagecollector,ttl-after-finished,serviceaccount,serviceaccount-token \
+    --controllers job,garbagecollector,ttl-after-finished,serviceaccount,serviceaccount-token,namespace \
     --service-account-private-key-file "$dir/pki/sa.key" \
     --root-ca-file "$dir/pki/ca.crt" \
     --use-service-account-credentials=false \
