@@ -18,6 +18,7 @@ struct seen {
     char name[64];
     int64_t running_ms;
     uint32_t gen;               /* pass in which it was last seen; older entries are pruned */
+    bool counted;               /* its outcome is in the stats */
 };
 
 /* Events are rate-limited per pool and reason: a burst of 5, then one per 30 s, so that a
@@ -42,6 +43,7 @@ struct kb {
     struct seen *seen;          /* open addressing, power-of-two size */
     size_t nseen, seen_cap;
     uint32_t gen;
+    int64_t born_ms;            /* jobs finished before this are not counted in the stats */
 };
 
 static size_t pool_index(const struct kb *K, const struct cfg_pool *p)
@@ -123,6 +125,19 @@ static int kb_list(struct backend *b, const struct cfg_pool *pool, struct backen
             w.w.finished_ms = j->finished_ms ? j->finished_ms
                               : j->completion_ms ? j->completion_ms : now;
             w.w.started_ms = j->start_ms;
+            w.wasted = j->no_task;
+            if (w.w.finished_ms >= K->born_ms) {
+                /* Count each outcome once, as the worker's own report says it. */
+                struct seen *s = seen_slot(K, j->name, true);
+                if (s && !s->counted) {
+                    struct backend_stats *st = &K->stats[pool_index(K, pool)];
+                    s->counted = true;
+                    if (w.w.state == SCALE_SUCCEEDED) st->succeeded++;
+                    else st->failed++;
+                    if (w.wasted) st->wasted++;
+                }
+                if (s) s->gen = K->gen;
+            }
             break;
         case KUBE_JOB_RUNNING: {
             w.w.state = SCALE_RUNNING;
@@ -299,6 +314,9 @@ static int pool_template(const struct cfg_pool *pool, cJSON **out)
     cJSON_ArrayForEach(c, cs) {
         if (!rc) rc = env_default(c, "JOBPOOL_IDLE_TIMEOUT", idle);
         if (!rc) rc = env_default(c, "JOBPOOL_MAX_ATTEMPTS", attempts);
+        /* The worker's last word ("no-task" when it found no message) becomes the container's
+         * termination message, which is how wasted workers are counted. */
+        if (!rc) rc = env_default(c, "JOBPOOL_RESULT_FILE", "/dev/termination-log");
     }
     if (rc) cJSON_Delete(t);
     else *out = t;
@@ -313,6 +331,7 @@ int backend_kube_new(const struct cfg *cfg, struct kube_client *kc, struct backe
     int rc = JP_ENOMEM;
     K->cfg = cfg;
     K->kc = kc;
+    K->born_ms = util_wall_ms();
     K->base = (struct backend){.name = "kube", .start_lag_ms = 1000, .observe = kb_observe, .list = kb_list,
                                .start = kb_start, .remove = kb_remove, .stats = kb_stats,
                                .shutdown = kb_shutdown, .destroy = kb_destroy};

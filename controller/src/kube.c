@@ -454,6 +454,15 @@ static int pod_parse(const cJSON *obj, struct kube_pod *out)
              jstr(cJSON_GetObjectItemCaseSensitive(obj, "status"), "phase"));
     copy_str(out->node, sizeof out->node,
              jstr(cJSON_GetObjectItemCaseSensitive(obj, "spec"), "nodeName"));
+    const cJSON *cs;
+    cJSON_ArrayForEach(cs, cJSON_GetObjectItemCaseSensitive(
+                               cJSON_GetObjectItemCaseSensitive(obj, "status"), "containerStatuses")) {
+        const cJSON *term = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(cs, "state"), "terminated");
+        const char *msg = jstr(term, "message");
+        if (msg && strncmp(msg, "no-task", 7) == 0 && (!msg[7] || msg[7] == '\n'))
+            out->no_task = true;
+    }
     return 0;
 }
 
@@ -828,17 +837,22 @@ static int cmp_job_name(const void *a, const void *b)
 void kube_job_states(struct kube_job *jobs, size_t n, const struct kube_pod *pods, size_t npods)
 {
     struct kube_job **idx = n ? malloc(n * sizeof *idx) : NULL;
-    for (size_t i = 0; i < n; i++) jobs[i].running_pods = 0;
+    for (size_t i = 0; i < n; i++) {
+        jobs[i].running_pods = 0;
+        jobs[i].no_task = false;
+    }
     if (idx) {
         for (size_t i = 0; i < n; i++) idx[i] = &jobs[i];
         qsort(idx, n, sizeof *idx, cmp_job_name);
         struct kube_job key;
         for (size_t p = 0; p < npods; p++) {
-            if (strcmp(pods[p].phase, "Running") != 0 || !pods[p].job[0]) continue;
+            bool running = strcmp(pods[p].phase, "Running") == 0;
+            if ((!running && !pods[p].no_task) || !pods[p].job[0]) continue;
             copy_str(key.name, sizeof key.name, pods[p].job);
             const struct kube_job *kp = &key;
             struct kube_job **hit = bsearch(&kp, idx, n, sizeof *idx, cmp_job_name);
-            if (hit) (*hit)->running_pods++;
+            if (hit && running) (*hit)->running_pods++;
+            if (hit && pods[p].no_task) (*hit)->no_task = true;
         }
     }
     free(idx);
@@ -1399,15 +1413,19 @@ int kube_cache_pool_jobs(struct kube_cache *k, const char *pool, struct kube_job
             e->snap_gen = gen;
             out->items[out->n] = e->u.job;
             out->items[out->n].running_pods = 0;
+            out->items[out->n].no_task = false;
             out->n++;
         }
     for (size_t i = 0; i < pm->nb; i++)
         for (struct ment *e = pm->b[i]; e; e = e->next) {
             const struct kube_pod *p = &e->u.pod;
-            if (!p->job[0] || strcmp(p->phase, "Running") != 0) continue;
+            bool running = strcmp(p->phase, "Running") == 0;
+            if (!p->job[0] || (!running && !p->no_task)) continue;
             if (pool && strcmp(p->pool, pool) != 0) continue;
             struct ment *je = omap_find(jm, p->job);
-            if (je && je->snap_gen == gen) out->items[je->snap_idx].running_pods++;
+            if (!je || je->snap_gen != gen) continue;
+            if (running) out->items[je->snap_idx].running_pods++;
+            if (p->no_task) out->items[je->snap_idx].no_task = true;
         }
 out:
     pthread_mutex_unlock(&k->mu);

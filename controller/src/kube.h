@@ -91,6 +91,8 @@ struct kube_job {
     bool complete;              /* condition Complete=True */
     bool failed_cond;           /* condition Failed=True */
     int running_pods;           /* pods in phase Running (filled by the cache / kube_job_states) */
+    bool no_task;               /* a pod's container ended with the message "no-task": the
+                                   worker found no message (filled like running_pods) */
     enum kube_job_state state;  /* see kube_job_states; from conditions and running_pods */
 };
 
@@ -152,6 +154,8 @@ struct kube_pod {
     char uid[40];
     char phase[16];             /* Pending, Running, Succeeded, Failed, Unknown */
     char node[64];              /* spec.nodeName, "" when unscheduled */
+    bool no_task;               /* a container terminated with message "no-task" (the worker
+                                   writes it to its termination log when it found no message) */
     int64_t created_ms;
 };
 struct kube_pod_list {

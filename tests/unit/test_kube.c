@@ -143,8 +143,16 @@ static void test_states(void **state)
     assert_int_equal(jobs[0].running_pods, 1);
     assert_int_equal(jobs[1].state, KUBE_JOB_PENDING);
     assert_int_equal(jobs[2].state, KUBE_JOB_SUCCEEDED); /* finished wins over a pod */
+    assert_false(jobs[2].no_task);
     kube_job_states(jobs, 3, NULL, 0);
     assert_int_equal(jobs[0].state, KUBE_JOB_PENDING);
+    /* A finished pod whose worker found no message marks its Job as wasted. */
+    struct kube_pod idle[1] = {{.name = "p-c-1", .job = "p-c", .phase = "Succeeded",
+                                .no_task = true}};
+    kube_job_states(jobs, 3, idle, 1);
+    assert_true(jobs[2].no_task);
+    assert_false(jobs[0].no_task);
+    assert_int_equal(jobs[2].running_pods, 0);
 }
 
 int main(void)

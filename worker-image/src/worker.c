@@ -160,11 +160,14 @@ static void report(const char *word)
     if (!path) return;
     char tmp[4096];
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) return;
+    /* Write beside it and rename, so a reader never sees half a word. Where the directory is
+     * not ours (Kubernetes' /dev/termination-log is a single mounted file), write in place. */
     FILE *f = fopen(tmp, "w");
-    if (!f) return;
+    bool in_place = !f;
+    if (in_place && !(f = fopen(path, "w"))) return;
     int ok = fputs(word, f) >= 0;
     if (fclose(f) != 0) ok = 0;
-    if (!ok || rename(tmp, path) != 0) unlink(tmp); /* rename: the reader never sees half */
+    if (!in_place && (!ok || rename(tmp, path) != 0)) unlink(tmp);
 }
 
 static void on_consuming(void *arg)
