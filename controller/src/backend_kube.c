@@ -6,7 +6,6 @@
 #include "log.h"
 #include "util.h"
 
-#include <cJSON.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,13 +30,18 @@ struct ev_bucket {
     int64_t at_ms;
 };
 
+struct pool_env {
+    char idle[32], attempts[16];
+    const char *kv[7];          /* name, value pairs, NULL-terminated */
+};
+
 struct kb {
     struct backend base;
     struct ev_bucket (*ev)[EV_N]; /* per pool */
     const struct cfg *cfg;
     struct kube_client *kc;
     struct kube_cache *cache;
-    struct cJSON **templates;   /* per pool: the jobTemplate with the worker settings added */
+    struct pool_env *env;       /* per pool: the worker settings handed to every Job */
     struct backend_stats *stats;
     struct kube_job_list jobs;  /* scratch, reused */
     struct seen *seen;          /* open addressing, power-of-two size */
@@ -193,7 +197,7 @@ static int kb_start(struct backend *b, const struct cfg_pool *pool, int n, int64
     struct kb *K = (struct kb *)b;
     size_t pi = pool_index(K, pool);
     *started = 0;
-    if (!K->templates[pi]) {
+    if (!pool->job_template) {
         log_msg(LOG_ERROR, pool->name, JP_ECONFIG, "jobTemplate is required for the kube backend");
         return JP_ECONFIG;
     }
@@ -202,8 +206,9 @@ static int kb_start(struct backend *b, const struct cfg_pool *pool, int n, int64
         .queue = pool->queue,
         .vhost = pool->vhost,
         .config_hash = pool->hash,
-        .job_template = K->templates[pi],
+        .job_template = pool->job_template,
         .ttl_seconds_after_finished = pool->ttl_seconds_after_finished,
+        .env = K->env[pi].kv,
     };
     struct kube_job *made = calloc((size_t)n, sizeof *made);
     if (!made) return JP_ENOMEM;
@@ -265,9 +270,7 @@ static void kb_destroy(struct backend *b)
     struct kb *K = (struct kb *)b;
     if (!K) return;
     kube_cache_free(K->cache);
-    if (K->templates)
-        for (size_t i = 0; i < K->cfg->npools; i++) cJSON_Delete(K->templates[i]);
-    free(K->templates);
+    free(K->env);
     free(K->stats);
     free(K->ev);
     kube_job_list_free(&K->jobs);
@@ -275,52 +278,16 @@ static void kb_destroy(struct backend *b)
     free(K);
 }
 
-/* Add name=value to a container's env unless it is set already. */
-static int env_default(cJSON *container, const char *name, const char *value)
+/* The worker settings the controller owns, added to every container's env unless the
+ * template sets them. The last one makes the worker's final word ("no-task" when it found no
+ * message) the container's termination message, which is how wasted workers are counted. */
+static void pool_env(const struct cfg_pool *pool, struct pool_env *pe)
 {
-    cJSON *env = cJSON_GetObjectItemCaseSensitive(container, "env");
-    if (!env) env = cJSON_AddArrayToObject(container, "env");
-    if (!cJSON_IsArray(env)) return JP_ESHAPE;
-    cJSON *e;
-    cJSON_ArrayForEach(e, env) {
-        cJSON *n = cJSON_GetObjectItemCaseSensitive(e, "name");
-        if (cJSON_IsString(n) && strcmp(n->valuestring, name) == 0) return 0;
-    }
-    cJSON *item = cJSON_CreateObject();
-    if (!item || !cJSON_AddStringToObject(item, "name", name) ||
-        !cJSON_AddStringToObject(item, "value", value)) {
-        cJSON_Delete(item);
-        return JP_ENOMEM;
-    }
-    cJSON_AddItemToArray(env, item);
-    return 0;
-}
-
-/* The pool's template plus the worker settings the controller owns (idle timeout, attempts). */
-static int pool_template(const struct cfg_pool *pool, cJSON **out)
-{
-    *out = NULL;
-    if (!pool->job_template) return 0;
-    cJSON *t = cJSON_Duplicate(pool->job_template, 1);
-    if (!t) return JP_ENOMEM;
-    char idle[32], attempts[16];
-    util_format_duration(pool->idle_timeout_ms, idle, sizeof idle);
-    snprintf(attempts, sizeof attempts, "%d", pool->max_attempts);
-    cJSON *spec = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetObjectItemCaseSensitive(t, "template"), "spec");
-    cJSON *cs = cJSON_GetObjectItemCaseSensitive(spec, "containers");
-    cJSON *c;
-    int rc = 0;
-    cJSON_ArrayForEach(c, cs) {
-        if (!rc) rc = env_default(c, "JOBPOOL_IDLE_TIMEOUT", idle);
-        if (!rc) rc = env_default(c, "JOBPOOL_MAX_ATTEMPTS", attempts);
-        /* The worker's last word ("no-task" when it found no message) becomes the container's
-         * termination message, which is how wasted workers are counted. */
-        if (!rc) rc = env_default(c, "JOBPOOL_RESULT_FILE", "/dev/termination-log");
-    }
-    if (rc) cJSON_Delete(t);
-    else *out = t;
-    return rc;
+    util_format_duration(pool->idle_timeout_ms, pe->idle, sizeof pe->idle);
+    snprintf(pe->attempts, sizeof pe->attempts, "%d", pool->max_attempts);
+    const char *kv[] = {"JOBPOOL_IDLE_TIMEOUT", pe->idle, "JOBPOOL_MAX_ATTEMPTS", pe->attempts,
+                        "JOBPOOL_RESULT_FILE", "/dev/termination-log", NULL};
+    memcpy(pe->kv, kv, sizeof kv);
 }
 
 int backend_kube_new(const struct cfg *cfg, struct kube_client *kc, struct backend **out)
@@ -336,11 +303,11 @@ int backend_kube_new(const struct cfg *cfg, struct kube_client *kc, struct backe
                                .start = kb_start, .remove = kb_remove, .stats = kb_stats,
                                .shutdown = kb_shutdown, .destroy = kb_destroy};
     size_t np = cfg->npools ? cfg->npools : 1;
-    if (!(K->templates = calloc(np, sizeof *K->templates))) goto out;
+    if (!(K->env = calloc(np, sizeof *K->env))) goto out;
     if (!(K->stats = calloc(np, sizeof *K->stats))) goto out;
     if (!(K->ev = calloc(np, sizeof *K->ev))) goto out;
     for (size_t i = 0; i < cfg->npools; i++)
-        if ((rc = pool_template(&cfg->pools[i], &K->templates[i])) != 0) goto out;
+        pool_env(&cfg->pools[i], &K->env[i]);
     struct kube_cache_opts co = {0};
     if ((rc = kube_cache_new(kc, &co, &K->cache)) != 0) goto out;
     rc = 0;

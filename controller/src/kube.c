@@ -551,6 +551,8 @@ int kube_job_manifest(const struct kube_job_spec *s, struct cJSON **out)
             (rc = add_env(ctrs, "JOBPOOL_QUEUE", s->queue)) != 0 ||
             (rc = add_env(ctrs, "JOBPOOL_VHOST", s->vhost)) != 0)
             goto out;
+        for (const char *const *e = s->env; e && e[0] && e[1]; e += 2)
+            if ((rc = add_env(ctrs, e[0], e[1])) != 0) goto out;
     }
     rc = JP_ENOMEM;
     if (s->ttl_seconds_after_finished >= 0) {

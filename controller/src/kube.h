@@ -112,6 +112,8 @@ struct kube_job_spec {
     const struct cJSON *job_template;  /* a batch/v1 JobSpec; not modified */
     int ttl_seconds_after_finished;    /* < 0: not set (the template's own value stays);
                                         * 0 deletes the Job as soon as it finishes */
+    const char *const *env;            /* more name, value pairs added like JOBPOOL_POOL,
+                                        * NULL-terminated; NULL: none */
 };
 
 /* Build the Job object that kube_job_create sends: the template with labels on the Job and its

@@ -81,6 +81,20 @@ static void test_manifest(void **state)
                           "JOBPOOL_QUEUE"));
     cJSON_Delete(m);
 
+    /* Extra pairs go to every container unless the template sets them. */
+    const char *const extra[] = {"JOBPOOL_IDLE_TIMEOUT", "30s", "JOBPOOL_VHOST", "other", NULL};
+    s.env = extra;
+    assert_int_equal(kube_job_manifest(&s, &m), 0);
+    pspec = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(m, "spec"), "template"),
+                                "spec");
+    a = cJSON_GetArrayItem(cJSON_GetObjectItem(pspec, "containers"), 0);
+    b = cJSON_GetArrayItem(cJSON_GetObjectItem(pspec, "containers"), 1);
+    assert_string_equal(env_value(a, "JOBPOOL_IDLE_TIMEOUT"), "30s");
+    assert_string_equal(env_value(b, "JOBPOOL_IDLE_TIMEOUT"), "30s");
+    assert_string_equal(env_value(a, "JOBPOOL_VHOST"), "mine");
+    cJSON_Delete(m);
+    s.env = NULL;
+
     s.pool = "";
     assert_int_equal(kube_job_manifest(&s, &m), JP_EINVAL);
     assert_null(m);
