@@ -17,7 +17,7 @@
  * it was seconds ago. Workers started in that window count as pending: the sample cannot have
  * seen them take a message. An AMQP passive declare is exact; then only the backend's own lag
  * between "running" and "consuming" matters (struct backend.start_lag_ms). */
-#define STATS_LAG_MANAGEMENT_MS 5000
+#define STATS_LAG_MANAGEMENT_MS 10000
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 60000
 

@@ -85,7 +85,11 @@ static void sort_oldest_first(const struct scale_worker *w, size_t *ix, size_t n
     }
 }
 
-/* Append the oldest (count - keep) workers of the given state to d->deletes. */
+/* Append the oldest (count - keep) workers of the given state to d->deletes. A finished worker
+ * that started after the depth sample is kept for now: it is the only record that it took one
+ * of the messages the sample still shows (the "unseen" term), and deleting it early would make
+ * the next ticks start a worker for a message that is gone. It goes once a newer sample has
+ * seen it, so history overshoots its limit by at most the workers of one stats interval. */
 static void delete_history(const struct scale_input *in, enum scale_state state, size_t count,
                            int keep, enum scale_delete_reason why, size_t *scratch,
                            struct scale_decision *d)
@@ -94,10 +98,14 @@ static void delete_history(const struct scale_input *in, enum scale_state state,
         return;
     size_t n = 0;
     for (size_t i = 0; i < in->nworkers; i++)
-        if (in->workers[i].state == state)
+        if (in->workers[i].state == state &&
+            !(in->depth_ok && in->workers[i].started_ms > in->sample_ms))
             scratch[n++] = i;
+    size_t ndel = count - (size_t)keep;
+    if (ndel > n)
+        ndel = n;
     sort_oldest_first(in->workers, scratch, n);
-    for (size_t i = 0; i < n - (size_t)keep; i++) {
+    for (size_t i = 0; i < ndel; i++) {
         d->deletes[d->ndeletes].idx = scratch[i];
         d->deletes[d->ndeletes].reason = why;
         d->ndeletes++;

@@ -230,9 +230,10 @@ static void test_history_cleanup(void **state)
         memset(&w, 0, sizeof w);
         snprintf(w.id, sizeof w.id, "done%d", i);
         w.w.state = i < 4 ? SCALE_SUCCEEDED : SCALE_FAILED;
-        w.w.created_ms = now - 10000;
-        w.w.started_ms = now - 9000;
-        w.w.finished_ms = now - 5000 + i;
+        /* older than the depth sample's horizon: the sample has seen them */
+        w.w.created_ms = now - 60000;
+        w.w.started_ms = now - 59000;
+        w.w.finished_ms = now - 50000 + i;
         backend_list_push(&fk.w[0], &w);
     }
     struct backend_worker run;
@@ -254,6 +255,31 @@ static void test_history_cleanup(void **state)
     assert_true(have_run);
     assert_true(have_newest);
     assert_false(have_oldest);
+}
+
+/* A finished worker the sample has not seen yet is kept: it accounts for a message the sample
+ * still shows, so deleting it would start a second worker for that message. */
+static void test_recent_history_kept_until_seen(void **state)
+{
+    (void)state;
+    setup_pools(1, 0);
+    q[0].ready = 3; /* stale: the three workers below already took these */
+    make(false);
+    int64_t now = util_wall_ms();
+    for (int i = 0; i < 3; i++) {
+        struct backend_worker w;
+        memset(&w, 0, sizeof w);
+        snprintf(w.id, sizeof w.id, "fresh%d", i);
+        w.w.state = SCALE_SUCCEEDED;
+        w.w.created_ms = w.w.started_ms = now - 1000;
+        w.w.finished_ms = now - 500;
+        backend_list_push(&fk.w[0], &w);
+    }
+    assert_int_equal(reconcile_pass(rec), 0);
+    assert_int_equal(fk.starts[0], 0);   /* no duplicate workers for taken messages */
+    assert_int_equal(fk.removes[0], 0);  /* over successfulHistory (2), but not yet seen */
+    assert_int_equal(reconcile_pass(rec), 0);
+    assert_int_equal(fk.starts[0], 0);
 }
 
 static void test_global_cap_shared(void **state)
@@ -308,6 +334,7 @@ int main(void)
         cmocka_unit_test_teardown(test_failed_read_holds_and_backs_off, teardown),
         cmocka_unit_test_teardown(test_missing_queue_is_zero, teardown),
         cmocka_unit_test_teardown(test_history_cleanup, teardown),
+        cmocka_unit_test_teardown(test_recent_history_kept_until_seen, teardown),
         cmocka_unit_test_teardown(test_global_cap_shared, teardown),
         cmocka_unit_test_teardown(test_dry_run_changes_nothing, teardown),
         cmocka_unit_test_teardown(test_start_error_is_reported, teardown),

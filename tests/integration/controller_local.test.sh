@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The controller with the local backend on the real broker from run.sh: 300 tasks, maxActive 20.
+# For each depth source: every task runs exactly once, never more than 20 workers at a time,
+# no worker left at the end, fewer than 5% of the workers started wasted (found no message),
+# and the broker password never reaches the controller's log.
+set -u
+: "${JOBPOOL_TEST_AMQP_URL:?run me through tests/integration/run.sh}"
+JOBPOOL_ROOT=${JOBPOOL_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
+B=${JOBPOOL_BUILD:-$JOBPOOL_ROOT/build}
+N=${N:-300}; MAX=20
+T=$(mktemp -d /tmp/jobpool-ctl-test.XXXXXX)
+pass=0; fail=0; failed=()
+ctl=""
+cleanup() { [ -z "$ctl" ] || { kill -TERM "$ctl" 2>/dev/null; wait "$ctl" 2>/dev/null; }; rm -rf "$T"; }
+trap cleanup EXIT
+ok() { pass=$((pass + 1)); echo "  ok: $*"; }
+bad() { fail=$((fail + 1)); failed+=("$*"); echo "  FAIL: $*"; }
+check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+for b in jobpool-controller jobpool-worker jp-publish; do
+  [ -x "$B/$b" ] || { echo "controller_local.test: FAILED: no $b in $B"; exit 1; }
+done
+export RABBITMQ_USERNAME=$JOBPOOL_TEST_RMQ_USER RABBITMQ_PASSWORD=$JOBPOOL_TEST_RMQ_PASS
+api() { curl -fsS -u "$RABBITMQ_USERNAME:$RABBITMQ_PASSWORD" -X "$1" -H 'content-type: application/json' ${3:+--data "$3"} "$JOBPOOL_TEST_MGMT_URL$2"; }
+cat > "$T/task.sh" <<'EOT'
+#!/bin/sh
+read -r id
+echo "$id start $(date +%s%N)" >> "$TASK_LOG"
+sleep 0.2
+echo "$id end $(date +%s%N)" >> "$TASK_LOG"
+EOT
+chmod +x "$T/task.sh"
+
+for source in ${SOURCES:-management amqp}; do
+  echo "== controller, local backend, depthSource $source: $N tasks, maxActive $MAX"
+  q=ctl-$source
+  api PUT "/api/queues/%2F/$q" '{"durable":true}' >/dev/null
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  cat > "$T/$source.yaml" <<EOC
+pollInterval: 500ms
+backend: local
+metrics: {address: "127.0.0.1:$port"}
+rabbitmq:
+  managementUrl: $JOBPOOL_TEST_MGMT_URL
+  amqpUrl: amqp://127.0.0.1:$JOBPOOL_TEST_AMQP_PORT
+  username: {env: RABBITMQ_USERNAME}
+  password: {env: RABBITMQ_PASSWORD}
+  depthSource: $source
+pools:
+  - name: ctl
+    queue: $q
+    maxActive: $MAX
+    maxStartPerTick: $MAX
+    idleTimeout: 3s
+    worker: {command: [jobpool-worker, --, $T/task.sh]}
+EOC
+  export TASK_LOG=$T/$source.tasks; : > "$TASK_LOG"
+  "$B/jobpool-controller" --config "$T/$source.yaml" --worker "$B/jobpool-worker" ${CTL_FLAGS:-} > "$T/$source.log" 2>&1 &
+  ctl=$!
+  seq -f "task-%g" 1 "$N" | "$B/jp-publish" "${JOBPOOL_TEST_AMQP_URL%/}" "$q" --confirm 2>/dev/null
+  peak=0; idle=0
+  for _ in $(seq 1 2400); do   # at most 120 s
+    n=$( { ps --ppid "$ctl" --no-headers -o comm || true; } | grep -c jobpool-worker)
+    [ "$n" -gt "$peak" ] && peak=$n
+    done_n=$(grep -c ' end ' "$TASK_LOG")
+    if [ "$done_n" -ge "$N" ] && [ "$n" -eq 0 ]; then idle=$((idle + 1)); [ $idle -ge 10 ] && break; fi
+    sleep 0.05
+  done
+  metrics=$(curl -fsS "http://127.0.0.1:$port/metrics")
+  started=$(echo "$metrics" | awk '/^jobpool_workers_started_total/ {print $2}')
+  wasted=$(echo "$metrics" | awk '/^jobpool_workers_wasted_total/ {print $2}')
+  kill -TERM "$ctl"; wait "$ctl"; rc=$?; ctl=""
+  [ -z "${KEEP_LOG:-}" ] || cp "$T/$source.log" "$KEEP_LOG.$source"
+  runs=$(grep -c ' end ' "$TASK_LOG"); uniq=$(grep ' end ' "$TASK_LOG" | cut -d' ' -f1 | sort -u | wc -l)
+  overlap=$(awk '{print $3, ($2 == "start" ? 1 : -1)}' "$TASK_LOG" | sort -n | awk '{c += $2; if (c > m) m = c} END {print m + 0}')
+  echo "  figures: started=${started:-?} wasted=${wasted:-?} peak_workers=$peak peak_tasks=$overlap"
+  check "all $N tasks ran ($runs runs)" [ "$runs" = "$N" ]
+  check "each exactly once ($uniq distinct)" [ "$uniq" = "$N" ]
+  check "never more than $MAX workers (peak $peak)" [ "$peak" -le $MAX ]
+  check "never more than $MAX tasks at once (peak $overlap)" [ "$overlap" -le $MAX ]
+  check "workers started: at least one per task (${started:-?})" [ "${started:-0}" -ge "$N" ]
+  check "wasted < 5% of started (${wasted:-?} of ${started:-?})" \
+    awk -v w="${wasted:-999999}" -v s="${started:-1}" 'BEGIN { exit !(w * 100 < 5 * s) }'
+  check "queue empty" [ "$(api GET "/api/queues/%2F/$q/get" >/dev/null 2>&1; api POST "/api/queues/%2F/$q/get" '{"count":10,"ackmode":"ack_requeue_true","encoding":"auto"}' | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 0 ]
+  check "clean exit on SIGTERM (rc $rc)" [ "$rc" = 0 ]
+  check "password absent from the controller log" bash -c "! grep -qF '$RABBITMQ_PASSWORD' '$T/$source.log'"
+done
+echo
+[ $fail -eq 0 ] || printf 'controller_local.test: failed: %s\n' "${failed[@]}"
+echo "controller_local.test: $pass passed, $fail failed"
+[ $fail -eq 0 ]
