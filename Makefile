@@ -134,15 +134,26 @@ kube-integration: $(KIT_BIN) all
 	@B=$(abspath $(B)) tests/integration/kube-run.sh $(KIT_BIN)
 
 # The full suite that CI runs. Installs what is missing first.
+# Every stage runs even when an earlier one failed; the closing line sums them (suites, not
+# single checks: each stage prints its own detail above).
+test: export JOBPOOL_SUMMARY = $(abspath $(B))/test-summary.txt
 test:
 	@tests/env/deps.sh test
+	@mkdir -p $(B) && : > $(JOBPOOL_SUMMARY)
 	@$(MAKE) --no-print-directory all
-	@$(MAKE) --no-print-directory unit
-	@$(MAKE) --no-print-directory integration
-	@$(MAKE) --no-print-directory kube-integration
-	@$(MAKE) --no-print-directory lint
-	@if command -v podman >/dev/null 2>&1; then $(MAKE) --no-print-directory images; \
-	  else echo "test: podman is not installed, images not built (tests/env/deps.sh images)"; fi
+	@st=0; \
+	$(MAKE) --no-print-directory unit || st=1; \
+	$(MAKE) --no-print-directory integration || st=1; \
+	$(MAKE) --no-print-directory kube-integration || st=1; \
+	if $(MAKE) --no-print-directory lint; then echo "lint 1 0" >> $(JOBPOOL_SUMMARY); \
+	  else echo "lint 0 1" >> $(JOBPOOL_SUMMARY); st=1; fi; \
+	if command -v podman >/dev/null 2>&1; then \
+	  if $(MAKE) --no-print-directory images; then echo "images 1 0" >> $(JOBPOOL_SUMMARY); \
+	  else echo "images 0 1" >> $(JOBPOOL_SUMMARY); st=1; fi; \
+	else echo "test: podman is not installed, images not built (tests/env/deps.sh images)"; fi; \
+	echo; awk '{printf "  %-18s %d of %d suites passed\n", $$1, $$2, $$2 + $$3; p += $$2; f += $$3} \
+	  END {printf "test: %d passed, %d failed\n", p, f}' $(JOBPOOL_SUMMARY); \
+	exit $$st
 
 # Images, Helm chart and plain manifests. helm, kubectl and readme-generator are installed by
 # tests/env/tools.sh into ~/.cache/jobpool (never into the repo). chart-test is also run by

@@ -12,4 +12,6 @@ done
 echo
 [ $fail -eq 0 ] || echo "$kind: failed: ${failed[*]}"
 echo "$kind: $pass passed, $fail failed"
+# make test collects every stage's counts for one closing line.
+[ -z "${JOBPOOL_SUMMARY:-}" ] || echo "$kind $pass $fail" >> "$JOBPOOL_SUMMARY"
 [ $fail -eq 0 ] && [ $pass -gt 0 ]

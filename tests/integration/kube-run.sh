@@ -17,6 +17,7 @@ trap cleanup EXIT
 if ! "$root/tests/env/rabbitmq.sh" start > "$out"; then
   echo "kube-integration: FAILED: the RabbitMQ broker could not be started (see above)"
   echo "kube-integration: 0 passed, 1 failed"
+  [ -z "${JOBPOOL_SUMMARY:-}" ] || echo "kube-integration 0 1" >> "$JOBPOOL_SUMMARY"
   exit 1
 fi
 # shellcheck disable=SC1090
@@ -24,6 +25,7 @@ fi
 if ! "$root/tests/env/kube.sh" start > "$out"; then
   echo "kube-integration: FAILED: the Kubernetes control plane could not be started (see above)"
   echo "kube-integration: 0 passed, 1 failed"
+  [ -z "${JOBPOOL_SUMMARY:-}" ] || echo "kube-integration 0 1" >> "$JOBPOOL_SUMMARY"
   exit 1
 fi
 # shellcheck disable=SC1090

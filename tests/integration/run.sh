@@ -9,6 +9,7 @@ out=$(mktemp)
 if ! "$root/tests/env/rabbitmq.sh" start > "$out"; then
   echo "integration: FAILED: the RabbitMQ broker could not be started (see above)"
   echo "integration: 0 passed, 1 failed"
+  [ -z "${JOBPOOL_SUMMARY:-}" ] || echo "integration 0 1" >> "$JOBPOOL_SUMMARY"
   rm -f "$out"; exit 1
 fi
 # shellcheck disable=SC1090
