@@ -63,7 +63,8 @@ sort -nu "$out/done.ids" "$out/dlq" > "$out/accounted"
 check "every one of the $N messages was acked after its task ran or is in the DLQ ($(lines "$out/accounted"))" \
   diff -q "$out/accounted" <(seq 1 "$N")
 check "no message both done and dead-lettered" [ -z "$(comm -12 <(sort -u "$out/done.ids") <(sort -u "$out/dlq"))" ]
-check "workers were killed mid-task ($killed task runs cut short)" [ "$killed" -ge 1 ]
+check "workers were killed mid-task ($killed task runs running then)" [ "$killed" -ge 1 ]
+check "the killed tasks never finished: $(inflight) runs cut short" [ "$(inflight)" -ge 1 ]
 check "work queue empty: 0 ready, 0 unacked" drained
 say "done $(lines "$out/done.ids") (runs: $(lines "$out/done"), so $(( $(lines "$out/done") - $(lines "$out/done.ids") )) ran twice), dead-lettered $(lines "$out/dlq"), runs cut short $(inflight)"
 settled() { set -- $(job_counts faults); [ "$4" = 0 ] && [ "$(sim_running faults)" = 0 ]; }

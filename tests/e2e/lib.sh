@@ -73,6 +73,11 @@ job_counts() {
 delete_jobs() { # POOL: the scenario's Jobs, and their Pods with them
   kapi DELETE "/apis/batch/v1/namespaces/default/jobs?labelSelector=jobpool.dev/pool%3D$1&propagationPolicy=Background" >/dev/null 2>&1 || true
 }
+# Jobs of pools named PREFIX* that the recorder saw created and not yet finished (cheap at 5,000).
+recorded_unfinished() {
+  awk -v p="$1" 'index($4, p) == 1 { if ($2 == "ADDED") n[$3] = 1; else if ($2 == "DONE") delete n[$3] }
+    END { c = 0; for (k in n) c++; print c }' "$E2E_WORK/jobs.events"
+}
 # Processes the node simulator runs now for POOL's pods (from its event log).
 sim_running() {
   awk -v p="$1-" 'index($4, p) == 1 { if ($2 == "started") n[$3] = 1; else if ($2 == "exited") delete n[$3] }
@@ -153,7 +158,7 @@ ctrl_stop() { # SIGTERM, then SIGKILL after 10 s
 ctrl_metrics() { curl -fsS -m 5 "http://127.0.0.1:$CTRL_METRICS_PORT/metrics"; }
 # Reconcile passes so far: the first pool's histogram count (every pool gets one per tick).
 ctrl_ticks() {
-  ctrl_metrics | awk '/^jobpool_reconcile_duration_seconds_count\{pool=/ { print $2; exit }'
+  ctrl_metrics | awk '/^jobpool_reconcile_duration_seconds_count\{pool=/ && !n { n = $2 } END { print n + 0 }'
 }
 CTRL_WINDOW_T0=0; CTRL_WINDOW_TICKS0=0
 ctrl_window_begin() { CTRL_WINDOW_T0=$(now_ms); CTRL_WINDOW_TICKS0=$(ctrl_ticks || echo 0); }

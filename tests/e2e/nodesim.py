@@ -15,8 +15,8 @@ namespace (list, then watch from the list's resourceVersion; relist on 410 or a 
      (default: every image -> --worker); JOBPOOL_RESULT_FILE names a temp file;
   3. pods/status becomes Running, then Succeeded/Failed with the exit code (128+signal when
      killed) and the result file's content as the termination message;
-  4. a Pod marked for deletion gets SIGTERM, SIGKILL after its grace period, and is then
-     removed with gracePeriodSeconds=0 (the kubelet's last step).
+  4. a Pod marked for deletion gets SIGTERM (its first process), SIGKILL (all of its processes:
+     its session) after its grace period, and is then removed with gracePeriodSeconds=0.
 Faults: --kill-fraction F SIGKILLs that share of tasks --kill-after seconds after start, and
 SIGUSR1 SIGKILLs every running task at once. SIGTERM/SIGINT: kill the children, exit 0.
 """
@@ -590,6 +590,8 @@ class NodeSim:
                 rc = t.proc.poll()
                 if rc is not None:
                     t.reaped = True
+                    # When a container's first process exits, the rest of it dies too.
+                    self.killpg(t, signal.SIGKILL)
                     with self.lock:
                         self.work.append(("finished", t, rc))
                         self.work_cv.notify()
@@ -609,11 +611,32 @@ class NodeSim:
             time.sleep(0.05)
 
     @staticmethod
-    def killpg(t, sig):
-        try:
-            os.killpg(t.proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+    def session_pids(sid):
+        """Every process in session sid: the container's processes (each task starts its own
+        session), even those its entrypoint moved to another process group."""
+        pids = []
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    st = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(st[3]) == sid:
+                pids.append(int(d))
+        return pids
+
+    @classmethod
+    def killpg(cls, t, sig):
+        """SIGTERM goes to the entrypoint only, as the kubelet's does; SIGKILL to every process
+        of the container, as a container runtime's does."""
+        targets = [t.proc.pid] if sig != signal.SIGKILL else cls.session_pids(t.proc.pid)
+        for pid in targets:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def kill_all(self, sig, why):
         with self.lock:
