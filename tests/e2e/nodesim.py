@@ -415,6 +415,13 @@ class NodeSim:
             return
         fd, task.result_file = tempfile.mkstemp(prefix="result.", dir=self.tmp)
         os.close(fd)
+        # The container's terminationMessagePath (default /dev/termination-log) is this file, as
+        # the kubelet mounts one per container; jobpool's kube backend points JOBPOOL_RESULT_FILE
+        # at that path, so the worker's "waiting/task/no-task" lands in the termination message.
+        tpath = ctr.get("terminationMessagePath") or "/dev/termination-log"
+        for k, v in list(env.items()):
+            if v == tpath:
+                env[k] = task.result_file
         env["JOBPOOL_RESULT_FILE"] = task.result_file
         cwd = ctr.get("workingDir") if os.path.isdir(ctr.get("workingDir") or "") else self.tmp
         out = subprocess.DEVNULL

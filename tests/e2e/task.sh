@@ -9,8 +9,6 @@ t0=$(date +%s%3N)
 echo "$id $t0 ${JOBPOOL_ATTEMPT:-0} $$" >> "$out/started"
 [ "$sl" = 0 ] || sleep "$sl"
 t1=$(date +%s%3N)
-# The node simulator copies this file into the Pod's termination message.
-[ -z "${JOBPOOL_RESULT_FILE:-}" ] || echo "task $id attempt ${JOBPOOL_ATTEMPT:-0} fail=$fail" > "$JOBPOOL_RESULT_FILE"
 if [ "$fail" = 1 ]; then
   echo "$id $t0 $t1 ${JOBPOOL_ATTEMPT:-0}" >> "$out/failed"
   exit 1
