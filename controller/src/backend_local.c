@@ -196,6 +196,28 @@ fail:
     return NULL;
 }
 
+/* 0 when cmd names an executable file (directly, or through PATH), else an errno. Checked
+ * before spawning so that a typo in worker.command is one clear error, on every platform:
+ * some posix_spawn implementations only report a failed exec as the child's exit 127. */
+static int check_exec(const char *cmd)
+{
+    if (strchr(cmd, '/')) return access(cmd, X_OK) == 0 ? 0 : errno;
+    const char *path = getenv("PATH");
+    if (!path || !*path) path = "/usr/local/bin:/usr/bin:/bin";
+    int err = ENOENT;
+    while (*path) {
+        size_t n = strcspn(path, ":");
+        char cand[4096];
+        if (snprintf(cand, sizeof cand, "%.*s/%s", (int)(n ? n : 1), n ? path : ".", cmd) <
+                (int)sizeof cand &&
+            access(cand, X_OK) == 0)
+            return 0;
+        path += n;
+        if (*path == ':') path++;
+    }
+    return err;
+}
+
 static int spawn_one(struct local *L, const struct cfg_pool *pool)
 {
     int rc = JP_ENOMEM;
@@ -227,7 +249,8 @@ static int spawn_one(struct local *L, const struct cfg_pool *pool)
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
                                         POSIX_SPAWN_SETPGROUP);
     pid_t pid;
-    int e = posix_spawnp(&pid, argv[0], NULL, &attr, argv, env);
+    int e = check_exec(argv[0]);
+    if (!e) e = posix_spawnp(&pid, argv[0], NULL, &attr, argv, env);
     posix_spawnattr_destroy(&attr);
     if (e != 0) {
         log_msg(LOG_ERROR, pool->name, JP_ESPAWN, "cannot start worker %s: %s", argv[0],
