@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Leader election on the real API server: two controllers on one Lease.
+# - exactly one leads (jobpool_leader 1 and 0) and only it acts: N messages give N Jobs;
+# - SIGKILL of the leader: the other takes over within leaseDuration + retryPeriod;
+# - SIGTERM of the leader: it releases the Lease and the other takes over in under 2 s;
+# - a SIGTERMed controller exits 0.
+# The handover times are printed; the bounds asserted are the ones the issue states.
+set -u
+: "${JOBPOOL_TEST_KUBE_SERVER:?run me through tests/integration/kube-run.sh}"
+: "${JOBPOOL_TEST_AMQP_URL:?run me through tests/integration/kube-run.sh}"
+JOBPOOL_ROOT=${JOBPOOL_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
+B=${JOBPOOL_BUILD:-$JOBPOOL_ROOT/build}
+N=5; NS=leader-it; LEASE_S=4; RETRY_S=1
+T=$(mktemp -d /tmp/jobpool-leader.XXXXXX)
+pass=0; fail=0; failed=()
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; rm -rf "$T"; }
+trap cleanup EXIT
+ok() { pass=$((pass + 1)); echo "  ok: $*"; }
+bad() { fail=$((fail + 1)); failed+=("$*"); echo "  FAIL: $*"; }
+check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+k() { curl -sS --cacert "$JOBPOOL_TEST_KUBE_CA" -H "Authorization: Bearer $JOBPOOL_TEST_KUBE_TOKEN" \
+  -X "$1" -H 'content-type: application/json' ${3:+--data "$3"} "$JOBPOOL_TEST_KUBE_SERVER$2"; }
+njobs() { k GET "/apis/batch/v1/namespaces/$NS/jobs" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))'; }
+export RABBITMQ_USERNAME=$JOBPOOL_TEST_RMQ_USER RABBITMQ_PASSWORD=$JOBPOOL_TEST_RMQ_PASS
+mq() { curl -fsS -u "$RABBITMQ_USERNAME:$RABBITMQ_PASSWORD" -X "$1" -H 'content-type: application/json' ${3:+--data "$3"} "$JOBPOOL_TEST_MGMT_URL$2"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ms() { echo $(( $(date +%s%N) / 1000000 )); }
+[ -x "$B/jobpool-controller" ] || { echo "leader: FAILED: no controller in $B"; exit 1; }
+
+k POST /api/v1/namespaces "{\"metadata\":{\"name\":\"$NS\"}}" >/dev/null
+mq PUT /api/queues/%2F/leader-q '{"durable":true}' >/dev/null
+declare -A port pid
+start() { # NAME
+  port[$1]=$(free_port)
+  sed "s/@PORT@/${port[$1]}/" "$T/config.in" > "$T/$1.yaml"
+  "$B/jobpool-controller" --config "$T/$1.yaml" >> "$T/$1.log" 2>&1 &
+  pid[$1]=$!; pids+=($!)
+}
+leader_of() { # NAME -> 1, 0 or "" when it does not answer
+  curl -fsS -m 1 "http://127.0.0.1:${port[$1]}/metrics" 2>/dev/null | awk '/^jobpool_leader / {print $2}'
+}
+wait_leader() { # NAME LIMIT-MS: prints the ms it took, fails past the limit
+  local t0; t0=$(ms)
+  while [ $(( $(ms) - t0 )) -le "$2" ]; do
+    [ "$(leader_of "$1")" = 1 ] && { echo $(( $(ms) - t0 )); return 0; }
+    sleep 0.05
+  done
+  echo "more than $2"; return 1
+}
+cat > "$T/config.in" <<EOC
+pollInterval: 500ms
+backend: kube
+metrics: {address: "127.0.0.1:@PORT@"}
+rabbitmq:
+  managementUrl: $JOBPOOL_TEST_MGMT_URL
+  amqpUrl: amqp://127.0.0.1:$JOBPOOL_TEST_AMQP_PORT
+  username: {env: RABBITMQ_USERNAME}
+  password: {env: RABBITMQ_PASSWORD}
+  depthSource: amqp
+kubernetes: {inCluster: false, kubeconfig: $KUBECONFIG, namespace: $NS}
+leaderElection:
+  enabled: true
+  leaseName: jobpool-it
+  leaseDuration: ${LEASE_S}s
+  renewDeadline: 3s
+  retryPeriod: ${RETRY_S}s
+pools:
+  - name: lp
+    queue: leader-q
+    maxActive: 20
+    pendingTimeout: 10m
+    jobTemplate:
+      template:
+        spec:
+          restartPolicy: Never
+          containers: [{name: w, image: example/w:1}]
+EOC
+
+echo "== two controllers, one Lease"
+seq 1 $N | "$B/jp-publish" "${JOBPOOL_TEST_AMQP_URL%/}" leader-q --confirm 2>/dev/null
+start a; sleep 0.3; start b
+for _ in $(seq 1 100); do [ -n "$(leader_of a)" ] && [ -n "$(leader_of b)" ] && break; sleep 0.1; done
+sleep 3
+la=$(leader_of a); lb=$(leader_of b)
+check "exactly one leads (a=$la b=$lb)" [ "$((la + lb))" = 1 ]
+check "only the leader acts: $N Jobs for $N messages ($(njobs))" [ "$(njobs)" = $N ]
+if [ "$la" = 1 ]; then leader=a; follower=b; else leader=b; follower=a; fi
+check "the follower is ready while idle" curl -fsS -m 1 -o /dev/null "http://127.0.0.1:${port[$follower]}/readyz"
+
+echo "== SIGKILL of the leader ($leader): takeover within leaseDuration + retryPeriod"
+kill -KILL "${pid[$leader]}"; wait "${pid[$leader]}" 2>/dev/null
+took=$(wait_leader "$follower" $(( (LEASE_S + RETRY_S) * 1000 + 500 ))); rc=$?
+echo "  takeover after SIGKILL: $took ms (leaseDuration ${LEASE_S}s)"
+check "the follower took over" [ $rc = 0 ]
+sleep 1.5
+check "still $N Jobs after the takeover ($(njobs))" [ "$(njobs)" = $N ]
+
+echo "== SIGTERM of the leader: released, handover in under 2 s"
+old=$follower; start "$leader"; new=$leader
+for _ in $(seq 1 100); do [ -n "$(leader_of "$new")" ] && break; sleep 0.1; done
+check "the restarted replica follows ($(leader_of "$new"))" [ "$(leader_of "$new")" = 0 ]
+kill -TERM "${pid[$old]}"
+took=$(wait_leader "$new" 2000); rc=$?
+wait "${pid[$old]}"; code=$?
+echo "  handover after SIGTERM: $took ms"
+check "handover in under 2 s" [ $rc = 0 ]
+check "the old leader exited 0 (got $code)" [ "$code" = 0 ]
+check "it logged the release" grep -q "released lease jobpool-it" "$T/$old.log"
+check "no password in either log" bash -c "! cat '$T'/*.log | grep -qF '$RABBITMQ_PASSWORD'"
+kill -TERM "${pid[$new]}"; wait "${pid[$new]}" 2>/dev/null
+k DELETE "/api/v1/namespaces/$NS" >/dev/null
+echo
+[ $fail -eq 0 ] || { printf 'leader: failed: %s\n' "${failed[@]}"; tail -20 "$T"/*.log; }
+echo "leader: $pass passed, $fail failed"
+[ $fail -eq 0 ]
