@@ -84,6 +84,36 @@ EOC
   check "clean exit on SIGTERM (rc $rc)" [ "$rc" = 0 ]
   check "password absent from the controller log" bash -c "! grep -qF '$RABBITMQ_PASSWORD' '$T/$source.log'"
 done
+echo "== shutdown: SIGTERM drains the local workers without losing the message; a second exits at once"
+api PUT "/api/queues/%2F/ctl-stop" '{"durable":true}' >/dev/null
+sed -e 's/queue: ctl-amqp/queue: ctl-stop/' -e "s#$T/task.sh#$T/slow.sh#" "$T/amqp.yaml" > "$T/stop.yaml"
+# The task records its pid, then sleeps; with STUBBORN set it ignores SIGTERM.
+printf '#!/bin/sh\necho $$ >> "$TASK_LOG"\n[ -z "$STUBBORN" ] || trap "" TERM\nexec sleep 30\n' > "$T/slow.sh"
+chmod +x "$T/slow.sh"
+export TASK_LOG=$T/stop.tasks; : > "$TASK_LOG"
+echo one | "$B/jp-publish" "${JOBPOOL_TEST_AMQP_URL%/}" ctl-stop --confirm 2>/dev/null
+"$B/jobpool-controller" --config "$T/stop.yaml" --worker "$B/jobpool-worker" > "$T/stop.log" 2>&1 &
+ctl=$!
+for _ in $(seq 1 200); do [ -s "$TASK_LOG" ] && break; sleep 0.05; done
+task=$(head -n1 "$TASK_LOG")
+t0=$(date +%s%N); kill -TERM "$ctl"; wait "$ctl"; rc=$?; t1=$(date +%s%N); ctl=""
+echo "  figures: SIGTERM with a task running: exit $rc after $(( (t1 - t0) / 1000000 )) ms"
+check "SIGTERM with a task running exits 0 (got $rc)" [ "$rc" = 0 ]
+check "the task was stopped, no process left (task pid $task)" bash -c "! kill -0 '$task' 2>/dev/null"
+requeued=$(api POST "/api/queues/%2F/ctl-stop/get" '{"count":10,"ackmode":"ack_requeue_true","encoding":"auto"}' | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+check "the interrupted task's message is back in the queue ($requeued)" [ "$requeued" = 1 ]
+: > "$TASK_LOG"
+STUBBORN=1 "$B/jobpool-controller" --config "$T/stop.yaml" --worker "$B/jobpool-worker" > "$T/stop2.log" 2>&1 &
+ctl=$!
+for _ in $(seq 1 200); do [ -s "$TASK_LOG" ] && break; sleep 0.05; done
+task=$(head -n1 "$TASK_LOG")
+kill -TERM "$ctl"; sleep 0.5
+check "a task that ignores SIGTERM keeps the first shutdown waiting" kill -0 "$ctl"
+t0=$(date +%s%N); kill -TERM "$ctl"; wait "$ctl"; rc=$?; t1=$(date +%s%N); ctl=""
+echo "  figures: second SIGTERM: exit $rc after $(( (t1 - t0) / 1000000 )) ms"
+check "a second SIGTERM exits at once with 130 (got $rc)" [ "$rc" = 130 ]
+kill -KILL "$task" 2>/dev/null; pkill -KILL -f "jobpool-worker.*$T/slow.sh" 2>/dev/null; sleep 0.3
+
 echo
 [ $fail -eq 0 ] || printf 'controller_local.test: failed: %s\n' "${failed[@]}"
 echo "controller_local.test: $pass passed, $fail failed"
