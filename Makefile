@@ -126,7 +126,7 @@ unit: $(UNIT_BIN)
 	@tests/run-tests.sh unit $(UNIT_BIN)
 
 # Tests against a real RabbitMQ (and, where built, a real kube-apiserver).
-integration: $(IT_BIN) $(WORKER) $(B)/tests/metrics_demo
+integration: $(IT_BIN) all $(B)/tests/metrics_demo
 	@B=$(abspath $(B)) tests/integration/run.sh $(IT_BIN)
 
 # Tests against a real control plane (etcd + kube-apiserver + kube-controller-manager) and broker.
