@@ -43,7 +43,8 @@ struct kb {
     struct kube_cache *cache;
     struct pool_env *env;       /* per pool: the worker settings handed to every Job */
     struct backend_stats *stats;
-    struct kube_job_list jobs;  /* scratch, reused */
+    struct kube_job_list jobs;  /* this tick's snapshot of every Job, sorted by pool */
+    int snap_rc;                /* the snapshot's result: JP_ESTALE before the first sync */
     struct seen *seen;          /* open addressing, power-of-two size */
     size_t nseen, seen_cap;
     uint32_t gen;
@@ -99,22 +100,48 @@ static void seen_prune(struct kb *K)
     free(old);
 }
 
+static int cmp_pool_created(const void *a, const void *b)
+{
+    const struct kube_job *x = a, *y = b;
+    int c = strcmp(x->pool, y->pool);
+    if (c) return c;
+    return (x->created_ms > y->created_ms) - (x->created_ms < y->created_ms);
+}
+
+/* One snapshot of every Job per tick, sorted by pool: each pool's list is then a binary search
+ * away, so a tick costs O(jobs log jobs), not O(pools x jobs). */
 static int kb_observe(struct backend *b)
 {
     struct kb *K = (struct kb *)b;
     K->gen++;
     seen_prune(K);
-    return kube_cache_synced(K->cache) ? 0 : JP_ESTALE;
+    K->snap_rc = kube_cache_pool_jobs(K->cache, NULL, &K->jobs);
+    if (!K->snap_rc && K->jobs.n > 1)
+        qsort(K->jobs.items, K->jobs.n, sizeof *K->jobs.items, cmp_pool_created);
+    return K->snap_rc;
+}
+
+/* First index in the sorted snapshot whose pool is >= name. */
+static size_t pool_lower_bound(const struct kb *K, const char *name)
+{
+    size_t lo = 0, hi = K->jobs.n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(K->jobs.items[mid].pool, name) < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
 }
 
 static int kb_list(struct backend *b, const struct cfg_pool *pool, struct backend_list *out)
 {
     struct kb *K = (struct kb *)b;
     out->n = 0;
-    int rc = kube_cache_pool_jobs(K->cache, pool->name, &K->jobs);
-    if (rc) return rc;
+    if (K->snap_rc) return K->snap_rc;
+    int rc;
     int64_t now = util_wall_ms();
-    for (size_t i = 0; i < K->jobs.n; i++) {
+    for (size_t i = pool_lower_bound(K, pool->name);
+         i < K->jobs.n && strcmp(K->jobs.items[i].pool, pool->name) == 0; i++) {
         const struct kube_job *j = &K->jobs.items[i];
         if (j->deleting_ms) continue; /* on its way out: neither active nor history */
         struct backend_worker w;

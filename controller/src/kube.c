@@ -8,6 +8,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1181,6 +1182,8 @@ static int cache_list(struct watcher *w)
     }
     pthread_mutex_unlock(&k->mu);
     omap_clear(&w->building);
+    /* A relist briefly holds two copies of the map plus a page tree; give the peak back. */
+    malloc_trim(0);
     return rc;
 }
 
@@ -1350,6 +1353,10 @@ int kube_cache_new(const struct kube_client *c, const struct kube_cache_opts *o,
         goto out;
     struct kube_opts ko = c->o;
     ko.namespace_ = c->ns;
+    /* Small pages: a page's JSON tree is the largest thing the controller ever holds (a
+     * 500-Job page is about 0.8 MB of JSON and several MiB as cJSON); 100 keeps it near 1 MiB
+     * for a few more requests per relist, which happens every resync period, not every tick. */
+    if (!ko.page_size || ko.page_size > 100) ko.page_size = 100;
     for (int i = 0; i < 2; i++) {
         k->w[i].k = k;
         k->w[i].res = i;

@@ -196,6 +196,17 @@ static int observe_pool(struct reconcile *r, size_t i)
     scale_decision_free(&ps->d);
     rc = scale_decide(&in, &lim, &ps->d);
     if (rc) return rc;
+    if (r->o.keda) {
+        /* KEDA sees the management API's `messages` (ready + unacked) and no sample age. */
+        struct scale_input kin = in;
+        kin.unacked = ps->depth.unacked;
+        struct scale_keda_params kp = {.strategy = r->o.keda_strategy, .target_value = 1,
+                                       .max_replica_count = pool->max_active};
+        int64_t kstart = 0;
+        if ((rc = scale_decide_keda(&kin, &kp, &kstart)) != 0) return rc;
+        ps->d.start = (int)kstart;
+        ps->d.reason = kstart ? "keda" : "keda_idle";
+    }
     ps->start = ps->d.start;
 
     ps->st.depth_ok = depth_ok;

@@ -9,6 +9,7 @@
 #include "backend.h"
 #include "config.h"
 #include "rmq.h"
+#include "scale.h"
 
 struct metrics;
 struct reconcile;
@@ -27,6 +28,11 @@ struct reconcile_pool_status {
 
 struct reconcile_opts {
     bool dry_run;               /* decide and log, change nothing */
+    /* Benchmarks only: decide how many workers to start with KEDA ScaledJob's published
+     * formula (scale_decide_keda, one message per Job, maxReplicaCount = maxActive) instead of
+     * jobpool's, so both can be measured by the same harness. History cleanup stays ours. */
+    bool keda;
+    enum scale_keda_strategy keda_strategy;
     /* Called before every pass: false skips it (a follower under leader election stays
      * healthy and ready but idle). NULL: always act. */
     bool (*gate)(void *ud);

@@ -91,7 +91,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 config_header() {
   CTRL_METRICS_PORT=$(free_port)
   cat > "$1" <<EOF
-pollInterval: ${2:-1s}
+pollInterval: ${E2E_POLL:-${2:-1s}}
 backend: kube
 log: {format: text, level: info}
 metrics: {address: "127.0.0.1:$CTRL_METRICS_PORT"}
@@ -136,7 +136,7 @@ EOF
 ctrl_start() {
   CTRL_LOG="$E2E_WORK/$SCEN.controller.log"
   RABBITMQ_USERNAME=$JOBPOOL_TEST_RMQ_USER RABBITMQ_PASSWORD=$JOBPOOL_TEST_RMQ_PASS \
-    "$CONTROLLER" --config "$1" >>"$CTRL_LOG" 2>&1 </dev/null &
+    "$CONTROLLER" --config "$1" ${E2E_CTL_FLAGS:-} >>"$CTRL_LOG" 2>&1 </dev/null &
   CTRL_PID=$!
   echo "$CTRL_PID" >> "$E2E_WORK/controller.pids"
   $TOOL sample --pid "$CTRL_PID" --out "$E2E_WORK/$SCEN.proc" --interval 1 &

@@ -302,6 +302,18 @@ static void test_global_cap_shared(void **state)
     assert_true(total <= 12);
 }
 
+static void test_keda_policy_routes(void **state)
+{
+    (void)state;
+    setup_pools(1, 0);
+    q[0].ready = 4;
+    struct reconcile_opts o = {.keda = true, .keda_strategy = SCALE_KEDA_DEFAULT};
+    assert_int_equal(reconcile_new(&cfg, NULL, &fk.base, NULL, &o, &rec), 0);
+    assert_int_equal(reconcile_pass(rec), 0);
+    assert_int_equal(fk.starts[0], 4);
+    assert_string_equal(reconcile_status(rec, 0)->reason, "keda");
+}
+
 static void test_dry_run_changes_nothing(void **state)
 {
     (void)state;
@@ -336,6 +348,7 @@ int main(void)
         cmocka_unit_test_teardown(test_history_cleanup, teardown),
         cmocka_unit_test_teardown(test_recent_history_kept_until_seen, teardown),
         cmocka_unit_test_teardown(test_global_cap_shared, teardown),
+        cmocka_unit_test_teardown(test_keda_policy_routes, teardown),
         cmocka_unit_test_teardown(test_dry_run_changes_nothing, teardown),
         cmocka_unit_test_teardown(test_start_error_is_reported, teardown),
     };

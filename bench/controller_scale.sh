@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The controller's own cost at scale, against the real API server and broker: P pools with M
+# ready messages each and no kubelet, so the controller creates P*M Jobs that stay pending (their
+# pods too). Once every Job exists it measures the steady state for W seconds: peak RSS (VmHWM),
+# private dirty memory (smaps_rollup), CPU per tick, and API requests per tick (from the API
+# server's audit log, by the controller's user agent). Prints figures, asserts nothing.
+#   P=100 M=50 W=60 bench/controller_scale.sh
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+B=${B:-$root/build}
+P=${P:-100}; M=${M:-50}; W=${W:-60}; POLL_S=2
+for b in jobpool-controller jp-publish; do [ -x "$B/$b" ] || { echo "bench: build first" >&2; exit 1; }; done
+work=$(mktemp -d /tmp/jobpool-scale.XXXXXX)
+ctl=""; rmq_dir=""; kube_dir=""
+cleanup() {
+  [ -z "$ctl" ] || { kill -TERM "$ctl" 2>/dev/null; wait "$ctl" 2>/dev/null || true; }
+  [ -z "$kube_dir" ] || "$root/tests/env/kube.sh" stop "$kube_dir" >/dev/null 2>&1 || true
+  [ -z "$rmq_dir" ] || "$root/tests/env/rabbitmq.sh" stop "$rmq_dir" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+"$root/tests/env/rabbitmq.sh" start > "$work/rmq.env"; . "$work/rmq.env"; rmq_dir=$JOBPOOL_RMQ_DIR
+JOBPOOL_KUBE_AUDIT=1 JOBPOOL_KUBE_KCM_QPS=200 "$root/tests/env/kube.sh" start > "$work/kube.env"
+. "$work/kube.env"; kube_dir=$JOBPOOL_KUBE_DIR
+export RABBITMQ_USERNAME=$JOBPOOL_TEST_RMQ_USER RABBITMQ_PASSWORD=$JOBPOOL_TEST_RMQ_PASS
+k() { curl -sS --cacert "$JOBPOOL_TEST_KUBE_CA" -H "Authorization: Bearer $JOBPOOL_TEST_KUBE_TOKEN" "$JOBPOOL_TEST_KUBE_SERVER$1"; }
+count() { k "/api/v1/namespaces/default/$1?labelSelector=app.kubernetes.io%2Fmanaged-by%3Djobpool&limit=1" |
+  python3 -c 'import json,sys; d=json.load(sys.stdin); print(len(d["items"]) + d["metadata"].get("remainingItemCount", 0))'; }
+count_jobs() { k "/apis/batch/v1/namespaces/default/jobs?labelSelector=app.kubernetes.io%2Fmanaged-by%3Djobpool&limit=1" |
+  python3 -c 'import json,sys; d=json.load(sys.stdin); print(len(d["items"]) + d["metadata"].get("remainingItemCount", 0))'; }
+
+cat > "$work/config.yaml" <<EOC
+pollInterval: ${POLL_S}s
+backend: kube
+metrics: {address: ""}
+rabbitmq:
+  managementUrl: $JOBPOOL_TEST_MGMT_URL
+  amqpUrl: amqp://127.0.0.1:$JOBPOOL_TEST_AMQP_PORT
+  username: {env: RABBITMQ_USERNAME}
+  password: {env: RABBITMQ_PASSWORD}
+kubernetes: {inCluster: false, kubeconfig: $KUBECONFIG, namespace: default, qps: 200}
+pools:
+EOC
+for i in $(seq 1 "$P"); do
+  q=$(printf 'scale-%03d' "$i")
+  curl -fsS -u "$RABBITMQ_USERNAME:$RABBITMQ_PASSWORD" -X PUT -H 'content-type: application/json' \
+    -d '{"durable":true}' "$JOBPOOL_TEST_MGMT_URL/api/queues/%2F/$q" >/dev/null
+  seq 1 "$M" | "$B/jp-publish" "${JOBPOOL_TEST_AMQP_URL%/}" "$q" 2>/dev/null
+  cat >> "$work/config.yaml" <<EOC
+  - name: $q
+    queue: $q
+    maxActive: $M
+    maxStartPerTick: $M
+    pendingTimeout: 1h
+    jobTemplate: {template: {spec: {restartPolicy: Never, containers: [{name: w, image: example/w:1}]}}}
+EOC
+done
+"$B/jobpool-controller" --config "$work/config.yaml" --log-level warn 2> "$work/ctl.log" &
+ctl=$!
+t0=$(date +%s)
+for _ in $(seq 1 600); do
+  [ "$(count_jobs)" -ge $((P * M)) ] && [ "$(count pods)" -ge $((P * M)) ] && break
+  sleep 2
+done
+echo "bench: $(count_jobs) Jobs and $(count pods) pods after $(( $(date +%s) - t0 )) s"
+sleep 10 # let the last events settle
+hz=$(getconf CLK_TCK)
+cpu() { awk '{print $14 + $15}' "/proc/$ctl/stat"; }
+reqs() { grep -c '"userAgent":"jobpool/' "$kube_dir/log/audit.log" || true; }
+c0=$(cpu); r0=$(reqs); s0=$(date +%s.%N)
+sleep "$W"
+c1=$(cpu); r1=$(reqs); s1=$(date +%s.%N)
+ticks=$(awk -v a="$s0" -v b="$s1" -v p="$POLL_S" 'BEGIN { printf "%d", (b - a) / p }')
+echo
+echo "steady state: $P pools, $((P * M)) live Jobs, ${W}s (${ticks} ticks of ${POLL_S}s)"
+printf '  %-34s %s\n' "peak RSS (VmHWM)" "$(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' /proc/$ctl/status)"
+printf '  %-34s %s\n' "RSS now" "$(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$ctl/status)"
+printf '  %-34s %s\n' "private dirty (smaps_rollup)" "$(awk '/Private_Dirty/ {printf "%.1f MiB", $2/1024}' /proc/$ctl/smaps_rollup)"
+printf '  %-34s %s\n' "CPU per tick" "$(awk -v d=$((c1 - c0)) -v hz="$hz" -v t="$ticks" 'BEGIN { printf "%.1f ms", 1000 * d / hz / t }')"
+printf '  %-34s %s\n' "API requests per tick (steady)" "$(awk -v d=$((r1 - r0)) -v t="$ticks" 'BEGIN { printf "%.2f", d / t }')"
+printf '  %-34s %s\n' "threads" "$(awk '/Threads/ {print $2}' /proc/$ctl/status)"
