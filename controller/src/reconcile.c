@@ -45,6 +45,7 @@ struct reconcile {
     struct pool_state *p;
     unsigned int seed;
     bool ready_reported;
+    bool waiting_logged;
 };
 
 int reconcile_new(const struct cfg *cfg, struct rmq_client *rmq, struct backend *be,
@@ -316,6 +317,14 @@ int reconcile_pass(struct reconcile *r)
 
     rmq_tick_begin(r->rmq);
     int rc = r->be->observe(r->be);
+    if (rc == JP_ESTALE) {
+        /* The backend has not listed its workers yet (the Job cache's first list): nothing
+         * can be decided, and nothing is wrong with any pool. */
+        if (!r->waiting_logged) log_info("waiting for the first list of workers");
+        r->waiting_logged = true;
+        metrics_tick(r->m);
+        return rc;
+    }
     if (rc) first = rc;
 
     int64_t total_active = 0;
