@@ -7,7 +7,7 @@
 int backend_list_push(struct backend_list *l, const struct backend_worker *w)
 {
     if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 64;
+        size_t cap = l->cap ? l->cap * 2 : 16;
         struct backend_worker *v = realloc(l->v, cap * sizeof *v);
         if (!v) return JP_ENOMEM;
         l->v = v;
