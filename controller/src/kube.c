@@ -749,53 +749,44 @@ out:
     return rc;
 }
 
-struct job_collect {
-    struct kube_job_list *l;
-    size_t start;
+/* Appends parsed items to a growable array (a kube_job_list or kube_pod_list); a NULL item
+ * (the listing restarted) drops what this listing appended so far. */
+struct collect {
+    void **items;
+    size_t *n, *alloc;
+    size_t size, start;
+    int (*parse)(const cJSON *obj, void *out);
 };
 
-static int collect_job(void *ud, const cJSON *obj)
+static int collect_item(void *ud, const cJSON *obj)
 {
-    struct job_collect *jc = ud;
+    struct collect *co = ud;
     if (!obj) {
-        jc->l->n = jc->start;
+        *co->n = co->start;
         return 0;
     }
-    int rc = grow((void **)&jc->l->items, &jc->l->alloc, jc->l->n, sizeof *jc->l->items);
+    int rc = grow(co->items, co->alloc, *co->n, co->size);
     if (rc) return rc;
-    if (kube_job_parse(obj, &jc->l->items[jc->l->n]) == 0) jc->l->n++;
+    if (co->parse(obj, (char *)*co->items + *co->n * co->size) == 0) (*co->n)++;
     return 0;
 }
+
+static int parse_job(const cJSON *obj, void *out) { return kube_job_parse(obj, out); }
+static int parse_pod(const cJSON *obj, void *out) { return pod_parse(obj, out); }
 
 int kube_jobs_list(struct kube_client *c, const char *label_selector, struct kube_job_list *out)
 {
-    struct job_collect jc = {out, out->n};
-    return list_paged(c, JOBS_API, "jobs", "jobs.batch", label_selector, collect_job, &jc, NULL,
+    struct collect co = {(void **)&out->items, &out->n, &out->alloc, sizeof *out->items, out->n,
+                         parse_job};
+    return list_paged(c, JOBS_API, "jobs", "jobs.batch", label_selector, collect_item, &co, NULL,
                       0);
-}
-
-struct pod_collect {
-    struct kube_pod_list *l;
-    size_t start;
-};
-
-static int collect_pod(void *ud, const cJSON *obj)
-{
-    struct pod_collect *pc = ud;
-    if (!obj) {
-        pc->l->n = pc->start;
-        return 0;
-    }
-    int rc = grow((void **)&pc->l->items, &pc->l->alloc, pc->l->n, sizeof *pc->l->items);
-    if (rc) return rc;
-    if (pod_parse(obj, &pc->l->items[pc->l->n]) == 0) pc->l->n++;
-    return 0;
 }
 
 int kube_pods_list(struct kube_client *c, const char *label_selector, struct kube_pod_list *out)
 {
-    struct pod_collect pc = {out, out->n};
-    return list_paged(c, CORE_API, "pods", "pods", label_selector, collect_pod, &pc, NULL, 0);
+    struct collect co = {(void **)&out->items, &out->n, &out->alloc, sizeof *out->items, out->n,
+                         parse_pod};
+    return list_paged(c, CORE_API, "pods", "pods", label_selector, collect_item, &co, NULL, 0);
 }
 
 int kube_job_get_json(struct kube_client *c, const char *name, struct cJSON **out)
