@@ -21,6 +21,7 @@ WORK_OBJ   = $(patsubst worker-image/src/%.c,$(B)/worker/%.o,$(WORK_SRC))
 WORK_SHARED = err log util
 
 CONTROLLER = $(B)/jobpool-controller
+TOOLS      = $(B)/jp-publish
 WORKER     = $(B)/jobpool-worker
 
 # Each test names the controller modules it links (and nothing else), so a module that is being
@@ -116,7 +117,6 @@ bench-rmq:
 	@B=$(B) bench/rmq_depth.sh
 
 # Small tools for tests, the demo and benches.
-TOOLS = $(B)/jp-publish
 $(B)/jp-publish: tests/tools/jp-publish.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
