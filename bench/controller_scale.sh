@@ -7,6 +7,7 @@
 #   P=100 M=50 W=60 bench/controller_scale.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/tests/env/common.sh"
 B=${B:-$root/build}
 P=${P:-100}; M=${M:-50}; W=${W:-60}; POLL_S=2
 for b in jobpool-controller jp-publish; do [ -x "$B/$b" ] || { echo "bench: build first" >&2; exit 1; }; done
@@ -34,11 +35,7 @@ cat > "$work/config.yaml" <<EOC
 pollInterval: ${POLL_S}s
 backend: kube
 metrics: {address: ""}
-rabbitmq:
-  managementUrl: $JOBPOOL_TEST_MGMT_URL
-  amqpUrl: amqp://127.0.0.1:$JOBPOOL_TEST_AMQP_PORT
-  username: {env: RABBITMQ_USERNAME}
-  password: {env: RABBITMQ_PASSWORD}
+$(rabbitmq_yaml)
 kubernetes: {inCluster: false, kubeconfig: $KUBECONFIG, namespace: default, qps: 200}
 pools:
 EOC

@@ -6,6 +6,7 @@
 # Asserts nothing about time.   N=300 T=0.5 M=20 bench/local_vs_static.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/tests/env/common.sh"
 B=${B:-$root/build}
 N=${N:-300}; T=${T:-0.5}; M=${M:-20}; RUNS=${RUNS:-3}
 for b in jobpool-controller jobpool-worker jp-publish; do
@@ -52,17 +53,12 @@ idle_figures() { # label pid...: CPU% and RSS over 5 s once idle
 }
 
 run_jobpool() {
-  local port; port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  local port; port=$(free_port)
   cat > "$work/jp.yaml" <<EOC
 pollInterval: 500ms
 backend: local
 metrics: {address: "127.0.0.1:$port"}
-rabbitmq:
-  managementUrl: $JOBPOOL_TEST_MGMT_URL
-  amqpUrl: amqp://127.0.0.1:$JOBPOOL_TEST_AMQP_PORT
-  username: {env: RABBITMQ_USERNAME}
-  password: {env: RABBITMQ_PASSWORD}
-  depthSource: amqp
+$(rabbitmq_yaml amqp)
 pools:
   - name: bench
     queue: bench

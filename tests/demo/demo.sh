@@ -7,6 +7,7 @@
 #   DEMO_TASKS=200 DEMO_MAX=20 tests/demo/demo.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
+. "$root/tests/env/common.sh"
 B=${B:-$root/build}
 tasks=${DEMO_TASKS:-200}
 max=${DEMO_MAX:-20}
@@ -36,7 +37,7 @@ mgmt() { curl -fsS -u "$JOBPOOL_TEST_RMQ_USER:$JOBPOOL_TEST_RMQ_PASS" "$@"; }
 mgmt -X PUT -H 'content-type: application/json' -d '{"durable":true}' \
   "$JOBPOOL_TEST_MGMT_URL/api/queues/%2F/demo-tasks" >/dev/null
 
-metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+metrics_port=$(free_port)
 cat > "$work/task.sh" <<'EOT'
 #!/bin/sh
 # A demo task: the message body is how long to work, in seconds.
@@ -51,12 +52,7 @@ pollInterval: 500ms
 backend: local
 log: {format: text, level: info}
 metrics: {address: "127.0.0.1:$metrics_port"}
-rabbitmq:
-  managementUrl: $JOBPOOL_TEST_MGMT_URL
-  amqpUrl: amqp://127.0.0.1:$JOBPOOL_TEST_AMQP_PORT
-  username: {env: RABBITMQ_USERNAME}
-  password: {env: RABBITMQ_PASSWORD}
-  depthSource: amqp
+$(rabbitmq_yaml amqp)
 pools:
   - name: demo
     queue: demo-tasks

@@ -29,6 +29,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import ssl
 import subprocess
@@ -743,6 +744,7 @@ class NodeSim:
                 if t.proc:
                     t.proc.wait()
         self.log.info("stopped: %s" % dict(self.stats))
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def main():
@@ -794,6 +796,7 @@ def main():
         log.warn("fatal: %s" % e)
         stop_event.set()
         sim.kill_all(signal.SIGKILL, "fatal")
+        shutil.rmtree(sim.tmp, ignore_errors=True)
         return 1
     return 0
 

@@ -10,6 +10,7 @@ set -u
 : "${JOBPOOL_TEST_KUBE_SERVER:?run me through tests/integration/kube-run.sh}"
 : "${JOBPOOL_TEST_AMQP_URL:?run me through tests/integration/kube-run.sh}"
 JOBPOOL_ROOT=${JOBPOOL_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
+. "$JOBPOOL_ROOT/tests/env/common.sh"
 B=${JOBPOOL_BUILD:-$JOBPOOL_ROOT/build}
 N=7; HIST=3; NS=ctl-it
 T=$(mktemp -d /tmp/jobpool-ctlkube.XXXXXX)
@@ -40,12 +41,7 @@ write_config() { # IDLE-TIMEOUT
 pollInterval: 500ms
 backend: kube
 metrics: {address: ""}
-rabbitmq:
-  managementUrl: $JOBPOOL_TEST_MGMT_URL
-  amqpUrl: amqp://127.0.0.1:$JOBPOOL_TEST_AMQP_PORT
-  username: {env: RABBITMQ_USERNAME}
-  password: {env: RABBITMQ_PASSWORD}
-  depthSource: amqp
+$(rabbitmq_yaml amqp)
 kubernetes:
   inCluster: false
   kubeconfig: $KUBECONFIG

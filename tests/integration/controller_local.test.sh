@@ -6,6 +6,7 @@
 set -u
 : "${JOBPOOL_TEST_AMQP_URL:?run me through tests/integration/run.sh}"
 JOBPOOL_ROOT=${JOBPOOL_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
+. "$JOBPOOL_ROOT/tests/env/common.sh"
 B=${JOBPOOL_BUILD:-$JOBPOOL_ROOT/build}
 N=${N:-300}; MAX=20
 T=$(mktemp -d /tmp/jobpool-ctl-test.XXXXXX)
@@ -34,17 +35,12 @@ for source in ${SOURCES:-management amqp}; do
   echo "== controller, local backend, depthSource $source: $N tasks, maxActive $MAX"
   q=ctl-$source
   api PUT "/api/queues/%2F/$q" '{"durable":true}' >/dev/null
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  port=$(free_port)
   cat > "$T/$source.yaml" <<EOC
 pollInterval: 500ms
 backend: local
 metrics: {address: "127.0.0.1:$port"}
-rabbitmq:
-  managementUrl: $JOBPOOL_TEST_MGMT_URL
-  amqpUrl: amqp://127.0.0.1:$JOBPOOL_TEST_AMQP_PORT
-  username: {env: RABBITMQ_USERNAME}
-  password: {env: RABBITMQ_PASSWORD}
-  depthSource: $source
+$(rabbitmq_yaml $source)
 pools:
   - name: ctl
     queue: $q

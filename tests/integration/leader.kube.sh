@@ -9,6 +9,7 @@ set -u
 : "${JOBPOOL_TEST_KUBE_SERVER:?run me through tests/integration/kube-run.sh}"
 : "${JOBPOOL_TEST_AMQP_URL:?run me through tests/integration/kube-run.sh}"
 JOBPOOL_ROOT=${JOBPOOL_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
+. "$JOBPOOL_ROOT/tests/env/common.sh"
 B=${JOBPOOL_BUILD:-$JOBPOOL_ROOT/build}
 N=5; NS=leader-it; LEASE_S=4; RETRY_S=1
 T=$(mktemp -d /tmp/jobpool-leader.XXXXXX)
@@ -24,7 +25,6 @@ k() { curl -sS --cacert "$JOBPOOL_TEST_KUBE_CA" -H "Authorization: Bearer $JOBPO
 njobs() { k GET "/apis/batch/v1/namespaces/$NS/jobs" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))'; }
 export RABBITMQ_USERNAME=$JOBPOOL_TEST_RMQ_USER RABBITMQ_PASSWORD=$JOBPOOL_TEST_RMQ_PASS
 mq() { curl -fsS -u "$RABBITMQ_USERNAME:$RABBITMQ_PASSWORD" -X "$1" -H 'content-type: application/json' ${3:+--data "$3"} "$JOBPOOL_TEST_MGMT_URL$2"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
 [ -x "$B/jobpool-controller" ] || { echo "leader: FAILED: no controller in $B"; exit 1; }
 
@@ -52,12 +52,7 @@ cat > "$T/config.in" <<EOC
 pollInterval: 500ms
 backend: kube
 metrics: {address: "127.0.0.1:@PORT@"}
-rabbitmq:
-  managementUrl: $JOBPOOL_TEST_MGMT_URL
-  amqpUrl: amqp://127.0.0.1:$JOBPOOL_TEST_AMQP_PORT
-  username: {env: RABBITMQ_USERNAME}
-  password: {env: RABBITMQ_PASSWORD}
-  depthSource: amqp
+$(rabbitmq_yaml amqp)
 kubernetes: {inCluster: false, kubeconfig: $KUBECONFIG, namespace: $NS}
 leaderElection:
   enabled: true
