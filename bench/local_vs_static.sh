@@ -8,7 +8,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/tests/env/common.sh"
 B=${B:-$root/build}
-N=${N:-300}; T=${T:-0.5}; M=${M:-20}; RUNS=${RUNS:-3}
+N=${N:-300}; T=${T:-0.5}; M=${M:-20}; RUNS=${RUNS:-3}; POLL=${POLL:-500ms}
 for b in jobpool-controller jobpool-worker jp-publish; do
   [ -x "$B/$b" ] || { echo "bench: build first (make all)" >&2; exit 1; }
 done
@@ -55,7 +55,7 @@ idle_figures() { # label pid...: CPU% and RSS over 5 s once idle
 run_jobpool() {
   local port; port=$(free_port)
   cat > "$work/jp.yaml" <<EOC
-pollInterval: 500ms
+pollInterval: $POLL
 backend: local
 metrics: {address: "127.0.0.1:$port"}
 $(rabbitmq_yaml amqp)
@@ -101,7 +101,7 @@ run_static() {
   for i in "${cps[@]}"; do kill -TERM "$i" 2>/dev/null || true; wait "$i" 2>/dev/null || true; done
 }
 
-echo "bench: $N tasks of ${T}s, $M workers, $RUNS runs each (broker $(dpkg-query -W -f='${Version}' rabbitmq-server))"
+echo "bench: $N tasks of ${T}s, $M workers, poll $POLL, $RUNS runs each (broker $(dpkg-query -W -f='${Version}' rabbitmq-server))"
 jp=(); st=()
 for r in $(seq 1 "$RUNS"); do
   read -r jd jprocs jcpu jrss jstarted < <(run_jobpool)
