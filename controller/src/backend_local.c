@@ -132,15 +132,8 @@ static char **build_env(const struct local *L, const struct cfg_pool *pool, cons
                            {"JOBPOOL_VHOST", pool->vhost ? pool->vhost : "/"},
                            {"JOBPOOL_AMQP_URL", L->amqp_url},
                            {"JOBPOOL_RESULT_FILE", result}};
-    for (size_t j = 0; j < sizeof kv / sizeof kv[0]; j++) {
-        struct dbuf d;
-        dbuf_init(&d, 64 * 1024);
-        if (dbuf_printf(&d, "%s=%s", kv[j][0], kv[j][1]) != 0) {
-            dbuf_free(&d);
-            goto fail;
-        }
-        env[k++] = dbuf_take(&d);
-    }
+    for (size_t j = 0; j < sizeof kv / sizeof kv[0]; j++)
+        if (!(env[k++] = util_strprintf("%s=%s", kv[j][0], kv[j][1]))) goto fail;
     return env;
 fail:
     for (size_t j = 0; j < k; j++) free(env[j]);
@@ -174,20 +167,11 @@ static char **build_argv(const struct local *L, const struct cfg_pool *pool)
         goto fail;
     if (worker) {
         char dur[32];
-        struct dbuf d;
         util_format_duration(pool->idle_timeout_ms, dur, sizeof dur);
-        dbuf_init(&d, 64);
-        if (dbuf_printf(&d, "--idle-timeout=%s", dur)) goto fail_d;
-        argv[k++] = dbuf_take(&d);
-        dbuf_init(&d, 64);
-        if (dbuf_printf(&d, "--max-attempts=%d", pool->max_attempts)) goto fail_d;
-        argv[k++] = dbuf_take(&d);
-        goto copy;
-    fail_d:
-        dbuf_free(&d);
-        goto fail;
+        if (!(argv[k++] = util_strprintf("--idle-timeout=%s", dur)) ||
+            !(argv[k++] = util_strprintf("--max-attempts=%d", pool->max_attempts)))
+            goto fail;
     }
-copy:
     for (size_t i = 1; i < n; i++)
         if (!(argv[k++] = strdup(pool->worker_command[i]))) goto fail;
     return argv;
@@ -384,15 +368,8 @@ static int worker_url(const struct cfg_rabbitmq *rc, char **out)
     rest += 3;
     const char *at = strchr(rest, '@');
     if (at && at < rest + strcspn(rest, "/")) rest = at + 1; /* drop inline userinfo */
-    struct dbuf d;
-    dbuf_init(&d, 4096);
-    rc_ = dbuf_printf(&d, "%.*s%s:%s@%s", (int)(strstr(url, "://") + 3 - url), url, euser,
-                      epass, rest);
-    if (rc_) {
-        dbuf_free(&d);
-        goto out;
-    }
-    *out = dbuf_take(&d);
+    *out = util_strprintf("%.*s%s:%s@%s", (int)(strstr(url, "://") + 3 - url), url, euser,
+                          epass, rest);
     rc_ = *out ? 0 : JP_ENOMEM;
 out:
     free(user);

@@ -112,13 +112,7 @@ static const char *str(const cJSON *obj, const char *key)
 static char *resolve(const char *dir, const char *path)
 {
     if (path[0] == '/' || !dir || !dir[0]) return strdup(path);
-    struct dbuf b;
-    dbuf_init(&b, 8192);
-    if (dbuf_printf(&b, "%s/%s", dir, path) != 0) {
-        dbuf_free(&b);
-        return NULL;
-    }
-    return dbuf_take(&b);
+    return util_strprintf("%s/%s", dir, path);
 }
 
 /* Load one PEM item: the -data form (base64) wins over the file form. */

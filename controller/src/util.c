@@ -170,6 +170,21 @@ void dbuf_free(struct dbuf *b)
     b->len = b->alloc = 0;
 }
 
+char *util_strprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) return NULL;
+    char *s = malloc((size_t)n + 1);
+    if (!s) return NULL;
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
 char *util_strdup(const char *s) { return s ? strdup(s) : NULL; }
 
 uint64_t util_fnv1a(const void *p, size_t n, uint64_t seed)

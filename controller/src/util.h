@@ -38,6 +38,8 @@ void dbuf_reset(struct dbuf *b);
 char *dbuf_take(struct dbuf *b);
 void dbuf_free(struct dbuf *b);
 
+/* A malloc'd formatted string (any length), or NULL when out of memory. */
+char *util_strprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* strdup that accepts NULL (returns NULL). */
 char *util_strdup(const char *s);
 /* FNV-1a 64 bit, for config hashes. */

@@ -110,12 +110,28 @@ static void test_dbuf_cap(void **state)
     dbuf_free(&big);
 }
 
+static void test_strprintf(void **state)
+{
+    (void)state;
+    char *s = util_strprintf("--max-attempts=%d %s", 3, "x");
+    assert_string_equal(s, "--max-attempts=3 x");
+    free(s);
+    char big[2000];
+    memset(big, 'b', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    s = util_strprintf("%s=%s", "K", big);
+    assert_int_equal(strlen(s), 2 + sizeof big - 1);
+    assert_memory_equal(s, "K=bbb", 5);
+    free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_duration_ok),     cmocka_unit_test(test_duration_bad),
         cmocka_unit_test(test_duration_format), cmocka_unit_test(test_int64),
         cmocka_unit_test(test_rfc3339),         cmocka_unit_test(test_dbuf_cap),
+        cmocka_unit_test(test_strprintf),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
