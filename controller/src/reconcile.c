@@ -41,6 +41,7 @@ struct reconcile {
     struct rmq_client *rmq;
     struct backend *be;
     struct metrics *m;
+    enum metrics_error_source be_src; /* errors_total{source} of the backend's failures */
     struct reconcile_opts o;
     struct pool_state *p;
     unsigned int seed;
@@ -63,6 +64,7 @@ int reconcile_new(const struct cfg *cfg, struct rmq_client *rmq, struct backend 
     r->rmq = rmq;
     r->be = be;
     r->m = m;
+    r->be_src = strcmp(be->name, "kube") == 0 ? METRICS_SRC_KUBERNETES : METRICS_SRC_LOCAL;
     if (o) r->o = *o;
     r->seed = (unsigned int)util_wall_ms();
     for (size_t i = 0; i < cfg->npools; i++) {
@@ -101,14 +103,16 @@ static void backoff(struct reconcile *r, struct pool_state *ps)
     ps->retry_at_ms = util_now_ms() + d;
 }
 
+/* Count an error of pool, back off, and log it at level. */
 static void pool_error(struct reconcile *r, const struct cfg_pool *pool, struct pool_state *ps,
-                       enum metrics_error_source src, int err, const char *what)
+                       enum metrics_error_source src, int err, enum log_level level,
+                       const char *what)
 {
     ps->st.last_err = err;
     ps->st.errors++;
     metrics_count_error(r->m, pool->name, src, err);
     backoff(r, ps);
-    log_msg(LOG_WARN, pool->name, err, "%s (retry in %lld ms)", what,
+    log_msg(level, pool->name, err, "%s (retry in %lld ms)", what,
             (long long)(ps->retry_at_ms - util_now_ms()));
 }
 
@@ -139,22 +143,15 @@ static int observe_pool(struct reconcile *r, size_t i)
         ps->missing = false;
     }
     int depth_err = depth_ok ? 0 : rc;
-    if (depth_err) {
-        ps->st.last_err = rc;
-        ps->st.errors++;
-        metrics_count_error(r->m, pool->name, METRICS_SRC_RABBITMQ, rc);
-        backoff(r, ps);
-        /* rmq logs the failure when it starts and when it changes; repeating it every retry
-         * would only add noise. */
-        log_msg(LOG_DEBUG, pool->name, rc, "queue depth read failed: %s; holding, retry in "
-                "%lld ms", rmq_last_error(r->rmq), (long long)(ps->retry_at_ms - util_now_ms()));
-    }
+    /* rmq logs the failure when it starts and when it changes; repeating it every retry
+     * would only add noise, so this line is debug. */
+    if (depth_err)
+        pool_error(r, pool, ps, METRICS_SRC_RABBITMQ, rc, LOG_DEBUG,
+                   "queue depth read failed; holding");
 
     rc = r->be->list(r->be, pool, &ps->workers);
     if (rc) {
-        pool_error(r, pool, ps, strcmp(r->be->name, "kube") == 0 ? METRICS_SRC_KUBERNETES
-                                                                  : METRICS_SRC_LOCAL,
-                   rc, "listing workers failed");
+        pool_error(r, pool, ps, r->be_src, rc, LOG_WARN, "listing workers failed");
         ps->skipped = true; /* no decision without knowing the workers */
         return rc;
     }
@@ -221,7 +218,6 @@ static int observe_pool(struct reconcile *r, size_t i)
     ps->st.succeeded = ps->d.succeeded;
     ps->st.failed = ps->d.failed;
     ps->st.reason = ps->d.reason;
-    if (depth_err) ps->st.last_err = depth_err;
     return depth_err;
 }
 
@@ -240,22 +236,16 @@ static int act_pool(struct reconcile *r, size_t i)
     const struct cfg_pool *pool = &r->cfg->pools[i];
     struct pool_state *ps = &r->p[i];
     int first = 0;
-    bool kube = strcmp(r->be->name, "kube") == 0;
-    enum metrics_error_source src = kube ? METRICS_SRC_KUBERNETES : METRICS_SRC_LOCAL;
+    enum metrics_error_source src = r->be_src;
 
-    if (ps->start > 0 || ps->d.ndeletes > 0 || ps->d.reason != ps->st.reason)
-        log_msg(ps->start > 0 || ps->d.ndeletes ? LOG_INFO : LOG_DEBUG, pool->name, 0,
-                "ready=%lld pending=%d running=%d waiting=%d max=%d start=%d delete=%zu "
-                "reason=%s%s",
-                (long long)ps->depth.ready, ps->d.pending, ps->d.running, ps->d.waiting,
-                pool->max_active, ps->start, ps->d.ndeletes,
-                ps->start < ps->d.start ? "global_cap" : ps->d.reason,
-                r->o.dry_run ? " dry_run=1" : "");
-    else
-        log_msg(LOG_DEBUG, pool->name, 0,
-                "ready=%lld pending=%d running=%d waiting=%d max=%d start=0 reason=%s",
-                (long long)ps->depth.ready, ps->d.pending, ps->d.running, ps->d.waiting,
-                pool->max_active, ps->d.reason);
+    /* One line per decision; only those that change something are logged at info. */
+    log_msg(ps->start > 0 || ps->d.ndeletes ? LOG_INFO : LOG_DEBUG, pool->name, 0,
+            "ready=%lld pending=%d running=%d waiting=%d max=%d start=%d delete=%zu "
+            "reason=%s%s",
+            (long long)ps->depth.ready, ps->d.pending, ps->d.running, ps->d.waiting,
+            pool->max_active, ps->start, ps->d.ndeletes,
+            ps->start < ps->d.start ? "global_cap" : ps->d.reason,
+            r->o.dry_run ? " dry_run=1" : "");
     if (ps->start < ps->d.start) ps->st.reason = "global_cap";
     if (r->o.dry_run) return 0;
 
@@ -278,7 +268,7 @@ static int act_pool(struct reconcile *r, size_t i)
         int rc = r->be->start(r->be, pool, ps->start, ps->depth.ready, &started);
         if (rc) {
             if (!first) first = rc;
-            pool_error(r, pool, ps, src, rc, "starting workers failed");
+            pool_error(r, pool, ps, src, rc, LOG_WARN, "starting workers failed");
         }
     }
     ps->st.last_start = started;
