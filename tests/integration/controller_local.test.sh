@@ -82,7 +82,7 @@ EOC
 done
 echo "== shutdown: SIGTERM drains the local workers without losing the message; a second exits at once"
 api PUT "/api/queues/%2F/ctl-stop" '{"durable":true}' >/dev/null
-sed -e 's/queue: ctl-amqp/queue: ctl-stop/' -e "s#$T/task.sh#$T/slow.sh#" "$T/amqp.yaml" > "$T/stop.yaml"
+sed -e "s/queue: ctl-$source/queue: ctl-stop/" -e "s#$T/task.sh#$T/slow.sh#" "$T/$source.yaml" > "$T/stop.yaml"  # the last depth source's config
 # The task records its pid, then sleeps; with STUBBORN set it ignores SIGTERM.
 printf '#!/bin/sh\necho $$ >> "$TASK_LOG"\n[ -z "$STUBBORN" ] || trap "" TERM\nexec sleep 30\n' > "$T/slow.sh"
 chmod +x "$T/slow.sh"
