@@ -5,6 +5,7 @@ VERSION  ?= 0.1.0
 CC       ?= cc
 CFLAGS   ?= -O2 -g
 B        ?= build
+DEPS_SH  ?= tests/env/deps.sh
 PKGS      = librabbitmq libcurl libcjson yaml-0.1 libmicrohttpd
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -56,20 +57,27 @@ IT_BIN     = $(patsubst tests/integration/%.c,$(B)/tests/%,$(IT_SRC))
 KIT_SRC   := $(wildcard tests/integration/kit_*.c)
 KIT_BIN    = $(patsubst tests/integration/%.c,$(B)/tests/%,$(KIT_SRC))
 
-.PHONY: all deps unit integration kube-integration test asan valgrind lint demo bench clean fuzz e2e images manifests
+.PHONY: all deps build-deps unit integration kube-integration test asan valgrind lint demo bench clean fuzz fuzz-run e2e images manifests
 all: $(CONTROLLER) $(WORKER) $(TOOLS)
 	@mkdir -p controller worker-image
 	@ln -sf ../$(CONTROLLER) controller/jobpool-controller
 	@ln -sf ../$(WORKER) worker-image/jobpool-worker
 
 deps:
-	@tests/env/deps.sh test
+	@$(DEPS_SH) test
 
-$(B)/ctrl/%.o: controller/src/%.c
+# Every compile first installs what is missing (tests/env/deps.sh build prints nothing when all is
+# there): an order-only prerequisite of each rule that runs the compiler, so no target, on a fresh
+# machine, stops at a missing header. PKG_CFLAGS/PKG_LIBS are recursive (=) variables, expanded
+# when a recipe runs, which is after this step. tests/integration/makefile.test.sh checks it.
+build-deps:
+	@$(DEPS_SH) build
+
+$(B)/ctrl/%.o: controller/src/%.c | build-deps
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
-$(B)/worker/%.o: worker-image/src/%.c
+$(B)/worker/%.o: worker-image/src/%.c | build-deps
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Iworker-image/src -c $< -o $@
 
@@ -80,36 +88,36 @@ $(WORKER): $(WORK_OBJ) $(patsubst %,$(B)/ctrl/%.o,$(WORK_SHARED))
 	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 .SECONDEXPANSION:
-$(B)/tests/test_%: tests/unit/test_%.c $$(addprefix $(B)/ctrl/,$$(addsuffix .o,$$(DEPS_test_$$*)))
+$(B)/tests/test_%: tests/unit/test_%.c $$(addprefix $(B)/ctrl/,$$(addsuffix .o,$$(DEPS_test_$$*))) | build-deps
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -Itests/unit $(filter %.c %.o,$^) -o $@ $(WRAP_test_$*) $(LDLIBS) $(CMOCKA_LIBS)
 
-$(B)/tests/it_%: tests/integration/it_%.c $$(addprefix $(B)/ctrl/,$$(addsuffix .o,$$(DEPS_it_$$*)))
+$(B)/tests/it_%: tests/integration/it_%.c $$(addprefix $(B)/ctrl/,$$(addsuffix .o,$$(DEPS_it_$$*))) | build-deps
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Itests/unit $(filter %.c %.o,$^) -o $@ $(LDLIBS) $(CMOCKA_LIBS)
 
 # Worker unit tests (tests/unit/test_worker_<module>.c) link that worker module plus the
 # modules the worker shares with the controller. The shorter stem makes make prefer this rule.
-$(B)/tests/test_worker_%: tests/unit/test_worker_%.c $(B)/worker/%.o $(patsubst %,$(B)/ctrl/%.o,$(WORK_SHARED))
+$(B)/tests/test_worker_%: tests/unit/test_worker_%.c $(B)/worker/%.o $(patsubst %,$(B)/ctrl/%.o,$(WORK_SHARED)) | build-deps
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -Iworker-image/src -Itests/unit $(filter %.c %.o,$^) -o $@ $(LDLIBS) $(CMOCKA_LIBS)
 
 # A tiny server of known metrics for tests/integration/metrics.test.sh (promtool, Prometheus).
-$(B)/tests/metrics_demo: tests/integration/metrics_demo.c $(addprefix $(B)/ctrl/,metrics.o util.o log.o err.o)
+$(B)/tests/metrics_demo: tests/integration/metrics_demo.c $(addprefix $(B)/ctrl/,metrics.o util.o log.o err.o) | build-deps
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(filter %.c %.o,$^) -o $@ $(LDLIBS)
 
-$(B)/tests/kit_%: tests/integration/kit_%.c $$(addprefix $(B)/ctrl/,$$(addsuffix .o,$$(DEPS_kit_$$*)))
+$(B)/tests/kit_%: tests/integration/kit_%.c $$(addprefix $(B)/ctrl/,$$(addsuffix .o,$$(DEPS_kit_$$*))) | build-deps
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Itests/unit $(filter %.c %.o,$^) -o $@ $(LDLIBS) $(CMOCKA_LIBS)
 
-$(B)/bench/kube_bench: bench/kube_bench.c $$(addprefix $(B)/ctrl/,$$(addsuffix .o,$$(DEPS_kube_bench)))
+$(B)/bench/kube_bench: bench/kube_bench.c $$(addprefix $(B)/ctrl/,$$(addsuffix .o,$$(DEPS_kube_bench))) | build-deps
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(filter %.c %.o,$^) -o $@ $(LDLIBS)
 
 # RabbitMQ depth-read benchmark program, built and run by bench/rmq_depth.sh (make bench-rmq).
 BENCH_RMQ_DEPS = rmq config yamljson http util log err
-$(B)/bench/rmq_depth: bench/rmq_depth.c $(addprefix $(B)/ctrl/,$(addsuffix .o,$(BENCH_RMQ_DEPS)))
+$(B)/bench/rmq_depth: bench/rmq_depth.c $(addprefix $(B)/ctrl/,$(addsuffix .o,$(BENCH_RMQ_DEPS))) | build-deps
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(filter %.c %.o,$^) -o $@ $(LDLIBS)
 .PHONY: bench-rmq
@@ -117,7 +125,7 @@ bench-rmq:
 	@B=$(B) bench/rmq_depth.sh
 
 # Small tools for tests, the demo and benches.
-$(B)/jp-publish: tests/tools/jp-publish.c
+$(B)/jp-publish: tests/tools/jp-publish.c | build-deps
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
 
@@ -138,7 +146,7 @@ kube-integration: $(KIT_BIN) all
 # single checks: each stage prints its own detail above).
 test: export JOBPOOL_SUMMARY = $(abspath $(B))/test-summary.txt
 test:
-	@tests/env/deps.sh test
+	@$(DEPS_SH) test
 	@mkdir -p $(B) && : > $(JOBPOOL_SUMMARY)
 	@$(MAKE) --no-print-directory all
 	@st=0; \
@@ -174,12 +182,14 @@ asan:
 	  LDFLAGS="-fsanitize=address,undefined" unit
 
 valgrind:
+	@$(DEPS_SH) test
 	@$(MAKE) --no-print-directory B=build/vg CFLAGS="-O0 -g" $$(echo $(UNIT_BIN) | sed 's#$(B)/#build/vg/#g') all
 	@VALGRIND="valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect" \
 	  tests/run-tests.sh unit $(patsubst $(B)/%,build/vg/%,$(UNIT_BIN))
 
 BANNED = sprintf|strcpy|strcat|atoi|strtok|gets
 lint:
+	@$(DEPS_SH) test
 	@echo "lint: banned functions"
 	@! grep -nE '(^|[^_a-zA-Z0-9.>])($(BANNED))[[:space:]]*\(' controller/src/*.[ch] worker-image/src/*.[ch] \
 	  || { echo "lint: banned function used (see above)"; exit 1; }
@@ -187,24 +197,34 @@ lint:
 	@cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr \
 	  --suppress=missingIncludeSystem -Icontroller/src controller/src worker-image/src
 
-demo: all
-	@tests/env/deps.sh test
+# The README's first command: on a fresh machine it installs what the demo needs (the same
+# step as `make test`) before anything is compiled.
+demo:
+	@$(DEPS_SH) test
+	@$(MAKE) --no-print-directory all
 	@tests/demo/demo.sh
 
-bench: all
+bench:
+	@$(DEPS_SH) test
+	@$(MAKE) --no-print-directory all
 	@for b in bench/*.sh; do [ -x "$$b" ] && "$$b"; done
 
 # End to end on a real control plane: RabbitMQ, kube-apiserver + Job controller, the node
 # simulator, controller and worker (tests/e2e/run.sh). E2E="burst trickle" picks scenarios.
-e2e: all
-	@tests/env/deps.sh test
+e2e:
+	@$(DEPS_SH) test
+	@$(MAKE) --no-print-directory all
 	@B=$(abspath $(B)) tests/e2e/run.sh $(E2E)
 
 # libFuzzer over cfg_load_string and yamljson_parse, seeded with the example and fixture configs.
 FUZZ_SECONDS ?= 30
 FUZZ_CC      ?= clang
 FUZZ_SRC      = tests/fuzz/fuzz_config.c $(patsubst %,controller/src/%.c,config yamljson util log err)
+# Two steps: make expands a whole recipe (its pkg-config calls) before running its first line.
 fuzz:
+	@$(DEPS_SH) test
+	@$(MAKE) --no-print-directory fuzz-run
+fuzz-run:
 	@mkdir -p build/fuzz/corpus
 	$(FUZZ_CC) -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	  -Icontroller/src $(shell pkg-config --cflags yaml-0.1 libcjson) $(FUZZ_SRC) \
