@@ -127,9 +127,12 @@ static int auth_copy(const struct kube_auth *a, struct kube_auth **out)
     return 0;
 }
 
+/* Take tok (already registered with the log) as the token; the previous one's registration is
+ * dropped, so rotations never grow the log's secret list. */
 static void set_token(struct kube_client *c, char *tok)
 {
     if (c->token) {
+        log_drop_secret(c->token);
         explicit_bzero(c->token, strlen(c->token));
         free(c->token);
     }
@@ -160,6 +163,8 @@ static int refresh_token(struct kube_client *c)
     if ((rc = http_client_set_bearer(c->http, tok)) == 0 && c->multi)
         rc = http_multi_set_bearer(c->multi, tok);
     if (rc) {
+        log_drop_secret(tok);
+        explicit_bzero(tok, strlen(tok));
         free(tok);
         return rc;
     }

@@ -3,6 +3,7 @@
 #include "log.h"
 #include "err.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,9 +13,18 @@ enum log_level log_threshold = LOG_INFO;
 static enum log_format log_format_ = LOG_TEXT;
 static FILE *log_out_;
 
-#define LOG_MAX_SECRETS 16
-static char *secrets_[LOG_MAX_SECRETS];
-static size_t nsecrets_;
+/* The secrets to mask, longest first (so that a secret holding another is masked whole), each
+ * with the number of registrations still in force. Watcher threads rotate tokens while any
+ * thread logs, so every access holds secrets_mu_. Nothing is evicted: a configured credential
+ * stays until log_clear_secrets, a rotated token leaves when its last holder drops it. */
+struct secret {
+    char *s;
+    size_t len;
+    size_t refs;
+};
+static pthread_mutex_t secrets_mu_ = PTHREAD_MUTEX_INITIALIZER;
+static struct secret *secrets_;
+static size_t nsecrets_, secrets_alloc_;
 
 void log_setup(enum log_format fmt, enum log_level level, FILE *out)
 {
@@ -48,26 +58,86 @@ int log_parse_format(const char *s, enum log_format *out)
     return 0;
 }
 
-void log_add_secret(const char *secret)
+/* Index of secret in the list, or nsecrets_. Called with secrets_mu_ held. */
+static size_t secret_find(const char *secret)
 {
-    if (!secret || strlen(secret) < 3) /* masking "a" everywhere would garble every line */
-        return;
-    for (size_t i = 0; i < nsecrets_; i++)
-        if (strcmp(secrets_[i], secret) == 0) return;
+    size_t i = 0;
+    while (i < nsecrets_ && strcmp(secrets_[i].s, secret) != 0) i++;
+    return i;
+}
+
+/* Insert a copy, keeping the list longest first. Called with secrets_mu_ held. */
+static void secret_insert(const char *secret, size_t len)
+{
+    if (nsecrets_ == secrets_alloc_) {
+        size_t na = secrets_alloc_ ? secrets_alloc_ * 2 : 8;
+        struct secret *v = realloc(secrets_, na * sizeof *v);
+        if (!v) return;
+        secrets_ = v;
+        secrets_alloc_ = na;
+    }
     char *copy = strdup(secret);
     if (!copy) return;
-    if (nsecrets_ == LOG_MAX_SECRETS) {
-        free(secrets_[0]);
-        memmove(secrets_, secrets_ + 1, (LOG_MAX_SECRETS - 1) * sizeof *secrets_);
+    size_t at = 0;
+    while (at < nsecrets_ && secrets_[at].len >= len) at++;
+    memmove(secrets_ + at + 1, secrets_ + at, (nsecrets_ - at) * sizeof *secrets_);
+    secrets_[at] = (struct secret){copy, len, 1};
+    nsecrets_++;
+}
+
+void log_add_secret(const char *secret)
+{
+    size_t len = secret ? strlen(secret) : 0;
+    if (len < 3) /* masking "a" everywhere would garble every line */
+        return;
+    pthread_mutex_lock(&secrets_mu_);
+    size_t i = secret_find(secret);
+    if (i < nsecrets_) secrets_[i].refs++;
+    else secret_insert(secret, len);
+    pthread_mutex_unlock(&secrets_mu_);
+}
+
+static void secret_free(struct secret *e)
+{
+    explicit_bzero(e->s, e->len);
+    free(e->s);
+}
+
+void log_drop_secret(const char *secret)
+{
+    if (!secret) return;
+    pthread_mutex_lock(&secrets_mu_);
+    size_t i = secret_find(secret);
+    if (i < nsecrets_ && --secrets_[i].refs == 0) {
+        secret_free(&secrets_[i]);
+        memmove(secrets_ + i, secrets_ + i + 1, (nsecrets_ - i - 1) * sizeof *secrets_);
         nsecrets_--;
     }
-    secrets_[nsecrets_++] = copy;
+    pthread_mutex_unlock(&secrets_mu_);
+}
+
+void log_replace_secret(const char *prev, const char *next)
+{
+    log_add_secret(next); /* first: a line logged in between masks both */
+    log_drop_secret(prev);
 }
 
 void log_clear_secrets(void)
 {
-    for (size_t i = 0; i < nsecrets_; i++) free(secrets_[i]);
-    nsecrets_ = 0;
+    pthread_mutex_lock(&secrets_mu_);
+    for (size_t i = 0; i < nsecrets_; i++) secret_free(&secrets_[i]);
+    free(secrets_);
+    secrets_ = NULL;
+    nsecrets_ = secrets_alloc_ = 0;
+    pthread_mutex_unlock(&secrets_mu_);
+}
+
+size_t log_secret_count(void)
+{
+    pthread_mutex_lock(&secrets_mu_);
+    size_t n = nsecrets_;
+    pthread_mutex_unlock(&secrets_mu_);
+    return n;
 }
 
 char *log_redact_url(const char *url, char *out, size_t outlen)
@@ -90,20 +160,20 @@ char *log_redact_url(const char *url, char *out, size_t outlen)
     return out;
 }
 
-/* Replace every registered secret in buf (in place, bounded by cap). */
-static void mask_secrets(char *buf, size_t cap)
+/* Replace every registered secret in buf with "***" (in place: never longer). */
+static void mask_secrets(char *buf)
 {
+    pthread_mutex_lock(&secrets_mu_);
     for (size_t i = 0; i < nsecrets_; i++) {
-        size_t slen = strlen(secrets_[i]);
+        const struct secret *e = &secrets_[i];
         char *p = buf;
-        while ((p = strstr(p, secrets_[i])) != NULL) {
-            size_t tail = strlen(p + slen);
-            if ((size_t)(p - buf) + 3 + tail + 1 > cap) break;
-            memmove(p + 3, p + slen, tail + 1);
+        while ((p = strstr(p, e->s)) != NULL) {
+            memmove(p + 3, p + e->len, strlen(p + e->len) + 1);
             memcpy(p, "***", 3);
             p += 3;
         }
     }
+    pthread_mutex_unlock(&secrets_mu_);
 }
 
 static void json_string(FILE *f, const char *s)
@@ -122,20 +192,34 @@ static void json_string(FILE *f, const char *s)
 
 void log_emit_(enum log_level level, const char *pool, int err, const char *fmt, ...)
 {
-    char msg[2048];
+    /* Format whole, mask, then cut: a secret straddling the cut is masked, not half printed. */
+    char small[LOG_LINE_MAX], *msg = small;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
     va_end(ap);
-    mask_secrets(msg, sizeof msg);
+    if (n < 0) n = 0;
+    if ((size_t)n >= sizeof small) {
+        msg = malloc((size_t)n + 1);
+        if (msg) {
+            va_start(ap, fmt);
+            vsnprintf(msg, (size_t)n + 1, fmt, ap);
+            va_end(ap);
+        } else {
+            msg = small;
+            snprintf(small, sizeof small, "(a log line was dropped: out of memory)");
+        }
+    }
+    mask_secrets(msg);
+    if (strlen(msg) >= LOG_LINE_MAX) msg[LOG_LINE_MAX - 1] = '\0';
 
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
     char tbuf[40];
-    size_t n = strftime(tbuf, sizeof tbuf, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(tbuf + n, sizeof tbuf - n, ".%03ldZ", ts.tv_nsec / 1000000);
+    size_t tn = strftime(tbuf, sizeof tbuf, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(tbuf + tn, sizeof tbuf - tn, ".%03ldZ", ts.tv_nsec / 1000000);
 
     FILE *f = log_out_ ? log_out_ : stderr;
     flockfile(f);
@@ -160,4 +244,5 @@ void log_emit_(enum log_level level, const char *pool, int err, const char *fmt,
     }
     fflush(f);
     funlockfile(f);
+    if (msg != small) free(msg);
 }

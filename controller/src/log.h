@@ -17,10 +17,25 @@ int log_parse_level(const char *s, enum log_level *out);
 int log_parse_format(const char *s, enum log_format *out);
 const char *log_level_name(enum log_level l);
 
-/* Register a secret (password, token). Any later log line that contains it prints "***" in its
- * place. The string is copied; at most 16 secrets are kept, the oldest dropped first. */
+/* Register a secret (password, token): any later log line that contains it prints "***" in its
+ * place. The string is copied; strings shorter than 3 bytes are ignored. Registrations are
+ * counted per string, and a secret is masked until every registration of it is dropped:
+ * nothing is ever evicted, so a configured credential stays masked however many tokens rotate
+ * through. All of these are safe to call from any thread at any time. */
 void log_add_secret(const char *secret);
+/* Undo one log_add_secret of the same string (a rotated token going out of use). NULL, or a
+ * string never added, is ignored. */
+void log_drop_secret(const char *secret);
+/* A rotation: add next, then drop prev (either may be NULL), so no line is logged with
+ * neither masked. */
+void log_replace_secret(const char *prev, const char *next);
+/* Forget every secret (at exit, and between tests). */
 void log_clear_secrets(void);
+/* Number of distinct secrets registered (for tests). */
+size_t log_secret_count(void);
+
+/* Longest message text of one line; longer ones are cut (after masking). */
+#define LOG_LINE_MAX 2048
 
 /* Copy url into out with the password of any "user:pass@" part replaced by "***"
  * (KEDA's anonymizeRabbitMQError does the same). Always NUL-terminates; returns out. */

@@ -87,9 +87,13 @@ int util_parse_rfc3339(const char *s, int64_t *out_ms)
     }
     int64_t off = 0;
     if (*p == 'Z' || *p == 'z') p++;
-    else if ((*p == '+' || *p == '-') && isdigit((unsigned char)p[1])) {
-        int hh = 0, mm = 0;
-        if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2) return JP_EINVAL;
+    else if (*p == '+' || *p == '-') {
+        /* Exactly "+HH:MM": each byte is checked before the next is read, so a short offset
+         * such as "+1:1" cannot walk past the end of the string. */
+        for (int i = 1; i <= 5; i++)
+            if (i == 3 ? p[i] != ':' : !isdigit((unsigned char)p[i])) return JP_EINVAL;
+        int hh = (p[1] - '0') * 10 + (p[2] - '0'), mm = (p[4] - '0') * 10 + (p[5] - '0');
+        if (hh > 23 || mm > 59) return JP_EINVAL;
         off = (int64_t)(hh * 3600 + mm * 60) * (*p == '+' ? 1 : -1);
         p += 6;
     } else return JP_EINVAL;

@@ -5,8 +5,13 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <cjson/cJSON.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "err.h"
 #include "kube.h"
@@ -169,6 +174,95 @@ static void test_states(void **state)
     assert_int_equal(jobs[2].running_pods, 0);
 }
 
+/* Service-account token rotation (issue 14): clients on their own threads, as the watch cache's
+ * are, re-read a rotating token file 32 times while other threads log the broker password. The
+ * old 16-entry list evicted the password after 16 rotations, and raced (make tsan). */
+enum { ROT_CLIENTS = 3, ROT_LOGGERS = 2, ROTATIONS = 32 };
+static pthread_barrier_t rot_written, rot_read;
+static int rot_stop;
+
+static void *rot_client(void *arg)
+{
+    struct kube_client *c = arg;
+    for (int i = 0; i < ROTATIONS; i++) {
+        pthread_barrier_wait(&rot_written);
+        /* Nothing listens on the port: the request fails, after re-reading the token. */
+        assert_int_not_equal(kube_request(c, "GET", "/api", NULL, NULL), 0);
+        pthread_barrier_wait(&rot_read);
+    }
+    return NULL;
+}
+
+static void *rot_logger(void *arg)
+{
+    (void)arg;
+    while (!__atomic_load_n(&rot_stop, __ATOMIC_ACQUIRE))
+        log_error("amqp://worker:broker-password-1@rabbitmq:5672/");
+    return NULL;
+}
+
+static void write_token(const char *path, int i)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "sa-token-%02d-abcdefghijklmnop\n", i);
+    fclose(f);
+    /* A distinct mtime each time: the client re-reads on an mtime or size change. */
+    struct timespec ts[2] = {{1000000 + i, 0}, {1000000 + i, 0}};
+    assert_int_equal(utimensat(AT_FDCWD, path, ts, 0), 0);
+}
+
+static void test_token_rotation(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/jp-test-token-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    write_token(path, 0);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    log_setup(LOG_TEXT, LOG_ERROR, f);
+    log_add_secret("broker-password-1"); /* as cfg_secret_read registers it */
+    struct kube_auth auth = {.server = (char *)"http://127.0.0.1:1", .token_file = path};
+    struct kube_opts o = {.timeout_ms = 2000};
+    struct kube_client *c[ROT_CLIENTS];
+    for (int i = 0; i < ROT_CLIENTS; i++) assert_int_equal(kube_client_new_auth(&auth, &o, &c[i]), 0);
+    pthread_barrier_init(&rot_written, NULL, ROT_CLIENTS + 1);
+    pthread_barrier_init(&rot_read, NULL, ROT_CLIENTS + 1);
+    pthread_t tc[ROT_CLIENTS], tl[ROT_LOGGERS];
+    __atomic_store_n(&rot_stop, 0, __ATOMIC_RELEASE);
+    for (int i = 0; i < ROT_LOGGERS; i++)
+        assert_int_equal(pthread_create(&tl[i], NULL, rot_logger, NULL), 0);
+    for (int i = 0; i < ROT_CLIENTS; i++)
+        assert_int_equal(pthread_create(&tc[i], NULL, rot_client, c[i]), 0);
+    for (int i = 1; i <= ROTATIONS; i++) {
+        write_token(path, i);
+        pthread_barrier_wait(&rot_written);
+        pthread_barrier_wait(&rot_read);
+    }
+    for (int i = 0; i < ROT_CLIENTS; i++) pthread_join(tc[i], NULL);
+    __atomic_store_n(&rot_stop, 1, __ATOMIC_RELEASE);
+    for (int i = 0; i < ROT_LOGGERS; i++) pthread_join(tl[i], NULL);
+    /* The password and the current token; the 32 rotated-out tokens are gone. */
+    assert_int_equal(log_secret_count(), 2);
+    log_error("now sa-token-32-abcdefghijklmnop, before sa-token-31-abcdefghijklmnop");
+    fflush(f);
+    assert_null(strstr(buf, "broker-password-1"));
+    assert_non_null(strstr(buf, "amqp://worker:***@rabbitmq"));
+    assert_non_null(strstr(buf, "now ***, before sa-token-31"));
+    for (int i = 0; i < ROT_CLIENTS; i++) kube_client_free(c[i]);
+    assert_int_equal(log_secret_count(), 1);
+    log_setup(LOG_TEXT, LOG_ERROR, NULL);
+    fclose(f);
+    free(buf);
+    pthread_barrier_destroy(&rot_written);
+    pthread_barrier_destroy(&rot_read);
+    log_clear_secrets();
+    unlink(path);
+}
+
 int main(void)
 {
     log_setup(LOG_TEXT, LOG_ERROR, NULL);
@@ -176,6 +270,7 @@ int main(void)
         cmocka_unit_test(test_manifest),
         cmocka_unit_test(test_parse),
         cmocka_unit_test(test_states),
+        cmocka_unit_test(test_token_rotation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,4 +1,5 @@
 /* test_util.c: durations, integer parsing, RFC 3339 times and the capped buffer. */
+#define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -81,6 +82,19 @@ static void test_rfc3339(void **state)
     assert_int_equal(ms, 0);
     assert_int_equal(util_parse_rfc3339("yesterday", &ms), JP_EINVAL);
     assert_int_equal(util_parse_rfc3339("2026-11-28T01:02:03", &ms), JP_EINVAL);
+    assert_int_equal(util_parse_rfc3339("1970-01-01T00:00:00-01:30", &ms), 0);
+    assert_int_equal(ms, 5400000);
+    /* Short or malformed offsets are refused without reading past the string: each is copied
+     * to the heap with nothing after its NUL, so ASan (make asan) sees any overread. */
+    const char *bad[] = {"1970-01-01T00:00:00+1:1", "1970-01-01T00:00:00+01:1",
+                         "1970-01-01T00:00:00+01", "1970-01-01T00:00:00+", "1970-01-01T00:00:00-0100",
+                         "1970-01-01T00:00:00+24:00", "1970-01-01T00:00:00+01:60",
+                         "1970-01-01T00:00:00+01:00x"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char *s = strdup(bad[i]);
+        assert_int_equal(util_parse_rfc3339(s, &ms), JP_EINVAL);
+        free(s);
+    }
 }
 
 static void test_dbuf_cap(void **state)
