@@ -26,6 +26,7 @@
 #define LIMIT_MAX 100000          /* upper bound for worker counts */
 #define DURATION_MAX_MS ((int64_t)365 * 24 * 3600 * 1000)
 #define NAME_MAX_LEN 52           /* pool name + generateName's suffix must fit 63 */
+#define INSTANCE_MAX_LEN 56       /* "<instance>-leader" must fit a 63-character Lease name */
 
 /* Loader state: the document being read and where the first error goes. */
 struct ld {
@@ -276,6 +277,37 @@ static bool dns_label(const char *s, size_t max)
     return true;
 }
 
+/* A DNS-1123 subdomain (the name of a Secret): dot-separated labels, at most 253 in all. */
+static bool dns_subdomain(const char *s)
+{
+    size_t n = strlen(s);
+    if (!n || n > 253) return false;
+    for (size_t i = 0; i < n;) {
+        size_t j = strcspn(s + i, ".");
+        char lab[254];
+        memcpy(lab, s + i, j);
+        lab[j] = '\0';
+        if (!dns_label(lab, 63)) return false;
+        i += j;
+        if (s[i] == '.' && !s[++i]) return false;
+    }
+    return true;
+}
+
+/* A key of a Secret's data: letters, digits, '-', '_' and '.', at most 253. */
+static bool secret_key(const char *s)
+{
+    size_t n = strlen(s);
+    if (!n || n > 253 || !strcmp(s, ".") || !strcmp(s, "..")) return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                  ch == '-' || ch == '_' || ch == '.';
+        if (!ok) return false;
+    }
+    return true;
+}
+
 /* ---- mappings: known keys, unknown-key hints, merge keys ------------------------------------ */
 
 static size_t edit_distance(const char *a, const char *b)
@@ -489,12 +521,76 @@ static int check_url(struct ld *l, const yaml_node_t *n, const char *path, const
     return 0;
 }
 
+/* One string field that must pass ok(); what names the expected form in the error. */
+static int get_checked(struct ld *l, yaml_node_t *n, const char *path, bool (*ok)(const char *),
+                       const char *what, char **out)
+{
+    char b[64];
+    int rc = get_str(l, n, path, false, out);
+    if (rc) return rc;
+    if (!ok(*out)) return fail(l, n, path, "must be %s, got %s", what, show(n, b, sizeof b));
+    return 0;
+}
+
+#define SECRET_NAME_FORM "a Secret name (lowercase letters, digits, '-' and '.', at most 253)"
+#define SECRET_KEY_FORM "a Secret key (letters, digits, '-', '_' and '.', at most 253)"
+
+/* rabbitmq.workerSecret: {name, usernameKey, passwordKey}. */
+static int parse_worker_secret(struct ld *l, yaml_node_t *n, struct cfg_worker_secret *ws)
+{
+    enum { NAME, UKEY, PKEY, N };
+    static const char *const keys[N] = {"name", "usernameKey", "passwordKey"};
+    static const char *const path = "rabbitmq.workerSecret";
+    yaml_node_t *v[N], *k[N];
+    char p[KEYPATH_MAX];
+    int rc = collect(l, n, path, keys, N, v, k);
+    if (rc) return rc;
+    if (!v[NAME]) return fail(l, n, pjoin(p, sizeof p, path, "name"), "required key is missing");
+    if ((rc = get_checked(l, v[NAME], pjoin(p, sizeof p, path, "name"), dns_subdomain,
+                          SECRET_NAME_FORM, &ws->name)))
+        return rc;
+    if (v[UKEY] && (rc = get_checked(l, v[UKEY], pjoin(p, sizeof p, path, "usernameKey"),
+                                     secret_key, SECRET_KEY_FORM, &ws->username_key)))
+        return rc;
+    if (v[PKEY] && (rc = get_checked(l, v[PKEY], pjoin(p, sizeof p, path, "passwordKey"),
+                                     secret_key, SECRET_KEY_FORM, &ws->password_key)))
+        return rc;
+    if (!ws->username_key && !(ws->username_key = util_strdup("username"))) return JP_ENOMEM;
+    if (!ws->password_key && !(ws->password_key = util_strdup("password"))) return JP_ENOMEM;
+    if (!strcmp(ws->username_key, ws->password_key))
+        return fail(l, v[PKEY] ? v[PKEY] : n, pjoin(p, sizeof p, path, "passwordKey"),
+                    "must differ from usernameKey ('%.64s')", ws->username_key);
+    return 0;
+}
+
+/* rabbitmq.caSecret: {name, key}. */
+static int parse_ca_secret(struct ld *l, yaml_node_t *n, struct cfg_ca_secret *cs)
+{
+    static const char *const keys[] = {"name", "key"};
+    static const char *const path = "rabbitmq.caSecret";
+    yaml_node_t *v[2], *k[2];
+    char p[KEYPATH_MAX];
+    int rc = collect(l, n, path, keys, 2, v, k);
+    if (rc) return rc;
+    if (!v[0]) return fail(l, n, pjoin(p, sizeof p, path, "name"), "required key is missing");
+    if ((rc = get_checked(l, v[0], pjoin(p, sizeof p, path, "name"), dns_subdomain,
+                          SECRET_NAME_FORM, &cs->name)))
+        return rc;
+    if (v[1] && (rc = get_checked(l, v[1], pjoin(p, sizeof p, path, "key"), secret_key,
+                                  SECRET_KEY_FORM, &cs->key)))
+        return rc;
+    if (!cs->key && !(cs->key = util_strdup("ca.crt"))) return JP_ENOMEM;
+    return 0;
+}
+
 static int parse_rabbitmq(struct ld *l, yaml_node_t *n, struct cfg_rabbitmq *r)
 {
-    enum { MGMT, AMQP, VHOST, USER, PASS, CA, TIMEOUT, CTIMEOUT, MAXBODY, DEPTH, N };
+    enum { MGMT, AMQP, VHOST, USER, PASS, CA, TIMEOUT, CTIMEOUT, MAXBODY, DEPTH, WSECRET, CASECRET,
+           N };
     static const char *const keys[N] = {"managementUrl", "amqpUrl", "vhost", "username",
                                         "password", "caFile", "timeout", "connectTimeout",
-                                        "maxBodyBytes", "depthSource"};
+                                        "maxBodyBytes", "depthSource", "workerSecret",
+                                        "caSecret"};
     static const char *const depths[] = {"management", "amqp", NULL};
     yaml_node_t *v[N], *k[N];
     char p[KEYPATH_MAX];
@@ -532,15 +628,21 @@ static int parse_rabbitmq(struct ld *l, yaml_node_t *n, struct cfg_rabbitmq *r)
         if ((rc = get_enum(l, v[DEPTH], RP(DEPTH), depths, &d))) return rc;
         r->depth_source = (enum cfg_depth_source)d;
     }
+    if (v[WSECRET] && !is_null(v[WSECRET]) &&
+        (rc = parse_worker_secret(l, v[WSECRET], &r->worker_secret)))
+        return rc;
+    if (v[CASECRET] && !is_null(v[CASECRET]) &&
+        (rc = parse_ca_secret(l, v[CASECRET], &r->ca_secret)))
+        return rc;
 #undef RP
     return 0;
 }
 
 static int parse_kubernetes(struct ld *l, yaml_node_t *n, struct cfg_kubernetes *kc)
 {
-    enum { INCLUSTER, KUBECONFIG, CONTEXT, NS, QPS, CONC, N };
+    enum { INCLUSTER, KUBECONFIG, CONTEXT, NS, QPS, CONC, INSTANCE, N };
     static const char *const keys[N] = {"inCluster", "kubeconfig", "context", "namespace", "qps",
-                                        "concurrency"};
+                                        "concurrency", "instance"};
     yaml_node_t *v[N], *k[N];
     char p[KEYPATH_MAX], b[64];
     int rc = collect(l, n, "kubernetes", keys, N, v, k);
@@ -578,6 +680,14 @@ static int parse_kubernetes(struct ld *l, yaml_node_t *n, struct cfg_kubernetes 
         kc->qps = d;
     }
     if (v[CONC] && (rc = get_int32(l, v[CONC], KP(CONC), 1, 256, &kc->concurrency))) return rc;
+    if (v[INSTANCE]) {
+        /* A label value (<= 63); <= 56 so that the default Lease "<instance>-leader" fits too. */
+        if ((rc = get_str(l, v[INSTANCE], KP(INSTANCE), false, &kc->instance))) return rc;
+        if (!dns_label(kc->instance, INSTANCE_MAX_LEN))
+            return fail(l, v[INSTANCE], p, "must be a DNS-1123 label (lowercase letters, digits "
+                        "and '-', at most %d), got %s", INSTANCE_MAX_LEN,
+                        show(v[INSTANCE], b, sizeof b));
+    }
 #undef KP
     return 0;
 }
@@ -893,6 +1003,10 @@ static int parse_root(struct ld *l, yaml_node_t *root, struct cfg *c)
     if (v[RMQ] && (rc = parse_rabbitmq(l, v[RMQ], &c->rabbitmq))) return rc;
     if (v[KUBE] && (rc = parse_kubernetes(l, v[KUBE], &c->kubernetes))) return rc;
     if (v[LEADER] && (rc = parse_leader(l, v[LEADER], &c->leader))) return rc;
+    /* Each instance elects its own leader unless the Lease is named. */
+    if (!c->leader.lease_name &&
+        !(c->leader.lease_name = util_strprintf("%s-leader", c->kubernetes.instance)))
+        return JP_ENOMEM;
 
     yaml_node_t *pools = v[POOLS];
     if (!pools) return fail(l, root, "pools", "at least one pool is required");
@@ -941,8 +1055,7 @@ static int set_defaults(struct cfg *c, const char *name)
         !(c->rabbitmq.management_url = util_strdup("http://rabbitmq:15672")) ||
         !(c->rabbitmq.amqp_url = util_strdup("amqp://rabbitmq:5672")) ||
         !(c->rabbitmq.vhost = util_strdup("/")) ||
-        !(c->kubernetes.namespace_ = util_strdup("default")) ||
-        !(c->leader.lease_name = util_strdup("jobpool-leader")))
+        !(c->kubernetes.instance = util_strdup("jobpool")))
         return JP_ENOMEM;
     return 0;
 }
@@ -1078,6 +1191,12 @@ void cfg_free(struct cfg *c)
     free(c->kubernetes.kubeconfig);
     free(c->kubernetes.context);
     free(c->kubernetes.namespace_);
+    free(c->kubernetes.instance);
+    free(c->rabbitmq.worker_secret.name);
+    free(c->rabbitmq.worker_secret.username_key);
+    free(c->rabbitmq.worker_secret.password_key);
+    free(c->rabbitmq.ca_secret.name);
+    free(c->rabbitmq.ca_secret.key);
     free(c->leader.lease_name);
     free(c);
 }

@@ -20,6 +20,20 @@ struct cfg_secret {
     char *file;
 };
 
+/* The Secret workers read their broker login from (kube backend). name NULL: not set, and Jobs
+ * get no broker connection from the controller (the template must provide one). */
+struct cfg_worker_secret {
+    char *name;                    /* required when workerSecret is set */
+    char *username_key;            /* default "username" */
+    char *password_key;            /* default "password" */
+};
+
+/* A Secret holding the CA of an amqps:// broker, mounted into workers. name NULL: not set. */
+struct cfg_ca_secret {
+    char *name;
+    char *key;                     /* default "ca.crt" */
+};
+
 struct cfg_rabbitmq {
     char *management_url;          /* default http://rabbitmq:15672 */
     char *amqp_url;                /* default amqp://rabbitmq:5672 */
@@ -31,20 +45,24 @@ struct cfg_rabbitmq {
     int64_t connect_timeout_ms;    /* default 1s */
     size_t max_body;               /* response size cap, default 8 MiB */
     enum cfg_depth_source depth_source;
+    struct cfg_worker_secret worker_secret;
+    struct cfg_ca_secret ca_secret;
 };
 
 struct cfg_kubernetes {
     bool in_cluster;               /* default true unless kubeconfig is given */
     char *kubeconfig;
     char *context;
-    char *namespace_;              /* default "default" (or the service account's namespace) */
+    char *namespace_;              /* NULL: POD_NAMESPACE, the service account's or the
+                                    * context's namespace, else "default" */
+    char *instance;                /* label jobpool.dev/instance on every Job, default "jobpool" */
     double qps;                    /* client-side create rate limit, default 50 */
     int concurrency;               /* parallel creates, default 8 */
 };
 
 struct cfg_leader {
     bool enabled;                  /* default false */
-    char *lease_name;              /* default "jobpool-leader" */
+    char *lease_name;              /* default "<kubernetes.instance>-leader" */
     int64_t lease_duration_ms;     /* 15s */
     int64_t renew_deadline_ms;     /* 10s */
     int64_t retry_period_ms;       /* 2s */

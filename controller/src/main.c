@@ -28,6 +28,15 @@ enum {
     EXIT_FORCED = 130,  /* a second SIGTERM/SIGINT: exit at once */
 };
 
+/* The namespace to work in: the config's, else the downward API's POD_NAMESPACE; NULL leaves
+ * it to the client (the service account's namespace file, the context's, else "default"). */
+static const char *kube_namespace_choice(const struct cfg *cfg)
+{
+    const char *pod_ns = getenv("POD_NAMESPACE");
+    if (cfg->kubernetes.namespace_) return cfg->kubernetes.namespace_;
+    return pod_ns && *pod_ns ? pod_ns : NULL;
+}
+
 static volatile sig_atomic_t stop_flag;
 static volatile sig_atomic_t wake_flag;
 
@@ -225,7 +234,7 @@ int main(int argc, char **argv)
             .in_cluster = cfg->kubernetes.in_cluster,
             .kubeconfig = cfg->kubernetes.kubeconfig,
             .context = cfg->kubernetes.context,
-            .namespace_ = cfg->kubernetes.namespace_,
+            .namespace_ = kube_namespace_choice(cfg),
             .qps = cfg->kubernetes.qps,
             .concurrency = cfg->kubernetes.concurrency,
         };

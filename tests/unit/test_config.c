@@ -738,6 +738,62 @@ static const struct bad_case bad_cases[] = {
          "    maxActive: 5\n"
          "    worker: {command: [t]}\n",
      "config.yaml:2:1: a?b: unknown key; expected one of: pollInterval, maxActiveTotal, backend, log, metrics, rabbitmq, kubernetes, leaderElection, pools"},
+    {"worker_secret_no_name",
+         "rabbitmq:\n"
+         "  workerSecret: {usernameKey: u}\n"
+         "pools: []\n",
+     "config.yaml:2:17: rabbitmq.workerSecret.name: required key is missing"},
+    {"worker_secret_bad_name",
+         "rabbitmq:\n"
+         "  workerSecret:\n"
+         "    name: Jobpool_Worker\n"
+         "pools: []\n",
+     "config.yaml:3:11: rabbitmq.workerSecret.name: must be a Secret name (lowercase letters, digits, '-' and '.', at most 253), got 'Jobpool_Worker'"},
+    {"worker_secret_bad_key",
+         "rabbitmq:\n"
+         "  workerSecret: {name: w, passwordKey: 'pass word'}\n"
+         "pools: []\n",
+     "config.yaml:2:40: rabbitmq.workerSecret.passwordKey: must be a Secret key (letters, digits, '-', '_' and '.', at most 253), got 'pass word'"},
+    {"worker_secret_same_keys",
+         "rabbitmq:\n"
+         "  workerSecret: {name: w, usernameKey: k, passwordKey: k}\n"
+         "pools: []\n",
+     "config.yaml:2:56: rabbitmq.workerSecret.passwordKey: must differ from usernameKey ('k')"},
+    {"worker_secret_typo",
+         "rabbitmq:\n"
+         "  workerSecret: {name: w, passwordkey: p}\n"
+         "pools: []\n",
+     "config.yaml:2:27: rabbitmq.workerSecret.passwordkey: unknown key; did you mean 'passwordKey'?"},
+    {"worker_secret_misspelt",
+         "rabbitmq:\n"
+         "  workerSecrets: {name: w}\n"
+         "pools: []\n",
+     "config.yaml:2:3: rabbitmq.workerSecrets: unknown key; did you mean 'workerSecret'?"},
+    {"ca_secret_scalar",
+         "rabbitmq:\n"
+         "  caSecret: rabbitmq-ca\n"
+         "pools: []\n",
+     "config.yaml:2:13: rabbitmq.caSecret: expected a mapping, got 'rabbitmq-ca'"},
+    {"ca_secret_bad_key",
+         "rabbitmq:\n"
+         "  caSecret: {name: rabbitmq-ca, key: 'ca/crt'}\n"
+         "pools: []\n",
+     "config.yaml:2:38: rabbitmq.caSecret.key: must be a Secret key (letters, digits, '-', '_' and '.', at most 253), got 'ca/crt'"},
+    {"instance_upper",
+         "kubernetes:\n"
+         "  instance: Blue\n"
+         "pools: []\n",
+     "config.yaml:2:13: kubernetes.instance: must be a DNS-1123 label (lowercase letters, digits and '-', at most 56), got 'Blue'"},
+    {"instance_too_long",
+         "kubernetes:\n"
+         "  instance: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n"
+         "pools: []\n",
+     "config.yaml:2:13: kubernetes.instance: must be a DNS-1123 label (lowercase letters, digits and '-', at most 56), got 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...'"},
+    {"instance_typo",
+         "kubernetes:\n"
+         "  instanse: blue\n"
+         "pools: []\n",
+     "config.yaml:2:3: kubernetes.instanse: unknown key; did you mean 'instance'?"},
     {"local_no_worker",
          "backend: local\n"
          "pools:\n"
@@ -921,7 +977,10 @@ static void test_defaults(void **state)
     assert_true(c->kubernetes.in_cluster);
     assert_null(c->kubernetes.kubeconfig);
     assert_null(c->kubernetes.context);
-    assert_string_equal(c->kubernetes.namespace_, "default");
+    assert_null(c->kubernetes.namespace_); /* POD_NAMESPACE, the service account's, ... */
+    assert_string_equal(c->kubernetes.instance, "jobpool");
+    assert_null(c->rabbitmq.worker_secret.name);
+    assert_null(c->rabbitmq.ca_secret.name);
     assert_true(c->kubernetes.qps == 50.0);
     assert_int_equal(c->kubernetes.concurrency, 8);
     assert_false(c->leader.enabled);
@@ -981,6 +1040,12 @@ static void test_full(void **state)
     assert_int_equal(c->rabbitmq.connect_timeout_ms, 250);
     assert_int_equal(c->rabbitmq.max_body, 65536);
     assert_int_equal(c->rabbitmq.depth_source, CFG_DEPTH_AMQP);
+    assert_string_equal(c->rabbitmq.worker_secret.name, "mq-worker");
+    assert_string_equal(c->rabbitmq.worker_secret.username_key, "user");
+    assert_string_equal(c->rabbitmq.worker_secret.password_key, "pass");
+    assert_string_equal(c->rabbitmq.ca_secret.name, "mq-ca");
+    assert_string_equal(c->rabbitmq.ca_secret.key, "root.pem");
+    assert_string_equal(c->kubernetes.instance, "blue");
     assert_false(c->kubernetes.in_cluster);
     assert_string_equal(c->kubernetes.kubeconfig, "/root/.kube/config");
     assert_string_equal(c->kubernetes.context, "dev");
@@ -1025,13 +1090,13 @@ static void test_full(void **state)
     char line[256];
     cfg_template_error(c, p, "template.spec.containers[0].image", "Required value", line,
                        sizeof line);
-    assert_string_equal(line, "tests/fixtures/config/full.yaml:54:22: "
+    assert_string_equal(line, "tests/fixtures/config/full.yaml:57:22: "
                               "pools[0].jobTemplate.template.spec.containers[0].image: Required value");
     cfg_template_error(c, p, "template.spec.containers[0].resources", "bad", line, sizeof line);
-    assert_string_equal(line, "tests/fixtures/config/full.yaml:53:26: "
+    assert_string_equal(line, "tests/fixtures/config/full.yaml:56:26: "
                               "pools[0].jobTemplate.template.spec.containers[0].resources: bad");
     cfg_template_error(c, p, "", "whole spec", line, sizeof line);
-    assert_string_equal(line, "tests/fixtures/config/full.yaml:49:7: pools[0].jobTemplate: whole spec");
+    assert_string_equal(line, "tests/fixtures/config/full.yaml:52:7: pools[0].jobTemplate: whole spec");
     struct cfg_pool *q = &c->pools[1];
     assert_string_equal(q->queue, "thumbs");   /* same queue name, another vhost */
     assert_string_equal(q->vhost, "other");
