@@ -34,7 +34,8 @@ DEPS_test_config    = config yamljson util log err
 DEPS_test_yamljson  = yamljson util err
 DEPS_test_http      = http util log err
 DEPS_test_rmq       = rmq http config yamljson util log err
-DEPS_test_kube      = kube kubeconfig yamljson http util log err
+DEPS_test_kube      = kube podsec kubeconfig yamljson http util log err
+DEPS_test_podsec    = podsec err
 DEPS_test_kubeconfig = kubeconfig yamljson util log err
 DEPS_test_scale     = scale util err
 DEPS_test_scale_sim = scale util err
@@ -45,10 +46,10 @@ DEPS_test_reconcile = reconcile backend scale metrics util log err
 WRAP_test_reconcile = -Wl,--wrap=rmq_queue_depth,--wrap=rmq_regex_depth,--wrap=rmq_tick_begin,--wrap=rmq_last_error
 # Integration tests (need the real broker / API server started by tests/env/*.sh).
 DEPS_it_rmq         = rmq config yamljson http util log err
-DEPS_it_kube        = kube kubeconfig yamljson http util log err
+DEPS_it_kube        = kube podsec kubeconfig yamljson http util log err
 # Tests against the real control plane started by tests/env/kube.sh (make kube-integration).
-DEPS_kit_kube       = kube kubeconfig yamljson http util log err
-DEPS_kube_bench     = kube kubeconfig yamljson http util log err
+DEPS_kit_kube       = kube podsec kubeconfig yamljson http util log err
+DEPS_kube_bench     = kube podsec kubeconfig yamljson http util log err
 
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   = $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))

@@ -4,6 +4,7 @@
 #include "err.h"
 #include "kube.h"
 #include "log.h"
+#include "podsec.h"
 #include "util.h"
 
 #include <stdlib.h>
@@ -49,6 +50,10 @@ struct kb {
     size_t nseen, seen_cap;
     uint32_t gen;
     int64_t born_ms;            /* jobs finished before this are not counted in the stats */
+    char *amqp_url;             /* rabbitmq.amqpUrl without user info, for the workers */
+    struct kube_worker_conn conn; /* with rabbitmq.workerSecret: what every Job is given */
+    char selector[160];         /* this instance's Jobs and Pods */
+    bool event_warned;          /* said once why pool-level Events have no object */
 };
 
 static size_t pool_index(const struct kb *K, const struct cfg_pool *p)
@@ -205,16 +210,27 @@ static bool ev_allow(struct kb *K, size_t pool, int kind)
 }
 
 /* Record an Event about a Job, or about the controller's own Pod (POD_NAME from the downward
- * API) when job is NULL. Failures are logged at debug: events are best effort. */
+ * API) when job is NULL. Without POD_NAME a pool-level Event has no object to name in this
+ * namespace: that is said once, at warn, rather than dropped in silence. Failures are logged
+ * at debug: events are best effort. */
 static void event(struct kb *K, size_t pool, int kind, const char *job, const char *type,
                   const char *reason, const char *msg)
 {
     if (!ev_allow(K, pool, kind)) return;
     const char *pod = getenv("POD_NAME");
     int rc;
-    if (job) rc = kube_event_create(K->kc, "Job", "batch/v1", job, NULL, type, reason, msg);
-    else if (pod && *pod) rc = kube_event_create(K->kc, "Pod", "v1", pod, NULL, type, reason, msg);
-    else return;
+    if (job) {
+        rc = kube_event_create(K->kc, "Job", "batch/v1", job, NULL, type, reason, msg);
+    } else if (pod && *pod) {
+        rc = kube_event_create(K->kc, "Pod", "v1", pod, NULL, type, reason, msg);
+    } else {
+        if (!K->event_warned)
+            log_msg(LOG_WARN, K->cfg->pools[pool].name, 0, "event %s not recorded: POD_NAME is "
+                    "not set (give the controller its pod name through the downward API); "
+                    "such events are only logged", reason);
+        K->event_warned = true;
+        return;
+    }
     if (rc) log_msg(LOG_DEBUG, K->cfg->pools[pool].name, rc, "event %s not recorded", reason);
 }
 
@@ -230,12 +246,14 @@ static int kb_start(struct backend *b, const struct cfg_pool *pool, int n, int64
     }
     struct kube_job_spec spec = {
         .pool = pool->name,
+        .instance = K->cfg->kubernetes.instance,
         .queue = pool->queue,
         .vhost = pool->vhost,
         .config_hash = pool->hash,
         .job_template = pool->job_template,
         .ttl_seconds_after_finished = pool->ttl_seconds_after_finished,
         .env = K->env[pi].kv,
+        .conn = K->conn.secret ? &K->conn : NULL,
     };
     struct kube_job *made = calloc((size_t)n, sizeof *made);
     if (!made) return JP_ENOMEM;
@@ -297,6 +315,7 @@ static void kb_destroy(struct backend *b)
     struct kb *K = (struct kb *)b;
     if (!K) return;
     kube_cache_free(K->cache);
+    free(K->amqp_url);
     free(K->env);
     free(K->stats);
     free(K->ev);
@@ -317,6 +336,39 @@ static void pool_env(const struct cfg_pool *pool, struct pool_env *pe)
     memcpy(pe->kv, kv, sizeof kv);
 }
 
+/* Workers get the broker's address and a reference to the Secret holding their login, so the
+ * password never appears in a Job. */
+static int worker_conn(struct kb *K)
+{
+    const struct cfg_rabbitmq *r = &K->cfg->rabbitmq;
+    if (!r->worker_secret.name) return 0;
+    if (!(K->amqp_url = util_url_strip_userinfo(r->amqp_url))) return JP_ENOMEM;
+    K->conn = (struct kube_worker_conn){
+        .amqp_url = K->amqp_url,
+        .secret = r->worker_secret.name,
+        .username_key = r->worker_secret.username_key,
+        .password_key = r->worker_secret.password_key,
+        .ca_secret = r->ca_secret.name,
+        .ca_key = r->ca_secret.key,
+    };
+    return 0;
+}
+
+/* Once per pool at start: a template that asks for more than Pod Security "restricted" is
+ * passed through as written, and said so. */
+static void warn_escalations(const struct cfg *cfg)
+{
+    char why[512];
+    for (size_t i = 0; i < cfg->npools; i++) {
+        const struct cfg_pool *p = &cfg->pools[i];
+        int n = p->job_template ? podsec_escalations(p->job_template, why, sizeof why) : 0;
+        if (n)
+            log_msg(LOG_WARN, p->name, 0, "jobTemplate asks for more than Pod Security "
+                    "\"restricted\" (%d setting%s, kept as written): %s", n, n == 1 ? "" : "s",
+                    why);
+    }
+}
+
 int backend_kube_new(const struct cfg *cfg, struct kube_client *kc, struct backend **out)
 {
     *out = NULL;
@@ -335,7 +387,15 @@ int backend_kube_new(const struct cfg *cfg, struct kube_client *kc, struct backe
     if (!(K->ev = calloc(np, sizeof *K->ev))) goto out;
     for (size_t i = 0; i < cfg->npools; i++)
         pool_env(&cfg->pools[i], &K->env[i]);
-    struct kube_cache_opts co = {0};
+    if ((rc = worker_conn(K)) != 0) goto out;
+    if (!cfg->rabbitmq.worker_secret.name)
+        log_warn("rabbitmq.workerSecret is not set: Jobs get no broker connection from the "
+                 "controller, so each pool's jobTemplate must provide JOBPOOL_AMQP_URL");
+    warn_escalations(cfg);
+    /* Only this instance's Jobs: another release in the namespace is not ours to count. */
+    snprintf(K->selector, sizeof K->selector, KUBE_SELECTOR_MANAGED ",%s=%s",
+             KUBE_LABEL_INSTANCE, cfg->kubernetes.instance);
+    struct kube_cache_opts co = {.label_selector = K->selector};
     if ((rc = kube_cache_new(kc, &co, &K->cache)) != 0) goto out;
     rc = 0;
 out:

@@ -1,6 +1,7 @@
 /* kube.c: Kubernetes REST over http.c: Jobs, Pods, Leases, Events, typed errors, a watch cache. */
 #define _GNU_SOURCE
 #include "kube.h"
+#include "podsec.h"
 #include "err.h"
 #include "http.h"
 #include "log.h"
@@ -425,6 +426,7 @@ int kube_job_parse(const cJSON *obj, struct kube_job *out)
     copy_str(out->pool, sizeof out->pool, jlabel(meta, "labels", KUBE_LABEL_POOL));
     copy_str(out->config_hash, sizeof out->config_hash,
              jlabel(meta, "annotations", KUBE_ANNOT_HASH));
+    copy_str(out->queue, sizeof out->queue, jlabel(meta, "annotations", KUBE_ANNOT_QUEUE));
     out->created_ms = jtime(meta, "creationTimestamp");
     out->deleting_ms = jtime(meta, "deletionTimestamp");
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(obj, "status"), *cond;
@@ -492,11 +494,13 @@ static cJSON *ensure_obj(cJSON *obj, const char *field)
     return cJSON_IsObject(m) ? m : NULL;
 }
 
-/* Append {name, value} to every container's env unless the name is already there. */
-static int add_env(cJSON *containers, const char *name, const char *value)
+/* Append env {name, value}, or {name, valueFrom: {secretKeyRef: {name: secret, key}}} when
+ * secret is set, to every container unless the name is already there: the template wins. */
+static int add_env_to(cJSON *containers, const char *name, const char *value, const char *secret,
+                      const char *key)
 {
     cJSON *ctr;
-    if (!value) return 0;
+    if (!value && !secret) return 0;
     cJSON_ArrayForEach(ctr, containers) {
         if (!cJSON_IsObject(ctr)) continue;
         cJSON *env = cJSON_GetObjectItemCaseSensitive(ctr, "env"), *e;
@@ -508,15 +512,98 @@ static int add_env(cJSON *containers, const char *name, const char *value)
             if (n && strcmp(n, name) == 0) found = true;
         }
         if (found) continue;
-        cJSON *item = cJSON_CreateObject();
-        if (!item || !cJSON_AddStringToObject(item, "name", name) ||
-            !cJSON_AddStringToObject(item, "value", value)) {
-            cJSON_Delete(item);
-            return JP_ENOMEM;
+        cJSON *item = cJSON_CreateObject(), *from, *ref;
+        if (!item || !cJSON_AddStringToObject(item, "name", name)) goto nomem;
+        if (secret) {
+            if (!(from = cJSON_AddObjectToObject(item, "valueFrom")) ||
+                !(ref = cJSON_AddObjectToObject(from, "secretKeyRef")) ||
+                !cJSON_AddStringToObject(ref, "name", secret) ||
+                !cJSON_AddStringToObject(ref, "key", key))
+                goto nomem;
+        } else if (!cJSON_AddStringToObject(item, "value", value)) {
+            goto nomem;
         }
         cJSON_AddItemToArray(env, item);
+        continue;
+nomem:
+        cJSON_Delete(item);
+        return JP_ENOMEM;
     }
     return 0;
+}
+
+static int add_env(cJSON *containers, const char *name, const char *value)
+{
+    return add_env_to(containers, name, value, NULL, NULL);
+}
+
+/* The named item of an array of objects, or NULL. */
+static cJSON *find_named(const cJSON *arr, const char *field, const char *value)
+{
+    cJSON *e;
+    cJSON_ArrayForEach(e, arr) {
+        const char *v = jstr(e, field);
+        if (v && strcmp(v, value) == 0) return e;
+    }
+    return NULL;
+}
+
+/* The broker's CA: a secret volume, mounted read-only at KUBE_CA_MOUNT in every container
+ * (unless something is mounted there already), and JOBPOOL_CA_FILE pointing into it. */
+static int add_ca(cJSON *podspec, const struct kube_worker_conn *w)
+{
+    static const char *const vol = "jobpool-ca";
+    static const char *const lists[] = {"containers", "initContainers"};
+    cJSON *vols = cJSON_GetObjectItemCaseSensitive(podspec, "volumes");
+    if (!vols && !(vols = cJSON_AddArrayToObject(podspec, "volumes"))) return JP_ENOMEM;
+    if (!cJSON_IsArray(vols)) return JP_EINVAL;
+    if (!find_named(vols, "name", vol)) {
+        cJSON *v = cJSON_CreateObject(), *sec;
+        if (!v || !cJSON_AddStringToObject(v, "name", vol) ||
+            !(sec = cJSON_AddObjectToObject(v, "secret")) ||
+            !cJSON_AddStringToObject(sec, "secretName", w->ca_secret)) {
+            cJSON_Delete(v);
+            return JP_ENOMEM;
+        }
+        cJSON_AddItemToArray(vols, v);
+    }
+    char file[512];
+    snprintf(file, sizeof file, KUBE_CA_MOUNT "/%s", w->ca_key ? w->ca_key : "ca.crt");
+    for (size_t i = 0; i < 2; i++) {
+        cJSON *ctrs = cJSON_GetObjectItemCaseSensitive(podspec, lists[i]), *ctr;
+        cJSON_ArrayForEach(ctr, ctrs) {
+            if (!cJSON_IsObject(ctr)) continue;
+            cJSON *mounts = cJSON_GetObjectItemCaseSensitive(ctr, "volumeMounts");
+            if (!mounts && !(mounts = cJSON_AddArrayToObject(ctr, "volumeMounts")))
+                return JP_ENOMEM;
+            if (!cJSON_IsArray(mounts) || find_named(mounts, "mountPath", KUBE_CA_MOUNT))
+                continue;
+            cJSON *m = cJSON_CreateObject();
+            if (!m || !cJSON_AddStringToObject(m, "name", vol) ||
+                !cJSON_AddStringToObject(m, "mountPath", KUBE_CA_MOUNT) ||
+                !cJSON_AddBoolToObject(m, "readOnly", true)) {
+                cJSON_Delete(m);
+                return JP_ENOMEM;
+            }
+            cJSON_AddItemToArray(mounts, m);
+        }
+        int rc = add_env(ctrs, "JOBPOOL_CA_FILE", file);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* The connection every container gets: the URL, and the login by reference to a Secret. */
+static int add_conn(cJSON *ctrs, const struct kube_worker_conn *w)
+{
+    int rc;
+    if ((rc = add_env(ctrs, "JOBPOOL_AMQP_URL", w->amqp_url)) != 0) return rc;
+    if (!w->secret) return 0;
+    if ((rc = add_env_to(ctrs, "JOBPOOL_AMQP_USERNAME", NULL, w->secret,
+                         w->username_key ? w->username_key : "username")) != 0)
+        return rc;
+    return add_env_to(ctrs, "JOBPOOL_AMQP_PASSWORD", NULL, w->secret,
+                      w->password_key ? w->password_key : "password");
 }
 
 int kube_job_manifest(const struct kube_job_spec *s, struct cJSON **out)
@@ -537,17 +624,20 @@ int kube_job_manifest(const struct kube_job_spec *s, struct cJSON **out)
     if (!spec) goto out;
     cJSON_AddItemToObject(job, "spec", spec);
     if ((rc = ensure_kv(meta, "labels", KUBE_LABEL_MANAGED_BY, "jobpool")) != 0 ||
-        (rc = ensure_kv(meta, "labels", KUBE_LABEL_POOL, s->pool)) != 0)
+        (rc = ensure_kv(meta, "labels", KUBE_LABEL_POOL, s->pool)) != 0 ||
+        (s->instance && (rc = ensure_kv(meta, "labels", KUBE_LABEL_INSTANCE, s->instance))))
         goto out;
     if (s->config_hash && (rc = ensure_kv(meta, "annotations", KUBE_ANNOT_HASH, s->config_hash)))
         goto out;
+    if (s->queue && (rc = ensure_kv(meta, "annotations", KUBE_ANNOT_QUEUE, s->queue))) goto out;
     rc = JP_EINVAL;
     if (!(tmpl = ensure_obj(spec, "template"))) goto out;
     cJSON *tmeta = ensure_obj(tmpl, "metadata");
     if (!tmeta) goto out;
     /* The pods carry the labels too, so the cache can watch them by selector. */
     if ((rc = ensure_kv(tmeta, "labels", KUBE_LABEL_MANAGED_BY, "jobpool")) != 0 ||
-        (rc = ensure_kv(tmeta, "labels", KUBE_LABEL_POOL, s->pool)) != 0)
+        (rc = ensure_kv(tmeta, "labels", KUBE_LABEL_POOL, s->pool)) != 0 ||
+        (s->instance && (rc = ensure_kv(tmeta, "labels", KUBE_LABEL_INSTANCE, s->instance))))
         goto out;
     podspec = cJSON_GetObjectItemCaseSensitive(tmpl, "spec");
     static const char *const lists[] = {"containers", "initContainers"};
@@ -559,6 +649,11 @@ int kube_job_manifest(const struct kube_job_spec *s, struct cJSON **out)
             goto out;
         for (const char *const *e = s->env; e && e[0] && e[1]; e += 2)
             if ((rc = add_env(ctrs, e[0], e[1])) != 0) goto out;
+        if (s->conn && (rc = add_conn(ctrs, s->conn)) != 0) goto out;
+    }
+    if (podspec && cJSON_IsObject(podspec)) {
+        if (s->conn && s->conn->ca_secret && (rc = add_ca(podspec, s->conn)) != 0) goto out;
+        if ((rc = podsec_fill(podspec)) != 0) goto out;
     }
     rc = JP_ENOMEM;
     if (s->ttl_seconds_after_finished >= 0) {
@@ -671,8 +766,9 @@ int kube_jobs_create(struct kube_client *c, const struct kube_job_spec *s, int n
     }
     if ((rc = refresh_token(c)) != 0) goto out;
     if (!c->multi) {
+        /* A token file's current token, else the kubeconfig's inline token (hopts has it). */
         struct http_opts ho = c->hopts;
-        ho.bearer = c->token;
+        if (c->token) ho.bearer = c->token;
         if ((rc = http_multi_new(&ho, c->o.concurrency, &c->multi)) != 0) goto out;
     }
     if ((rc = obj_path(c, JOBS_API, "jobs", NULL, &path)) != 0) goto out;

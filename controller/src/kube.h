@@ -12,8 +12,12 @@ struct cJSON;
 
 #define KUBE_LABEL_MANAGED_BY "app.kubernetes.io/managed-by"
 #define KUBE_LABEL_POOL       "jobpool.dev/pool"
+#define KUBE_LABEL_INSTANCE   "jobpool.dev/instance"
 #define KUBE_ANNOT_HASH       "jobpool.dev/config-hash"
+#define KUBE_ANNOT_QUEUE      "jobpool.dev/queue" /* an annotation: queue names exceed 63 */
 #define KUBE_SELECTOR_MANAGED KUBE_LABEL_MANAGED_BY "=jobpool"
+/* Where a worker finds the broker's CA when rabbitmq.caSecret is set. */
+#define KUBE_CA_MOUNT         "/etc/jobpool/ca"
 
 /* ---- client ------------------------------------------------------------------------------ */
 
@@ -82,6 +86,7 @@ struct kube_job {
     char uid[40];
     char resource_version[24];
     char config_hash[24];       /* annotation jobpool.dev/config-hash, "" when absent */
+    char queue[256];            /* annotation jobpool.dev/queue, "" when absent */
     int64_t created_ms;         /* metadata.creationTimestamp */
     int64_t start_ms;           /* status.startTime */
     int64_t completion_ms;      /* status.completionTime */
@@ -103,10 +108,23 @@ struct kube_job_list {
 };
 void kube_job_list_free(struct kube_job_list *l);
 
+/* How workers reach the broker with no password in the Job: the user name and password come
+ * from a Secret through secretKeyRef. Borrowed pointers. */
+struct kube_worker_conn {
+    const char *amqp_url;              /* env JOBPOOL_AMQP_URL; must hold no user info */
+    const char *secret;                /* env JOBPOOL_AMQP_USERNAME/PASSWORD from this Secret */
+    const char *username_key, *password_key;
+    const char *ca_secret;             /* NULL: none; else a volume at KUBE_CA_MOUNT and env
+                                        * JOBPOOL_CA_FILE=KUBE_CA_MOUNT/<ca_key> */
+    const char *ca_key;
+};
+
 /* What to create. All pointers are borrowed for the duration of the call. */
 struct kube_job_spec {
     const char *pool;                  /* generateName "<pool>-", label jobpool.dev/pool */
-    const char *queue;                 /* env JOBPOOL_QUEUE (NULL: not added) */
+    const char *instance;              /* label jobpool.dev/instance (NULL: none) */
+    const char *queue;                 /* env JOBPOOL_QUEUE and annotation jobpool.dev/queue
+                                        * (NULL: neither) */
     const char *vhost;                 /* env JOBPOOL_VHOST (NULL: not added) */
     const char *config_hash;           /* annotation jobpool.dev/config-hash (NULL: none) */
     const struct cJSON *job_template;  /* a batch/v1 JobSpec; not modified */
@@ -114,11 +132,14 @@ struct kube_job_spec {
                                         * 0 deletes the Job as soon as it finishes */
     const char *const *env;            /* more name, value pairs added like JOBPOOL_POOL,
                                         * NULL-terminated; NULL: none */
+    const struct kube_worker_conn *conn; /* NULL: the template provides the connection */
 };
 
 /* Build the Job object that kube_job_create sends: the template with labels on the Job and its
- * pod template, the annotation, env JOBPOOL_POOL/QUEUE/VHOST added to every container (and init
- * container) unless already set, ttlSecondsAfterFinished. *out is freed with cJSON_Delete. */
+ * pod template, the annotations, env JOBPOOL_POOL/QUEUE/VHOST (and the connection, with conn)
+ * added to every container (and init container) unless already set, ttlSecondsAfterFinished,
+ * and the restricted Pod Security fields the template leaves unset (podsec_fill). *out is freed
+ * with cJSON_Delete. */
 int kube_job_manifest(const struct kube_job_spec *s, struct cJSON **out);
 
 /* Create one Job; out (may be NULL) receives the created Job. */

@@ -189,6 +189,19 @@ char *util_strprintf(const char *fmt, ...)
     return s;
 }
 
+char *util_url_strip_userinfo(const char *url)
+{
+    const char *sep = strstr(url, "://");
+    if (!sep) return util_strdup(url);
+    const char *host = sep + 3;
+    size_t authority = strcspn(host, "/?#");
+    const char *at = NULL;
+    for (const char *c = host; c < host + authority; c++)
+        if (*c == '@') at = c; /* the last one: a raw '@' may sit in a password */
+    if (!at) return util_strdup(url);
+    return util_strprintf("%.*s%s", (int)(host - url), url, at + 1);
+}
+
 char *util_strdup(const char *s) { return s ? strdup(s) : NULL; }
 
 uint64_t util_fnv1a(const void *p, size_t n, uint64_t seed)

@@ -40,6 +40,9 @@ void dbuf_free(struct dbuf *b);
 
 /* A malloc'd formatted string (any length), or NULL when out of memory. */
 char *util_strprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A malloc'd copy of url without any "user[:password]@" in its authority, so that it can be
+ * shown and handed out; NULL when out of memory. A string with no "://" is copied as it is. */
+char *util_url_strip_userinfo(const char *url);
 /* strdup that accepts NULL (returns NULL). */
 char *util_strdup(const char *s);
 /* FNV-1a 64 bit, for config hashes. */

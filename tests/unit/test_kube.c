@@ -106,6 +106,143 @@ static void test_manifest(void **state)
     cJSON_Delete(t);
 }
 
+static cJSON *at(cJSON *o, const char *path)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *save = NULL, *k = strtok_r(buf, ".", &save); k && o; k = strtok_r(NULL, ".", &save))
+        o = cJSON_IsArray(o) ? cJSON_GetArrayItem(o, atoi(k)) : cJSON_GetObjectItem(o, k);
+    return o;
+}
+
+static cJSON *env_item(cJSON *ctr, const char *name)
+{
+    cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(ctr, "env"))
+        if (!strcmp(cJSON_GetObjectItem(e, "name")->valuestring, name)) return e;
+    return NULL;
+}
+
+/* With a worker Secret every container gets the URL and a secretKeyRef login, never a literal
+ * password; the CA comes as a read-only secret volume; the instance labels the Job and its pods
+ * and the queue is an annotation. What the template sets wins. */
+static void test_manifest_conn(void **state)
+{
+    (void)state;
+    cJSON *t = cJSON_Parse(
+        "{\"template\":{\"spec\":{\"restartPolicy\":\"Never\","
+        "\"initContainers\":[{\"name\":\"init\",\"image\":\"i\"}],"
+        "\"containers\":[{\"name\":\"a\",\"image\":\"x\"},"
+        "{\"name\":\"b\",\"image\":\"y\",\"env\":[{\"name\":\"JOBPOOL_AMQP_URL\","
+        "\"value\":\"amqp://mine:5672\"}],\"volumeMounts\":[{\"name\":\"own\","
+        "\"mountPath\":\"/etc/jobpool/ca\"}]}]}}}");
+    assert_non_null(t);
+    struct kube_worker_conn w = {.amqp_url = "amqps://mq.example:5671", .secret = "mq-worker",
+                                 .username_key = "user", .password_key = "pass",
+                                 .ca_secret = "mq-ca", .ca_key = "root.pem"};
+    const char *q = "orders.eu-west-1.priority.high.this-name-is-longer-than-a-label-may-be";
+    struct kube_job_spec s = {.pool = "p", .instance = "blue", .queue = q, .vhost = "/",
+                              .job_template = t, .ttl_seconds_after_finished = -1, .conn = &w};
+    cJSON *m = NULL;
+    assert_int_equal(kube_job_manifest(&s, &m), 0);
+    assert_string_equal(at(m, "metadata.labels")->child->string, KUBE_LABEL_MANAGED_BY);
+    assert_string_equal(cJSON_GetObjectItem(at(m, "metadata.labels"), KUBE_LABEL_INSTANCE)
+                            ->valuestring, "blue");
+    assert_string_equal(cJSON_GetObjectItem(at(m, "spec.template.metadata.labels"),
+                                            KUBE_LABEL_INSTANCE)->valuestring, "blue");
+    assert_string_equal(cJSON_GetObjectItem(at(m, "metadata.annotations"), KUBE_ANNOT_QUEUE)
+                            ->valuestring, q);
+    cJSON *a = at(m, "spec.template.spec.containers.0");
+    cJSON *b = at(m, "spec.template.spec.containers.1");
+    cJSON *init = at(m, "spec.template.spec.initContainers.0");
+    cJSON *ctrs[] = {a, b, init};
+    for (int i = 0; i < 3; i++) {
+        cJSON *u = env_item(ctrs[i], "JOBPOOL_AMQP_USERNAME");
+        cJSON *pw = env_item(ctrs[i], "JOBPOOL_AMQP_PASSWORD");
+        assert_non_null(u);
+        assert_non_null(pw);
+        assert_null(cJSON_GetObjectItem(pw, "value"));
+        assert_string_equal(at(u, "valueFrom.secretKeyRef.name")->valuestring, "mq-worker");
+        assert_string_equal(at(u, "valueFrom.secretKeyRef.key")->valuestring, "user");
+        assert_string_equal(at(pw, "valueFrom.secretKeyRef.name")->valuestring, "mq-worker");
+        assert_string_equal(at(pw, "valueFrom.secretKeyRef.key")->valuestring, "pass");
+        assert_string_equal(env_value(ctrs[i], "JOBPOOL_CA_FILE"), "/etc/jobpool/ca/root.pem");
+    }
+    assert_string_equal(env_value(a, "JOBPOOL_AMQP_URL"), "amqps://mq.example:5671");
+    assert_string_equal(env_value(b, "JOBPOOL_AMQP_URL"), "amqp://mine:5672"); /* template's */
+    cJSON *vols = at(m, "spec.template.spec.volumes");
+    assert_int_equal(cJSON_GetArraySize(vols), 1);
+    assert_string_equal(at(vols, "0.name")->valuestring, "jobpool-ca");
+    assert_string_equal(at(vols, "0.secret.secretName")->valuestring, "mq-ca");
+    assert_string_equal(at(a, "volumeMounts.0.mountPath")->valuestring, "/etc/jobpool/ca");
+    assert_string_equal(at(a, "volumeMounts.0.name")->valuestring, "jobpool-ca");
+    assert_true(cJSON_IsTrue(at(a, "volumeMounts.0.readOnly")));
+    assert_int_equal(cJSON_GetArraySize(at(b, "volumeMounts")), 1); /* its own mount stays */
+    assert_string_equal(at(b, "volumeMounts.0.name")->valuestring, "own");
+    cJSON_Delete(m);
+
+    /* No worker Secret: no connection is added at all. */
+    s.conn = NULL;
+    s.instance = NULL;
+    assert_int_equal(kube_job_manifest(&s, &m), 0);
+    a = at(m, "spec.template.spec.containers.0");
+    assert_null(env_item(a, "JOBPOOL_AMQP_URL"));
+    assert_null(env_item(a, "JOBPOOL_AMQP_PASSWORD"));
+    assert_null(at(m, "spec.template.spec.volumes"));
+    assert_null(cJSON_GetObjectItem(at(m, "metadata.labels"), KUBE_LABEL_INSTANCE));
+    cJSON_Delete(m);
+    cJSON_Delete(t);
+}
+
+/* The restricted Pod Security fields are filled where the template is silent; a value the
+ * template sets, even a weaker one, is kept. */
+static void test_manifest_restricted(void **state)
+{
+    (void)state;
+    cJSON *t = cJSON_Parse(
+        "{\"template\":{\"spec\":{\"restartPolicy\":\"Never\","
+        "\"initContainers\":[{\"name\":\"init\",\"image\":\"i\"}],"
+        "\"containers\":[{\"name\":\"a\",\"image\":\"x\"}]}}}");
+    struct kube_job_spec s = {.pool = "p", .job_template = t, .ttl_seconds_after_finished = -1};
+    cJSON *m = NULL;
+    assert_int_equal(kube_job_manifest(&s, &m), 0);
+    cJSON *ps = at(m, "spec.template.spec");
+    assert_true(cJSON_IsFalse(at(ps, "automountServiceAccountToken")));
+    assert_true(cJSON_IsTrue(at(ps, "securityContext.runAsNonRoot")));
+    assert_string_equal(at(ps, "securityContext.seccompProfile.type")->valuestring,
+                        "RuntimeDefault");
+    const char *lists[] = {"containers.0", "initContainers.0"};
+    for (int i = 0; i < 2; i++) {
+        cJSON *c = at(ps, lists[i]);
+        assert_true(cJSON_IsFalse(at(c, "securityContext.allowPrivilegeEscalation")));
+        assert_string_equal(at(c, "securityContext.capabilities.drop.0")->valuestring, "ALL");
+        assert_int_equal(cJSON_GetArraySize(at(c, "securityContext.capabilities.drop")), 1);
+    }
+    cJSON_Delete(m);
+    cJSON_Delete(t);
+
+    t = cJSON_Parse(
+        "{\"template\":{\"spec\":{\"automountServiceAccountToken\":true,"
+        "\"securityContext\":{\"runAsNonRoot\":false,\"seccompProfile\":{\"type\":"
+        "\"Unconfined\"}},\"containers\":[{\"name\":\"a\",\"image\":\"x\","
+        "\"securityContext\":{\"privileged\":true,\"capabilities\":{\"drop\":[\"NET_RAW\"],"
+        "\"add\":[\"SYS_ADMIN\"]}}}]}}}");
+    s.job_template = t;
+    assert_int_equal(kube_job_manifest(&s, &m), 0);
+    ps = at(m, "spec.template.spec");
+    assert_true(cJSON_IsTrue(at(ps, "automountServiceAccountToken")));
+    assert_true(cJSON_IsFalse(at(ps, "securityContext.runAsNonRoot")));
+    assert_string_equal(at(ps, "securityContext.seccompProfile.type")->valuestring, "Unconfined");
+    cJSON *c = at(ps, "containers.0");
+    assert_true(cJSON_IsTrue(at(c, "securityContext.privileged")));
+    /* privileged: allowPrivilegeEscalation false would be refused by the API server */
+    assert_null(at(c, "securityContext.allowPrivilegeEscalation"));
+    assert_string_equal(at(c, "securityContext.capabilities.drop.0")->valuestring, "NET_RAW");
+    assert_int_equal(cJSON_GetArraySize(at(c, "securityContext.capabilities.drop")), 1);
+    cJSON_Delete(m);
+    cJSON_Delete(t);
+}
+
 static const char *JOB_DONE =
     "{\"metadata\":{\"name\":\"thumbs-abcde\",\"uid\":\"u-1\",\"resourceVersion\":\"42\","
     "\"creationTimestamp\":\"2026-11-28T01:00:00Z\",\"labels\":{\"jobpool.dev/pool\":\"thumbs\"},"
@@ -268,6 +405,8 @@ int main(void)
     log_setup(LOG_TEXT, LOG_ERROR, NULL);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_manifest),
+        cmocka_unit_test(test_manifest_conn),
+        cmocka_unit_test(test_manifest_restricted),
         cmocka_unit_test(test_parse),
         cmocka_unit_test(test_states),
         cmocka_unit_test(test_token_rotation),

@@ -139,13 +139,32 @@ static void test_strprintf(void **state)
     free(s);
 }
 
+/* User info goes, whatever it holds (a raw '@' in a password too); the rest stays exact. */
+static void test_url_strip_userinfo(void **state)
+{
+    (void)state;
+    const char *cases[][2] = {
+        {"amqp://u:p@mq:5672/v", "amqp://mq:5672/v"},
+        {"amqps://u:S3cr:t@x@mq.example:5671", "amqps://mq.example:5671"},
+        {"amqp://mq:5672/%2f?heartbeat=5&x=a@b", "amqp://mq:5672/%2f?heartbeat=5&x=a@b"},
+        {"amqp://mq", "amqp://mq"},
+        {"no-scheme@host", "no-scheme@host"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *u = util_url_strip_userinfo(cases[i][0]);
+        assert_non_null(u);
+        assert_string_equal(u, cases[i][1]);
+        free(u);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_duration_ok),     cmocka_unit_test(test_duration_bad),
         cmocka_unit_test(test_duration_format), cmocka_unit_test(test_int64),
         cmocka_unit_test(test_rfc3339),         cmocka_unit_test(test_dbuf_cap),
-        cmocka_unit_test(test_strprintf),
+        cmocka_unit_test(test_strprintf),       cmocka_unit_test(test_url_strip_userinfo),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
