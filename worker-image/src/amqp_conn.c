@@ -221,6 +221,11 @@ int aconn_open(const struct aconn_opts *opts, struct aconn **out, enum aconn_fai
     int st = scheme_ok ? amqp_parse_url(url, &info) : AMQP_STATUS_BAD_URL;
     if (st == AMQP_STATUS_OK) register_url_secrets(opts->url, info.password);
     else register_url_secrets(opts->url, NULL);
+    if (opts->username) info.user = (char *)opts->username;
+    if (opts->password) {
+        log_add_secret(opts->password);
+        info.password = (char *)opts->password;
+    }
     if (st != AMQP_STATUS_OK || !info.host || !*info.host) {
         char red[512];
         log_error("bad broker url '%s': want amqp[s]://user:pass@host[:port]/vhost",

@@ -10,6 +10,8 @@
 struct aconn_opts {
     const char *url;      /* amqp://user:pass@host:port/vhost or amqps://...; required */
     const char *vhost;    /* overrides the URL's vhost when non-NULL and non-empty */
+    const char *username; /* override the URL's user info when non-NULL: taken as they are, */
+    const char *password; /* no percent-decoding (JOBPOOL_AMQP_USERNAME/_PASSWORD) */
     const char *queue;    /* required; must already exist (passive declare) */
     const char *ca_file;  /* amqps: CA bundle (PEM); NULL uses the system bundle if present */
     int heartbeat_s;      /* AMQP heartbeat; 0 disables */

@@ -50,6 +50,8 @@ static const char usage_[] =
     "\n"
     "environment:\n"
     "  JOBPOOL_AMQP_URL        amqp[s]://user:pass@host[:port]/vhost (or JOBPOOL_AMQP_URL_FILE)\n"
+    "  JOBPOOL_AMQP_USERNAME, JOBPOOL_AMQP_PASSWORD (or _FILE)   the login, as it is (no\n"
+    "                          percent-encoding); overrides the URL's user info\n"
     "  JOBPOOL_QUEUE, JOBPOOL_VHOST, JOBPOOL_CA_FILE\n"
     "  JOBPOOL_IDLE_TIMEOUT, JOBPOOL_MAX_ATTEMPTS, JOBPOOL_GRACE   defaults for the flags\n"
     "  JOBPOOL_RESULT_FILE     where to report progress: waiting, task, no-task\n"
@@ -57,7 +59,7 @@ static const char usage_[] =
     "\n"
     "the task gets: JOBPOOL_MESSAGE_ID, JOBPOOL_CORRELATION_ID, JOBPOOL_ATTEMPT (1-based),\n"
     "  JOBPOOL_REDELIVERED (true|false), JOBPOOL_HEADER_<NAME> for each header (NAME uppercased,\n"
-    "  other than A-Z 0-9 -> _), and the worker's environment without JOBPOOL_AMQP_URL.\n"
+    "  other than A-Z 0-9 -> _), and the worker's environment without the connection's variables.\n"
     "\n"
     "exit codes:\n"
     "  0    the task exited 0 and was acked; or no message within --idle-timeout; or stopped\n"
@@ -80,6 +82,8 @@ struct worker_opts {
     const char *queue;
     const char *vhost;
     char *url;         /* owned */
+    char *username;    /* owned; NULL: the URL's */
+    char *password;    /* owned; NULL: the URL's */
     char **cmd;        /* points into argv */
 };
 
@@ -148,6 +152,35 @@ static const char *env_nonempty(const char *name)
 {
     const char *v = getenv(name);
     return v && *v ? v : NULL;
+}
+
+/* NAME's value, else the content of the file NAME_FILE names (trailing newlines trimmed), else
+ * NULL. A Kubernetes secretKeyRef or a mounted Secret gives the raw value: no URL encoding. */
+static int env_or_file(const char *name, bool secret, char **out)
+{
+    char fname[64];
+    const char *v = getenv(name);
+    *out = NULL;
+    snprintf(fname, sizeof fname, "%s_FILE", name);
+    const char *file = env_nonempty(fname);
+    if (v && *v) {
+        *out = strdup(v);
+    } else if (file) {
+        int rc = util_read_file(file, 8192, true, out);
+        if (rc) {
+            fprintf(stderr, "jobpool-worker: cannot read %s %s: %s\n", fname, file,
+                    jp_strerror(rc));
+            return rc;
+        }
+    } else {
+        return 0;
+    }
+    if (!*out) {
+        fprintf(stderr, "jobpool-worker: out of memory\n");
+        return JP_ENOMEM;
+    }
+    if (secret) log_add_secret(*out); /* a user name stays readable in errors */
+    return 0;
 }
 
 /* Progress for the controller: JOBPOOL_RESULT_FILE (set by the local backend) gets "waiting"
@@ -283,6 +316,9 @@ static int parse_args(int argc, char **argv, struct worker_opts *o)
         fprintf(stderr, "jobpool-worker: out of memory\n");
         return EXIT_INPUT;
     }
+    if (env_or_file("JOBPOOL_AMQP_USERNAME", false, &o->username) ||
+        env_or_file("JOBPOOL_AMQP_PASSWORD", true, &o->password))
+        return EXIT_INPUT;
     if (!o->queue) {
         fprintf(stderr, "jobpool-worker: no queue: set JOBPOOL_QUEUE or --queue\n");
         return EXIT_INPUT;
@@ -489,6 +525,7 @@ int main(int argc, char **argv)
     }
 
     struct aconn_opts ao = {.url = o.url, .vhost = o.vhost, .queue = o.queue,
+                            .username = o.username, .password = o.password,
                             .ca_file = o.ca_file, .heartbeat_s = 60, .timeout_ms = 10000,
                             .on_consuming = on_consuming};
     enum aconn_fail fail;
@@ -571,6 +608,9 @@ out:
     if (have_msg) amqp_destroy_envelope(&msg);
     task_env_free(&env);
     free(o.url);
+    free(o.username);
+    if (o.password) explicit_bzero(o.password, strlen(o.password));
+    free(o.password);
     log_clear_secrets();
     if (sig_pipe_[0] >= 0) close(sig_pipe_[0]);
     if (sig_pipe_[1] >= 0) close(sig_pipe_[1]);
