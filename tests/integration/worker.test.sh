@@ -354,6 +354,43 @@ kill -TERM "$wp"; wait "$wp" 2>/dev/null
 check "a bad JOBPOOL_MAX_ATTEMPTS is bad input (exit 2)" bash -c \
   "JOBPOOL_MAX_ATTEMPTS=zero JOBPOOL_QUEUE=wt.progress '$W' -- true 2>/dev/null; [ \$? = 2 ]"
 
+echo "== worker: login from JOBPOOL_AMQP_USERNAME/PASSWORD (and _FILE), taken as they are"
+# What a Job gets from rabbitmq.workerSecret: a URL without user info, and the login as raw
+# values from a Secret (secretKeyRef). A password full of URL syntax must work unencoded.
+WPASS='S3cr:t@x/%y'
+api PUT /api/users/wt-raw "$(jq -n --arg p "$WPASS" '{password:$p,tags:""}')" >/dev/null
+declare_q wt.raw
+api PUT /api/permissions/%2F/wt-raw '{"configure":".*","write":".*","read":".*"}' >/dev/null
+HOSTPART=${U#*@}
+publish wt.raw 'raw login'
+env -u JOBPOOL_TEST_AMQP_URL -u JOBPOOL_TEST_RMQ_PASS JOBPOOL_AMQP_URL="amqp://$HOSTPART" \
+  JOBPOOL_AMQP_USERNAME=wt-raw JOBPOOL_AMQP_PASSWORD="$WPASS" JOBPOOL_QUEUE=wt.raw \
+  "$W" --idle-timeout 5s -- sh -c "cat > '$T/raw.body'; env > '$T/raw.env'" >"$T/raw.out" 2>"$T/raw.err"; rc=$?
+check "exit 0 logged in as wt-raw with '$WPASS' unencoded (got $rc)" [ "$rc" = 0 ]
+check "the task ran" [ "$(cat "$T/raw.body" 2>/dev/null)" = "raw login" ]
+check "task env has no JOBPOOL_AMQP_USERNAME/PASSWORD" bash -c "! grep -q '^JOBPOOL_AMQP_\(USERNAME\|PASSWORD\)' '$T/raw.env'"
+check "task env has no copy of the password" bash -c "! grep -qF '$WPASS' '$T/raw.env'"
+check "queue empty" [ "$(count wt.raw)" = 0 ]
+publish wt.raw 'raw from files'
+printf 'wt-raw\n' > "$T/raw.user"; printf '%s\n' "$WPASS" > "$T/raw.pass"
+# The URL's own user info (the admin) is overridden by the files.
+env -u JOBPOOL_TEST_AMQP_URL -u JOBPOOL_TEST_RMQ_PASS JOBPOOL_AMQP_URL="$U" \
+  JOBPOOL_AMQP_USERNAME_FILE="$T/raw.user" JOBPOOL_AMQP_PASSWORD_FILE="$T/raw.pass" \
+  JOBPOOL_QUEUE=wt.raw "$W" --idle-timeout 5s -- sh -c "cat > '$T/raw2.body'; env > '$T/raw2.env'" \
+  >"$T/raw2.out" 2>"$T/raw2.err"; rc=$?
+check "exit 0 with the login from _FILE variables (got $rc)" [ "$rc" = 0 ]
+check "the task ran" [ "$(cat "$T/raw2.body" 2>/dev/null)" = "raw from files" ]
+check "task env has no _FILE variables" bash -c "! grep -q '^JOBPOOL_AMQP_.*_FILE=' '$T/raw2.env'"
+conn_user=$(api GET /api/connections | jq -r '[.[] | select(.client_properties.connection_name // "" | test("queue=wt.raw"))] | length')
+check "no connection left behind ($conn_user)" [ "${conn_user:-0}" = 0 ]
+env -u JOBPOOL_TEST_AMQP_URL -u JOBPOOL_TEST_RMQ_PASS JOBPOOL_AMQP_URL="amqp://$HOSTPART" \
+  JOBPOOL_AMQP_USERNAME=wt-raw JOBPOOL_AMQP_PASSWORD="wrong-$WPASS" JOBPOOL_QUEUE=wt.raw \
+  "$W" --idle-timeout 2s -- true >"$T/raw3.out" 2>"$T/raw3.err"; rc=$?
+check "a wrong raw password: exit 2, access refused (got $rc)" \
+  bash -c "[ $rc = 2 ] && grep -q 'access refused' '$T/raw3.err'"
+check "the raw password is never printed" bash -c "! grep -qF '$WPASS' '$T'/raw*.err '$T'/raw*.out"
+api DELETE /api/users/wt-raw >/dev/null
+
 echo "== worker: the password never appears in any worker output"
 cat "$T"/*.err "$T"/*.out "$T"/conc/*.err "$T/bad.all" > "$T/all-output" 2>/dev/null
 check "checked $(wc -l < "$T/all-output") lines of output" [ "$(wc -l < "$T/all-output")" -gt 100 ]
