@@ -3,6 +3,7 @@
 # "jobpool"), so that `kubectl apply -k deploy/` and `helm install` create the same objects.
 #   deploy/generate.sh [OUTDIR]     (default: deploy/; `make manifests` runs it)
 # The only change to helm's output: the objects say they are managed by kubectl, not Helm.
+# The chart's crds/ are copied as they are.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -32,6 +33,12 @@ metadata:
     app.kubernetes.io/part-of: jobpool
 NS
 files=(namespace.yaml)
+# The CRDs first, as helm installs them before the templates (helm template leaves them out).
+for f in "$root/charts/jobpool/crds"/*.yaml; do
+  name=crd-$(basename "$f")
+  { printf '%s\n' "$header"; cat "$f"; } > "$out/$name"
+  files+=("$name")
+done
 for f in "$tmp/jobpool/templates"/*.yaml; do
   name=$(basename "$f")
   { printf '%s\n' "$header"

@@ -100,10 +100,10 @@ if "$root/deploy/generate.sh" "$tmp/deploy" && diff -r -x generate.sh "$root/dep
 else bad "deploy/ differs from the chart; run make manifests:"; sed 's/^/    /' "$tmp/deploy.diff" | head -40; fi
 if "$kubectl" kustomize "$root/deploy" > "$tmp/kustomized.yaml" 2>"$tmp/err"; then
   $check kinds "$tmp/kustomized.yaml" | grep -v '^Namespace ' > "$tmp/k.kinds"
-  $check kinds "$tmp/defaults.yaml" > "$tmp/h.kinds"
+  render --include-crds | $check kinds /dev/stdin > "$tmp/h.kinds"
   if diff -u "$tmp/h.kinds" "$tmp/k.kinds" > "$tmp/kinds.diff" && grep -q '^Namespace /jobpool$' <(
        $check kinds "$tmp/kustomized.yaml"); then
-    ok "kubectl kustomize deploy/ yields the chart's objects plus the Namespace"
+    ok "kubectl kustomize deploy/ yields the chart's objects and CRDs plus the Namespace"
   else bad "kustomize deploy/ objects differ from helm template:"; cat "$tmp/kinds.diff"; fi
 else bad "kubectl kustomize deploy/ failed"; cat "$tmp/err"; fi
 
