@@ -3,6 +3,7 @@
 #include "backend.h"
 #include "config.h"
 #include "err.h"
+#include "keda.h"
 #include "kube.h"
 #include "leader.h"
 #include "log.h"
@@ -77,6 +78,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: jobpool-controller --config FILE [options]\n"
             "       jobpool-controller --check-config FILE\n"
+            "       jobpool-controller convert FILE   (KEDA ScaledJobs to JobPools)\n"
             "\n"
             "Runs one short-lived worker for each message waiting in a RabbitMQ queue, as\n"
             "Kubernetes Jobs (backend kube) or local processes (backend local).\n"
@@ -121,6 +123,7 @@ int main(int argc, char **argv)
     /* One malloc arena for every thread: the cache threads' short peaks (a list page) are then
      * reused by the loop instead of each thread keeping its own high-water mark. */
     mallopt(M_ARENA_MAX, 1);
+    if (argc >= 2 && strcmp(argv[1], "convert") == 0) return keda_convert_main(argc - 1, argv + 1);
     enum { OPT_ONCE = 256, OPT_CHECK, OPT_LOGFMT, OPT_LOGLVL, OPT_METRICS, OPT_WORKER,
            OPT_POLICY };
     static const struct option opts[] = {

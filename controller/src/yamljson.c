@@ -585,3 +585,147 @@ out:
     if (have_parser) yaml_parser_delete(&parser);
     return rc;
 }
+
+int yamljson_parse_each(const char *yaml, size_t len, const struct yamljson_opts *opts,
+                        yamljson_doc_fn fn, void *ud, struct yamljson_error *err)
+{
+    int rc = JP_ENOMEM;
+    yaml_parser_t parser;
+    if (!yaml_parser_initialize(&parser)) return JP_ENOMEM;
+    yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, len);
+    for (;;) {
+        yaml_document_t doc;
+        if (!yaml_parser_load(&parser, &doc)) {
+            yaml_problem(&parser, yaml, len, err);
+            rc = parser.error == YAML_MEMORY_ERROR ? JP_ENOMEM : JP_EPARSE;
+            break;
+        }
+        yaml_node_t *root = yaml_document_get_root_node(&doc);
+        if (!root) {
+            /* An empty document: the end of the stream, or a lone "---" between documents. */
+            bool end = parser.stream_end_produced;
+            yaml_document_delete(&doc);
+            rc = 0;
+            if (end) break;
+            continue;
+        }
+        cJSON *json = NULL;
+        struct yamljson_src *src = NULL;
+        rc = yamljson_convert(&doc, root, opts, &json, &src, err);
+        int line = (int)root->start_mark.line + 1;
+        yaml_document_delete(&doc);
+        if (!rc) rc = fn(ud, json, src, line);
+        cJSON_Delete(json);
+        yamljson_src_free(src);
+        if (rc) break;
+    }
+    yaml_parser_delete(&parser);
+    return rc;
+}
+
+/* True when s, written plain, reads back as the same string in YAML 1.1 and 1.2: it starts with
+ * a letter or '/', holds only [A-Za-z0-9_./-], and is none of the words either version types. */
+static bool plain_safe(const char *s)
+{
+    static const char *const words[] = {"true", "false", "yes", "no", "on", "off", "y", "n",
+                                        "null", NULL};
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '/')) return false;
+    for (const char *p = s; *p; p++) {
+        bool ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                  (*p >= '0' && *p <= '9') || *p == '_' || *p == '.' || *p == '/' || *p == '-';
+        if (!ok) return false;
+    }
+    char low[8];
+    size_t n = strlen(s);
+    if (n >= sizeof low) return true;
+    for (size_t i = 0; i <= n; i++) low[i] = (char)((s[i] >= 'A' && s[i] <= 'Z') ? s[i] + 32 : s[i]);
+    for (size_t i = 0; words[i]; i++)
+        if (strcmp(low, words[i]) == 0) return false;
+    return true;
+}
+
+static int emit_string(struct dbuf *b, const char *s)
+{
+    if (plain_safe(s)) return dbuf_append(b, s, strlen(s));
+    /* A JSON string is a YAML double-quoted scalar with the same meaning. */
+    cJSON *tmp = cJSON_CreateString(s);
+    char *q = tmp ? cJSON_PrintUnformatted(tmp) : NULL;
+    int rc = q ? dbuf_append(b, q, strlen(q)) : JP_ENOMEM;
+    cJSON_free(q);
+    cJSON_Delete(tmp);
+    return rc;
+}
+
+int yamljson_emit_scalar(struct dbuf *b, const cJSON *v)
+{
+    if (cJSON_IsString(v)) return emit_string(b, v->valuestring ? v->valuestring : "");
+    if (cJSON_IsBool(v)) return dbuf_printf(b, "%s", cJSON_IsTrue(v) ? "true" : "false");
+    if (cJSON_IsNumber(v)) {
+        double d = v->valuedouble;
+        if (d == floor(d) && fabs(d) <= (double)JSON_INT_MAX) return dbuf_printf(b, "%.0f", d);
+        return dbuf_printf(b, "%.17g", d);
+    }
+    return dbuf_printf(b, "null");
+}
+
+static bool is_empty_collection(const cJSON *v)
+{
+    return (cJSON_IsObject(v) || cJSON_IsArray(v)) && !v->child;
+}
+
+static int emit_node(struct dbuf *b, const cJSON *v, int indent, int depth);
+
+/* The value after "key:" or "- ": a scalar or empty collection on the same line, a mapping or
+ * sequence on the following lines. */
+static int emit_value(struct dbuf *b, const cJSON *v, int indent, int depth)
+{
+    if (is_empty_collection(v)) return dbuf_printf(b, " %s\n", cJSON_IsObject(v) ? "{}" : "[]");
+    if (!cJSON_IsObject(v) && !cJSON_IsArray(v)) {
+        int rc = dbuf_append(b, " ", 1);
+        if (!rc) rc = yamljson_emit_scalar(b, v);
+        return rc ? rc : dbuf_append(b, "\n", 1);
+    }
+    int rc = dbuf_append(b, "\n", 1);
+    return rc ? rc : emit_node(b, v, indent, depth + 1);
+}
+
+static int emit_node(struct dbuf *b, const cJSON *v, int indent, int depth)
+{
+    int rc = 0;
+    if (depth > YAMLJSON_MAX_DEPTH) return JP_ETOOBIG;
+    if (cJSON_IsObject(v)) {
+        for (const cJSON *e = v->child; e && !rc; e = e->next) {
+            rc = dbuf_printf(b, "%*s", indent, "");
+            if (!rc) rc = emit_string(b, e->string ? e->string : "");
+            if (!rc) rc = dbuf_append(b, ":", 1);
+            if (!rc) rc = emit_value(b, e, indent + 2, depth);
+        }
+    } else if (cJSON_IsArray(v)) {
+        for (const cJSON *e = v->child; e && !rc; e = e->next) {
+            rc = dbuf_printf(b, "%*s-", indent, "");
+            if (rc) break;
+            if (cJSON_IsObject(e) && e->child) {
+                /* "- key: value" with the mapping's other keys under the first. */
+                size_t at = b->len;
+                rc = emit_node(b, e, indent + 2, depth + 1);
+                if (!rc) {
+                    size_t drop = (size_t)indent + 1;
+                    memmove(b->data + at, b->data + at + drop, b->len - at - drop + 1);
+                    b->len -= drop;
+                }
+            } else {
+                rc = emit_value(b, e, indent + 2, depth);
+            }
+        }
+    } else {
+        rc = dbuf_printf(b, "%*s", indent, "");
+        if (!rc) rc = yamljson_emit_scalar(b, v);
+        if (!rc) rc = dbuf_append(b, "\n", 1);
+    }
+    return rc;
+}
+
+int yamljson_emit(struct dbuf *b, const cJSON *v, int indent)
+{
+    return emit_node(b, v, indent < 0 ? 0 : indent, 0);
+}

@@ -67,6 +67,30 @@ int yamljson_convert(struct yaml_document_s *doc, struct yaml_node_s *node,
 int yamljson_parse(const char *yaml, size_t len, const struct yamljson_opts *opts,
                    struct cJSON **out, struct yamljson_src **src, struct yamljson_error *err);
 
+/* Called by yamljson_parse_each for each non-empty document of a stream. root and src are
+ * borrowed (freed when the call returns); src's positions are those of the whole text; line is
+ * where the document's root node starts (1-based). A non-zero return stops the stream. */
+typedef int (*yamljson_doc_fn)(void *ud, const struct cJSON *root, const struct yamljson_src *src,
+                               int line);
+
+/* Parse a YAML stream of any number of documents ("---" separated, as kubectl manifests are)
+ * and hand each non-empty one, converted as by yamljson_convert, to fn. Returns 0, fn's first
+ * non-zero return, or JP_EPARSE (err filled in) / JP_ENOMEM for the first document that cannot
+ * be read; documents before it have been handed over. */
+int yamljson_parse_each(const char *yaml, size_t len, const struct yamljson_opts *opts,
+                        yamljson_doc_fn fn, void *ud, struct yamljson_error *err);
+
+struct dbuf;
+/* Append v to b as block-style YAML whose lines are indented by indent spaces: a mapping as
+ * "key: value" lines, a sequence as "- item" lines, empty ones as {} and []. Strings are written
+ * plain only when they read back as the same string under both YAML 1.1 and 1.2 (no numbers,
+ * booleans or null words, no indicator characters), else JSON-quoted; so yamljson_parse of the
+ * output gives v again. A scalar v is written alone followed by a newline. Returns 0 or
+ * JP_ENOMEM/JP_ETOOBIG (b's own cap). */
+int yamljson_emit(struct dbuf *b, const struct cJSON *v, int indent);
+/* Append the scalar v (string, number, bool or null) in the form yamljson_emit uses. */
+int yamljson_emit_scalar(struct dbuf *b, const struct cJSON *v);
+
 /* Look up where path came from. Paths join mapping keys with '.' and sequence indexes with
  * "[i]", as in "template.spec.containers[0].image"; a key that is empty or holds '.', '[' or ']'
  * is written "[key]" (as Kubernetes does for labels: "metadata.labels[app.kubernetes.io/name]").
