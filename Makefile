@@ -32,6 +32,7 @@ DEPS_test_util      = util err
 DEPS_test_log       = log err
 DEPS_test_config    = config yamljson util log err
 DEPS_test_yamljson  = yamljson util err
+DEPS_test_keda      = keda yamljson util err
 DEPS_test_http      = http util log err
 DEPS_test_rmq       = rmq http config yamljson util log err
 DEPS_test_kube      = kube podsec kubeconfig yamljson http util log err

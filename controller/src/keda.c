@@ -580,8 +580,9 @@ static void write_metadata(struct sj *s, struct dbuf *o)
     cJSON_Delete(ann);
 }
 
-/* The rabbitmq trigger: exactly one, or an error (a JobPool has one queue source). Returns its
- * index, -1 when there is none (the ScaledJob is skipped), -2 after an error. */
+/* The rabbitmq trigger: exactly one; a second is an error (a JobPool has one queue source), and
+ * the first is still mapped so that its own problems are reported too. Returns its index, or -1
+ * when there is none (the ScaledJob is skipped). */
 static int find_trigger(struct sj *s, const cJSON *spec)
 {
     const cJSON *ts = get(spec, "triggers");
@@ -596,9 +597,9 @@ static int find_trigger(struct sj *s, const cJSON *spec)
                 snprintf(p, sizeof p, "spec.triggers[%d]", i);
                 sj_fail(s, p, "a second rabbitmq trigger cannot be mapped: a JobPool has one "
                         "queue source (use queueRegex, or one JobPool per queue)");
-                return -2;
+            } else {
+                found = i;
             }
-            found = i;
         } else {
             drop(s, "triggers[%d] (type %s): dropped: a JobPool reads only its RabbitMQ queue", i,
                  type ? type : "unset");
@@ -616,7 +617,6 @@ static int convert_one(struct run *r, struct sj *s, const cJSON *spec, int line)
                     r->file, line, s->name);
         return 0;
     }
-    if (ti < 0) return 0;
     char tp[64];
     snprintf(tp, sizeof tp, "spec.triggers[%d]", ti);
     const cJSON *t = cJSON_GetArrayItem(get(spec, "triggers"), ti);

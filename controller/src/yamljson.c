@@ -601,12 +601,15 @@ int yamljson_parse_each(const char *yaml, size_t len, const struct yamljson_opts
             break;
         }
         yaml_node_t *root = yaml_document_get_root_node(&doc);
-        if (!root) {
-            /* An empty document: the end of the stream, or a lone "---" between documents. */
-            bool end = parser.stream_end_produced;
+        if (!root) {   /* the end of the stream */
             yaml_document_delete(&doc);
             rc = 0;
-            if (end) break;
+            break;
+        }
+        if (root->type == YAML_SCALAR_NODE && !root->data.scalar.length &&
+            root->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
+            /* A "---" with nothing after it: an empty document, as kubectl skips them. */
+            yaml_document_delete(&doc);
             continue;
         }
         cJSON *json = NULL;

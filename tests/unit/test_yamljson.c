@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "util.h"
 #include "yamljson.h"
 
 /* Parse text; returns the tree (caller deletes) and fails the test on an error. */
@@ -321,6 +322,95 @@ static void test_positions(void **state)
     cJSON_Delete(j);
 }
 
+/* Emitted YAML reads back as the same tree: strings that look like numbers, booleans, nulls
+ * (in YAML 1.1 or 1.2) or hold indicators stay strings; nesting of sequences in mappings and
+ * mappings in sequences survives; empty collections stay empty. */
+static void test_emit_round_trip(void **state)
+{
+    (void)state;
+    const char *json =
+        "{\"a\":\"plain/path-1.2_x\",\"n\":8080,\"f\":1.5,\"neg\":-3,\"t\":true,"
+        "\"z\":null,\"s\":[\"8080\",\"yes\",\"on\",\"No\",\"~\",\"null\",\"1e3\",\"0x1F\","
+        "\"\",\"a: b\",\"- x\",\"#c\",\"x #c\",\"multi\\nline\",\"tab\\there\","
+        "\"quote\\\"d\",\"caf\u00e9\",\".inf\",\"*alias\",\"&anchor\",\"!tag\",\"@at\","
+        "\"{x}\",\"[y]\",\"%p\",\"|\",\">\",\"'q'\"],"
+        "\"list\":[{\"name\":\"w\",\"env\":[{\"name\":\"A\",\"value\":\"1\"}],\"k\":{}},"
+        "[1,[2]],[],{}],\"empty\":{},\"odd key: x\":1,\"8080\":\"k\",\"true\":2}";
+    cJSON *want = cJSON_Parse(json);
+    assert_non_null(want);
+    for (int indent = 0; indent <= 4; indent += 4) {
+        struct dbuf b;
+        dbuf_init(&b, 0);
+        assert_int_equal(yamljson_emit(&b, want, indent), 0);
+        cJSON *got = parse_ok(b.data, NULL);
+        if (!cJSON_Compare(want, got, 1)) fail_msg("round trip differs:\n%s", b.data);
+        cJSON_Delete(got);
+        dbuf_free(&b);
+    }
+    /* Plain where that is safe, so the output reads like a hand-written manifest. */
+    struct dbuf b;
+    dbuf_init(&b, 0);
+    cJSON *o = cJSON_Parse("{\"image\":\"registry/thumbs\",\"args\":[\"--\",\"run\"]}");
+    assert_int_equal(yamljson_emit(&b, o, 2), 0);
+    assert_string_equal(b.data, "  image: registry/thumbs\n  args:\n    - \"--\"\n    - run\n");
+    cJSON_Delete(o);
+    dbuf_free(&b);
+    cJSON_Delete(want);
+}
+
+struct each_log {
+    int n;
+    int lines[8];
+    char names[8][16];
+    int stop_at;
+};
+
+static int each_cb(void *ud, const cJSON *root, const struct yamljson_src *src, int line)
+{
+    struct each_log *l = ud;
+    int ln = 0, col = 0;
+    assert_non_null(src);
+    assert_int_equal(yamljson_src_find(src, "name", &ln, &col), 0);
+    l->lines[l->n] = ln;
+    snprintf(l->names[l->n], sizeof l->names[0], "%s",
+             cJSON_GetObjectItem(root, "name")->valuestring);
+    (void)line;
+    return ++l->n == l->stop_at ? JP_ECANCELED : 0;
+}
+
+/* A stream: every document in order, positions relative to the whole text, empty documents
+ * skipped, a syntax error in the third reported after the first two were handed over, and a
+ * callback's error stops the stream. */
+static void test_parse_each(void **state)
+{
+    (void)state;
+    const char *text = "name: a\n---\n---\n# only a comment\n---\nname: b\n...\n---\nname: c\n";
+    struct each_log l;
+    memset(&l, 0, sizeof l);
+    struct yamljson_error e;
+    memset(&e, 0, sizeof e);
+    assert_int_equal(yamljson_parse_each(text, strlen(text), NULL, each_cb, &l, &e), 0);
+    assert_int_equal(l.n, 3);
+    assert_string_equal(l.names[2], "c");
+    assert_int_equal(l.lines[0], 1);
+    assert_int_equal(l.lines[1], 6);
+    assert_int_equal(l.lines[2], 9);
+
+    memset(&l, 0, sizeof l);
+    const char *bad = "name: a\n---\nname: b\n---\nname: [c\n";
+    assert_int_equal(yamljson_parse_each(bad, strlen(bad), NULL, each_cb, &l, &e), JP_EPARSE);
+    assert_int_equal(l.n, 2);
+    assert_int_equal(e.line, 6);
+
+    memset(&l, 0, sizeof l);
+    l.stop_at = 1;
+    assert_int_equal(yamljson_parse_each(text, strlen(text), NULL, each_cb, &l, &e), JP_ECANCELED);
+    assert_int_equal(l.n, 1);
+    memset(&l, 0, sizeof l);
+    assert_int_equal(yamljson_parse_each("", 0, NULL, each_cb, &l, &e), 0);
+    assert_int_equal(l.n, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -334,6 +424,8 @@ int main(void)
         cmocka_unit_test(test_self_reference_and_depth),
         cmocka_unit_test(test_bad_documents),
         cmocka_unit_test(test_positions),
+        cmocka_unit_test(test_emit_round_trip),
+        cmocka_unit_test(test_parse_each),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
