@@ -59,7 +59,7 @@ IT_BIN     = $(patsubst tests/integration/%.c,$(B)/tests/%,$(IT_SRC))
 KIT_SRC   := $(wildcard tests/integration/kit_*.c)
 KIT_BIN    = $(patsubst tests/integration/%.c,$(B)/tests/%,$(KIT_SRC))
 
-.PHONY: all deps build-deps unit integration kube-integration test asan valgrind lint demo bench clean fuzz fuzz-run e2e images manifests
+.PHONY: all deps build-deps unit integration kube-integration test asan valgrind lint demo bench clean fuzz e2e images manifests
 all: $(CONTROLLER) $(WORKER) $(TOOLS)
 	@mkdir -p controller worker-image
 	@ln -sf ../$(CONTROLLER) controller/jobpool-controller
@@ -218,22 +218,35 @@ e2e:
 	@$(MAKE) --no-print-directory all
 	@B=$(abspath $(B)) tests/e2e/run.sh $(E2E)
 
-# libFuzzer over cfg_load_string and yamljson_parse, seeded with the example and fixture configs.
+# libFuzzer targets, one per parser that reads another program's bytes (tests/fuzz/fuzz_<t>.c,
+# seeds in tests/fuzz/corpus/<t>/, dictionary tests/fuzz/<t>.dict), each run for FUZZ_SECONDS
+# under ASan and UBSan by tests/fuzz/run.sh. FUZZ="kube rmq" picks targets. The modules are
+# built once with the fuzzer's coverage into build/fuzz/ctrl (the ordinary object rule, B=build/fuzz).
 FUZZ_SECONDS ?= 30
 FUZZ_CC      ?= clang
-FUZZ_SRC      = tests/fuzz/fuzz_config.c $(patsubst %,controller/src/%.c,config yamljson util log err)
+FUZZ_ALL      = config rfc3339 retry_after watch_lines kube rmq kubeconfig
+FUZZ         ?= $(FUZZ_ALL)
+FUZZ_DEPS_config      = config yamljson util log err
+FUZZ_DEPS_rfc3339     = util err
+FUZZ_DEPS_retry_after = http util err
+FUZZ_DEPS_watch_lines = http util err
+FUZZ_DEPS_kube        = kube kubeconfig yamljson http util log err
+FUZZ_DEPS_rmq         = rmq http config yamljson util log err
+FUZZ_DEPS_kubeconfig  = kubeconfig yamljson util log err
+# The client targets answer every request from the input (tests/fuzz/fuzz_seam.h).
+FUZZ_WRAP_kube        = -Wl,--wrap=http_request
+FUZZ_WRAP_rmq         = -Wl,--wrap=http_request
+FUZZ_CFLAGS = -O1 -g -fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=all \
+              -fno-omit-frame-pointer
 # Two steps: make expands a whole recipe (its pkg-config calls) before running its first line.
 fuzz:
 	@$(DEPS_SH) test
-	@$(MAKE) --no-print-directory fuzz-run
-fuzz-run:
-	@mkdir -p build/fuzz/corpus
-	$(FUZZ_CC) -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-	  -Icontroller/src $(shell pkg-config --cflags yaml-0.1 libcjson) $(FUZZ_SRC) \
-	  -o build/fuzz/fuzz_config $(shell pkg-config --libs yaml-0.1 libcjson) -lm
-	build/fuzz/fuzz_config -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=10 \
-	  -rss_limit_mb=1024 -dict=tests/fuzz/config.dict -print_final_stats=1 \
-	  build/fuzz/corpus docs/examples tests/fixtures/config
+	@$(MAKE) --no-print-directory B=build/fuzz CC=$(FUZZ_CC) CFLAGS="$(FUZZ_CFLAGS)" \
+	  $(patsubst %,build/fuzz/fuzz_%,$(FUZZ))
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh build/fuzz $(FUZZ)
+
+$(B)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_seam.h $$(addprefix $(B)/ctrl/,$$(addsuffix .o,$$(FUZZ_DEPS_$$*))) | build-deps
+	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -Itests/fuzz $(filter %.c %.o,$^) -o $@ $(FUZZ_WRAP_$*) $(LDLIBS)
 
 clean:
 	rm -rf build controller/jobpool-controller worker-image/jobpool-worker

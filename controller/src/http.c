@@ -36,33 +36,33 @@ static void global_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 unsigned long http_request_count(void) { return __atomic_load_n(&n_requests, __ATOMIC_RELAXED); }
 unsigned long long http_bytes_received(void) { return __atomic_load_n(&n_bytes, __ATOMIC_RELAXED); }
 
+int http_split_lines(struct dbuf *buf, const void *p, size_t n, http_line_fn on_line, void *ud)
+{
+    const char *s = p, *end = s + n;
+    while (s < end) {
+        /* Line by line, so the cap bounds the longest line, not the chunk curl hands over. */
+        const char *nl = memchr(s, '\n', (size_t)(end - s));
+        int rc = dbuf_append(buf, s, nl ? (size_t)(nl - s) : (size_t)(end - s));
+        if (rc || !nl) return rc;
+        rc = on_line(ud, buf->data, buf->len);
+        dbuf_reset(buf);
+        if (rc) return rc;
+        s = nl + 1;
+    }
+    return 0;
+}
+
 static size_t on_body(char *p, size_t size, size_t n, void *ud)
 {
     struct http_client *c = ud;
     size_t len = size * n;
-    if (dbuf_append(&c->body, p, len) != 0) return 0; /* aborts with CURLE_WRITE_ERROR */
-    if (!c->on_line) return len;
     long status = 0;
-    curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
-    if (status < 200 || status >= 300) return len; /* an error body is kept whole */
-    /* Hand over every complete line and keep only the unfinished tail. */
-    size_t start = 0;
-    for (size_t i = 0; i < c->body.len; i++) {
-        if (c->body.data[i] != '\n') continue;
-        c->body.data[i] = '\0';
-        int rc = c->on_line(c->stream_ud, c->body.data + start, i - start);
-        start = i + 1;
-        if (rc) {
-            c->stream_rc = rc;
-            return 0;
-        }
-    }
-    if (start) {
-        memmove(c->body.data, c->body.data + start, c->body.len - start);
-        c->body.len -= start;
-        c->body.data[c->body.len] = '\0';
-    }
-    return len;
+    if (c->on_line) curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
+    if (!c->on_line || status < 200 || status >= 300) /* an error body is kept whole */
+        return dbuf_append(&c->body, p, len) == 0 ? len : 0; /* 0 aborts: CURLE_WRITE_ERROR */
+    int rc = http_split_lines(&c->body, p, len, c->on_line, c->stream_ud);
+    if (rc && !c->body.toobig) c->stream_rc = rc; /* a line over the cap: CURLE_WRITE_ERROR */
+    return rc ? 0 : len;
 }
 
 static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
@@ -72,23 +72,31 @@ static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, cu
     return c->should_stop && c->should_stop(c->stream_ud) ? 1 : 0;
 }
 
+bool http_parse_retry_after(const char *line, size_t len, long *secs)
+{
+    static const char name[] = "retry-after:";
+    if (len < sizeof name - 1 || strncasecmp(line, name, sizeof name - 1) != 0) return false;
+    char v[32];
+    size_t i = sizeof name - 1, vl = 0;
+    while (i < len && (line[i] == ' ' || line[i] == '\t')) i++;
+    while (i < len && line[i] != '\r' && line[i] != '\n' && line[i] != ' ' && line[i] != '\t') {
+        /* delta-seconds is digits only (strtoll would also take "-0" and "+5") */
+        if (line[i] < '0' || line[i] > '9' || vl + 1 >= sizeof v) return false;
+        v[vl++] = line[i++];
+    }
+    v[vl] = '\0';
+    int64_t s;
+    if (util_parse_int64(v, 0, HTTP_RETRY_AFTER_MAX, &s) != 0) return false;
+    *secs = (long)s;
+    return true;
+}
+
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
     struct http_client *c = ud;
     size_t len = size * n;
-    static const char name[] = "retry-after:";
-    if (len > sizeof name && strncasecmp(p, name, sizeof name - 1) == 0) {
-        char v[32];
-        size_t vl = len - (sizeof name - 1);
-        if (vl >= sizeof v) vl = sizeof v - 1;
-        memcpy(v, p + sizeof name - 1, vl);
-        v[vl] = '\0';
-        char *s = v;
-        while (*s == ' ') s++;
-        s[strcspn(s, "\r\n ")] = '\0';
-        int64_t secs;
-        if (util_parse_int64(s, 0, 86400, &secs) == 0) c->retry_after = (long)secs;
-    }
+    long secs;
+    if (http_parse_retry_after(p, len, &secs)) c->retry_after = secs;
     return len;
 }
 

@@ -56,6 +56,22 @@ typedef int (*http_line_fn)(void *ud, char *line, size_t len);
 int http_stream(struct http_client *c, const char *url, long timeout_ms, http_line_fn on_line,
                 int (*should_stop)(void *ud), void *ud, struct http_response *resp);
 
+/* The stream's line splitter (http_stream uses it; exposed for the fuzzer): buf holds the
+ * unfinished line of the previous calls; hand every line that the n bytes of p complete to
+ * on_line as http_stream describes, and keep the new unfinished line in buf. Returns 0,
+ * JP_ETOOBIG (a line longer than buf's cap), JP_ENOMEM, or on_line's non-zero value (the lines
+ * after it are not handed over). Where the stream is cut into chunks does not change the lines
+ * or the result. */
+struct dbuf;
+int http_split_lines(struct dbuf *buf, const void *p, size_t n, http_line_fn on_line, void *ud);
+
+/* Longest Retry-After honoured, in seconds. */
+#define HTTP_RETRY_AFTER_MAX 86400
+/* Parse one raw header line (as received, with or without its CRLF): true, with *secs set, when
+ * it is a Retry-After header holding delta-seconds in [0, HTTP_RETRY_AFTER_MAX]. The HTTP-date
+ * form is not understood (false). Used by http.c; exposed for the fuzzer. */
+bool http_parse_retry_after(const char *line, size_t len, long *secs);
+
 /* Parallel requests over a small pool of keep-alive connections (curl multi). */
 struct http_multi;
 /* concurrency connections sharing opts (copied). 0, JP_ENOMEM or JP_EINVAL; *out NULL on error. */

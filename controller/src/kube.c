@@ -447,7 +447,7 @@ int kube_job_parse(const cJSON *obj, struct kube_job *out)
     return 0;
 }
 
-static int pod_parse(const cJSON *obj, struct kube_pod *out)
+int kube_pod_parse(const cJSON *obj, struct kube_pod *out)
 {
     memset(out, 0, sizeof *out);
     const cJSON *meta = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
@@ -873,7 +873,7 @@ static int collect_item(void *ud, const cJSON *obj)
 }
 
 static int parse_job(const cJSON *obj, void *out) { return kube_job_parse(obj, out); }
-static int parse_pod(const cJSON *obj, void *out) { return pod_parse(obj, out); }
+static int parse_pod(const cJSON *obj, void *out) { return kube_pod_parse(obj, out); }
 
 int kube_jobs_list(struct kube_client *c, const char *label_selector, struct kube_job_list *out)
 {
@@ -905,7 +905,9 @@ int kube_job_get(struct kube_client *c, const char *name, struct kube_job *out)
     cJSON *obj = NULL;
     memset(out, 0, sizeof *out);
     int rc = kube_job_get_json(c, name, &obj);
-    if (!rc) rc = kube_job_parse(obj, out);
+    if (!rc && (rc = kube_job_parse(obj, out)) != 0)
+        snprintf(c->last_error, sizeof c->last_error, "get jobs.batch: the answer has no "
+                 "metadata.name");
     cJSON_Delete(obj);
     return rc;
 }
@@ -1017,7 +1019,9 @@ static int lease_call(struct kube_client *c, const char *method, const struct ku
         goto out;
     }
     rc = do_request(c, method, path.data, body, verb, "leases.coordination.k8s.io", &ans);
-    if (!rc && out) rc = lease_parse(ans, out);
+    if (!rc && out && (rc = lease_parse(ans, out)) != 0)
+        snprintf(c->last_error, sizeof c->last_error, "%s leases.coordination.k8s.io: the answer "
+                 "has no metadata.name", verb);
 out:
     free(body);
     cJSON_Delete(ans);
@@ -1233,7 +1237,7 @@ static void cache_sleep(struct kube_cache *k, int64_t ms)
 
 static int parse_into(int res, const cJSON *obj, union kobj *v)
 {
-    return res == RES_JOBS ? kube_job_parse(obj, &v->job) : pod_parse(obj, &v->pod);
+    return res == RES_JOBS ? kube_job_parse(obj, &v->job) : kube_pod_parse(obj, &v->pod);
 }
 
 static size_t kobj_size(int res)

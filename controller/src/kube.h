@@ -186,6 +186,8 @@ struct kube_pod_list {
     size_t n, alloc;
 };
 void kube_pod_list_free(struct kube_pod_list *l);
+/* Parse one Pod object into *out. Returns 0 or JP_ESHAPE. */
+int kube_pod_parse(const struct cJSON *obj, struct kube_pod *out);
 
 /* Pods matching label_selector ("job-name=<job>", or NULL: managed-by=jobpool), paged.
  * Appends to out like kube_jobs_list. */

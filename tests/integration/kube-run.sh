@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the Kubernetes integration tests: start a private RabbitMQ (tests/env/rabbitmq.sh) and a
 # private control plane (tests/env/kube.sh), run every binary given and every
-# tests/integration/*.kube.sh script with tests/run-tests.sh, then stop both.
+# tests/integration/*.kube.sh script (or those KUBE_SCRIPTS names) with tests/run-tests.sh, then
+# stop both.
 # A service that cannot start is a failure, never a skip.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -31,6 +32,13 @@ fi
 # shellcheck disable=SC1090
 . "$out"
 export JOBPOOL_ROOT="$root" JOBPOOL_BUILD="${B:-$root/build}"
+# KUBE_SCRIPTS="leader controller_kube" runs only those scripts ("none": no script).
 scripts=()
-for s in "$here"/*.kube.sh; do [ -f "$s" ] && scripts+=("$s"); done
+for s in "$here"/*.kube.sh; do
+  [ -f "$s" ] || continue
+  if [ -n "${KUBE_SCRIPTS:-}" ]; then
+    case " $KUBE_SCRIPTS " in *" $(basename "$s" .kube.sh) "*) ;; *) continue ;; esac
+  fi
+  scripts+=("$s")
+done
 "$root/tests/run-tests.sh" kube-integration "$@" "${scripts[@]}"
