@@ -36,7 +36,7 @@ check "attempt numbers 1..$ATTEMPTS" bash -c "[ \"\$(cut -d' ' -f4 '$out/failed'
 check "failed-Job history kept at failedHistory $FH (have $failedj)" [ "$failedj" = "$FH" ]
 check "successful history at $SH (have $complete)" [ "$complete" = "$SH" ]
 check "nothing active at the end" [ "$unfinished" = 0 ]
-check "work queue empty" [ "$(queue_ready e2e.failures)" = 0 ]
+check_drained e2e.failures
 rep=$($TOOL report --pub "$out/pub" --jobs "$E2E_WORK/jobs.events" --started "$out/started" \
   --sim "$E2E_WORK/sim.events" --pool failures)
 figures failures "$rep" "$figs"

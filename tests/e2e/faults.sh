@@ -55,8 +55,7 @@ ctrl_start "$cfg"
 dlq_ids() { $TOOL peek --queue e2e.faults.dlq; }
 accounted() { [ "$( (cut -d' ' -f1 "$out/done"; dlq_ids) | sort -u | wc -l)" -ge "$N" ]; }
 wait_until 600 accounted
-drained() { [ "$(queue_ready e2e.faults)" = 0 ] && [ "$(queue_unacked e2e.faults)" = 0 ]; }
-wait_until 120 drained
+wait_until 120 queue_drained e2e.faults
 dlq_ids | sort -n > "$out/dlq"
 cut -d' ' -f1 "$out/done" | sort -nu > "$out/done.ids"
 sort -nu "$out/done.ids" "$out/dlq" > "$out/accounted"
@@ -65,7 +64,7 @@ check "every one of the $N messages was acked after its task ran or is in the DL
 check "no message both done and dead-lettered" [ -z "$(comm -12 <(sort -u "$out/done.ids") <(sort -u "$out/dlq"))" ]
 check "workers were killed mid-task ($killed task runs running then)" [ "$killed" -ge 1 ]
 check "the killed tasks never finished: $(inflight) runs cut short" [ "$(inflight)" -ge 1 ]
-check "work queue empty: 0 ready, 0 unacked" drained
+check_drained e2e.faults
 say "done $(lines "$out/done.ids") (runs: $(lines "$out/done"), so $(( $(lines "$out/done") - $(lines "$out/done.ids") )) ran twice), dead-lettered $(lines "$out/dlq"), runs cut short $(inflight)"
 settled() { set -- $(job_counts faults); [ "$4" = 0 ] && [ "$(sim_running faults)" = 0 ]; }
 check "nothing active at the end" wait_until 120 settled

@@ -55,9 +55,26 @@ declare_dlq() { # EXCHANGE QUEUE: a fanout dead-letter exchange and its queue
   declare_queue "$2"
   mgmt POST "/api/bindings/%2F/e/$1/q/$2" '{"routing_key":""}' >/dev/null
 }
-# Exact counts (not the lagged statistics): ready from a peek, unacked from the queue object.
-queue_ready() { $TOOL peek --queue "$1" | wc -l; }
-queue_unacked() { $TOOL qstat --queue "$1" | awk '{print $2}'; }
+# Exact counts, asked of the queue process itself through the test broker's own rabbitmqctl.
+# The management API's messages_ready/_unacknowledged are statistics that trail the queue by
+# 5-10 s: a check that reads them right after the last ack can see work that is already done.
+# queue_counts QUEUE: "ready unacked consumers"; fails (prints nothing) when the broker does not
+# answer or has no such queue, so a check never passes on a read that did not happen.
+queue_counts() {
+  "$E2E_HERE/../env/rabbitmq.sh" ctl "$JOBPOOL_RMQ_DIR" list_queues -q --no-table-headers \
+    name messages_ready messages_unacknowledged consumers 2>/dev/null |
+    awk -F'\t' -v q="$1" '$1 == q { print $2, $3, $4; found = 1 } END { exit !found }'
+}
+queue_ready() { queue_counts "$1" | cut -d' ' -f1; }
+queue_unacked() { queue_counts "$1" | cut -d' ' -f2; }
+# queue_drained QUEUE: 0 ready and 0 unacked now, by the exact count.
+queue_drained() { [ "$(queue_counts "$1" | cut -d' ' -f1-2)" = "0 0" ]; }
+# check_drained QUEUE: the check that QUEUE ends empty. Acks of exited workers reach the queue
+# process a moment after the process exits, so the exact count is waited on with a deadline.
+check_drained() {
+  if wait_until "${2:-30}" queue_drained "$1"; then ok "queue $1 empty: 0 ready, 0 unacked (rabbitmqctl)"
+  else bad "queue $1 empty: ready unacked consumers = '$(queue_counts "$1" || echo "no answer")' (rabbitmqctl)"; fi
+}
 
 # ---- Kubernetes -----------------------------------------------------------------------------
 kapi() { # METHOD PATH [BODY]

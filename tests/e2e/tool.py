@@ -1,10 +1,9 @@
 #!/usr/bin/env python3
-"""tool.py: the e2e suite's helpers (stdlib only): publish, peek, queue stats, a Job recorder,
+"""tool.py: the e2e suite's helpers (stdlib only): publish, peek (an exact basic.get that requeues), a Job recorder,
 a process sampler, API-request counting from the audit log, and the latency/waste report.
 
   tool.py publish --queue Q --count N [--start 1] [--rate R] [--sleep S] [--fail-mod M] --log F
   tool.py peek --queue Q            ids (first body word) of the ready messages, left in place
-  tool.py qstat --queue Q           "ready unacked consumers" (the management API's, lagged)
   tool.py jobwatch --out F          'ms ADDED|DONE job pool [Complete|Failed]' lines until killed
   tool.py sample --pid P --out F    'ms rss_kb hwm_kb utime+stime_ticks private_dirty_kb' each s
   tool.py auditcount --audit F --ua jobpool/ [--after-ms T0] [--before-ms T1]
@@ -95,12 +94,6 @@ def cmd_peek(a):
                     {"count": 100000, "ackmode": "ack_requeue_true", "encoding": "auto"})
     for msg in r or []:
         print(msg["payload"].split()[0])
-    return 0
-
-
-def cmd_qstat(a):
-    q = Mgmt().call("GET", qpath(a.queue, a.vhost))
-    print(q.get("messages_ready", 0), q.get("messages_unacknowledged", 0), q.get("consumers", 0))
     return 0
 
 
@@ -331,10 +324,9 @@ def main():
     x.add_argument("--fail-mod", type=int, default=0)
     x.add_argument("--queues", type=int, default=0, help="round-robin over QUEUE000..QUEUEnnn")
     x.add_argument("--log", required=True)
-    for name in ("peek", "qstat"):
-        x = sp.add_parser(name)
-        x.add_argument("--queue", required=True)
-        x.add_argument("--vhost", default="/")
+    x = sp.add_parser("peek")
+    x.add_argument("--queue", required=True)
+    x.add_argument("--vhost", default="/")
     x = sp.add_parser("jobwatch")
     x.add_argument("--out", required=True)
     x.add_argument("--namespace", default="default")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# trickle: one message per second for 60 s. Proves: each message is picked up (its task starts)
-# within pollInterval + the management API's depth lag + the Job-to-process start allowance, and
-# fewer than 5% of the workers started find no message (waste).
+# trickle: one message per second for 60 s. Proves: every message runs once, and fewer than 5%
+# of the workers started find no message (waste). Prints the pick-up latency (publish to task
+# start) next to what it should be on an idle machine: pollInterval + the management API's depth
+# lag + the Job-to-process start allowance; a timing bound is a figure, never a pass/fail check.
 . "$(dirname "$0")/lib.sh"
 SECS=${E2E_TRICKLE_SECONDS:-60}
 POLL_S=1
@@ -32,12 +33,12 @@ rep=$($TOOL report --pub "$out/pub" --jobs "$E2E_WORK/jobs.events" --started "$o
   --sim "$E2E_WORK/sim.events" --pool trickle)
 check "all $SECS messages processed once" [ "$(cut -d' ' -f1 "$out/done" | sort -un | wc -l)" = "$SECS" ]
 check "no duplicate runs" [ "$(lines "$out/done")" = "$SECS" ]
+# Latency is a figure, not a check: on a loaded machine it says more about the machine.
 bound=$(( (POLL_S + LAG_S + START_S) * 1000 ))
-maxp=$(jq .pub_to_task_max_ms <<< "$rep")
-check "every message picked up within poll + lag + start ($maxp ms <= $bound ms)" [ "$maxp" -le "$bound" ]
+say "pick-up latency: max $(jq .pub_to_task_max_ms <<< "$rep") ms, p99 $(jq .pub_to_task_p99_ms <<< "$rep") ms (expected on an idle machine: within poll + lag + start = $bound ms)"
 w=$(jq .workers_started <<< "$rep"); t=$(jq .tasks_started <<< "$rep")
 check "waste below 5% ($((w - t)) of $w workers found no message)" [ $(( (w - t) * 100 )) -lt $(( 5 * w )) ]
-check "queue empty" [ "$(queue_ready e2e.trickle)" = 0 ]
-figures trickle "$rep" "$figs"
+check_drained e2e.trickle
+figures trickle "$rep" "$figs" "{\"pickup_bound_ms\": $bound}"
 delete_jobs trickle
 finish

@@ -4,6 +4,8 @@
 #   tests/env/rabbitmq.sh url  [DIR]         prints the AMQP and management URLs again
 #   tests/env/rabbitmq.sh stop [DIR]         stops it, leaves no process behind, removes DIR
 #   tests/env/rabbitmq.sh restart [DIR]      stops the node and starts it again on the same data
+#   tests/env/rabbitmq.sh ctl DIR ARGS...     runs rabbitmqctl ARGS against that node (exact queue
+#                                            counts from the queue processes: list_queues ...)
 # Each instance has its own node name, ports, epmd, cookie, mnesia and log directories, so two
 # can run side by side. Errors go to stderr with the broker's log tail; the exit code is non-zero.
 set -euo pipefail
@@ -136,11 +138,18 @@ EOV
     halt
     launch
     ;;
+  ctl)
+    dir=${2:-}; [ -n "$dir" ] && [ -f "$dir/env" ] || die "no instance (give DIR)"
+    shift 2
+    . "$dir/env"
+    # Debian's /usr/sbin wrapper resets HOME to /var/lib/rabbitmq (another cookie): call the tool.
+    as_rabbit /usr/lib/rabbitmq/bin/rabbitmqctl -n "$NODENAME" "$@"
+    ;;
   stop)
     dir=${2:-${JOBPOOL_RMQ_DIR:-}}; [ -n "$dir" ] || die "no instance (give DIR)"
     [ -d "$dir" ] || exit 0
     halt
     rm -rf "$dir"
     ;;
-  *) echo "usage: $0 start|stop|url|restart [DIR]" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|url|restart [DIR] | ctl DIR ARGS..." >&2; exit 2 ;;
 esac
