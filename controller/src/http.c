@@ -111,6 +111,7 @@ static void opts_free(struct http_opts *o)
     free((char *)o->username);
     free((char *)o->password);
     free((char *)o->bearer);
+    free((char *)o->user_agent);
 }
 
 void http_client_free(struct http_client *c)
@@ -170,7 +171,7 @@ int http_client_new(const struct http_opts *opts, struct http_client **out)
 #define COPY_(f)                                                            \
     if (opts->f && !(c->o.f = strdup(opts->f))) goto out;
     COPY_(ca_file) COPY_(ca_pem) COPY_(cert_pem) COPY_(key_pem) COPY_(cert_file)
-    COPY_(key_file) COPY_(username) COPY_(password)
+    COPY_(key_file) COPY_(username) COPY_(password) COPY_(user_agent)
 #undef COPY_
     dbuf_init(&c->body, c->o.max_body);
     if (!(c->curl = curl_easy_init())) goto out;
@@ -189,7 +190,8 @@ int http_client_new(const struct http_opts *opts, struct http_client **out)
     curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->o.max_body);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_USERAGENT, "jobpool/" JP_VERSION);
+    curl_easy_setopt(h, CURLOPT_USERAGENT,
+                     c->o.user_agent ? c->o.user_agent : "jobpool/" JP_VERSION);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->errbuf);
     curl_easy_setopt(h, CURLOPT_PRIVATE, c);
     if (c->o.insecure) {

@@ -19,6 +19,7 @@ struct http_opts {
     const char *username;       /* basic auth, or NULL */
     const char *password;
     const char *bearer;         /* "Authorization: Bearer" token, or NULL */
+    const char *user_agent;     /* NULL: "jobpool/<version>" */
 };
 
 /* One reusable connection (curl easy handle): keep it across ticks for keep-alive. */

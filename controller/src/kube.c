@@ -37,6 +37,9 @@ struct kube_client {
     unsigned long requests;
     double bucket;                 /* create rate limiter: tokens available */
     int64_t bucket_ms;             /* when bucket was last refilled */
+    char *user_agent;              /* owned; hopts borrows it */
+    bool (*fence)(void *ud);       /* writes are sent only while it says yes; NULL: always */
+    void *fence_ud;
 };
 
 /* ---- small helpers ------------------------------------------------------------------------ */
@@ -186,7 +189,8 @@ int kube_client_new_auth(const struct kube_auth *auth, const struct kube_opts *o
     if ((rc = auth_copy(auth, &c->auth)) != 0) goto out;
     rc = JP_ENOMEM;
     c->o = *o;
-    c->o.kubeconfig = c->o.context = c->o.sa_dir = c->o.namespace_ = NULL;
+    c->o.kubeconfig = c->o.context = c->o.sa_dir = c->o.namespace_ = c->o.user_agent = NULL;
+    if (o->user_agent && !(c->user_agent = strdup(o->user_agent))) goto out;
     if (c->o.qps == 0) c->o.qps = 50;
     if (c->o.burst <= 0) c->o.burst = 10;
     if (c->o.concurrency <= 0) c->o.concurrency = 8;
@@ -207,6 +211,7 @@ int kube_client_new_auth(const struct kube_auth *auth, const struct kube_opts *o
         .username = c->auth->username,
         .password = c->auth->password,
         .bearer = c->auth->token,
+        .user_agent = c->user_agent,
     };
     if (c->auth->insecure)
         log_warn("kube: insecure-skip-tls-verify is set: the API server's certificate is NOT "
@@ -250,7 +255,31 @@ void kube_client_free(struct kube_client *c)
     set_token(c, NULL);
     kube_auth_free(c->auth);
     free(c->ns);
+    free(c->user_agent);
     free(c);
+}
+
+int kube_client_clone(const struct kube_client *c, struct kube_client **out)
+{
+    struct kube_opts o = c->o;
+    o.namespace_ = c->ns;
+    o.user_agent = c->user_agent;
+    return kube_client_new_auth(c->auth, &o, out);
+}
+
+void kube_client_set_fence(struct kube_client *c, bool (*allowed)(void *ud), void *ud)
+{
+    c->fence = allowed;
+    c->fence_ud = ud;
+}
+
+/* The fence's answer for a write about to be sent. */
+static int fenced(struct kube_client *c, const char *verb, const char *resource)
+{
+    if (!c->fence || c->fence(c->fence_ud)) return 0;
+    snprintf(c->last_error, sizeof c->last_error,
+             "%s %s: write withheld: this replica no longer holds a valid lease", verb, resource);
+    return JP_ECANCELED;
 }
 
 const char *kube_namespace(const struct kube_client *c) { return c->ns; }
@@ -313,7 +342,8 @@ static int do_request(struct kube_client *c, const char *method, const char *pat
     struct http_response r = {0};
     c->last_error[0] = '\0';
     c->retry_after = -1;
-    int rc = refresh_token(c);
+    int rc = strcmp(method, "GET") != 0 ? fenced(c, verb, resource) : 0;
+    if (!rc) rc = refresh_token(c);
     if (rc) return rc;
     if ((rc = make_url(c, path, &url)) != 0) goto out;
     rc = http_request(c->http, method, url.data, body, body ? strlen(body) : 0, &r);
@@ -411,7 +441,15 @@ static void job_state_from_conditions(struct kube_job *j)
 {
     if (j->complete) j->state = KUBE_JOB_SUCCEEDED;
     else if (j->failed_cond) j->state = KUBE_JOB_FAILED;
-    else j->state = j->running_pods > 0 ? KUBE_JOB_RUNNING : KUBE_JOB_PENDING;
+    /* A Job with a finished pod and no final condition is between retries: its worker has
+     * run, so it is never "pending" (and never deleted as such). */
+    else if (j->running_pods > 0 || j->succeeded > 0 || j->failed > 0) j->state = KUBE_JOB_RUNNING;
+    else j->state = KUBE_JOB_PENDING;
+}
+
+bool kube_pod_running(const struct kube_pod *p)
+{
+    return strcmp(p->phase, "Running") == 0 || strcmp(p->phase, "Unknown") == 0;
 }
 
 int kube_job_parse(const cJSON *obj, struct kube_job *out)
@@ -462,11 +500,13 @@ int kube_pod_parse(const cJSON *obj, struct kube_pod *out)
              jstr(cJSON_GetObjectItemCaseSensitive(obj, "status"), "phase"));
     copy_str(out->node, sizeof out->node,
              jstr(cJSON_GetObjectItemCaseSensitive(obj, "spec"), "nodeName"));
+    out->started = out->phase[0] && strcmp(out->phase, "Pending") != 0;
     const cJSON *cs;
     cJSON_ArrayForEach(cs, cJSON_GetObjectItemCaseSensitive(
                                cJSON_GetObjectItemCaseSensitive(obj, "status"), "containerStatuses")) {
-        const cJSON *term = cJSON_GetObjectItemCaseSensitive(
-            cJSON_GetObjectItemCaseSensitive(cs, "state"), "terminated");
+        const cJSON *state = cJSON_GetObjectItemCaseSensitive(cs, "state");
+        const cJSON *term = cJSON_GetObjectItemCaseSensitive(state, "terminated");
+        if (term || cJSON_GetObjectItemCaseSensitive(state, "running")) out->started = true;
         const char *msg = jstr(term, "message");
         if (msg && strncmp(msg, "no-task", 7) == 0 && (!msg[7] || msg[7] == '\n'))
             out->no_task = true;
@@ -714,6 +754,10 @@ struct batch {
 static long batch_pace(void *ud)
 {
     struct batch *b = ud;
+    if (fenced(b->c, "create", "jobs.batch")) {
+        if (!b->first_err) b->first_err = JP_ECANCELED;
+        return -1;
+    }
     return bucket_take(b->c);
 }
 
@@ -914,13 +958,31 @@ int kube_job_get(struct kube_client *c, const char *name, struct kube_job *out)
 
 int kube_job_delete(struct kube_client *c, const char *name)
 {
+    return kube_job_delete_if(c, name, NULL, NULL);
+}
+
+int kube_job_delete_if(struct kube_client *c, const char *name, const char *uid,
+                       const char *resource_version)
+{
     struct dbuf path;
+    char *body = NULL;
     int rc = obj_path(c, JOBS_API, "jobs", name, &path);
-    if (!rc)
-        rc = do_request(c, "DELETE", path.data,
-                        "{\"kind\":\"DeleteOptions\",\"apiVersion\":\"v1\","
-                        "\"propagationPolicy\":\"Background\"}",
-                        "delete", "jobs.batch", NULL);
+    cJSON *opts = cJSON_CreateObject(), *pre = NULL;
+    if (!rc && (!opts || !cJSON_AddStringToObject(opts, "kind", "DeleteOptions") ||
+                !cJSON_AddStringToObject(opts, "apiVersion", "v1") ||
+                !cJSON_AddStringToObject(opts, "propagationPolicy", "Background")))
+        rc = JP_ENOMEM;
+    if (!rc && ((uid && *uid) || (resource_version && *resource_version))) {
+        if (!(pre = cJSON_AddObjectToObject(opts, "preconditions")) ||
+            (uid && *uid && !cJSON_AddStringToObject(pre, "uid", uid)) ||
+            (resource_version && *resource_version &&
+             !cJSON_AddStringToObject(pre, "resourceVersion", resource_version)))
+            rc = JP_ENOMEM;
+    }
+    if (!rc && !(body = cJSON_PrintUnformatted(opts))) rc = JP_ENOMEM;
+    if (!rc) rc = do_request(c, "DELETE", path.data, body, "delete", "jobs.batch", NULL);
+    cJSON_Delete(opts);
+    free(body);
     dbuf_free(&path);
     return rc;
 }
@@ -943,7 +1005,7 @@ void kube_job_states(struct kube_job *jobs, size_t n, const struct kube_pod *pod
         qsort(idx, n, sizeof *idx, cmp_job_name);
         struct kube_job key;
         for (size_t p = 0; p < npods; p++) {
-            bool running = strcmp(pods[p].phase, "Running") == 0;
+            bool running = kube_pod_running(&pods[p]);
             if ((!running && !pods[p].no_task) || !pods[p].job[0]) continue;
             copy_str(key.name, sizeof key.name, pods[p].job);
             const struct kube_job *kp = &key;
@@ -1524,7 +1586,7 @@ int kube_cache_pool_jobs(struct kube_cache *k, const char *pool, struct kube_job
     for (size_t i = 0; i < pm->nb; i++)
         for (struct ment *e = pm->b[i]; e; e = e->next) {
             const struct kube_pod *p = &e->u.pod;
-            bool running = strcmp(p->phase, "Running") == 0;
+            bool running = kube_pod_running(p);
             if (!p->job[0] || (!running && !p->no_task)) continue;
             if (pool && strcmp(p->pool, pool) != 0) continue;
             struct ment *je = omap_find(jm, p->job);

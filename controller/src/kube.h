@@ -33,6 +33,8 @@ struct kube_opts {
     int page_size;              /* list page size (limit=), default 500 */
     long timeout_ms;            /* per request, default 10000 */
     size_t max_body;            /* response cap per request/page, default 16 MiB */
+    const char *user_agent;     /* NULL: "jobpool/<version>"; copied. Naming the replica here
+                                 * tells replicas apart in the API server's audit log */
 };
 
 /* Everything a client needs; it owns its connections and a copy of the auth settings.
@@ -48,6 +50,13 @@ int kube_client_new(const struct kube_opts *o, struct kube_client **out, char *e
 int kube_client_new_auth(const struct kube_auth *auth, const struct kube_opts *o,
                          struct kube_client **out);
 void kube_client_free(struct kube_client *c);
+/* A second client with c's settings and its own connections, for another thread (the Lease
+ * renewer). No fence is copied. Returns 0 or JP_ENOMEM; *out NULL on failure. */
+int kube_client_clone(const struct kube_client *c, struct kube_client **out);
+/* Fencing: before every write (POST, PUT, PATCH, DELETE, and each create of a batch) the client
+ * asks allowed(ud); when it says no, the write is not sent and the call returns JP_ECANCELED
+ * ("write withheld: ..." in kube_last_error). Reads are never fenced. NULL: no fence. */
+void kube_client_set_fence(struct kube_client *c, bool (*allowed)(void *ud), void *ud);
 /* The namespace every call works in. Owned by the client. */
 const char *kube_namespace(const struct kube_client *c);
 
@@ -164,6 +173,11 @@ int kube_job_get(struct kube_client *c, const char *name, struct kube_job *out);
 int kube_job_get_json(struct kube_client *c, const char *name, struct cJSON **out);
 /* Delete with propagationPolicy=Background (the garbage collector deletes its pods). */
 int kube_job_delete(struct kube_client *c, const char *name);
+/* The same, only if the Job is still the object the caller saw: DeleteOptions preconditions on
+ * uid and resourceVersion (either NULL or "": not checked). JP_ECONFLICT when it changed (or
+ * was replaced by another Job of the same name) since; JP_ENOTFOUND when it is gone. */
+int kube_job_delete_if(struct kube_client *c, const char *name, const char *uid,
+                       const char *resource_version);
 
 /* Parse one Job object into *out (for the cache and tests). Returns 0 or JP_ESHAPE. */
 int kube_job_parse(const struct cJSON *obj, struct kube_job *out);
@@ -177,6 +191,8 @@ struct kube_pod {
     char uid[40];
     char phase[16];             /* Pending, Running, Succeeded, Failed, Unknown */
     char node[64];              /* spec.nodeName, "" when unscheduled */
+    bool started;               /* it ran, or may be running: phase Running, Succeeded, Failed
+                                   or Unknown, or a container running or terminated */
     bool no_task;               /* a container terminated with message "no-task" (the worker
                                    writes it to its termination log when it found no message) */
     int64_t created_ms;
@@ -193,8 +209,14 @@ int kube_pod_parse(const struct cJSON *obj, struct kube_pod *out);
  * Appends to out like kube_jobs_list. */
 int kube_pods_list(struct kube_client *c, const char *label_selector, struct kube_pod_list *out);
 
-/* Fill running_pods and state of every job from pods (phase Running, matched by job-name):
- * SUCCEEDED/FAILED from the conditions, RUNNING with a Running pod, PENDING otherwise. */
+/* Whether a pod counts as a running worker: phase Running, or Unknown (its node stopped
+ * reporting; the container may well be running, so it is never treated as pending). */
+bool kube_pod_running(const struct kube_pod *p);
+
+/* Fill running_pods and state of every job from pods (kube_pod_running, matched by job-name):
+ * SUCCEEDED/FAILED from the conditions; RUNNING with a running pod, or when a pod of it has
+ * already finished (status.succeeded/failed > 0 without a final condition: the Job is between
+ * pod retries, its worker has run); PENDING otherwise. */
 void kube_job_states(struct kube_job *jobs, size_t n, const struct kube_pod *pods, size_t npods);
 
 /* ---- watch cache ------------------------------------------------------------------------- */

@@ -132,6 +132,63 @@ static void test_create_read_back(void **state)
     kube_client_free(c);
 }
 
+static bool fence_answer;
+static bool fence_fn(void *ud)
+{
+    (void)ud;
+    return fence_answer;
+}
+
+/* A delete with preconditions is refused (409) once the Job changed after it was read, and
+ * goes through while it is the same object; a fenced client sends no write at all. */
+static void test_delete_preconditions_and_fence(void **state)
+{
+    (void)state;
+    struct kube_client *c = admin(1, 0);
+    cJSON *t = tmpl(TEMPLATE);
+    struct kube_job_spec s = {.pool = "precond", .job_template = t,
+                              .ttl_seconds_after_finished = -1};
+    struct kube_job j, now;
+    if (kube_job_create(c, &s, &j)) fail_msg("create: %s", kube_last_error(c));
+    /* Any change bumps the resourceVersion: here a label, as a pod start changes status. */
+    char path[256];
+    snprintf(path, sizeof path, "/apis/batch/v1/namespaces/%s/jobs/%s", kube_namespace(c),
+             j.name);
+    cJSON *obj = NULL;
+    assert_int_equal(kube_job_get_json(c, j.name, &obj), 0);
+    cJSON *labels = cJSON_GetObjectItem(cJSON_GetObjectItem(obj, "metadata"), "labels");
+    cJSON_AddStringToObject(labels, "touched", "yes");
+    char *body = cJSON_PrintUnformatted(obj);
+    assert_int_equal(kube_request(c, "PUT", path, body, NULL), 0);
+    free(body);
+    cJSON_Delete(obj);
+    assert_int_equal(kube_job_get(c, j.name, &now), 0);
+    assert_string_not_equal(now.resource_version, j.resource_version);
+
+    assert_int_equal(kube_job_delete_if(c, j.name, j.uid, j.resource_version), JP_ECONFLICT);
+    assert_int_equal(kube_job_delete_if(c, j.name, "00000000-0000-0000-0000-000000000000",
+                                        now.resource_version), JP_ECONFLICT);
+    assert_int_equal(kube_job_get(c, j.name, &now), 0); /* still there */
+
+    kube_client_set_fence(c, fence_fn, NULL);
+    fence_answer = false;
+    unsigned long sent = kube_request_count(c);
+    assert_int_equal(kube_job_delete_if(c, j.name, now.uid, now.resource_version), JP_ECANCELED);
+    assert_non_null(strstr(kube_last_error(c), "write withheld"));
+    int created = -1;
+    assert_int_equal(kube_jobs_create(c, &s, 3, &created, NULL), JP_ECANCELED);
+    assert_int_equal(created, 0);
+    assert_int_equal(kube_request_count(c), sent); /* nothing went out */
+    assert_int_equal(kube_job_get(c, j.name, &now), 0); /* reads are not fenced */
+
+    fence_answer = true;
+    assert_int_equal(kube_job_delete_if(c, j.name, now.uid, now.resource_version), 0);
+    assert_int_equal(kube_job_delete_if(c, j.name, now.uid, now.resource_version), JP_ENOTFOUND);
+    delete_pool(c, "precond");
+    cJSON_Delete(t);
+    kube_client_free(c);
+}
+
 /* Invalid templates come back as 422 with the API server's own reason. */
 static void test_invalid_template(void **state)
 {
@@ -584,6 +641,7 @@ int main(void)
     log_setup(LOG_TEXT, LOG_WARN, NULL);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create_read_back),
+        cmocka_unit_test(test_delete_preconditions_and_fence),
         cmocka_unit_test(test_invalid_template),
         cmocka_unit_test(test_controller_makes_pod),
         cmocka_unit_test(test_lease_conflict),

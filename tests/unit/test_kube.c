@@ -400,6 +400,25 @@ static void test_token_rotation(void **state)
     unlink(path);
 }
 
+/* Neither kind of Job below may be taken for pending (and deleted after pendingTimeout). */
+static void test_states_not_pending(void **state)
+{
+    (void)state;
+    /* A pod whose node stopped reporting (phase Unknown) may still run its container. */
+    struct kube_job jobs[2] = {{.name = "p-a", .active = 1},
+                               /* between retries: one pod failed, the next not made yet */
+                               {.name = "p-b", .failed = 1}};
+    struct kube_pod pods[1] = {{.name = "p-a-1", .job = "p-a", .phase = "Unknown"}};
+    assert_true(kube_pod_running(&pods[0]));
+    kube_job_states(jobs, 2, pods, 1);
+    assert_int_equal(jobs[0].state, KUBE_JOB_RUNNING);
+    assert_int_equal(jobs[1].state, KUBE_JOB_RUNNING);
+    /* Once the Job controller gives up, it is failed, not running. */
+    jobs[1].failed_cond = true;
+    kube_job_states(jobs, 2, pods, 1);
+    assert_int_equal(jobs[1].state, KUBE_JOB_FAILED);
+}
+
 int main(void)
 {
     log_setup(LOG_TEXT, LOG_ERROR, NULL);
@@ -410,6 +429,7 @@ int main(void)
         cmocka_unit_test(test_parse),
         cmocka_unit_test(test_states),
         cmocka_unit_test(test_token_rotation),
+        cmocka_unit_test(test_states_not_pending),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
