@@ -10,6 +10,8 @@
 
 struct backend_worker {
     char id[64];                /* Job name, or "pid-<n>" locally */
+    char uid[40];               /* the Job's uid ("" locally): deletes are conditional on it */
+    char pool[64];              /* the pool label; for orphans the only trace of their pool */
     struct scale_worker w;      /* state and times, as scale_decide wants them */
     int exit_code;              /* finished workers: the task's exit code; -1 unknown */
     bool wasted;                /* finished having found no task (idle exit) */
@@ -41,11 +43,18 @@ struct backend {
     int (*observe)(struct backend *b);
     /* Fill out (reset first) with pool's workers, active and finished. */
     int (*list)(struct backend *b, const struct cfg_pool *pool, struct backend_list *out);
+    /* Fill out (reset first) with the workers whose pool is not in the config (removed or
+     * renamed): they still count against maxActiveTotal, and only finished ones are removed
+     * (with pool NULL). NULL when the backend cannot have any (local: its workers die with it). */
+    int (*list_orphans)(struct backend *b, struct backend_list *out);
     /* Start up to n workers for ready waiting messages; *started tells how many did. Returns
      * the first error. */
     int (*start)(struct backend *b, const struct cfg_pool *pool, int n, int64_t ready,
                  int *started);
-    /* Delete a finished worker's record, or a pending one that timed out. Never a running one. */
+    /* Delete a finished worker's record, or a pending one that timed out. Never a running one:
+     * before a pending worker is deleted the backend confirms live that it has not started,
+     * and returns JP_ECANCELED (nothing deleted) when it has or when it changed meanwhile.
+     * pool is NULL for an orphan. */
     int (*remove)(struct backend *b, const struct cfg_pool *pool, const struct backend_worker *w);
     /* Per-pool counters. */
     void (*stats)(struct backend *b, const struct cfg_pool *pool, struct backend_stats *out);
@@ -53,6 +62,9 @@ struct backend {
     void (*shutdown)(struct backend *b, long grace_ms);
     void (*destroy)(struct backend *b);
 };
+
+/* The times in struct scale_worker are on the controller's monotonic clock (util_now_ms): a
+ * backend takes them from what it observed itself, never from another machine's clock. */
 
 /* Local processes. worker_path is the jobpool-worker binary used when a pool has no
  * worker.command (NULL: "jobpool-worker" from PATH). The backend reads credentials through

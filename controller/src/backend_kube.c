@@ -10,14 +10,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* When a Job was first seen with a Running pod. A Job's startTime is set by the Job controller
- * at creation, not when its pod runs, and the scaler must know whether a worker began running
- * after the depth sample. Kept in memory only: after a restart every running Job looks freshly
- * started, which errs towards starting fewer workers for one stats interval, never more. */
+/* What the controller itself saw of each Job, on its own monotonic clock: ages and start times
+ * are measured from these, never from the API server's timestamps (another machine's clock:
+ * a skew of minutes would turn every pending Job into a timed-out one, or hide a start). Kept
+ * in memory only: after a restart every Job is first seen anew, which errs towards deleting
+ * later and starting fewer workers for one stats interval, never towards more. */
 struct seen {
     char name[64];
-    int64_t running_ms;
+    int64_t first_ms;           /* first seen, in any state */
+    int64_t running_ms;         /* first seen running, or first seen finished; 0 not yet */
     uint32_t gen;               /* pass in which it was last seen; older entries are pruned */
+    uint32_t first_gen;         /* pass in which it was first seen */
+    bool was_active;            /* seen pending or running */
     bool counted;               /* its outcome is in the stats */
 };
 
@@ -49,11 +53,13 @@ struct kb {
     struct seen *seen;          /* open addressing, power-of-two size */
     size_t nseen, seen_cap;
     uint32_t gen;
-    int64_t born_ms;            /* jobs finished before this are not counted in the stats */
     char *amqp_url;             /* rabbitmq.amqpUrl without user info, for the workers */
     struct kube_worker_conn conn; /* with rabbitmq.workerSecret: what every Job is given */
     char selector[160];         /* this instance's Jobs and Pods */
     bool event_warned;          /* said once why pool-level Events have no object */
+    uint32_t first_snap_gen;    /* Jobs already finished in the first snapshot are history from
+                                   before this controller: not counted in the stats */
+    const char **pool_names;    /* the configured pools' names, sorted: orphans are the rest */
 };
 
 static size_t pool_index(const struct kb *K, const struct cfg_pool *p)
@@ -121,6 +127,7 @@ static int kb_observe(struct backend *b)
     K->gen++;
     seen_prune(K);
     K->snap_rc = kube_cache_pool_jobs(K->cache, NULL, &K->jobs);
+    if (!K->snap_rc && !K->first_snap_gen) K->first_snap_gen = K->gen;
     if (!K->snap_rc && K->jobs.n > 1)
         qsort(K->jobs.items, K->jobs.n, sizeof *K->jobs.items, cmp_pool_created);
     return K->snap_rc;
@@ -138,60 +145,102 @@ static size_t pool_lower_bound(const struct kb *K, const char *name)
     return lo;
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static bool pool_configured(const struct kb *K, const char *name)
+{
+    return bsearch(&name, K->pool_names, K->cfg->npools, sizeof *K->pool_names, cmp_str) != NULL;
+}
+
+/* One Job of the snapshot as a worker, with times from what this controller saw. */
+static void to_worker(struct kb *K, const struct kube_job *j, struct backend_stats *st,
+                      struct backend_worker *w)
+{
+    int64_t now = util_now_ms();
+    memset(w, 0, sizeof *w);
+    snprintf(w->id, sizeof w->id, "%s", j->name);
+    snprintf(w->uid, sizeof w->uid, "%s", j->uid);
+    snprintf(w->pool, sizeof w->pool, "%s", j->pool);
+    w->exit_code = -1;
+    struct seen *s = seen_slot(K, j->name, true);
+    if (s) {
+        if (!s->first_ms) {
+            s->first_ms = now;
+            s->first_gen = K->gen;
+        }
+        s->gen = K->gen;
+        if (j->state == KUBE_JOB_PENDING || j->state == KUBE_JOB_RUNNING) s->was_active = true;
+    }
+    w->w.created_ms = s ? s->first_ms : now;
+    switch (j->state) {
+    case KUBE_JOB_SUCCEEDED:
+    case KUBE_JOB_FAILED:
+        w->w.state = j->state == KUBE_JOB_SUCCEEDED ? SCALE_SUCCEEDED : SCALE_FAILED;
+        /* Finished workers are ordered among themselves by the API server's own times. */
+        w->w.finished_ms = j->finished_ms ? j->finished_ms
+                           : j->completion_ms ? j->completion_ms : util_wall_ms();
+        if (s && !s->running_ms) s->running_ms = now;
+        w->w.started_ms = s ? s->running_ms : now;
+        w->wasted = j->no_task;
+        if (st && s && !s->counted && (s->was_active || s->first_gen != K->first_snap_gen)) {
+            /* Count each outcome once, as the worker's own report says it. */
+            s->counted = true;
+            if (w->w.state == SCALE_SUCCEEDED) st->succeeded++;
+            else st->failed++;
+            if (w->wasted) st->wasted++;
+        }
+        break;
+    case KUBE_JOB_RUNNING:
+        w->w.state = SCALE_RUNNING;
+        if (s && !s->running_ms) s->running_ms = now;
+        w->w.started_ms = s ? s->running_ms : now;
+        break;
+    default:
+        w->w.state = SCALE_PENDING;
+        break;
+    }
+}
+
 static int kb_list(struct backend *b, const struct cfg_pool *pool, struct backend_list *out)
 {
     struct kb *K = (struct kb *)b;
     out->n = 0;
     if (K->snap_rc) return K->snap_rc;
     int rc;
-    int64_t now = util_wall_ms();
     for (size_t i = pool_lower_bound(K, pool->name);
          i < K->jobs.n && strcmp(K->jobs.items[i].pool, pool->name) == 0; i++) {
         const struct kube_job *j = &K->jobs.items[i];
         if (j->deleting_ms) continue; /* on its way out: neither active nor history */
         struct backend_worker w;
-        memset(&w, 0, sizeof w);
-        snprintf(w.id, sizeof w.id, "%s", j->name);
-        w.exit_code = -1;
-        w.w.created_ms = j->created_ms;
-        switch (j->state) {
-        case KUBE_JOB_SUCCEEDED:
-        case KUBE_JOB_FAILED:
-            w.w.state = j->state == KUBE_JOB_SUCCEEDED ? SCALE_SUCCEEDED : SCALE_FAILED;
-            w.w.finished_ms = j->finished_ms ? j->finished_ms
-                              : j->completion_ms ? j->completion_ms : now;
-            w.w.started_ms = j->start_ms;
-            w.wasted = j->no_task;
-            if (w.w.finished_ms >= K->born_ms) {
-                /* Count each outcome once, as the worker's own report says it. */
-                struct seen *s = seen_slot(K, j->name, true);
-                if (s && !s->counted) {
-                    struct backend_stats *st = &K->stats[pool_index(K, pool)];
-                    s->counted = true;
-                    if (w.w.state == SCALE_SUCCEEDED) st->succeeded++;
-                    else st->failed++;
-                    if (w.wasted) st->wasted++;
-                }
-                if (s) s->gen = K->gen;
-            }
-            break;
-        case KUBE_JOB_RUNNING: {
-            w.w.state = SCALE_RUNNING;
-            struct seen *s = seen_slot(K, j->name, true);
-            if (s) {
-                if (!s->running_ms) s->running_ms = now;
-                s->gen = K->gen;
-                w.w.started_ms = s->running_ms;
-            } else {
-                w.w.started_ms = now;
-            }
-            break;
-        }
-        default:
-            w.w.state = SCALE_PENDING;
-            break;
-        }
+        to_worker(K, j, &K->stats[pool_index(K, pool)], &w);
         if ((rc = backend_list_push(out, &w)) != 0) return rc;
+    }
+    return 0;
+}
+
+/* Jobs with our managed-by label whose pool is not configured (removed, renamed, or no pool
+ * label at all). The snapshot is sorted by pool, so this is one walk. */
+static int kb_list_orphans(struct backend *b, struct backend_list *out)
+{
+    struct kb *K = (struct kb *)b;
+    out->n = 0;
+    if (K->snap_rc) return K->snap_rc;
+    int rc;
+    for (size_t i = 0; i < K->jobs.n;) {
+        const char *pool = K->jobs.items[i].pool;
+        size_t end = i;
+        while (end < K->jobs.n && strcmp(K->jobs.items[end].pool, pool) == 0) end++;
+        if (!pool_configured(K, pool))
+            for (size_t k = i; k < end; k++) {
+                if (K->jobs.items[k].deleting_ms) continue;
+                struct backend_worker w;
+                to_worker(K, &K->jobs.items[k], NULL, &w);
+                if ((rc = backend_list_push(out, &w)) != 0) return rc;
+            }
+        i = end;
     }
     return 0;
 }
@@ -284,17 +333,56 @@ static int kb_start(struct backend *b, const struct cfg_pool *pool, int n, int64
     return rc;
 }
 
+/* Live, from the API server (the snapshot may be a pass old): is the Job still pending, and
+ * with which resourceVersion? 0 when it is (*live filled), JP_ECANCELED when a pod of it has
+ * started, it has finished or retried, or it is no longer the Job that was decided on. */
+static int confirm_pending(struct kb *K, const struct backend_worker *w, struct kube_job *live)
+{
+    int rc = kube_job_get(K->kc, w->id, live);
+    if (rc) return rc;
+    if ((w->uid[0] && strcmp(live->uid, w->uid) != 0) || live->deleting_ms || live->complete ||
+        live->failed_cond || live->succeeded > 0 || live->failed > 0)
+        return JP_ECANCELED;
+    char sel[128];
+    snprintf(sel, sizeof sel, "job-name=%s", w->id);
+    struct kube_pod_list pods = {0};
+    rc = kube_pods_list(K->kc, sel, &pods);
+    for (size_t i = 0; !rc && i < pods.n; i++)
+        if (pods.items[i].started) rc = JP_ECANCELED;
+    kube_pod_list_free(&pods);
+    return rc;
+}
+
 static int kb_remove(struct backend *b, const struct cfg_pool *pool, const struct backend_worker *w)
 {
     struct kb *K = (struct kb *)b;
-    if (w->w.state == SCALE_PENDING) /* only a pending-timeout deletes an active worker */
+    const char *pname = pool ? pool->name : w->pool;
+    struct kube_job live;
+    memset(&live, 0, sizeof live);
+    int rc = 0;
+    if (w->w.state == SCALE_PENDING) {
+        /* Only a pending-timeout deletes an active worker; the decision was taken on a
+         * snapshot, so confirm it live, and delete only that very version of the Job. */
+        rc = confirm_pending(K, w, &live);
+        if (rc == JP_ECANCELED) {
+            log_msg(LOG_INFO, pname, 0, "job %s is no longer pending: not deleted", w->id);
+            return rc;
+        }
+        if (rc) goto out;
+    }
+    rc = kube_job_delete_if(K->kc, w->id, w->uid, live.resource_version);
+    if (rc == JP_ECONFLICT) {
+        /* It changed between the live check and the delete (a pod started, say). */
+        log_msg(LOG_DEBUG, pname, rc, "job %s changed since it was read: not deleted", w->id);
+        return JP_ECANCELED;
+    }
+    if (rc == 0 && w->w.state == SCALE_PENDING && pool)
         event(K, pool_index(K, pool), EV_PENDING_TIMEOUT, w->id, "Warning", "PendingTimeout",
               "Deleted: no pod ran within the pool's pendingTimeout");
-    int rc = kube_job_delete(K->kc, w->id);
+out:
     if (rc == 0 || rc == JP_ENOTFOUND) kube_cache_note_deleted(K->cache, w->id);
-    if (rc && rc != JP_ENOTFOUND)
-        log_msg(LOG_WARN, pool->name, rc, "deleting job %s failed: %s", w->id,
-                kube_last_error(K->kc));
+    if (rc && rc != JP_ENOTFOUND && rc != JP_ECANCELED)
+        log_msg(LOG_WARN, pname, rc, "deleting job %s failed: %s", w->id, kube_last_error(K->kc));
     return rc;
 }
 
@@ -321,6 +409,7 @@ static void kb_destroy(struct backend *b)
     free(K->ev);
     kube_job_list_free(&K->jobs);
     free(K->seen);
+    free(K->pool_names);
     free(K);
 }
 
@@ -377,14 +466,17 @@ int backend_kube_new(const struct cfg *cfg, struct kube_client *kc, struct backe
     int rc = JP_ENOMEM;
     K->cfg = cfg;
     K->kc = kc;
-    K->born_ms = util_wall_ms();
     K->base = (struct backend){.name = "kube", .start_lag_ms = 1000, .observe = kb_observe, .list = kb_list,
+                               .list_orphans = kb_list_orphans,
                                .start = kb_start, .remove = kb_remove, .stats = kb_stats,
                                .shutdown = kb_shutdown, .destroy = kb_destroy};
     size_t np = cfg->npools ? cfg->npools : 1;
     if (!(K->env = calloc(np, sizeof *K->env))) goto out;
     if (!(K->stats = calloc(np, sizeof *K->stats))) goto out;
     if (!(K->ev = calloc(np, sizeof *K->ev))) goto out;
+    if (!(K->pool_names = calloc(np, sizeof *K->pool_names))) goto out;
+    for (size_t i = 0; i < cfg->npools; i++) K->pool_names[i] = cfg->pools[i].name;
+    if (cfg->npools > 1) qsort(K->pool_names, cfg->npools, sizeof *K->pool_names, cmp_str);
     for (size_t i = 0; i < cfg->npools; i++)
         pool_env(&cfg->pools[i], &K->env[i]);
     if ((rc = worker_conn(K)) != 0) goto out;

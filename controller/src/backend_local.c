@@ -62,7 +62,7 @@ static bool read_wasted(const char *path)
 
 static void finish(struct local *L, struct lworker *lw, int status)
 {
-    lw->bw.w.finished_ms = util_wall_ms();
+    lw->bw.w.finished_ms = util_now_ms();
     lw->bw.wasted = read_wasted(lw->result);
     if (WIFEXITED(status)) lw->bw.exit_code = WEXITSTATUS(status);
     else if (WIFSIGNALED(status)) lw->bw.exit_code = 128 + WTERMSIG(status);
@@ -91,7 +91,7 @@ static int local_observe(struct backend *b)
             /* Any progress word means the worker has registered as a consumer. A command that
              * is not jobpool-worker never writes one: it counts as running from its spawn. */
             lw->bw.w.state = SCALE_RUNNING;
-            lw->bw.w.started_ms = util_wall_ms();
+            lw->bw.w.started_ms = util_now_ms();
         }
     }
     return 0;
@@ -248,7 +248,7 @@ static int spawn_one(struct local *L, const struct cfg_pool *pool)
     lw->pool = pool_index(L, pool);
     memcpy(lw->result, result, sizeof result);
     snprintf(lw->bw.id, sizeof lw->bw.id, "pid-%ld", (long)pid);
-    lw->bw.w.created_ms = util_wall_ms();
+    lw->bw.w.created_ms = util_now_ms();
     if (is_worker_binary(pool->worker_command[0])) {
         lw->bw.w.state = SCALE_PENDING; /* until it reports that it consumes */
     } else {

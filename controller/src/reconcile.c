@@ -47,6 +47,10 @@ struct reconcile {
     unsigned int seed;
     bool ready_reported;
     bool waiting_logged;
+    struct backend_list orphans; /* workers of pools no longer configured, this pass */
+    size_t orphans_logged;       /* active orphans last said in the log */
+    int64_t act_delay_ms;        /* tests only (JOBPOOL_TEST_ACT_DELAY_MS): see reconcile_new */
+    bool fenced;                 /* the gate said no mid-pass: act no more this pass */
 };
 
 int reconcile_new(const struct cfg *cfg, struct rmq_client *rmq, struct backend *be,
@@ -67,6 +71,14 @@ int reconcile_new(const struct cfg *cfg, struct rmq_client *rmq, struct backend 
     r->be_src = strcmp(be->name, "kube") == 0 ? METRICS_SRC_KUBERNETES : METRICS_SRC_LOCAL;
     if (o) r->o = *o;
     r->seed = (unsigned int)util_wall_ms();
+    /* Tests only: a delay between deciding a pending-timeout delete and acting on it, so that
+     * a test can start the pod in between. It only inserts a delay, never changes a decision. */
+    const char *d = getenv("JOBPOOL_TEST_ACT_DELAY_MS");
+    if (d && *d) {
+        r->act_delay_ms = strtoll(d, NULL, 10);
+        log_warn("JOBPOOL_TEST_ACT_DELAY_MS=%lld: pending-timeout deletes are delayed (tests "
+                 "only)", (long long)r->act_delay_ms);
+    }
     for (size_t i = 0; i < cfg->npools; i++) {
         r->p[i].st.name = cfg->pools[i].name;
         r->p[i].st.reason = "none";
@@ -83,6 +95,7 @@ void reconcile_free(struct reconcile *r)
         free(r->p[i].sw);
         scale_decision_free(&r->p[i].d);
     }
+    backend_list_free(&r->orphans);
     free(r->p);
     free(r);
 }
@@ -167,6 +180,11 @@ static int observe_pool(struct reconcile *r, size_t i)
                       ? r->be->start_lag_ms
                       : STATS_LAG_MANAGEMENT_MS;
     if (ps->depth.age_ms > lag) lag = ps->depth.age_ms;
+    /* Every time below is on the monotonic clock, as the backend's are: the sample's wall time
+     * only tells how long ago it was taken, on this same machine's clock. */
+    int64_t now = util_now_ms();
+    int64_t sample_age = util_wall_ms() - ps->depth.sampled_wall_ms;
+    if (sample_age < 0) sample_age = 0;
     struct scale_input in = {
         .depth_ok = depth_ok,
         .ready = ps->depth.ready,
@@ -175,10 +193,10 @@ static int observe_pool(struct reconcile *r, size_t i)
          * subtract. See docs/scaling.md. */
         .unacked = 0,
         .consumers = ps->depth.consumers,
-        .sample_ms = ps->depth.sampled_wall_ms - lag,
+        .sample_ms = now - sample_age - lag,
         .workers = ps->sw,
         .nworkers = ps->workers.n,
-        .now_ms = util_wall_ms(),
+        .now_ms = now,
     };
     struct scale_limits lim = {
         .max_active = pool->max_active,
@@ -230,6 +248,17 @@ static enum metrics_delete_reason del_reason(enum scale_delete_reason r)
     }
 }
 
+/* Ask the gate again in the middle of a pass: once it says no (the lease lapsed), nothing more
+ * is written this pass. Logged once per pass. */
+static bool gate_closed(struct reconcile *r)
+{
+    if (r->fenced) return true;
+    if (!r->o.gate || r->o.gate(r->o.gate_ud)) return false;
+    r->fenced = true;
+    log_warn("lease no longer valid: stopped acting in the middle of a pass");
+    return true;
+}
+
 /* Act on one pool's decision: deletes first (they free slots and history), then starts. */
 static int act_pool(struct reconcile *r, size_t i)
 {
@@ -249,9 +278,21 @@ static int act_pool(struct reconcile *r, size_t i)
     if (ps->start < ps->d.start) ps->st.reason = "global_cap";
     if (r->o.dry_run) return 0;
 
-    for (size_t k = 0; k < ps->d.ndeletes; k++) {
+    bool delayed = false;
+    for (size_t k = 0; k < ps->d.ndeletes && !r->fenced; k++) {
         const struct backend_worker *w = &ps->workers.v[ps->d.deletes[k].idx];
+        bool timeout = ps->d.deletes[k].reason == SCALE_DEL_PENDING_TIMEOUT;
+        if (timeout && r->act_delay_ms > 0 && !delayed) {
+            struct timespec ts = {r->act_delay_ms / 1000, (r->act_delay_ms % 1000) * 1000000};
+            nanosleep(&ts, NULL);
+            delayed = true;
+        }
         int rc = r->be->remove(r->be, pool, w);
+        if (rc == JP_ECANCELED) {
+            /* Not deleted: it started or changed since the snapshot, or the lease lapsed. */
+            if (gate_closed(r)) break;
+            continue;
+        }
         if (rc && rc != JP_ENOTFOUND) {
             metrics_count_error(r->m, pool->name, src, rc);
             if (!first) first = rc;
@@ -259,13 +300,14 @@ static int act_pool(struct reconcile *r, size_t i)
         }
         ps->st.deleted++;
         metrics_count_deleted(r->m, pool->name, del_reason(ps->d.deletes[k].reason), 1);
-        if (ps->d.deletes[k].reason == SCALE_DEL_PENDING_TIMEOUT)
+        if (timeout)
             log_msg(LOG_WARN, pool->name, 0, "worker %s pending longer than pendingTimeout: "
                     "deleted", w->id);
     }
     int started = 0;
-    if (ps->start > 0) {
+    if (ps->start > 0 && !r->fenced) {
         int rc = r->be->start(r->be, pool, ps->start, ps->depth.ready, &started);
+        if (rc == JP_ECANCELED && gate_closed(r)) rc = 0; /* fenced: logged once by gate_closed */
         if (rc) {
             if (!first) first = rc;
             pool_error(r, pool, ps, src, rc, LOG_WARN, "starting workers failed");
@@ -299,6 +341,49 @@ static void publish(struct reconcile *r, size_t i)
     }
 }
 
+/* Workers of pools no longer in the config (removed or renamed). They are not forgotten:
+ * the active ones hold slots of maxActiveTotal until they finish, and are never deleted; the
+ * finished ones are deleted (reason "orphaned"), having no pool whose history they are.
+ * Returns the number of active orphans (0 when the backend has none or the list failed). */
+static int64_t observe_orphans(struct reconcile *r)
+{
+    r->orphans.n = 0;
+    if (!r->be->list_orphans || r->be->list_orphans(r->be, &r->orphans) != 0) return 0;
+    int64_t active = 0;
+    for (size_t i = 0; i < r->orphans.n; i++)
+        if (r->orphans.v[i].w.state == SCALE_PENDING || r->orphans.v[i].w.state == SCALE_RUNNING)
+            active++;
+    if ((size_t)active != r->orphans_logged)
+        log_msg(active ? LOG_INFO : LOG_DEBUG, NULL, 0, "%lld active worker%s of pools no longer "
+                "configured: counted against maxActiveTotal until they finish",
+                (long long)active, active == 1 ? "" : "s");
+    r->orphans_logged = (size_t)active;
+    return active;
+}
+
+static int trim_orphans(struct reconcile *r)
+{
+    int first = 0;
+    for (size_t i = 0; i < r->orphans.n && !r->o.dry_run && !r->fenced; i++) {
+        const struct backend_worker *w = &r->orphans.v[i];
+        if (w->w.state != SCALE_SUCCEEDED && w->w.state != SCALE_FAILED) continue;
+        int rc = r->be->remove(r->be, NULL, w);
+        if (rc == JP_ECANCELED) {
+            if (gate_closed(r)) break;
+            continue;
+        }
+        if (rc && rc != JP_ENOTFOUND) {
+            metrics_count_error(r->m, w->pool, r->be_src, rc);
+            if (!first) first = rc;
+            continue;
+        }
+        metrics_count_deleted(r->m, w->pool, METRICS_DEL_ORPHANED, 1);
+        log_msg(LOG_INFO, w->pool, 0, "finished worker %s of a pool no longer configured: "
+                "deleted", w->id);
+    }
+    return first;
+}
+
 int reconcile_pass(struct reconcile *r)
 {
     const struct cfg *cfg = r->cfg;
@@ -316,8 +401,9 @@ int reconcile_pass(struct reconcile *r)
         return rc;
     }
     if (rc) first = rc;
+    r->fenced = false;
 
-    int64_t total_active = 0;
+    int64_t total_active = observe_orphans(r);
     for (size_t i = 0; i < cfg->npools; i++) {
         struct pool_state *ps = &r->p[i];
         ps->skipped = ps->retry_at_ms && now < ps->retry_at_ms;
@@ -333,6 +419,7 @@ int reconcile_pass(struct reconcile *r)
         if (ps->skipped) continue;
         metrics_observe_reconcile(r->m, cfg->pools[i].name, (double)(util_now_ms() - t0) / 1e3);
         total_active += ps->d.active;
+        metrics_tick(r->m); /* alive: a long pass (a slow broker, many pools) is not a stall */
     }
 
     /* The global cap: pools share the free room in proportion to what they ask for. */
@@ -357,6 +444,7 @@ int reconcile_pass(struct reconcile *r)
     for (size_t i = 0; i < cfg->npools; i++) {
         struct pool_state *ps = &r->p[i];
         if (ps->skipped) continue;
+        if (!r->o.dry_run && gate_closed(r)) break;
         rc = act_pool(r, i);
         if (rc && !first) first = rc;
         if (!rc && ps->st.depth_ok) {
@@ -365,7 +453,10 @@ int reconcile_pass(struct reconcile *r)
             ps->st.last_err = 0;
         }
         publish(r, i);
+        metrics_tick(r->m);
     }
+    rc = trim_orphans(r);
+    if (rc && !first) first = rc;
     metrics_tick(r->m);
     if (!first && !r->ready_reported) {
         metrics_set_ready(r->m, true);

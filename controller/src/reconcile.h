@@ -33,8 +33,9 @@ struct reconcile_opts {
      * jobpool's, so both can be measured by the same harness. History cleanup stays ours. */
     bool keda;
     enum scale_keda_strategy keda_strategy;
-    /* Called before every pass: false skips it (a follower under leader election stays
-     * healthy and ready but idle). NULL: always act. */
+    /* Called before every pass, and again before acting on each pool: false skips the pass,
+     * or stops it where it is (a follower under leader election stays healthy and ready but
+     * idle; a leader whose lease lapsed mid-pass writes nothing more). NULL: always act. */
     bool (*gate)(void *ud);
     void *gate_ud;
 };

@@ -8,11 +8,15 @@
 
 enum scale_state { SCALE_PENDING = 0, SCALE_RUNNING, SCALE_SUCCEEDED, SCALE_FAILED };
 
-/* All times are CLOCK_REALTIME milliseconds (Kubernetes timestamps are wall-clock too). */
+/* All times are milliseconds on one clock, the controller's monotonic one (util_now_ms):
+ * ages are differences taken on that clock, so neither a skewed API server nor a stepped wall
+ * clock changes them. finished_ms only orders finished workers among themselves. */
 struct scale_worker {
     enum scale_state state;
-    int64_t created_ms;         /* when the worker (Job / process) was created */
-    int64_t started_ms;         /* when it started running; 0 if it has not */
+    int64_t created_ms;         /* when the controller first saw (or made) the worker */
+    int64_t started_ms;         /* when it was first seen running (for one first seen finished:
+                                   when it was seen so; the latest it can have started); 0 if
+                                   it has not */
     int64_t finished_ms;        /* when it finished; 0 if active */
 };
 

@@ -56,6 +56,8 @@ struct fake {
     int starts[NQ], removes[NQ];
     int fail_start;             /* error to return from start, 0 none */
     unsigned long seq;
+    struct backend_list orphans;
+    int orphan_removes;
 };
 
 static size_t pidx(struct fake *f, const struct cfg_pool *p) { return (size_t)(p - f->cfg->pools); }
@@ -79,7 +81,7 @@ static int f_start(struct backend *b, const struct cfg_pool *p, int n, int64_t r
         memset(&w, 0, sizeof w);
         snprintf(w.id, sizeof w.id, "w%lu", ++f->seq);
         w.w.state = SCALE_PENDING;
-        w.w.created_ms = util_wall_ms();
+        w.w.created_ms = util_now_ms();
         backend_list_push(&f->w[pidx(f, p)], &w);
         (*started)++;
     }
@@ -89,15 +91,24 @@ static int f_start(struct backend *b, const struct cfg_pool *p, int n, int64_t r
 static int f_remove(struct backend *b, const struct cfg_pool *p, const struct backend_worker *w)
 {
     struct fake *f = (struct fake *)b;
-    struct backend_list *l = &f->w[pidx(f, p)];
+    struct backend_list *l = p ? &f->w[pidx(f, p)] : &f->orphans;
     for (size_t i = 0; i < l->n; i++)
         if (strcmp(l->v[i].id, w->id) == 0) {
             assert_int_not_equal(l->v[i].w.state, SCALE_RUNNING); /* never a running worker */
+            if (!p) assert_int_not_equal(l->v[i].w.state, SCALE_PENDING); /* nor an orphan */
             l->v[i] = l->v[--l->n];
-            f->removes[pidx(f, p)]++;
+            if (p) f->removes[pidx(f, p)]++;
+            else f->orphan_removes++;
             return 0;
         }
     return JP_ENOTFOUND;
+}
+static int f_list_orphans(struct backend *b, struct backend_list *out)
+{
+    struct fake *f = (struct fake *)b;
+    out->n = 0;
+    for (size_t i = 0; i < f->orphans.n; i++) backend_list_push(out, &f->orphans.v[i]);
+    return 0;
 }
 static void f_stats(struct backend *b, const struct cfg_pool *p, struct backend_stats *o)
 {
@@ -110,6 +121,7 @@ static void f_destroy(struct backend *b)
 {
     struct fake *f = (struct fake *)b;
     for (int i = 0; i < NQ; i++) backend_list_free(&f->w[i]);
+    backend_list_free(&f->orphans);
 }
 
 static struct cfg cfg;
@@ -141,6 +153,7 @@ static void setup_pools(int npools, int max_total)
     memset(&fk, 0, sizeof fk);
     fk.cfg = &cfg;
     fk.base = (struct backend){.name = "fake", .observe = f_observe, .list = f_list,
+                               .list_orphans = f_list_orphans,
                                .start = f_start, .remove = f_remove, .stats = f_stats,
                                .shutdown = f_shutdown, .destroy = f_destroy};
 }
@@ -224,7 +237,7 @@ static void test_history_cleanup(void **state)
     (void)state;
     setup_pools(1, 0);
     make(false);
-    int64_t now = util_wall_ms();
+    int64_t now = util_now_ms();
     for (int i = 0; i < 6; i++) {
         struct backend_worker w;
         memset(&w, 0, sizeof w);
@@ -265,7 +278,7 @@ static void test_recent_history_kept_until_seen(void **state)
     setup_pools(1, 0);
     q[0].ready = 3; /* stale: the three workers below already took these */
     make(false);
-    int64_t now = util_wall_ms();
+    int64_t now = util_now_ms();
     for (int i = 0; i < 3; i++) {
         struct backend_worker w;
         memset(&w, 0, sizeof w);
@@ -338,6 +351,67 @@ static void test_start_error_is_reported(void **state)
     assert_int_equal(reconcile_status(rec, 0)->errors, 1);
 }
 
+static struct backend_worker orphan(const char *id, enum scale_state st)
+{
+    struct backend_worker w;
+    memset(&w, 0, sizeof w);
+    snprintf(w.id, sizeof w.id, "%s", id);
+    snprintf(w.pool, sizeof w.pool, "renamed");
+    w.w.state = st;
+    w.w.created_ms = w.w.started_ms = util_now_ms() - 60000;
+    if (st == SCALE_SUCCEEDED || st == SCALE_FAILED) w.w.finished_ms = util_now_ms() - 50000;
+    return w;
+}
+
+/* Workers of a pool no longer configured hold slots of maxActiveTotal while active, are never
+ * deleted then, and are deleted once finished. */
+static void test_orphans_count_and_are_trimmed(void **state)
+{
+    (void)state;
+    setup_pools(1, 5);
+    q[0].ready = 10;
+    struct backend_worker o[4] = {orphan("o-run1", SCALE_RUNNING), orphan("o-run2", SCALE_RUNNING),
+                                  orphan("o-pend", SCALE_PENDING),
+                                  orphan("o-done", SCALE_SUCCEEDED)};
+    for (int i = 0; i < 4; i++) backend_list_push(&fk.orphans, &o[i]);
+    make(false);
+    assert_int_equal(reconcile_pass(rec), 0);
+    assert_int_equal(fk.starts[0], 2);        /* 5 - 3 active orphans */
+    assert_int_equal(fk.orphan_removes, 1);   /* only the finished one */
+    assert_int_equal(fk.orphans.n, 3);
+    /* They finish: trimmed, and their slots come back. */
+    for (size_t i = 0; i < fk.orphans.n; i++) fk.orphans.v[i].w.state = SCALE_FAILED;
+    assert_int_equal(reconcile_pass(rec), 0);
+    assert_int_equal(fk.orphan_removes, 4);
+    assert_int_equal(fk.orphans.n, 0);
+    assert_int_equal(reconcile_pass(rec), 0);
+    assert_int_equal(fk.starts[0], 5);
+}
+
+static int gate_calls, gate_open_for;
+static bool gate_counting(void *ud)
+{
+    (void)ud;
+    return ++gate_calls <= gate_open_for;
+}
+
+/* A gate that closes in the middle of a pass (the lease lapsed) stops every write after it. */
+static void test_gate_closing_mid_pass_stops_writes(void **state)
+{
+    (void)state;
+    setup_pools(3, 0);
+    q[0].ready = q[1].ready = q[2].ready = 2;
+    gate_calls = 0;
+    gate_open_for = 2; /* open before the pass and for the first pool, closed after */
+    struct reconcile_opts o = {.gate = gate_counting};
+    assert_int_equal(reconcile_new(&cfg, NULL, &fk.base, NULL, &o, &rec), 0);
+    assert_true(gate_counting(NULL));     /* what reconcile_run asks before a pass */
+    reconcile_pass(rec);
+    assert_int_equal(fk.starts[0], 2);
+    assert_int_equal(fk.starts[1], 0);
+    assert_int_equal(fk.starts[2], 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -351,6 +425,8 @@ int main(void)
         cmocka_unit_test_teardown(test_keda_policy_routes, teardown),
         cmocka_unit_test_teardown(test_dry_run_changes_nothing, teardown),
         cmocka_unit_test_teardown(test_start_error_is_reported, teardown),
+        cmocka_unit_test_teardown(test_orphans_count_and_are_trimmed, teardown),
+        cmocka_unit_test_teardown(test_gate_closing_mid_pass_stops_writes, teardown),
     };
     return cmocka_run_group_tests_name("reconcile", tests, NULL, NULL);
 }
