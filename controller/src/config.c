@@ -18,6 +18,10 @@
 #include "yamljson.h"
 
 #define CFG_FILE_MAX ((size_t)1 << 20)
+/* What one file may expand to through aliases, over all its pools: strings read and template
+ * text (yamljson's budget). 16 times the largest file: no honest config comes near it. */
+#define CFG_EXPANDED_MAX (16 * CFG_FILE_MAX)
+#define CFG_NODES_MAX 200000      /* template nodes over all pools */
 #define SECRET_FILE_MAX ((size_t)64 << 10)
 #define KEYPATH_MAX 320
 #define POOLS_MAX 1000
@@ -34,6 +38,7 @@ struct ld {
     yaml_document_t *doc;
     char *err;
     size_t errlen;
+    struct yamljson_budget budget; /* what the file has expanded to so far */
 };
 
 /* ---- error lines ---------------------------------------------------------------------------- */
@@ -153,6 +158,10 @@ static int get_text(struct ld *l, const yaml_node_t *n, const char *path, const 
     if (n->type != YAML_SCALAR_NODE || is_null(n)) return want(l, n, path, what);
     if (memchr(sval(n), '\0', n->data.scalar.length))
         return fail(l, n, path, "contains a NUL character");
+    /* Every string read may be copied: an alias used many times counts each time. */
+    if ((l->budget.bytes += n->data.scalar.length) > l->budget.max_bytes)
+        return fail(l, n, path, "the file expands to more than %zu bytes of text in all (too "
+                    "many aliases?)", l->budget.max_bytes);
     *out = sval(n);
     return 0;
 }
@@ -766,7 +775,8 @@ static int parse_template(struct ld *l, yaml_node_t *n, const char *path, struct
     if (n->type != YAML_MAPPING_NODE) return want(l, n, path, "a mapping (a batch/v1 JobSpec)");
     struct yamljson_error e;
     memset(&e, 0, sizeof e);
-    int rc = yamljson_convert(l->doc, n, NULL, &pl->job_template, &pl->template_src, &e);
+    struct yamljson_opts yo = {.budget = &l->budget};
+    int rc = yamljson_convert(l->doc, n, &yo, &pl->job_template, &pl->template_src, &e);
     if (rc == JP_EPARSE) {
         snprintf(p, sizeof p, "%s%s%s", path, e.path[0] && e.path[0] != '[' ? "." : "", e.path);
         return fail_at(l, e.line, e.col, p, "%s", e.msg);
@@ -1094,7 +1104,8 @@ int cfg_load_string(const char *yaml, size_t len, const char *name, struct cfg *
     yaml_parser_t parser;
     yaml_document_t doc, extra;
     bool have_parser = false, have_doc = false;
-    struct ld l = {name ? name : "<string>", &doc, err, errlen};
+    struct ld l = {name ? name : "<string>", &doc, err, errlen,
+                   {.max_nodes = CFG_NODES_MAX, .max_bytes = CFG_EXPANDED_MAX}};
     *out = NULL;
     if (err && errlen) err[0] = '\0';
     if (!yaml) {

@@ -144,7 +144,9 @@ int kubeconfig_parse(const char *yaml, size_t len, const char *dir, const char *
     cJSON *root = NULL;
     struct yamljson_error yerr;
     struct kube_auth *a = NULL;
-    int rc = yamljson_parse(yaml, len, NULL, &root, NULL, &yerr);
+    /* Certificates make a kubeconfig mostly text: allow all of the largest file, and more. */
+    struct yamljson_opts yo = {.max_bytes = 4 * (size_t)FILE_CAP};
+    int rc = yamljson_parse(yaml, len, &yo, &root, NULL, &yerr);
     if (rc == JP_EPARSE) {
         set_err(err, errlen, "kubeconfig:%d:%d: %s", yerr.line, yerr.col, yerr.msg);
         rc = JP_ECONFIG;

@@ -33,9 +33,10 @@ struct yamljson_src {
 
 struct conv {
     yaml_document_t *doc;
-    size_t nodes;
-    size_t max_nodes;
+    size_t nodes, bytes;
+    size_t max_nodes, max_bytes;
     int max_depth;
+    struct yamljson_budget *budget;  /* may be NULL */
     struct yamljson_src *src;     /* NULL: positions not wanted */
     struct yamljson_error *err;   /* may be NULL */
     char path[YAMLJSON_PATH_MAX];
@@ -56,6 +57,31 @@ static int conv_fail(struct conv *c, const yaml_node_t *n, const char *fmt, ...)
     vsnprintf(c->err->msg, sizeof c->err->msg, fmt, ap);
     va_end(ap);
     return JP_EPARSE;
+}
+
+/* Count one node and its text against the conversion's limits and the shared budget; the
+ * error names n, where the expansion crossed the limit. */
+static int charge(struct conv *c, const yaml_node_t *n, size_t nodes, size_t bytes)
+{
+    c->nodes += nodes;
+    c->bytes += bytes;
+    if (c->nodes > c->max_nodes)
+        return conv_fail(c, n, "expands to more than %zu nodes (too many aliases?)",
+                         c->max_nodes);
+    if (c->bytes > c->max_bytes)
+        return conv_fail(c, n, "expands to more than %zu bytes of text (too many aliases?)",
+                         c->max_bytes);
+    struct yamljson_budget *b = c->budget;
+    if (!b) return 0;
+    b->nodes += nodes;
+    b->bytes += bytes;
+    if (b->nodes > b->max_nodes)
+        return conv_fail(c, n, "the file expands to more than %zu nodes in all (too many "
+                         "aliases?)", b->max_nodes);
+    if (b->bytes > b->max_bytes)
+        return conv_fail(c, n, "the file expands to more than %zu bytes of text in all (too "
+                         "many aliases?)", b->max_bytes);
+    return 0;
 }
 
 static int src_add(struct yamljson_src *s, const char *path, const yaml_node_t *n)
@@ -359,6 +385,7 @@ static int conv_mapping(struct conv *c, yaml_node_t *n, int depth, cJSON **out)
         }
         const char *ks = (const char *)k->data.scalar.value;
         size_t kl = k->data.scalar.length;
+        if ((rc = charge(c, k, 0, kl))) goto out;
         if (memchr(ks, '\0', kl)) {
             rc = conv_fail(c, k, "key contains a NUL character");
             goto out;
@@ -459,11 +486,10 @@ static int conv_node(struct conv *c, yaml_node_t *n, int depth, cJSON **out)
     if (depth > c->max_depth)
         return conv_fail(c, n, "nested deeper than %d levels (a self-referencing alias?)",
                          c->max_depth);
-    if (++c->nodes > c->max_nodes)
-        return conv_fail(c, n, "expands to more than %zu nodes (too many aliases?)",
-                         c->max_nodes);
+    int rc = charge(c, n, 1, n->type == YAML_SCALAR_NODE ? n->data.scalar.length : 0);
+    if (rc) return rc;
     if (c->src) {
-        int rc = src_add(c->src, c->path, n);
+        rc = src_add(c->src, c->path, n);
         if (rc) return rc;
     }
     switch (n->type) {
@@ -483,6 +509,8 @@ int yamljson_convert(struct yaml_document_s *doc, struct yaml_node_s *node,
     memset(&c, 0, sizeof c);
     c.doc = doc;
     c.max_nodes = opts && opts->max_nodes ? opts->max_nodes : YAMLJSON_MAX_NODES;
+    c.max_bytes = opts && opts->max_bytes ? opts->max_bytes : YAMLJSON_MAX_BYTES;
+    c.budget = opts ? opts->budget : NULL;
     c.max_depth = opts && opts->max_depth ? opts->max_depth : YAMLJSON_MAX_DEPTH;
     c.err = err;
     *out = NULL;

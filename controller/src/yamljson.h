@@ -11,9 +11,12 @@ struct yaml_document_s;
 struct yaml_node_s;
 
 /* Aliases can make a small file expand into a huge tree ("billion laughs"); a conversion that
- * would produce more nodes, or nest deeper, than these is refused. A batch/v1 JobSpec needs a
- * few hundred nodes at most. */
+ * would produce more nodes, more text, or nest deeper, than these is refused. A batch/v1
+ * JobSpec needs a few hundred nodes at most, and the API server refuses any object over about
+ * 1.5 MiB. Text is counted as the bytes of every scalar and mapping key in the expanded tree,
+ * so an alias of a long string counts the string again each time it is used. */
 #define YAMLJSON_MAX_NODES 20000
+#define YAMLJSON_MAX_BYTES ((size_t)1 << 20)
 #define YAMLJSON_MAX_DEPTH 64
 /* Longest path kept for a node, e.g. "template.spec.containers[0].env[3].valueFrom". */
 #define YAMLJSON_PATH_MAX 512
@@ -27,9 +30,18 @@ struct yamljson_error {
     char msg[256];
 };
 
+/* One allowance shared by several conversions and their caller (every template of one config
+ * file and the config's own strings): what has been spent so far, and the limits of the total. */
+struct yamljson_budget {
+    size_t nodes, bytes;           /* spent; each conversion adds to them */
+    size_t max_nodes, max_bytes;   /* limits of the totals */
+};
+
 struct yamljson_opts {
     size_t max_nodes;   /* 0: YAMLJSON_MAX_NODES */
+    size_t max_bytes;   /* 0: YAMLJSON_MAX_BYTES */
     int max_depth;      /* 0: YAMLJSON_MAX_DEPTH */
+    struct yamljson_budget *budget; /* NULL: none; else also drawn from (even on failure) */
 };
 
 /* The source positions of the nodes of one converted tree, by path. */
@@ -50,7 +62,8 @@ struct yamljson_src;
  * Refused, with an error naming the node: .inf/.nan and floats that overflow (JSON cannot hold
  * them; quote them to make strings), integers of more than 15 digits (cJSON prints 15
  * significant digits, so they would come out rounded), strings with a NUL byte, non-scalar or duplicate mapping keys, trees with more than
- * max_nodes nodes or deeper than max_depth (which also stops self-referencing aliases).
+ * max_nodes nodes or max_bytes of text, or deeper than max_depth (which also stops
+ * self-referencing aliases), and conversions that overdraw opts->budget.
  * Anchors and aliases are expanded; the merge key "<<" (a mapping or a sequence of mappings)
  * adds the keys the mapping does not set itself, earlier sources winning.
  *

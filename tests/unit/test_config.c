@@ -15,6 +15,7 @@
 #include "config.h"
 #include "err.h"
 #include "log.h"
+#include "util.h"
 
 struct bad_case {
     const char *name;
@@ -1287,9 +1288,61 @@ static void test_anchors_in_config(void **state)
     assert_string_equal(err, "a.yaml:2:28: pools[0].maxActive: must be >= 1, got 0");
 }
 
+/* A "billion laughs" config of under 1 MiB: a 500 KiB string used through aliases. Each
+ * template stays under the per-template limit and the node caps, so only the file-wide budget
+ * of expanded text stops it; the same for strings the config itself copies (worker commands). */
+static char *laughs(const char *rest)
+{
+    struct dbuf d;
+    dbuf_init(&d, 1 << 20);
+    assert_int_equal(dbuf_printf(&d, "x-big: &big \""), 0);
+    for (int i = 0; i < 500 * 1024; i++) assert_int_equal(dbuf_append(&d, "x", 1), 0);
+    assert_int_equal(dbuf_printf(&d, "\"\n%s", rest), 0);
+    return dbuf_take(&d);
+}
+
+static void test_alias_expansion_capped(void **state)
+{
+    (void)state;
+    struct dbuf pools;
+    dbuf_init(&pools, 1 << 20);
+    assert_int_equal(dbuf_printf(&pools, "backend: kube\n"
+        "x-t: &t {template: {metadata: {annotations: {a: *big, b: *big}}, spec: {restartPolicy: "
+        "Never, containers: [{name: w, image: i}]}}}\npools:\n"), 0);
+    for (int i = 0; i < 40; i++)
+        assert_int_equal(dbuf_printf(&pools, "  - {name: p%d, queue: q%d, maxActive: 1, "
+                                     "jobTemplate: *t}\n", i, i), 0);
+    char *y = laughs(pools.data);
+    assert_true(strlen(y) < (1 << 20));
+    struct cfg *c = NULL;
+    char err[512];
+    assert_int_equal(cfg_load_string(y, strlen(y), "laughs.yaml", &c, err, sizeof err),
+                     JP_ECONFIG);
+    assert_null(c);
+    /* The position is the anchored string's; the path names the use that went over. */
+    assert_string_equal(err, "laughs.yaml:1:8: pools[16].jobTemplate.template.metadata."
+                             "annotations.a: the file expands to more than 16777216 bytes of "
+                             "text in all (too many aliases?)");
+    free(y);
+    dbuf_free(&pools);
+
+    y = laughs("backend: local\n"
+               "x-cmd: &cmd [t, *big, *big, *big, *big, *big, *big, *big, *big, *big, *big, *big, "
+               "*big, *big, *big, *big, *big, *big, *big, *big, *big, *big, *big, *big, *big, "
+               "*big, *big, *big, *big, *big, *big, *big, *big, *big, *big, *big, *big, *big]\n"
+               "pools:\n  - {name: a, queue: q, maxActive: 1, worker: {command: *cmd}}\n");
+    assert_int_equal(cfg_load_string(y, strlen(y), "laughs.yaml", &c, err, sizeof err),
+                     JP_ECONFIG);
+    assert_null(c);
+    assert_string_equal(err, "laughs.yaml:1:8: pools[0].worker.command[33]: the file expands to "
+                             "more than 16777216 bytes of text in all (too many aliases?)");
+    free(y);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_alias_expansion_capped),
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_bad_encoding),
         cmocka_unit_test(test_small_error_buffer),

@@ -236,6 +236,52 @@ static void test_alias_bomb(void **state)
     cJSON_Delete(j);
 }
 
+/* A long string used through many aliases: few nodes, but gigabytes of text if expanded. The
+ * node cap alone let this through (100 KiB times 20000 aliases is 2 GB). */
+static void test_alias_text_bomb(void **state)
+{
+    (void)state;
+    size_t big = 100 * 1024;
+    struct dbuf d;
+    dbuf_init(&d, 4 << 20);
+    assert_int_equal(dbuf_append(&d, "s: &s \"", 7), 0);
+    for (size_t i = 0; i < big; i++) assert_int_equal(dbuf_append(&d, "x", 1), 0);
+    assert_int_equal(dbuf_append(&d, "\"\nl:\n", 5), 0);
+    for (int i = 0; i < 2000; i++) assert_int_equal(dbuf_printf(&d, "  - *s\n"), 0);
+    assert_true(d.len < (1 << 20)); /* the file is under a MiB */
+    cJSON *j = (cJSON *)1;
+    struct yamljson_error e;
+    assert_int_equal(yamljson_parse(d.data, d.len, NULL, &j, NULL, &e), JP_EPARSE);
+    assert_null(j);
+    assert_string_equal(e.msg, "expands to more than 1048576 bytes of text (too many aliases?)");
+    /* The 11th use crosses 1 MiB; the path says which use, the position is the anchored
+     * string's (libyaml resolves an alias to the node it names). */
+    assert_string_equal(e.path, "l[9]");
+    assert_int_equal(e.line, 1);
+    assert_int_equal(e.col, 4);
+    /* Keys count too. */
+    struct yamljson_opts o = {.max_bytes = 10}; /* 4 + 1 + 4 + 1 */
+    const char *keys = "abcd: 1\nefgh: 2\n";
+    assert_int_equal(yamljson_parse(keys, strlen(keys), &o, &j, NULL, &e), 0);
+    cJSON_Delete(j);
+    o.max_bytes = 9;
+    assert_int_equal(yamljson_parse(keys, strlen(keys), &o, &j, NULL, &e), JP_EPARSE);
+    assert_int_equal(e.line, 2);
+    /* A shared budget adds up over conversions, and is charged even when one fails. */
+    struct yamljson_budget b = {.max_nodes = 100, .max_bytes = 10};
+    o = (struct yamljson_opts){.budget = &b};
+    const char *six = "[abc, def]\n";
+    assert_int_equal(yamljson_parse(six, strlen(six), &o, &j, NULL, &e), 0);
+    cJSON_Delete(j);
+    assert_int_equal(b.bytes, 6);
+    assert_int_equal(b.nodes, 3);
+    assert_int_equal(yamljson_parse(six, strlen(six), &o, &j, NULL, &e), JP_EPARSE);
+    assert_string_equal(e.msg, "the file expands to more than 10 bytes of text in all (too many "
+                               "aliases?)");
+    assert_string_equal(e.path, "[1]");
+    dbuf_free(&d);
+}
+
 static void test_self_reference_and_depth(void **state)
 {
     (void)state;
@@ -421,6 +467,7 @@ int main(void)
         cmocka_unit_test(test_anchors_aliases),
         cmocka_unit_test(test_merge_keys),
         cmocka_unit_test(test_alias_bomb),
+        cmocka_unit_test(test_alias_text_bomb),
         cmocka_unit_test(test_self_reference_and_depth),
         cmocka_unit_test(test_bad_documents),
         cmocka_unit_test(test_positions),
