@@ -129,45 +129,12 @@ static void pool_error(struct reconcile *r, const struct cfg_pool *pool, struct 
             (long long)(ps->retry_at_ms - util_now_ms()));
 }
 
-/* Observe one pool: depth and workers. Fills ps->d (uncapped by the global cap). */
-static int observe_pool(struct reconcile *r, size_t i)
+/* Decide one pool from what observe_pool read (ps->depth, ps->workers). Replaces ps->d only
+ * on success: on failure (out of memory) ps->d is left as it was. */
+static int decide_pool(struct reconcile *r, size_t i, bool depth_ok)
 {
     const struct cfg_pool *pool = &r->cfg->pools[i];
     struct pool_state *ps = &r->p[i];
-    int rc;
-
-    if (pool->queue_regex)
-        rc = rmq_regex_depth(r->rmq, pool->vhost, pool->queue_regex, &ps->depth);
-    else
-        rc = rmq_queue_depth(r->rmq, pool->vhost, pool->queue, &ps->depth);
-    bool depth_ok = rc == 0;
-    if (rc == JP_ENOTFOUND) {
-        /* A missing queue has no backlog; say so once, not every tick. */
-        if (!ps->missing)
-            log_msg(LOG_WARN, pool->name, rc, "queue %s in vhost %s not found: depth 0 (%s)",
-                    pool->queue ? pool->queue : pool->queue_regex, pool->vhost,
-                    rmq_last_error(r->rmq));
-        ps->missing = true;
-        memset(&ps->depth, 0, sizeof ps->depth);
-        ps->depth.sampled_wall_ms = util_wall_ms();
-        depth_ok = true;
-    } else if (rc == 0 && ps->missing) {
-        log_msg(LOG_INFO, pool->name, 0, "queue found again");
-        ps->missing = false;
-    }
-    int depth_err = depth_ok ? 0 : rc;
-    /* rmq logs the failure when it starts and when it changes; repeating it every retry
-     * would only add noise, so this line is debug. */
-    if (depth_err)
-        pool_error(r, pool, ps, METRICS_SRC_RABBITMQ, rc, LOG_DEBUG,
-                   "queue depth read failed; holding");
-
-    rc = r->be->list(r->be, pool, &ps->workers);
-    if (rc) {
-        pool_error(r, pool, ps, r->be_src, rc, LOG_WARN, "listing workers failed");
-        ps->skipped = true; /* no decision without knowing the workers */
-        return rc;
-    }
     if (ps->workers.n > ps->sw_cap) {
         struct scale_worker *sw = realloc(ps->sw, ps->workers.n * sizeof *sw);
         if (!sw) return JP_ENOMEM;
@@ -209,9 +176,8 @@ static int observe_pool(struct reconcile *r, size_t i)
         .pending_timeout_ms = pool->pending_timeout_ms,
         .room = -1,
     };
-    scale_decision_free(&ps->d);
-    rc = scale_decide(&in, &lim, &ps->d);
-    if (rc) return rc;
+    struct scale_decision d = {0};
+    int rc = scale_decide(&in, &lim, &d);
     if (r->o.keda) {
         /* KEDA sees the management API's `messages` (ready + unacked) and no sample age. */
         struct scale_input kin = in;
@@ -219,9 +185,69 @@ static int observe_pool(struct reconcile *r, size_t i)
         struct scale_keda_params kp = {.strategy = r->o.keda_strategy, .target_value = 1,
                                        .max_replica_count = pool->max_active};
         int64_t kstart = 0;
-        if ((rc = scale_decide_keda(&kin, &kp, &kstart)) != 0) return rc;
-        ps->d.start = (int)kstart;
-        ps->d.reason = kstart ? "keda" : "keda_idle";
+        if (!rc && (rc = scale_decide_keda(&kin, &kp, &kstart)) == 0) {
+            d.start = (int)kstart;
+            d.reason = kstart ? "keda" : "keda_idle";
+        }
+    }
+    if (rc) {
+        scale_decision_free(&d);
+        return rc;
+    }
+    scale_decision_free(&ps->d);
+    ps->d = d;
+    return 0;
+}
+
+/* Observe one pool: depth and workers. Fills ps->d (uncapped by the global cap). */
+static int observe_pool(struct reconcile *r, size_t i)
+{
+    const struct cfg_pool *pool = &r->cfg->pools[i];
+    struct pool_state *ps = &r->p[i];
+    int rc;
+
+    if (pool->queue_regex)
+        rc = rmq_regex_depth(r->rmq, pool->vhost, pool->queue_regex, &ps->depth);
+    else
+        rc = rmq_queue_depth(r->rmq, pool->vhost, pool->queue, &ps->depth);
+    bool depth_ok = rc == 0;
+    if (rc == JP_ENOTFOUND) {
+        /* A missing queue has no backlog; say so once, not every tick. */
+        if (!ps->missing)
+            log_msg(LOG_WARN, pool->name, rc, "queue %s in vhost %s not found: depth 0 (%s)",
+                    pool->queue ? pool->queue : pool->queue_regex, pool->vhost,
+                    rmq_last_error(r->rmq));
+        ps->missing = true;
+        memset(&ps->depth, 0, sizeof ps->depth);
+        ps->depth.sampled_wall_ms = util_wall_ms();
+        depth_ok = true;
+    } else if (rc == 0 && ps->missing) {
+        log_msg(LOG_INFO, pool->name, 0, "queue found again");
+        ps->missing = false;
+    }
+    int depth_err = depth_ok ? 0 : rc;
+    /* rmq logs the failure when it starts and when it changes; repeating it every retry
+     * would only add noise, so this line is debug. */
+    if (depth_err)
+        pool_error(r, pool, ps, METRICS_SRC_RABBITMQ, rc, LOG_DEBUG,
+                   "queue depth read failed; holding");
+
+    rc = r->be->list(r->be, pool, &ps->workers);
+    if (rc) {
+        pool_error(r, pool, ps, r->be_src, rc, LOG_WARN, "listing workers failed");
+        ps->skipped = true; /* no decision without knowing the workers */
+        return rc;
+    }
+    if ((rc = decide_pool(r, i, depth_ok)) != 0) {
+        /* ps->d is still the previous tick's decision, its indexes into the previous list:
+         * the pool must not act on it this tick. It keeps counting for the global cap. */
+        ps->skipped = true;
+        ps->st.last_err = rc;
+        ps->st.errors++;
+        backoff(r, ps);
+        log_msg(LOG_WARN, pool->name, rc, "deciding failed; holding (retry in %lld ms)",
+                (long long)(ps->retry_at_ms - util_now_ms()));
+        return rc;
     }
     ps->start = ps->d.start;
 

@@ -48,6 +48,21 @@ int __wrap_rmq_regex_depth(struct rmq_client *c, const char *vhost, const char *
     return __wrap_rmq_queue_depth(c, vhost, re, out);
 }
 
+/* ---- an allocator that fails on request (-Wl,--wrap=realloc) ------------------------------ */
+/* The next realloc of exactly this many bytes from the linked modules returns NULL; 0: none.
+ * By size, so that the fake backend's own list growth is not hit. */
+static size_t fail_realloc_size;
+void *__real_realloc(void *p, size_t n);
+void *__wrap_realloc(void *p, size_t n);
+void *__wrap_realloc(void *p, size_t n)
+{
+    if (fail_realloc_size && n == fail_realloc_size) {
+        fail_realloc_size = 0;
+        return NULL;
+    }
+    return __real_realloc(p, n);
+}
+
 /* ---- an in-memory backend --------------------------------------------------------------- */
 struct fake {
     struct backend base;
@@ -412,6 +427,47 @@ static void test_gate_closing_mid_pass_stops_writes(void **state)
     assert_int_equal(fk.starts[2], 0);
 }
 
+/* A failed allocation while deciding: the pool holds for this tick. It must not act on the
+ * previous tick's decision, whose delete indexes point into the previous list: on main they
+ * picked a running worker of the new list. */
+static void test_decide_oom_holds(void **state)
+{
+    (void)state;
+    setup_pools(1, 0);
+    pools[0].successful_history = 0;
+    make(false);
+    int64_t now = util_now_ms();
+    struct backend_worker w;
+    memset(&w, 0, sizeof w);
+    snprintf(w.id, sizeof w.id, "done");
+    w.w.state = SCALE_SUCCEEDED;
+    w.w.created_ms = now - 60000; /* the sample has seen it: history, deleted at once */
+    w.w.started_ms = now - 59000;
+    w.w.finished_ms = now - 50000;
+    backend_list_push(&fk.w[0], &w);
+    assert_int_equal(reconcile_pass(rec), 0); /* decides: delete index 0 */
+    assert_int_equal(fk.removes[0], 1);
+    assert_int_equal(fk.w[0].n, 0);
+    /* Two running workers appear; the pool's worker table must grow, and that fails. */
+    for (int i = 0; i < 2; i++) {
+        memset(&w, 0, sizeof w);
+        snprintf(w.id, sizeof w.id, "run%d", i);
+        w.w.state = SCALE_RUNNING;
+        w.w.created_ms = w.w.started_ms = now - 60000;
+        backend_list_push(&fk.w[0], &w);
+    }
+    q[0].ready = 3;
+    fail_realloc_size = 2 * sizeof(struct scale_worker);
+    assert_int_equal(reconcile_pass(rec), JP_ENOMEM);
+    assert_int_equal(fail_realloc_size, 0); /* the seam fired */
+    assert_int_equal(fk.removes[0], 1);     /* nothing deleted (f_remove refuses running ones) */
+    assert_int_equal(fk.starts[0], 0);      /* nothing started */
+    assert_int_equal(fk.w[0].n, 2);
+    const struct reconcile_pool_status *st = reconcile_status(rec, 0);
+    assert_int_equal(st->last_err, JP_ENOMEM);
+    assert_int_equal(st->errors, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -425,6 +481,7 @@ int main(void)
         cmocka_unit_test_teardown(test_keda_policy_routes, teardown),
         cmocka_unit_test_teardown(test_dry_run_changes_nothing, teardown),
         cmocka_unit_test_teardown(test_start_error_is_reported, teardown),
+        cmocka_unit_test_teardown(test_decide_oom_holds, teardown),
         cmocka_unit_test_teardown(test_orphans_count_and_are_trimmed, teardown),
         cmocka_unit_test_teardown(test_gate_closing_mid_pass_stops_writes, teardown),
     };
