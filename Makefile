@@ -239,7 +239,7 @@ e2e:
 # built once with the fuzzer's coverage into build/fuzz/ctrl (the ordinary object rule, B=build/fuzz).
 FUZZ_SECONDS ?= 30
 FUZZ_CC      ?= clang
-FUZZ_ALL      = config rfc3339 retry_after watch_lines kube rmq kubeconfig
+FUZZ_ALL      = config rfc3339 retry_after watch_lines kube rmq kubeconfig worker
 FUZZ         ?= $(FUZZ_ALL)
 FUZZ_DEPS_config      = config yamljson util log err
 FUZZ_DEPS_rfc3339     = util err
@@ -248,6 +248,8 @@ FUZZ_DEPS_watch_lines = http util err
 FUZZ_DEPS_kube        = kube kubeconfig yamljson http util log err
 FUZZ_DEPS_rmq         = rmq http config yamljson util log err
 FUZZ_DEPS_kubeconfig  = kubeconfig yamljson util log err
+FUZZ_DEPS_worker      = util log err
+FUZZ_WDEPS_worker     = amqp_conn
 # The client targets answer every request from the input (tests/fuzz/fuzz_seam.h).
 FUZZ_WRAP_kube        = -Wl,--wrap=http_request
 FUZZ_WRAP_rmq         = -Wl,--wrap=http_request
@@ -260,8 +262,9 @@ fuzz:
 	  $(patsubst %,build/fuzz/fuzz_%,$(FUZZ))
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh build/fuzz $(FUZZ)
 
-$(B)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_seam.h $$(addprefix $(B)/ctrl/,$$(addsuffix .o,$$(FUZZ_DEPS_$$*))) | build-deps
-	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -Itests/fuzz $(filter %.c %.o,$^) -o $@ $(FUZZ_WRAP_$*) $(LDLIBS)
+$(B)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_seam.h $$(addprefix $(B)/ctrl/,$$(addsuffix .o,$$(FUZZ_DEPS_$$*))) $$(addprefix $(B)/worker/,$$(addsuffix .o,$$(FUZZ_WDEPS_$$*))) | build-deps
+	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -Itests/fuzz -Iworker-image/src $(filter %.c %.o,$^) -o $@ \
+	  $(FUZZ_WRAP_$*) $(LDLIBS)
 
 clean:
 	rm -rf build controller/jobpool-controller worker-image/jobpool-worker

@@ -61,6 +61,32 @@ static void register_url_secrets(const char *url, const char *decoded_pass)
     log_add_secret(raw);
 }
 
+int aconn_parse_url(const char *url, struct aconn_url *out)
+{
+    memset(out, 0, sizeof *out);
+    amqp_default_connection_info(&out->info);
+    if (!url) return JP_EINVAL;
+    if (!(out->buf = strdup(url))) return JP_ENOMEM;
+    bool scheme_ok = strncmp(url, "amqp://", 7) == 0 || strncmp(url, "amqps://", 8) == 0;
+    int st = scheme_ok ? amqp_parse_url(out->buf, &out->info) : AMQP_STATUS_BAD_URL;
+    register_url_secrets(url, st == AMQP_STATUS_OK ? out->info.password : NULL);
+    if (st != AMQP_STATUS_OK || !out->info.host || !*out->info.host) {
+        char red[512];
+        log_error("bad broker url '%s': want amqp[s]://user:pass@host[:port]/vhost",
+                  log_redact_url(url, red, sizeof red));
+        return JP_ECONFIG;
+    }
+    return 0;
+}
+
+void aconn_url_free(struct aconn_url *u)
+{
+    if (!u) return;
+    if (u->buf) explicit_bzero(u->buf, strlen(u->buf));
+    free(u->buf);
+    memset(u, 0, sizeof *u);
+}
+
 static void mark_lost(struct aconn *c)
 {
     c->alive = false;
@@ -201,7 +227,7 @@ int aconn_open(const struct aconn_opts *opts, struct aconn **out, enum aconn_fai
     int rc = JP_ENOMEM;
     *out = NULL;
     *fail = ACONN_FAIL_INPUT;
-    char *url = NULL;
+    struct aconn_url url = {0};
     struct aconn *c = calloc(1, sizeof *c);
     if (!c) goto out;
     c->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 10000;
@@ -213,26 +239,12 @@ int aconn_open(const struct aconn_opts *opts, struct aconn **out, enum aconn_fai
         rc = JP_ECONFIG;
         goto out;
     }
-    url = strdup(opts->url);
-    if (!url) goto out;
-    struct amqp_connection_info info;
-    amqp_default_connection_info(&info);
-    bool scheme_ok = strncmp(opts->url, "amqp://", 7) == 0 || strncmp(opts->url, "amqps://", 8) == 0;
-    int st = scheme_ok ? amqp_parse_url(url, &info) : AMQP_STATUS_BAD_URL;
-    if (st == AMQP_STATUS_OK) register_url_secrets(opts->url, info.password);
-    else register_url_secrets(opts->url, NULL);
+    if (opts->password) log_add_secret(opts->password);
+    if ((rc = aconn_parse_url(opts->url, &url)) != 0) goto out;
+    struct amqp_connection_info info = url.info;
     if (opts->username) info.user = (char *)opts->username;
-    if (opts->password) {
-        log_add_secret(opts->password);
-        info.password = (char *)opts->password;
-    }
-    if (st != AMQP_STATUS_OK || !info.host || !*info.host) {
-        char red[512];
-        log_error("bad broker url '%s': want amqp[s]://user:pass@host[:port]/vhost",
-                  log_redact_url(opts->url, red, sizeof red));
-        rc = JP_ECONFIG;
-        goto out;
-    }
+    if (opts->password) info.password = (char *)opts->password;
+    rc = JP_ENOMEM;
     /* "amqp://host/" parses to the empty vhost; mean the default "/" as most clients do. */
     const char *vhost = (opts->vhost && *opts->vhost) ? opts->vhost
                       : (info.vhost && *info.vhost) ? info.vhost : "/";
@@ -294,7 +306,7 @@ out:
         *fail = ACONN_FAIL_BROKER;
     }
     aconn_free(c);
-    free(url);
+    aconn_url_free(&url);
     return rc;
 }
 

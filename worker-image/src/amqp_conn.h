@@ -31,6 +31,18 @@ enum aconn_fail {
 
 struct aconn;
 
+/* The broker URL as aconn_open reads it. */
+struct aconn_url {
+    char *buf;                          /* owned: the parsed copy that info points into */
+    struct amqp_connection_info info;   /* host, port, user, password, vhost, ssl */
+};
+/* Parse url (amqp:// or amqps://, with a host) as aconn_open does. The password, decoded and as
+ * written, is registered with log_add_secret before anything is logged. Returns 0, JP_ECONFIG
+ * (logged, with the URL's password hidden), JP_EINVAL (NULL) or JP_ENOMEM. Free out with
+ * aconn_url_free, after a failure too. Exposed for the fuzzer. */
+int aconn_parse_url(const char *url, struct aconn_url *out);
+void aconn_url_free(struct aconn_url *u);
+
 /* Parse opts->url (never logging its password; the password is registered with
  * log_add_secret), connect, log in, open channel 1, check the queue exists with a passive
  * declare and set basic.qos(prefetch_count=1). On failure logs one line, sets *fail and returns
