@@ -17,5 +17,12 @@ fi
 trap '"$root/tests/env/rabbitmq.sh" stop "$JOBPOOL_RMQ_DIR"' EXIT
 export JOBPOOL_ROOT="$root" JOBPOOL_BUILD="${B:-$root/build}"
 scripts=()
-for s in "$here"/*.test.sh; do [ -f "$s" ] && scripts+=("$s"); done
+# TEST_SCRIPTS="worker metrics" runs only those scripts ("none": no script).
+for s in "$here"/*.test.sh; do
+  [ -f "$s" ] || continue
+  if [ -n "${TEST_SCRIPTS:-}" ]; then
+    case " $TEST_SCRIPTS " in *" $(basename "$s" .test.sh) "*) ;; *) continue ;; esac
+  fi
+  scripts+=("$s")
+done
 "$root/tests/run-tests.sh" integration "$@" "${scripts[@]}"
