@@ -39,6 +39,7 @@ DEPS_test_kube      = kube podsec kubeconfig yamljson http util log err
 DEPS_test_podsec    = podsec err
 DEPS_test_kubeconfig = kubeconfig yamljson util log err
 DEPS_test_scale     = scale util err
+DEPS_test_store     = store util err
 DEPS_test_scale_sim = scale util err
 DEPS_test_backend_local = backend backend_local http util log err config yamljson
 DEPS_test_metrics   = metrics util log err
@@ -50,8 +51,8 @@ WRAP_test_reconcile = -Wl,--wrap=rmq_queue_depth,--wrap=rmq_regex_depth,--wrap=r
 DEPS_it_rmq         = rmq config yamljson http util log err
 DEPS_it_kube        = kube podsec kubeconfig yamljson http util log err
 # Tests against the real control plane started by tests/env/kube.sh (make kube-integration).
-DEPS_kit_kube       = kube podsec kubeconfig yamljson http util log err
-DEPS_kube_bench     = kube podsec kubeconfig yamljson http util log err
+DEPS_kit_kube       = kube_cache watch store kube podsec kubeconfig yamljson http util log err
+DEPS_kube_bench     = kube_cache watch store kube podsec kubeconfig yamljson http util log err
 
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   = $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))

@@ -9,6 +9,7 @@
 #include "err.h"
 #include "http.h"
 #include "kube.h"
+#include "kube_cache.h"
 #include "log.h"
 #include "util.h"
 
@@ -61,7 +62,7 @@ static void create_run(const char *pool, int n, int concurrency, double qps, con
     unsigned long r0 = http_request_count();
     int64_t t0 = util_now_ms();
     int created = 0;
-    int rc = kube_jobs_create(c, &s, n, &created, NULL);
+    int rc = kube_jobs_create(c, &s, n, &created, NULL, NULL);
     int64_t ms = util_now_ms() - t0;
     unsigned long reqs = http_request_count() - r0;
     if (rc) fprintf(stderr, "kube_bench: create: %s\n", kube_last_error(c));
@@ -144,7 +145,7 @@ int main(int argc, char **argv)
     int total = 0, tries = 0;
     while (total < nlist) {
         int created = 0, want = nlist - total < 1000 ? nlist - total : 1000;
-        if (kube_jobs_create(c, &s, want, &created, NULL) != 0) {
+        if (kube_jobs_create(c, &s, want, &created, NULL, NULL) != 0) {
             fprintf(stderr, "kube_bench: seeding (retrying): %s\n", kube_last_error(c));
             if (++tries > 20) return 1;
             struct timespec ts = {1, 0};

@@ -8,6 +8,8 @@
 #include "config.h"
 #include "scale.h"
 
+struct metrics;
+
 struct backend_worker {
     char id[64];                /* Job name, or "pid-<n>" locally */
     char uid[40];               /* the Job's uid ("" locally): deletes are conditional on it */
@@ -41,7 +43,8 @@ struct backend {
     int64_t start_lag_ms;
     /* Refresh what is known: reap children, drain watch events. Called once per tick. */
     int (*observe)(struct backend *b);
-    /* Fill out (reset first) with pool's workers, active and finished. */
+    /* Fill out (reset first) with pool's workers, active and finished. JP_ESTALE: what the
+     * backend knows of them is too old to act on; the pool holds (no starts, no deletes). */
     int (*list)(struct backend *b, const struct cfg_pool *pool, struct backend_list *out);
     /* Fill out (reset first) with the workers whose pool is not in the config (removed or
      * renamed): they still count against maxActiveTotal, and only finished ones are removed
@@ -56,6 +59,8 @@ struct backend {
      * and returns JP_ECANCELED (nothing deleted) when it has or when it changed meanwhile.
      * pool is NULL for an orphan. */
     int (*remove)(struct backend *b, const struct cfg_pool *pool, const struct backend_worker *w);
+    /* Report the backend's own gauges (the kube cache's age) once per pass; may be NULL. */
+    void (*report)(struct backend *b, struct metrics *m);
     /* Per-pool counters. */
     void (*stats)(struct backend *b, const struct cfg_pool *pool, struct backend_stats *out);
     /* Stop: local workers get SIGTERM and up to grace_ms to finish or requeue; Jobs are left. */

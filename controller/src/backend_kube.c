@@ -3,8 +3,10 @@
 #include "backend.h"
 #include "err.h"
 #include "kube.h"
+#include "kube_cache.h"
 #include "log.h"
 #include "podsec.h"
+#include "metrics.h"
 #include "util.h"
 
 #include <stdlib.h>
@@ -40,6 +42,11 @@ struct pool_env {
     const char *kv[7];          /* name, value pairs, NULL-terminated */
 };
 
+/* When the cache of Jobs or Pods has not been current for this long, the pools hold: no starts
+ * and no deletes on a view that may be wrong (docs/operations.md). A healthy watch is at most
+ * about one watch timeout (10 s) old. */
+#define CACHE_MAX_AGE_MS 30000
+
 struct kb {
     struct backend base;
     struct ev_bucket (*ev)[EV_N]; /* per pool */
@@ -50,6 +57,7 @@ struct kb {
     struct backend_stats *stats;
     struct kube_job_list jobs;  /* this tick's snapshot of every Job, sorted by pool */
     int snap_rc;                /* the snapshot's result: JP_ESTALE before the first sync */
+    bool stale;                 /* the cache is older than CACHE_MAX_AGE_MS: every pool holds */
     struct seen *seen;          /* open addressing, power-of-two size */
     size_t nseen, seen_cap;
     uint32_t gen;
@@ -128,6 +136,7 @@ static int kb_observe(struct backend *b)
     seen_prune(K);
     K->snap_rc = kube_cache_pool_jobs(K->cache, NULL, &K->jobs);
     if (!K->snap_rc && !K->first_snap_gen) K->first_snap_gen = K->gen;
+    K->stale = !K->snap_rc && kube_cache_stale(K->cache, CACHE_MAX_AGE_MS);
     if (!K->snap_rc && K->jobs.n > 1)
         qsort(K->jobs.items, K->jobs.n, sizeof *K->jobs.items, cmp_pool_created);
     return K->snap_rc;
@@ -209,6 +218,7 @@ static int kb_list(struct backend *b, const struct cfg_pool *pool, struct backen
     struct kb *K = (struct kb *)b;
     out->n = 0;
     if (K->snap_rc) return K->snap_rc;
+    if (K->stale) return JP_ESTALE;
     int rc;
     for (size_t i = pool_lower_bound(K, pool->name);
          i < K->jobs.n && strcmp(K->jobs.items[i].pool, pool->name) == 0; i++) {
@@ -228,6 +238,7 @@ static int kb_list_orphans(struct backend *b, struct backend_list *out)
     struct kb *K = (struct kb *)b;
     out->n = 0;
     if (K->snap_rc) return K->snap_rc;
+    if (K->stale) return JP_ESTALE; /* no trimming on a view that may be wrong */
     int rc;
     for (size_t i = 0; i < K->jobs.n;) {
         const char *pool = K->jobs.items[i].pool;
@@ -283,6 +294,60 @@ static void event(struct kb *K, size_t pool, int kind, const char *job, const ch
     if (rc) log_msg(LOG_DEBUG, K->cfg->pools[pool].name, rc, "event %s not recorded", reason);
 }
 
+static void kb_report(struct backend *b, struct metrics *m)
+{
+    struct kb *K = (struct kb *)b;
+    struct kube_cache_stats st;
+    kube_cache_get_stats(K->cache, &st);
+    for (int i = 0; i < 2; i++)
+        metrics_set_cache(m, kube_cache_kinds[i], (double)st.kind[i].age_ms / 1e3,
+                          st.kind[i].age_ms > CACHE_MAX_AGE_MS);
+}
+
+/* A create that failed this way may still have happened on the server (the answer was lost or
+ * garbled): it stays expected, and counts as a pending worker, until the watch shows it. */
+static bool outcome_unknown(int rc)
+{
+    return rc == JP_ETIMEOUT || rc == JP_ENETWORK || rc == JP_ESERVER || rc == JP_EHTTP ||
+           rc == JP_ETOOBIG || rc == JP_EPARSE || rc == JP_ESHAPE;
+}
+
+/* Name each Job before sending it, and expect it (client-go's ControllerExpectations). */
+static int expect_jobs(struct kb *K, const struct cfg_pool *pool, int n, char (*names)[64],
+                       const char **np)
+{
+    for (int i = 0; i < n; i++) {
+        kube_job_name(pool->name, names[i]);
+        np[i] = names[i];
+        struct kube_job ph;
+        memset(&ph, 0, sizeof ph);
+        snprintf(ph.name, sizeof ph.name, "%s", names[i]);
+        snprintf(ph.pool, sizeof ph.pool, "%s", pool->name);
+        snprintf(ph.config_hash, sizeof ph.config_hash, "%s", pool->hash);
+        ph.created_ms = util_wall_ms();
+        ph.state = KUBE_JOB_PENDING;
+        int rc = kube_cache_expect_created(K->cache, &ph);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* After a batch: the cache learns each answer; refused creates are no longer expected. */
+static void settle_jobs(struct kb *K, const struct cfg_pool *pool, int n, char (*names)[64],
+                        const struct kube_job *made, const int *rcs)
+{
+    for (int i = 0; i < n; i++) {
+        if (rcs[i] == 0) {
+            kube_cache_note_created(K->cache, &made[i]);
+        } else if (outcome_unknown(rcs[i])) {
+            log_msg(LOG_WARN, pool->name, rcs[i], "job %s: the create's answer was lost; counted "
+                    "as pending until the watch shows it (or does not, within 30 s)", names[i]);
+        } else {
+            kube_cache_forget_created(K->cache, names[i]);
+        }
+    }
+}
+
 static int kb_start(struct backend *b, const struct cfg_pool *pool, int n, int64_t ready,
                     int *started)
 {
@@ -292,6 +357,16 @@ static int kb_start(struct backend *b, const struct cfg_pool *pool, int n, int64
     if (!pool->job_template) {
         log_msg(LOG_ERROR, pool->name, JP_ECONFIG, "jobTemplate is required for the kube backend");
         return JP_ECONFIG;
+    }
+    char (*names)[64] = calloc((size_t)n, sizeof *names);
+    const char **np = calloc((size_t)n, sizeof *np);
+    int *rcs = calloc((size_t)n, sizeof *rcs);
+    struct kube_job *made = calloc((size_t)n, sizeof *made);
+    int rc = JP_ENOMEM;
+    if (!names || !np || !rcs || !made || (rc = expect_jobs(K, pool, n, names, np)) != 0) {
+        for (int i = 0; names && np && i < n; i++)
+            if (np[i]) kube_cache_forget_created(K->cache, np[i]);
+        goto out;
     }
     struct kube_job_spec spec = {
         .pool = pool->name,
@@ -303,17 +378,14 @@ static int kb_start(struct backend *b, const struct cfg_pool *pool, int n, int64
         .ttl_seconds_after_finished = pool->ttl_seconds_after_finished,
         .env = K->env[pi].kv,
         .conn = K->conn.secret ? &K->conn : NULL,
+        .names = np,
     };
-    struct kube_job *made = calloc((size_t)n, sizeof *made);
-    if (!made) return JP_ENOMEM;
     int created = 0;
-    int rc = kube_jobs_create(K->kc, &spec, n, &created, made);
+    rc = kube_jobs_create(K->kc, &spec, n, &created, made, rcs);
+    settle_jobs(K, pool, n, names, made, rcs);
     const char *first = NULL;
-    for (int i = 0; i < n; i++)
-        if (made[i].name[0]) {
-            kube_cache_note_created(K->cache, &made[i]);
-            if (!first) first = made[i].name;
-        }
+    for (int i = 0; i < n && !first; i++)
+        if (made[i].name[0]) first = made[i].name;
     *started = created;
     K->stats[pi].started += (unsigned long)created;
     char msg[1280];
@@ -329,7 +401,11 @@ static int kb_start(struct backend *b, const struct cfg_pool *pool, int n, int64
                  pool->name);
         event(K, pi, EV_SCALED_UP, first, "Normal", "ScaledUp", msg);
     }
+out:
     free(made);
+    free(rcs);
+    free(np);
+    free(names);
     return rc;
 }
 
@@ -468,7 +544,7 @@ int backend_kube_new(const struct cfg *cfg, struct kube_client *kc, struct backe
     K->kc = kc;
     K->base = (struct backend){.name = "kube", .start_lag_ms = 1000, .observe = kb_observe, .list = kb_list,
                                .list_orphans = kb_list_orphans,
-                               .start = kb_start, .remove = kb_remove, .stats = kb_stats,
+                               .start = kb_start, .remove = kb_remove, .stats = kb_stats, .report = kb_report,
                                .shutdown = kb_shutdown, .destroy = kb_destroy};
     size_t np = cfg->npools ? cfg->npools : 1;
     if (!(K->env = calloc(np, sizeof *K->env))) goto out;

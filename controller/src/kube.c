@@ -1,4 +1,4 @@
-/* kube.c: Kubernetes REST over http.c: Jobs, Pods, Leases, Events, typed errors, a watch cache. */
+/* kube.c: Kubernetes REST over http.c: Jobs, Pods, Leases, Events, lists, streams, typed errors. */
 #define _GNU_SOURCE
 #include "kube.h"
 #include "podsec.h"
@@ -9,13 +9,13 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <malloc.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <time.h>
 
 #define JOBS_API "/apis/batch/v1/namespaces/"
@@ -369,6 +369,39 @@ int kube_request(struct kube_client *c, const char *method, const char *path, co
     return do_request(c, method, path, body, method, path, out);
 }
 
+int kube_stream(struct kube_client *c, const char *path, const char *resource, long timeout_ms,
+                kube_line_fn on_line, int (*should_stop)(void *ud), void *ud)
+{
+    struct dbuf url;
+    struct http_response r = {0};
+    c->last_error[0] = '\0';
+    c->retry_after = -1;
+    int rc = refresh_token(c);
+    if (rc) return rc;
+    if ((rc = make_url(c, path, &url)) != 0) goto out;
+    c->requests++;
+    rc = http_stream(c->http, url.data, timeout_ms, on_line, should_stop, ud, &r);
+    if (rc == JP_ECANCELED) goto out;
+    if (rc > 0 || (rc < 0 && r.status == 0)) { /* the line callback's own value, or transport */
+        if (rc < 0) fail(c, rc, "watch", resource, &r);
+        goto out;
+    }
+    int frc = fail(c, rc, "watch", resource, &r);
+    if (frc) rc = frc;
+out:
+    http_response_free(&r);
+    dbuf_free(&url);
+    return rc;
+}
+
+int kube_client_dup(const struct kube_client *c, int page_size, struct kube_client **out)
+{
+    struct kube_opts o = c->o;
+    o.namespace_ = c->ns;
+    if (page_size > 0) o.page_size = page_size;
+    return kube_client_new_auth(c->auth, &o, out);
+}
+
 /* Path "<prefix><ns>/<kind>[/<name>]" with escaped segments. */
 static int obj_path(const struct kube_client *c, const char *prefix, const char *kind,
                     const char *name, struct dbuf *p)
@@ -437,7 +470,7 @@ static int grow(void **items, size_t *alloc, size_t n, size_t size)
     return 0;
 }
 
-static void job_state_from_conditions(struct kube_job *j)
+void kube_job_set_state(struct kube_job *j)
 {
     if (j->complete) j->state = KUBE_JOB_SUCCEEDED;
     else if (j->failed_cond) j->state = KUBE_JOB_FAILED;
@@ -481,7 +514,7 @@ int kube_job_parse(const cJSON *obj, struct kube_job *out)
         else continue;
         out->finished_ms = jtime(cond, "lastTransitionTime");
     }
-    job_state_from_conditions(out);
+    kube_job_set_state(out);
     return 0;
 }
 
@@ -658,7 +691,8 @@ int kube_job_manifest(const struct kube_job_spec *s, struct cJSON **out)
     if (!job || !cJSON_AddStringToObject(job, "apiVersion", "batch/v1") ||
         !cJSON_AddStringToObject(job, "kind", "Job") ||
         !(meta = cJSON_AddObjectToObject(job, "metadata")) ||
-        !cJSON_AddStringToObject(meta, "generateName", gen))
+        !(s->name ? cJSON_AddStringToObject(meta, "name", s->name)
+                  : cJSON_AddStringToObject(meta, "generateName", gen)))
         goto out;
     spec = s->job_template ? cJSON_Duplicate(s->job_template, true) : cJSON_CreateObject();
     if (!spec) goto out;
@@ -746,6 +780,7 @@ out:
 struct batch {
     struct kube_client *c;
     struct kube_job *out;
+    int *rcs;
     int created;
     int first_err;
     size_t first_idx;
@@ -775,6 +810,7 @@ static int batch_done(void *ud, size_t i, struct http_req *r)
         rc = obj ? kube_job_parse(obj, &b->out[i]) : JP_EPARSE;
         cJSON_Delete(obj);
     }
+    if (b->rcs) b->rcs[i] = rc;
     if (!rc) {
         b->created++;
         memcpy(c->last_error, saved, sizeof saved);
@@ -790,20 +826,35 @@ static int batch_done(void *ud, size_t i, struct http_req *r)
            rc == JP_ETHROTTLED || rc == JP_ESERVER || rc == JP_ENOTFOUND;
 }
 
-int kube_jobs_create(struct kube_client *c, const struct kube_job_spec *s, int n, int *created,
-                     struct kube_job *out)
+/* The request bodies of a batch: one shared text, or one per caller-chosen name. */
+static int batch_bodies(const struct kube_job_spec *s, int n, char **bodies)
 {
-    char *body = NULL;
+    struct kube_job_spec one = *s;
+    for (int i = 0; i < (s->names ? n : 1); i++) {
+        if (s->names) one.name = s->names[i];
+        int rc = job_manifest_text(&one, &bodies[i]);
+        if (rc) return rc;
+    }
+    for (int i = 1; !s->names && i < n; i++) bodies[i] = bodies[0];
+    return 0;
+}
+
+int kube_jobs_create(struct kube_client *c, const struct kube_job_spec *s, int n, int *created,
+                     struct kube_job *out, int *rcs)
+{
+    char **bodies = NULL;
     struct dbuf path = {0}, url = {0};
     struct http_req *reqs = NULL;
-    struct batch b = {.c = c, .out = out};
+    struct batch b = {.c = c, .out = out, .rcs = rcs};
     if (created) *created = 0;
     c->last_error[0] = '\0';
     c->retry_after = -1;
     if (n <= 0) return 0;
     if (out) memset(out, 0, (size_t)n * sizeof *out);
-    int rc = job_manifest_text(s, &body);
-    if (rc) {
+    for (int i = 0; rcs && i < n; i++) rcs[i] = JP_ECANCELED;
+    int rc = JP_ENOMEM;
+    if (!(bodies = calloc((size_t)n, sizeof *bodies))) goto out;
+    if ((rc = batch_bodies(s, n, bodies)) != 0) {
         snprintf(c->last_error, sizeof c->last_error, "create jobs.batch: bad template: %s",
                  jp_strerror(rc));
         goto out;
@@ -819,10 +870,9 @@ int kube_jobs_create(struct kube_client *c, const struct kube_job_spec *s, int n
     if ((rc = make_url(c, path.data, &url)) != 0) goto out;
     rc = JP_ENOMEM;
     if (!(reqs = calloc((size_t)n, sizeof *reqs))) goto out;
-    size_t blen = strlen(body);
     for (int i = 0; i < n; i++)
-        reqs[i] = (struct http_req){.method = "POST", .url = url.data, .body = body,
-                                    .body_len = blen};
+        reqs[i] = (struct http_req){.method = "POST", .url = url.data, .body = bodies[i],
+                                    .body_len = strlen(bodies[i])};
     struct http_multi_cb cb = {.pace = batch_pace, .done = batch_done, .ud = &b};
     rc = http_multi_perform(c->multi, reqs, (size_t)n, &cb);
     for (int i = 0; i < n; i++) http_response_free(&reqs[i].resp);
@@ -831,33 +881,46 @@ int kube_jobs_create(struct kube_client *c, const struct kube_job_spec *s, int n
 out:
     if (created) *created = b.created;
     free(reqs);
-    free(body);
+    for (int i = 0; bodies && i < (s->names ? n : 1); i++) free(bodies[i]);
+    free(bodies);
     dbuf_free(&path);
     dbuf_free(&url);
     return rc;
 }
 
-/* Paged listing: item(ud, obj) for each item, item(ud, NULL) when a stale continue restarts
- * the listing; rv (may be NULL) receives the list's resourceVersion. */
-typedef int (*item_fn)(void *ud, const cJSON *obj);
-
-static int list_paged(struct kube_client *c, const char *prefix, const char *kind,
-                      const char *resource, const char *selector, item_fn item, void *ud,
-                      char *rv, size_t rvlen)
+void kube_job_name(const char *pool, char out[64])
 {
-    struct dbuf base = {0}, path;
-    char *sel = http_escape(selector ? selector : KUBE_SELECTOR_MANAGED), *cont = NULL;
+    /* The alphabet and length of the API server's generateName suffix. */
+    static const char alpha[] = "bcdfghjklmnpqrstvwxz2456789";
+    unsigned char rnd[5];
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+        uint64_t x = util_fnv1a(pool, strlen(pool), (uint64_t)util_now_ms() ^ (uint64_t)getpid());
+        memcpy(rnd, &x, sizeof rnd);
+    }
+    int l = snprintf(out, 64, "%.57s-", pool);
+    for (int i = 0; i < 5; i++) out[l + i] = alpha[rnd[i] % (sizeof alpha - 1)];
+    out[l + 5] = '\0';
+}
+
+/* Paged listing of path: item(ud, obj) for each item, item(ud, NULL) when a stale continue
+ * restarts the listing; rv (may be NULL) receives the list's resourceVersion. */
+int kube_list(struct kube_client *c, const char *path, const char *resource,
+              const char *selector, kube_item_fn item, void *ud, char *rv, size_t rvlen)
+{
+    struct dbuf page_path;
+    char *sel = selector ? http_escape(selector) : NULL, *cont = NULL;
     bool restarted = false;
     int rc = JP_ENOMEM;
-    dbuf_init(&path, 64 * 1024);
-    if (!sel || (rc = obj_path(c, prefix, kind, NULL, &base)) != 0) goto out;
+    dbuf_init(&page_path, 64 * 1024);
+    if (selector && !sel) goto out;
     for (;;) {
         cJSON *page = NULL;
-        dbuf_reset(&path);
-        rc = dbuf_printf(&path, "%s?labelSelector=%s&limit=%d", base.data, sel, c->o.page_size);
-        if (!rc && cont) rc = dbuf_printf(&path, "&continue=%s", cont);
+        dbuf_reset(&page_path);
+        rc = dbuf_printf(&page_path, "%s?limit=%d", path, c->o.page_size);
+        if (!rc && sel) rc = dbuf_printf(&page_path, "&labelSelector=%s", sel);
+        if (!rc && cont) rc = dbuf_printf(&page_path, "&continue=%s", cont);
         if (rc) goto out;
-        rc = do_request(c, "GET", path.data, NULL, "list", resource, &page);
+        rc = do_request(c, "GET", page_path.data, NULL, "list", resource, &page);
         if (rc == JP_EGONE && cont && !restarted) {
             /* The continue token expired: start again from a fresh snapshot, once. */
             log_info("kube: list %s: continue token expired, listing again", resource);
@@ -889,8 +952,20 @@ out:
         snprintf(c->last_error, sizeof c->last_error, "list %s: items is not a list", resource);
     free(sel);
     free(cont);
+    dbuf_free(&page_path);
+    return rc;
+}
+
+/* The namespace's collection path of a kind, listed with the managed-by selector by default. */
+static int list_ns(struct kube_client *c, const char *prefix, const char *kind,
+                   const char *resource, const char *selector, kube_item_fn item, void *ud)
+{
+    struct dbuf base;
+    int rc = obj_path(c, prefix, kind, NULL, &base);
+    if (!rc)
+        rc = kube_list(c, base.data, resource, selector ? selector : KUBE_SELECTOR_MANAGED, item,
+                       ud, NULL, 0);
     dbuf_free(&base);
-    dbuf_free(&path);
     return rc;
 }
 
@@ -923,15 +998,14 @@ int kube_jobs_list(struct kube_client *c, const char *label_selector, struct kub
 {
     struct collect co = {(void **)&out->items, &out->n, &out->alloc, sizeof *out->items, out->n,
                          parse_job};
-    return list_paged(c, JOBS_API, "jobs", "jobs.batch", label_selector, collect_item, &co, NULL,
-                      0);
+    return list_ns(c, JOBS_API, "jobs", "jobs.batch", label_selector, collect_item, &co);
 }
 
 int kube_pods_list(struct kube_client *c, const char *label_selector, struct kube_pod_list *out)
 {
     struct collect co = {(void **)&out->items, &out->n, &out->alloc, sizeof *out->items, out->n,
                          parse_pod};
-    return list_paged(c, CORE_API, "pods", "pods", label_selector, collect_item, &co, NULL, 0);
+    return list_ns(c, CORE_API, "pods", "pods", label_selector, collect_item, &co);
 }
 
 int kube_job_get_json(struct kube_client *c, const char *name, struct cJSON **out)
@@ -1015,7 +1089,7 @@ void kube_job_states(struct kube_job *jobs, size_t n, const struct kube_pod *pod
         }
     }
     free(idx);
-    for (size_t i = 0; i < n; i++) job_state_from_conditions(&jobs[i]);
+    for (size_t i = 0; i < n; i++) kube_job_set_state(&jobs[i]);
 }
 
 /* ---- Leases ------------------------------------------------------------------------------- */
@@ -1159,471 +1233,4 @@ out:
     free(body);
     dbuf_free(&path);
     return rc;
-}
-
-/* ---- the watch cache ---------------------------------------------------------------------- */
-
-/* A chained hash map keyed by the name at the start of each value (kube_job and kube_pod both
- * begin with their name). */
-union kobj {
-    struct kube_job job;
-    struct kube_pod pod;
-};
-struct ment {
-    struct ment *next;
-    size_t snap_idx;            /* scratch: index in the snapshot being built */
-    unsigned long snap_gen;
-    union kobj u;
-};
-struct omap {
-    struct ment **b;
-    size_t nb, n;
-};
-
-static size_t omap_hash(const struct omap *m, const char *key)
-{
-    return (size_t)(util_fnv1a(key, strlen(key), 0) % m->nb);
-}
-
-static void omap_clear(struct omap *m)
-{
-    for (size_t i = 0; i < m->nb; i++)
-        for (struct ment *e = m->b[i], *nx; e; e = nx) {
-            nx = e->next;
-            free(e);
-        }
-    free(m->b);
-    memset(m, 0, sizeof *m);
-}
-
-static struct ment *omap_find(const struct omap *m, const char *key)
-{
-    if (!m->nb) return NULL;
-    for (struct ment *e = m->b[omap_hash(m, key)]; e; e = e->next)
-        if (strcmp((const char *)&e->u, key) == 0) return e;
-    return NULL;
-}
-
-static int omap_grow(struct omap *m)
-{
-    if (m->nb && m->n < m->nb) return 0;
-    size_t nb = m->nb ? m->nb * 2 : 256;
-    struct ment **b = calloc(nb, sizeof *b);
-    if (!b) return JP_ENOMEM;
-    struct omap nm = {b, nb, m->n};
-    for (size_t i = 0; i < m->nb; i++)
-        for (struct ment *e = m->b[i], *nx; e; e = nx) {
-            nx = e->next;
-            size_t h = omap_hash(&nm, (const char *)&e->u);
-            e->next = b[h];
-            b[h] = e;
-        }
-    free(m->b);
-    *m = nm;
-    return 0;
-}
-
-/* Insert or replace the value (a kube_job or kube_pod of size sz). */
-static int omap_put(struct omap *m, const void *val, size_t sz)
-{
-    struct ment *e = omap_find(m, (const char *)val);
-    if (!e) {
-        if (omap_grow(m) != 0 || !(e = calloc(1, sizeof *e))) return JP_ENOMEM;
-        size_t h = omap_hash(m, (const char *)val);
-        e->next = m->b[h];
-        m->b[h] = e;
-        m->n++;
-    }
-    memcpy(&e->u, val, sz);
-    return 0;
-}
-
-static void omap_del(struct omap *m, const char *key)
-{
-    if (!m->nb) return;
-    for (struct ment **pp = &m->b[omap_hash(m, key)]; *pp; pp = &(*pp)->next)
-        if (strcmp((const char *)&(*pp)->u, key) == 0) {
-            struct ment *e = *pp;
-            *pp = e->next;
-            free(e);
-            m->n--;
-            return;
-        }
-}
-
-enum { RES_JOBS = 0, RES_PODS = 1 };
-
-struct watcher {
-    struct kube_cache *k;
-    int res;
-    struct kube_client *c;      /* own connection */
-    pthread_t thread;
-    bool started;
-    char rv[32];
-    struct omap building;       /* list in progress, swapped in when complete */
-    int stream_rc;
-};
-
-struct kube_cache {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct omap maps[2];
-    bool synced[2];
-    int stop;                   /* atomic */
-    int64_t resync_ms, watch_timeout_s;
-    char *selector;
-    struct watcher w[2];
-    struct kube_cache_stats stats;
-    unsigned long gen;
-};
-
-static int cache_stopping(void *ud)
-{
-    struct watcher *w = ud;
-    return __atomic_load_n(&w->k->stop, __ATOMIC_RELAXED);
-}
-
-/* Sleep up to ms, waking early when the cache stops. */
-static void cache_sleep(struct kube_cache *k, int64_t ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += (time_t)(ms / 1000);
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
-    pthread_mutex_lock(&k->mu);
-    while (!__atomic_load_n(&k->stop, __ATOMIC_RELAXED))
-        if (pthread_cond_timedwait(&k->cv, &k->mu, &ts) == ETIMEDOUT) break;
-    pthread_mutex_unlock(&k->mu);
-}
-
-static int parse_into(int res, const cJSON *obj, union kobj *v)
-{
-    return res == RES_JOBS ? kube_job_parse(obj, &v->job) : kube_pod_parse(obj, &v->pod);
-}
-
-static size_t kobj_size(int res)
-{
-    return res == RES_JOBS ? sizeof(struct kube_job) : sizeof(struct kube_pod);
-}
-
-static int list_item(void *ud, const cJSON *obj)
-{
-    struct watcher *w = ud;
-    if (!obj) {
-        omap_clear(&w->building);
-        return 0;
-    }
-    union kobj v;
-    if (parse_into(w->res, obj, &v) != 0) return 0;
-    return omap_put(&w->building, &v, kobj_size(w->res));
-}
-
-static int cache_list(struct watcher *w)
-{
-    struct kube_cache *k = w->k;
-    omap_clear(&w->building);
-    const char *prefix = w->res == RES_JOBS ? JOBS_API : CORE_API;
-    const char *kind = w->res == RES_JOBS ? "jobs" : "pods";
-    int rc = list_paged(w->c, prefix, kind, w->res == RES_JOBS ? "jobs.batch" : "pods",
-                        k->selector, list_item, w, w->rv, sizeof w->rv);
-    pthread_mutex_lock(&k->mu);
-    if (!rc) {
-        omap_clear(&k->maps[w->res]);
-        k->maps[w->res] = w->building;
-        memset(&w->building, 0, sizeof w->building);
-        k->synced[w->res] = true;
-        k->stats.lists++;
-        k->stats.last_event_ms = util_now_ms();
-    } else {
-        k->stats.errors++;
-    }
-    pthread_mutex_unlock(&k->mu);
-    omap_clear(&w->building);
-    /* A relist briefly holds two copies of the map plus a page tree; give the peak back. */
-    malloc_trim(0);
-    return rc;
-}
-
-#define WATCH_GONE 1   /* line callback: the server said 410, relist */
-
-static int watch_line(void *ud, char *line, size_t len)
-{
-    struct watcher *w = ud;
-    struct kube_cache *k = w->k;
-    if (len == 0) return 0;
-    cJSON *ev = cJSON_ParseWithLength(line, len);
-    const char *type = jstr(ev, "type");
-    const cJSON *obj = cJSON_GetObjectItemCaseSensitive(ev, "object");
-    int rc = 0;
-    if (!type || !obj) {
-        log_warn("kube: cache: skipping a malformed watch event");
-        goto out;
-    }
-    if (strcmp(type, "ERROR") == 0) {
-        int code = jint(obj, "code");
-        log_info("kube: cache: watch of %s ended with %d: %s",
-                 w->res == RES_JOBS ? "jobs" : "pods", code, jstr(obj, "message") ? jstr(obj, "message") : "");
-        rc = code == 410 ? WATCH_GONE : JP_ESERVER;
-        goto out;
-    }
-    const char *rv = jstr(cJSON_GetObjectItemCaseSensitive(obj, "metadata"), "resourceVersion");
-    if (strcmp(type, "BOOKMARK") == 0) {
-        if (rv) copy_str(w->rv, sizeof w->rv, rv);
-        goto out;
-    }
-    union kobj v;
-    if (parse_into(w->res, obj, &v) != 0) goto out;
-    pthread_mutex_lock(&k->mu);
-    if (strcmp(type, "DELETED") == 0) omap_del(&k->maps[w->res], (const char *)&v);
-    else rc = omap_put(&k->maps[w->res], &v, kobj_size(w->res));
-    k->stats.events++;
-    k->stats.last_event_ms = util_now_ms();
-    pthread_mutex_unlock(&k->mu);
-    if (rv) copy_str(w->rv, sizeof w->rv, rv);
-out:
-    cJSON_Delete(ev);
-    return rc;
-}
-
-static int cache_watch(struct watcher *w, int64_t timeout_s)
-{
-    struct kube_cache *k = w->k;
-    struct kube_client *c = w->c;
-    struct dbuf base = {0}, url;
-    struct http_response r = {0};
-    char *sel = http_escape(k->selector), *rv = http_escape(w->rv);
-    int rc = JP_ENOMEM;
-    dbuf_init(&url, 64 * 1024);
-    if (!sel || !rv) goto out;
-    if ((rc = obj_path(c, w->res == RES_JOBS ? JOBS_API : CORE_API,
-                       w->res == RES_JOBS ? "jobs" : "pods", NULL, &base)) != 0)
-        goto out;
-    if ((rc = dbuf_printf(&url, "%s%s?watch=1&labelSelector=%s&resourceVersion=%s"
-                          "&allowWatchBookmarks=true&timeoutSeconds=%lld", c->auth->server,
-                          base.data, sel, rv, (long long)timeout_s)) != 0)
-        goto out;
-    if ((rc = refresh_token(c)) != 0) goto out;
-    c->retry_after = -1;
-    c->last_error[0] = '\0';
-    pthread_mutex_lock(&k->mu);
-    k->stats.watches++;
-    pthread_mutex_unlock(&k->mu);
-    c->requests++;
-    rc = http_stream(c->http, url.data, (long)(timeout_s + 30) * 1000, watch_line,
-                     cache_stopping, w, &r);
-    if (rc == WATCH_GONE) goto out;
-    if (!rc || r.status) {
-        int frc = fail(c, rc, "watch", w->res == RES_JOBS ? "jobs.batch" : "pods", &r);
-        if (frc) rc = frc;
-    }
-out:
-    http_response_free(&r);
-    free(sel);
-    free(rv);
-    dbuf_free(&base);
-    dbuf_free(&url);
-    return rc;
-}
-
-static void *watcher_main(void *arg)
-{
-    struct watcher *w = arg;
-    struct kube_cache *k = w->k;
-    const char *what = w->res == RES_JOBS ? "jobs" : "pods";
-    bool need_list = true;
-    int64_t listed_at = 0, backoff = 500;
-    while (!cache_stopping(w)) {
-        int rc;
-        if (need_list || util_now_ms() - listed_at >= k->resync_ms) {
-            rc = cache_list(w);
-            if (rc) {
-                log_msg(LOG_WARN, NULL, rc, "kube: cache: list %s failed: %s", what,
-                        kube_last_error(w->c));
-                long ra = kube_last_retry_after(w->c);
-                cache_sleep(k, ra > 0 ? ra * 1000 : backoff);
-                backoff = backoff * 2 > 30000 ? 30000 : backoff * 2;
-                continue;
-            }
-            need_list = false;
-            listed_at = util_now_ms();
-        }
-        int64_t left_s = (k->resync_ms - (util_now_ms() - listed_at)) / 1000;
-        if (left_s > k->watch_timeout_s) left_s = k->watch_timeout_s;
-        if (left_s < 1) left_s = 1;
-        rc = cache_watch(w, left_s);
-        if (rc == JP_ECANCELED && cache_stopping(w)) break;
-        if (rc == WATCH_GONE || rc == JP_EGONE) {
-            pthread_mutex_lock(&k->mu);
-            k->stats.relists_gone++;
-            pthread_mutex_unlock(&k->mu);
-            need_list = true;
-            continue;
-        }
-        if (rc) {
-            pthread_mutex_lock(&k->mu);
-            k->stats.errors++;
-            pthread_mutex_unlock(&k->mu);
-            log_msg(LOG_WARN, NULL, rc, "kube: cache: watch %s failed: %s", what,
-                    kube_last_error(w->c));
-            long ra = kube_last_retry_after(w->c); /* 429/5xx: the server says when */
-            cache_sleep(k, ra > 0 ? ra * 1000 : backoff);
-            backoff = backoff * 2 > 30000 ? 30000 : backoff * 2;
-            continue;
-        }
-        backoff = 500;
-    }
-    return NULL;
-}
-
-void kube_cache_free(struct kube_cache *k)
-{
-    if (!k) return;
-    pthread_mutex_lock(&k->mu);
-    __atomic_store_n(&k->stop, 1, __ATOMIC_RELAXED);
-    pthread_cond_broadcast(&k->cv);
-    pthread_mutex_unlock(&k->mu);
-    for (int i = 0; i < 2; i++) {
-        if (k->w[i].started) pthread_join(k->w[i].thread, NULL);
-        kube_client_free(k->w[i].c);
-        omap_clear(&k->w[i].building);
-        omap_clear(&k->maps[i]);
-    }
-    free(k->selector);
-    pthread_cond_destroy(&k->cv);
-    pthread_mutex_destroy(&k->mu);
-    free(k);
-}
-
-int kube_cache_new(const struct kube_client *c, const struct kube_cache_opts *o,
-                   struct kube_cache **out)
-{
-    *out = NULL;
-    struct kube_cache *k = calloc(1, sizeof *k);
-    int rc = JP_ENOMEM;
-    if (!k) return rc;
-    pthread_mutex_init(&k->mu, NULL);
-    pthread_cond_init(&k->cv, NULL);
-    k->resync_ms = o && o->resync_ms > 0 ? o->resync_ms : 5 * 60 * 1000;
-    k->watch_timeout_s = o && o->watch_timeout_s > 0 ? o->watch_timeout_s : 240;
-    if (!(k->selector = strdup(o && o->label_selector ? o->label_selector
-                                                       : KUBE_SELECTOR_MANAGED)))
-        goto out;
-    struct kube_opts ko = c->o;
-    ko.namespace_ = c->ns;
-    /* Small pages: a page's JSON tree is the largest thing the controller ever holds (a
-     * 500-Job page is about 0.8 MB of JSON and several MiB as cJSON); 100 keeps it near 1 MiB
-     * for a few more requests per relist, which happens every resync period, not every tick. */
-    if (!ko.page_size || ko.page_size > 100) ko.page_size = 100;
-    for (int i = 0; i < 2; i++) {
-        k->w[i].k = k;
-        k->w[i].res = i;
-        if ((rc = kube_client_new_auth(c->auth, &ko, &k->w[i].c)) != 0) goto out;
-    }
-    for (int i = 0; i < 2; i++) {
-        if (pthread_create(&k->w[i].thread, NULL, watcher_main, &k->w[i]) != 0) {
-            rc = JP_ENOMEM;
-            goto out;
-        }
-        k->w[i].started = true;
-    }
-    rc = 0;
-out:
-    if (rc) kube_cache_free(k);
-    else *out = k;
-    return rc;
-}
-
-bool kube_cache_synced(const struct kube_cache *k)
-{
-    struct kube_cache *m = (struct kube_cache *)k;
-    pthread_mutex_lock(&m->mu);
-    bool s = k->synced[0] && k->synced[1];
-    pthread_mutex_unlock(&m->mu);
-    return s;
-}
-
-int kube_cache_wait_synced(struct kube_cache *k, int64_t timeout_ms)
-{
-    int64_t end = util_now_ms() + timeout_ms;
-    while (!kube_cache_synced(k)) {
-        if (util_now_ms() >= end) return JP_ETIMEOUT;
-        sleep_ms(20);
-    }
-    return 0;
-}
-
-static int cmp_job_created(const void *a, const void *b)
-{
-    const struct kube_job *x = a, *y = b;
-    if (x->created_ms != y->created_ms) return x->created_ms < y->created_ms ? -1 : 1;
-    return strcmp(x->name, y->name);
-}
-
-int kube_cache_pool_jobs(struct kube_cache *k, const char *pool, struct kube_job_list *out)
-{
-    out->n = 0;
-    int rc = 0;
-    pthread_mutex_lock(&k->mu);
-    if (!k->synced[0] || !k->synced[1]) {
-        rc = JP_ESTALE;
-        goto out;
-    }
-    unsigned long gen = ++k->gen;
-    struct omap *jm = &k->maps[RES_JOBS], *pm = &k->maps[RES_PODS];
-    for (size_t i = 0; i < jm->nb; i++)
-        for (struct ment *e = jm->b[i]; e; e = e->next) {
-            if (pool && strcmp(e->u.job.pool, pool) != 0) continue;
-            if ((rc = grow((void **)&out->items, &out->alloc, out->n, sizeof *out->items)))
-                goto out;
-            e->snap_idx = out->n;
-            e->snap_gen = gen;
-            out->items[out->n] = e->u.job;
-            out->items[out->n].running_pods = 0;
-            out->items[out->n].no_task = false;
-            out->n++;
-        }
-    for (size_t i = 0; i < pm->nb; i++)
-        for (struct ment *e = pm->b[i]; e; e = e->next) {
-            const struct kube_pod *p = &e->u.pod;
-            bool running = kube_pod_running(p);
-            if (!p->job[0] || (!running && !p->no_task)) continue;
-            if (pool && strcmp(p->pool, pool) != 0) continue;
-            struct ment *je = omap_find(jm, p->job);
-            if (!je || je->snap_gen != gen) continue;
-            if (running) out->items[je->snap_idx].running_pods++;
-            if (p->no_task) out->items[je->snap_idx].no_task = true;
-        }
-out:
-    pthread_mutex_unlock(&k->mu);
-    if (rc) {
-        out->n = 0;
-        return rc;
-    }
-    for (size_t i = 0; i < out->n; i++) job_state_from_conditions(&out->items[i]);
-    if (out->n > 1) qsort(out->items, out->n, sizeof *out->items, cmp_job_created);
-    return 0;
-}
-
-void kube_cache_note_created(struct kube_cache *k, const struct kube_job *j)
-{
-    pthread_mutex_lock(&k->mu);
-    if (!omap_find(&k->maps[RES_JOBS], j->name)) omap_put(&k->maps[RES_JOBS], j, sizeof *j);
-    pthread_mutex_unlock(&k->mu);
-}
-
-void kube_cache_note_deleted(struct kube_cache *k, const char *name)
-{
-    pthread_mutex_lock(&k->mu);
-    omap_del(&k->maps[RES_JOBS], name);
-    pthread_mutex_unlock(&k->mu);
-}
-
-void kube_cache_get_stats(struct kube_cache *k, struct kube_cache_stats *out)
-{
-    pthread_mutex_lock(&k->mu);
-    *out = k->stats;
-    out->jobs = k->maps[RES_JOBS].n;
-    out->pods = k->maps[RES_PODS].n;
-    pthread_mutex_unlock(&k->mu);
 }

@@ -1,4 +1,4 @@
-/* kube.h: Kubernetes REST client: auth, Jobs, Pods, Leases, Events and a watch-based Job cache. */
+/* kube.h: Kubernetes REST client: auth, Jobs, Pods, Leases, Events, paged lists and streams. */
 #ifndef JP_KUBE_H
 #define JP_KUBE_H
 
@@ -38,7 +38,7 @@ struct kube_opts {
 };
 
 /* Everything a client needs; it owns its connections and a copy of the auth settings.
- * A client is used by one thread at a time (the cache has its own connections). */
+ * A client is used by one thread at a time (each watch has its own: kube_client_dup). */
 struct kube_client;
 
 /* Build a client. Returns 0, JP_ECONFIG (bad/missing kubeconfig or not in a cluster; err
@@ -57,6 +57,9 @@ int kube_client_clone(const struct kube_client *c, struct kube_client **out);
  * asks allowed(ud); when it says no, the write is not sent and the call returns JP_ECANCELED
  * ("write withheld: ..." in kube_last_error). Reads are never fenced. NULL: no fence. */
 void kube_client_set_fence(struct kube_client *c, bool (*allowed)(void *ud), void *ud);
+/* A new client with its own connection and the same settings (page_size > 0 overrides the
+ * list page size). Returns as kube_client_new_auth. */
+int kube_client_dup(const struct kube_client *c, int page_size, struct kube_client **out);
 /* The namespace every call works in. Owned by the client. */
 const char *kube_namespace(const struct kube_client *c);
 
@@ -81,6 +84,24 @@ unsigned long kube_request_count(const struct kube_client *c);
  * otherwise *out is NULL. For tests and rarely used objects (RBAC, ServiceAccounts). */
 int kube_request(struct kube_client *c, const char *method, const char *path, const char *body,
                  struct cJSON **out);
+
+/* Paged GET of a collection path such as "/apis/batch/v1/namespaces/default/jobs" (limit=
+ * the client's page size, continue tokens followed): item(ud, obj) for each item, and
+ * item(ud, NULL) when an expired continue token restarts the listing (once). selector may be
+ * NULL (everything). rv (may be NULL) receives the list's resourceVersion. A non-zero value
+ * from item stops the listing and is returned. resource names the kind in error messages. */
+typedef int (*kube_item_fn)(void *ud, const struct cJSON *obj);
+int kube_list(struct kube_client *c, const char *path, const char *resource,
+              const char *selector, kube_item_fn item, void *ud, char *rv, size_t rvlen);
+
+/* Streamed GET of path (its query included; a watch): each line of a 2xx answer goes to
+ * on_line (NUL-terminated, valid during the call). timeout_ms bounds the stream; reaching it
+ * ends the stream normally (0). should_stop (may be NULL) is polled about once a second and
+ * aborts with JP_ECANCELED. A non-zero value from on_line stops the stream and is returned.
+ * Else the typed errors above for a non-2xx answer or a transport failure. */
+typedef int (*kube_line_fn)(void *ud, char *line, size_t len);
+int kube_stream(struct kube_client *c, const char *path, const char *resource, long timeout_ms,
+                kube_line_fn on_line, int (*should_stop)(void *ud), void *ud);
 
 /* ---- Jobs -------------------------------------------------------------------------------- */
 
@@ -142,7 +163,16 @@ struct kube_job_spec {
     const char *const *env;            /* more name, value pairs added like JOBPOOL_POOL,
                                         * NULL-terminated; NULL: none */
     const struct kube_worker_conn *conn; /* NULL: the template provides the connection */
+    /* Names chosen by the caller (kube_job_name), so that a create whose answer is lost can be
+     * recognised when it shows up: name for kube_job_create and kube_job_manifest, names (n of
+     * them) for kube_jobs_create. NULL: the server picks one (generateName "<pool>-"). */
+    const char *name;
+    const char *const *names;
 };
+
+/* A fresh Job name for pool, as generateName would make it: "<pool>-" (cut to 58 characters)
+ * and 5 random characters. */
+void kube_job_name(const char *pool, char out[64]);
 
 /* Build the Job object that kube_job_create sends: the template with labels on the Job and its
  * pod template, the annotations, env JOBPOOL_POOL/QUEUE/VHOST (and the connection, with conn)
@@ -156,11 +186,12 @@ int kube_job_create(struct kube_client *c, const struct kube_job_spec *s, struct
 
 /* Create n Jobs at once: up to opts.concurrency in flight over keep-alive connections, paced by
  * the client's token bucket (opts.qps). *created (may be NULL) counts the successes; out (NULL or
- * an array of n) receives each created Job (name "" for a failed one). Returns 0 when all were
- * created, else the first error (details in kube_last_error); no more are started after a
- * 401/403/404/422 or when the server throttles or fails (429/5xx: kube_last_retry_after). */
+ * an array of n) receives each created Job (name "" for a failed one); rcs (NULL or an array of
+ * n) each request's result (JP_ECANCELED for one never sent). Returns 0 when all were created,
+ * else the first error (details in kube_last_error); no more are started after a 401/403/404/422
+ * or when the server throttles or fails (429/5xx: kube_last_retry_after). */
 int kube_jobs_create(struct kube_client *c, const struct kube_job_spec *s, int n, int *created,
-                     struct kube_job *out);
+                     struct kube_job *out, int *rcs);
 
 /* All Jobs of the namespace matching label_selector (NULL: managed-by=jobpool), paged with
  * limit/continue; a stale continue (410) restarts the listing once. Appends to out (zeroed or
@@ -218,53 +249,8 @@ bool kube_pod_running(const struct kube_pod *p);
  * already finished (status.succeeded/failed > 0 without a final condition: the Job is between
  * pod retries, its worker has run); PENDING otherwise. */
 void kube_job_states(struct kube_job *jobs, size_t n, const struct kube_pod *pods, size_t npods);
-
-/* ---- watch cache ------------------------------------------------------------------------- */
-
-/* A background thread lists, then watches, the Jobs and Pods with label managed-by=jobpool in
- * the client's namespace (resuming from the last resourceVersion, relisting on 410 Gone and
- * every resync period). Reads never block on the network and cost no requests. */
-struct kube_cache;
-
-struct kube_cache_opts {
-    int64_t resync_ms;          /* full relist period, default 5 min */
-    int64_t watch_timeout_s;    /* server-side timeoutSeconds of one watch, default 240 */
-    const char *label_selector; /* NULL: managed-by=jobpool */
-};
-
-/* Start the cache with its own connections and a copy of c's settings (c may be freed
- * afterwards). Returns 0 or JP_ENOMEM; network errors never fail this call, they are retried
- * in the background with backoff and logged. *out NULL on failure. */
-int kube_cache_new(const struct kube_client *c, const struct kube_cache_opts *o,
-                   struct kube_cache **out);
-/* Stop the thread (within about a second) and free everything. NULL is fine. */
-void kube_cache_free(struct kube_cache *k);
-
-/* True once Jobs and Pods have both been listed at least once. */
-bool kube_cache_synced(const struct kube_cache *k);
-/* Wait up to timeout_ms for the first sync; 0 or JP_ETIMEOUT. */
-int kube_cache_wait_synced(struct kube_cache *k, int64_t timeout_ms);
-
-/* Replace out's contents with a snapshot of the Jobs of pool (NULL: every Job), states
- * computed (kube_job_states), sorted by creation time, oldest first. Returns 0, JP_ESTALE when
- * the cache has not synced yet (out emptied) or JP_ENOMEM. */
-int kube_cache_pool_jobs(struct kube_cache *k, const char *pool, struct kube_job_list *out);
-
-/* Tell the cache about a Job just created or deleted, so the next snapshot includes it before
- * its watch event arrives (the watch event later replaces it). */
-void kube_cache_note_created(struct kube_cache *k, const struct kube_job *j);
-void kube_cache_note_deleted(struct kube_cache *k, const char *name);
-
-struct kube_cache_stats {
-    unsigned long lists;        /* full list passes (jobs + pods each count one) */
-    unsigned long watches;      /* watch requests started */
-    unsigned long events;       /* watch events applied */
-    unsigned long relists_gone; /* relists caused by 410 Gone */
-    unsigned long errors;       /* failed requests */
-    size_t jobs, pods;          /* objects held */
-    int64_t last_event_ms;      /* monotonic ms of the last event or list, 0 never */
-};
-void kube_cache_get_stats(struct kube_cache *k, struct kube_cache_stats *out);
+/* The state of one job from its conditions and running_pods (as kube_job_states). */
+void kube_job_set_state(struct kube_job *j);
 
 /* ---- Leases (coordination.k8s.io/v1) ------------------------------------------------------ */
 

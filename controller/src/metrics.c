@@ -74,6 +74,14 @@ struct conn {
     bool reaped;
 };
 
+/* One watched kind's cache (jobpool_cache_*{kind}). */
+#define METRICS_MAX_CACHES 8
+struct cache_entry {
+    char kind[32];
+    double age_seconds;
+    bool stale;
+};
+
 struct metrics {
     /* Figures, guarded by lock. */
     pthread_mutex_t lock;
@@ -84,6 +92,8 @@ struct metrics {
     bool has_global_histo;
     struct histo global_histo;
     bool leader, ready;
+    struct cache_entry caches[METRICS_MAX_CACHES];
+    size_t ncaches;
     int64_t last_tick_ms, poll_interval_ms;
     char *version;
     int64_t (*clock_ms)(void *);
@@ -237,6 +247,24 @@ void metrics_set_leader(struct metrics *m, bool leader)
     pthread_mutex_unlock(&m->lock);
 }
 
+void metrics_set_cache(struct metrics *m, const char *kind, double age_seconds, bool stale)
+{
+    if (!m || !kind) return;
+    pthread_mutex_lock(&m->lock);
+    size_t i;
+    for (i = 0; i < m->ncaches && strcmp(m->caches[i].kind, kind) != 0; i++) {
+    }
+    if (i == m->ncaches && i < METRICS_MAX_CACHES) {
+        snprintf(m->caches[i].kind, sizeof m->caches[i].kind, "%s", kind);
+        m->ncaches++;
+    }
+    if (i < m->ncaches) {
+        m->caches[i].age_seconds = age_seconds;
+        m->caches[i].stale = stale;
+    }
+    pthread_mutex_unlock(&m->lock);
+}
+
 void metrics_tick(struct metrics *m)
 {
     if (!m) return;
@@ -358,6 +386,22 @@ static int render_locked(struct metrics *m, struct dbuf *b)
         rc = put_family(b, "jobpool_leader", "gauge",
                         "1 while this replica is the leader (or leader election is off), else 0.");
     if (rc == 0) rc = put_int(b, "jobpool_leader", NULL, NULL, NULL, m->leader ? 1 : 0);
+    if (rc == 0 && m->ncaches)
+        rc = put_family(b, "jobpool_cache_age_seconds", "gauge",
+                        "Seconds since the watch cache of this kind was last known to be current.");
+    for (size_t i = 0; rc == 0 && i < m->ncaches; i++) {
+        fmt_double(m->caches[i].age_seconds, num, sizeof num);
+        rc = dbuf_printf(b, "jobpool_cache_age_seconds{");
+        if (rc == 0) rc = put_label(b, "kind", m->caches[i].kind);
+        if (rc == 0) rc = dbuf_printf(b, "} %s\n", num);
+    }
+    if (rc == 0 && m->ncaches)
+        rc = put_family(b, "jobpool_cache_stale", "gauge",
+                        "1 while the cache is older than its bound: its pools hold (no starts, "
+                        "no deletes).");
+    for (size_t i = 0; rc == 0 && i < m->ncaches; i++)
+        rc = put_int(b, "jobpool_cache_stale", NULL, "kind", m->caches[i].kind,
+                     m->caches[i].stale ? 1 : 0);
 
     if (rc == 0) rc = put_family(b, rm, "gauge", "Messages ready for delivery in the pool's queues.");
     for (size_t i = 0; rc == 0 && i < m->npools; i++)

@@ -101,6 +101,9 @@ void metrics_observe_reconcile(struct metrics *m, const char *pool, double secon
 
 /* jobpool_leader: 1 while this replica leads (or leader election is off), else 0. Initially 0. */
 void metrics_set_leader(struct metrics *m, bool leader);
+/* jobpool_cache_age_seconds{kind} and jobpool_cache_stale{kind} of one watched kind (at most 8
+ * kinds; later ones are ignored). */
+void metrics_set_cache(struct metrics *m, const char *kind, double age_seconds, bool stale);
 /* The loop is alive: call once per tick. /healthz is 500 once 3 poll intervals pass without a
  * call (the window starts at metrics_new). */
 void metrics_tick(struct metrics *m);

@@ -233,6 +233,13 @@ static int observe_pool(struct reconcile *r, size_t i)
                    "queue depth read failed; holding");
 
     rc = r->be->list(r->be, pool, &ps->workers);
+    if (rc == JP_ESTALE) {
+        /* The backend's view of the workers is too old to act on (its cache said so, once):
+         * hold, starting and deleting nothing, until it is current again. Not an error. */
+        ps->skipped = true;
+        ps->st.reason = "cache_stale";
+        return rc;
+    }
     if (rc) {
         pool_error(r, pool, ps, r->be_src, rc, LOG_WARN, "listing workers failed");
         ps->skipped = true; /* no decision without knowing the workers */
@@ -428,6 +435,7 @@ int reconcile_pass(struct reconcile *r)
     }
     if (rc) first = rc;
     r->fenced = false;
+    if (r->be->report) r->be->report(r->be, r->m);
 
     int64_t total_active = observe_orphans(r);
     for (size_t i = 0; i < cfg->npools; i++) {
@@ -442,7 +450,10 @@ int reconcile_pass(struct reconcile *r)
         int64_t t0 = util_now_ms();
         rc = observe_pool(r, i);
         if (rc && !first) first = rc;
-        if (ps->skipped) continue;
+        if (ps->skipped) {
+            total_active += ps->d.active; /* as last seen: they still count for the cap */
+            continue;
+        }
         metrics_observe_reconcile(r->m, cfg->pools[i].name, (double)(util_now_ms() - t0) / 1e3);
         total_active += ps->d.active;
         metrics_tick(r->m); /* alive: a long pass (a slow broker, many pools) is not a stall */

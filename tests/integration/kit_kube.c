@@ -16,6 +16,7 @@
 #include "err.h"
 #include "http.h"
 #include "kube.h"
+#include "kube_cache.h"
 #include "log.h"
 #include "util.h"
 
@@ -207,7 +208,7 @@ static void test_invalid_template(void **state)
              "[{\"name\":\"w\",\"image\":\"x\"}]}}}");
     s.job_template = t;
     int created = -1;
-    assert_int_equal(kube_jobs_create(c, &s, 3, &created, NULL), JP_EINVALID);
+    assert_int_equal(kube_jobs_create(c, &s, 3, &created, NULL, NULL), JP_EINVALID);
     assert_int_equal(created, 0);
     print_message("422 detail: %s\n", kube_last_error(c));
     assert_non_null(strstr(kube_last_error(c), "spec.template.spec.restartPolicy"));
@@ -225,7 +226,7 @@ static void test_list_500_paged_and_delete(void **state)
     struct kube_job_spec s = {.pool = "paging", .job_template = t,
                               .ttl_seconds_after_finished = -1};
     int created = 0;
-    int rc = kube_jobs_create(c, &s, 500, &created, NULL);
+    int rc = kube_jobs_create(c, &s, 500, &created, NULL, NULL);
     if (rc) fail_msg("create 500: %s (%d created)", kube_last_error(c), created);
     assert_int_equal(created, 500);
 

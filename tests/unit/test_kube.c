@@ -48,6 +48,7 @@ static void test_manifest(void **state)
     cJSON *meta = cJSON_GetObjectItem(m, "metadata");
     assert_string_equal(cJSON_GetObjectItem(m, "kind")->valuestring, "Job");
     assert_string_equal(cJSON_GetObjectItem(meta, "generateName")->valuestring, "thumbs-");
+    assert_null(cJSON_GetObjectItem(meta, "name"));
     cJSON *labels = cJSON_GetObjectItem(meta, "labels");
     assert_string_equal(cJSON_GetObjectItem(labels, KUBE_LABEL_MANAGED_BY)->valuestring,
                         "jobpool");
@@ -285,6 +286,31 @@ static void test_parse(void **state)
     assert_string_equal(kube_job_state_name(KUBE_JOB_RUNNING), "running");
 }
 
+/* Caller-chosen names look like the server's generateName ones and fit a label value. */
+static void test_job_names(void **state)
+{
+    (void)state;
+    char a[64], b[64];
+    kube_job_name("thumbs", a);
+    kube_job_name("thumbs", b);
+    assert_int_equal(strlen(a), 12);
+    assert_memory_equal(a, "thumbs-", 7);
+    assert_int_equal(strspn(a + 7, "bcdfghjklmnpqrstvwxz2456789"), 5);
+    assert_string_not_equal(a, b);
+    const char *longp = "p123456789012345678901234567890123456789012345678901234567890ab";
+    kube_job_name(longp, a);
+    assert_int_equal(strlen(a), 63);
+    assert_memory_equal(a, longp, 57);
+    assert_int_equal(a[57], '-');
+    struct kube_job_spec s = {.pool = "thumbs", .name = b, .ttl_seconds_after_finished = -1};
+    cJSON *m = NULL;
+    assert_int_equal(kube_job_manifest(&s, &m), 0);
+    cJSON *meta = cJSON_GetObjectItem(m, "metadata");
+    assert_string_equal(cJSON_GetObjectItem(meta, "name")->valuestring, b);
+    assert_null(cJSON_GetObjectItem(meta, "generateName"));
+    cJSON_Delete(m);
+}
+
 static void test_states(void **state)
 {
     (void)state;
@@ -430,6 +456,7 @@ int main(void)
         cmocka_unit_test(test_states),
         cmocka_unit_test(test_token_rotation),
         cmocka_unit_test(test_states_not_pending),
+        cmocka_unit_test(test_job_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

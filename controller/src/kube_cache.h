@@ -1,0 +1,71 @@
+/* kube_cache.h: the controller's view of its workers: Jobs with their Pods' states, watched. */
+#ifndef JP_KUBE_CACHE_H
+#define JP_KUBE_CACHE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kube.h"
+#include "watch.h"
+
+/* Two watches (watch.h) of the objects labelled managed-by=jobpool in the client's namespace:
+ * Jobs and Pods. Snapshots join them; reads never block on the network and cost no requests.
+ * Creates and deletes the controller sends are expectations (store.h) until the watch shows
+ * them, so neither a relist nor a lost answer makes the controller start a Job twice. */
+struct kube_cache;
+
+struct kube_cache_opts {
+    int64_t resync_ms;          /* full relist period, default 5 min */
+    int64_t watch_timeout_s;    /* timeoutSeconds of one watch, default 10 */
+    const char *label_selector; /* NULL: managed-by=jobpool */
+};
+
+/* Start the cache with its own connections and a copy of c's settings (c may be freed
+ * afterwards). Returns 0 or JP_ENOMEM; network errors never fail this call, they are retried
+ * in the background with backoff and logged. *out NULL on failure. */
+int kube_cache_new(const struct kube_client *c, const struct kube_cache_opts *o,
+                   struct kube_cache **out);
+/* Stop the threads (within about a second) and free everything. NULL is fine. */
+void kube_cache_free(struct kube_cache *k);
+
+/* True once Jobs and Pods have both been listed at least once. */
+bool kube_cache_synced(struct kube_cache *k);
+/* Wait up to timeout_ms for the first sync; 0 or JP_ETIMEOUT. */
+int kube_cache_wait_synced(struct kube_cache *k, int64_t timeout_ms);
+
+/* Replace out's contents with a snapshot of the Jobs of pool (NULL: every Job), states
+ * computed (kube_job_states), sorted by creation time, oldest first. Creates the controller
+ * sent and the watch has not shown yet are included (as pending Jobs); deletes it sent and the
+ * watch has not shown are left out. Returns 0, JP_ESTALE when the cache has not synced yet (out
+ * emptied) or JP_ENOMEM. */
+int kube_cache_pool_jobs(struct kube_cache *k, const char *pool, struct kube_job_list *out);
+
+/* The age of the older of the two watches (watch_age_ms), and whether it is over max_age_ms;
+ * each watch logs one line when it turns stale and one when it recovers (call once per tick). */
+int64_t kube_cache_age_ms(struct kube_cache *k);
+bool kube_cache_stale(struct kube_cache *k, int64_t max_age_ms);
+
+/* The controller is about to create placeholder->name (a pending Job of placeholder->pool). */
+int kube_cache_expect_created(struct kube_cache *k, const struct kube_job *placeholder);
+/* The server created j: snapshots include it until the watch shows it (even across a relist
+ * that was taken before it). */
+void kube_cache_note_created(struct kube_cache *k, const struct kube_job *j);
+/* The create of name certainly failed (the server refused it). */
+void kube_cache_forget_created(struct kube_cache *k, const char *name);
+/* The server deleted name (or had no such Job): snapshots leave it out from now on. */
+void kube_cache_note_deleted(struct kube_cache *k, const char *name);
+
+struct kube_cache_stats {
+    unsigned long lists;        /* completed lists (jobs + pods each count one) */
+    unsigned long watches;      /* watch requests started */
+    unsigned long events;       /* watch events applied */
+    unsigned long relists_gone; /* relists caused by 410 Gone */
+    unsigned long errors;       /* failed requests */
+    size_t jobs, pods;          /* objects held */
+    struct watch_stats kind[2]; /* each watch's own: jobs, pods */
+};
+void kube_cache_get_stats(struct kube_cache *k, struct kube_cache_stats *out);
+/* The names of the watches in kube_cache_stats.kind: "jobs", "pods". */
+extern const char *const kube_cache_kinds[2];
+
+#endif
