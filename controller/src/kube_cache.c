@@ -109,7 +109,7 @@ static int add_pod(void *ud, const void *rec)
     bool running = kube_pod_running(p);
     if (!p->job[0] || (!running && !p->no_task)) return 0;
     if (s->pool && strcmp(p->pool, s->pool) != 0) return 0;
-    struct kube_job key;
+    struct kube_job key = {0};
     memcpy(key.name, p->job, sizeof key.name);
     struct kube_job *j = bsearch(&key, s->out->items, s->out->n, sizeof key, cmp_name);
     if (!j) return 0;
