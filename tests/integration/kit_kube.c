@@ -177,7 +177,7 @@ static void test_delete_preconditions_and_fence(void **state)
     assert_int_equal(kube_job_delete_if(c, j.name, now.uid, now.resource_version), JP_ECANCELED);
     assert_non_null(strstr(kube_last_error(c), "write withheld"));
     int created = -1;
-    assert_int_equal(kube_jobs_create(c, &s, 3, &created, NULL), JP_ECANCELED);
+    assert_int_equal(kube_jobs_create(c, &s, 3, &created, NULL, NULL), JP_ECANCELED);
     assert_int_equal(created, 0);
     assert_int_equal(kube_request_count(c), sent); /* nothing went out */
     assert_int_equal(kube_job_get(c, j.name, &now), 0); /* reads are not fenced */
