@@ -26,6 +26,40 @@ static const char *env_value(const cJSON *ctr, const char *name)
     return NULL;
 }
 
+/* The namespace a client works in: the config's when it names one, else the pod's own (the
+ * service account's), so an overlay that moves the controller moves its Jobs with it. */
+static void test_namespace_default(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/jp-kube-ns.XXXXXX", p[256], err[256];
+    assert_non_null(mkdtemp(dir));
+    const char *files[][2] = {{"token", "t\n"}, {"ca.crt", "-----BEGIN CERTIFICATE-----\n"},
+                              {"namespace", "team-b\n"}};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, files[i][0]);
+        FILE *f = fopen(p, "w");
+        assert_non_null(f);
+        fputs(files[i][1], f);
+        fclose(f);
+    }
+    setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1", 1);
+    setenv("KUBERNETES_SERVICE_PORT", "6443", 1);
+    struct kube_opts o = {.in_cluster = true, .sa_dir = dir};
+    struct kube_client *c = NULL;
+    assert_int_equal(kube_client_new(&o, &c, err, sizeof err), 0);
+    assert_string_equal(kube_namespace(c), "team-b");
+    kube_client_free(c);
+    o.namespace_ = "jobs";
+    assert_int_equal(kube_client_new(&o, &c, err, sizeof err), 0);
+    assert_string_equal(kube_namespace(c), "jobs");
+    kube_client_free(c);
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, files[i][0]);
+        unlink(p);
+    }
+    rmdir(dir);
+}
+
 static void test_manifest(void **state)
 {
     (void)state;
@@ -449,6 +483,7 @@ int main(void)
 {
     log_setup(LOG_TEXT, LOG_ERROR, NULL);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_namespace_default),
         cmocka_unit_test(test_manifest),
         cmocka_unit_test(test_manifest_conn),
         cmocka_unit_test(test_manifest_restricted),
