@@ -28,28 +28,43 @@ done
 
 # -- renders ------------------------------------------------------------------------------------
 if render > "$tmp/defaults.yaml" 2>"$tmp/err" && $check defaults "$tmp/defaults.yaml"; then
-  ok "defaults render: SA, Secret, ConfigMap, Role (exact rules), RoleBinding, Deployment (1 replica, hardened, probes, requests), Service"
+  ok "defaults render: SA, Secret, ConfigMap, Role (exact rules, the Lease by name), RoleBinding, Lease, Deployment (1 replica, rolling with maxUnavailable 0, hardened, probes, POD_NAME, no Secret checksum), Service; no namespace in the config"
 else bad "defaults render"; cat "$tmp/err"; fi
 if render -f "$chart/ci/three-pools-values.yaml" > "$tmp/three.yaml" 2>"$tmp/err" && $check three-pools "$tmp/three.yaml"; then
-  ok "three-pool example renders 3 pools, 2 replicas with leader election, credentials from existingSecret"
+  ok "three-pool example renders 3 pools, 2 replicas with a PodDisruptionBudget, credentials from existingSecret"
 else bad "three-pool example render"; cat "$tmp/err"; fi
-if render --set 'watchNamespaces={team-a,team-b}' > "$tmp/ns2.yaml" 2>"$tmp/err" && $check namespaces "$tmp/ns2.yaml" team-a team-b; then
-  ok "two watchNamespaces: one ClusterRole bound by a RoleBinding in each, no ClusterRoleBinding"
-else bad "two watchNamespaces"; cat "$tmp/err"; fi
 if render --set 'watchNamespaces={team-a}' > "$tmp/ns1.yaml" 2>"$tmp/err" && $check namespaces "$tmp/ns1.yaml" team-a; then
-  ok "one watchNamespace: a Role in it, no ClusterRole"
+  ok "one watchNamespace: the Role, RoleBinding, Lease and the config's namespace in it, no ClusterRole"
 else bad "one watchNamespace"; cat "$tmp/err"; fi
+# Shipped worker templates: the chart's defaults, its ci/ values and docs/examples.
+$check config "$tmp/defaults.yaml" > "$tmp/defaults.cfg"; $check config "$tmp/three.yaml" > "$tmp/three.cfg"
+if $check restricted "$tmp/defaults.cfg" "$tmp/three.cfg" "$root"/docs/examples/*.yaml; then
+  ok "every shipped worker template passes Pod Security restricted (values.yaml, ci/, docs/examples)"
+else bad "a shipped worker template fails Pod Security restricted"; fi
+printf 'pools: [{name: a, queue: q, maxActive: 1, jobTemplate: {template: {spec: {containers: [{name: w, image: x}]}}}}]\n' > "$tmp/loose.cfg"
+if $check restricted "$tmp/loose.cfg" 2>/dev/null; then bad "negative control: a bare template passed the restricted check"
+else ok "negative control: a bare template fails the restricted check"; fi
+# Names stay DNS labels and distinct between releases even past 63 characters.
+long=controller-for-the-thumbnail-and-report-queues-of-the-media-team
+render --set fullnameOverride=$long-a | $check kinds /dev/stdin | awk '{print $2}' | sort > "$tmp/long-a"
+render --set fullnameOverride=$long-b | $check kinds /dev/stdin | awk '{print $2}' | sort > "$tmp/long-b"
+if [ -s "$tmp/long-a" ] && ! grep -qE '/.{64,}' "$tmp/long-a" "$tmp/long-b" && [ -z "$(comm -12 "$tmp/long-a" "$tmp/long-b")" ]; then
+  ok "two releases whose names share 63 characters get distinct object and Lease names of at most 63"
+else bad "long release names collide or overflow:"; paste "$tmp/long-a" "$tmp/long-b" | sed 's/^/    /'; fi
 if render --set metrics.serviceMonitor.enabled=true 2>"$tmp/err" | grep -q '^kind: ServiceMonitor$' \
    && ! render | grep -q '^kind: ServiceMonitor$'; then
   ok "ServiceMonitor only when metrics.serviceMonitor.enabled"
 else bad "ServiceMonitor toggle"; cat "$tmp/err"; fi
 
-# A config change rolls the Deployment; an unrelated change (a label) does not touch the checksum.
+# A config change rolls the Deployment; an unrelated change (a label) does not touch the checksum,
+# nor does the password (no checksum is derived from it).
 c0=$($check annotation "$tmp/defaults.yaml" checksum/config)
 c1=$(render --set pollInterval=5s > "$tmp/c1.yaml" && $check annotation "$tmp/c1.yaml" checksum/config)
 c2=$(render --set podLabels.team=x > "$tmp/c2.yaml" && $check annotation "$tmp/c2.yaml" checksum/config)
-if [ -n "$c0" ] && [ "$c0" != "$c1" ] && [ "$c0" = "$c2" ]; then ok "checksum/config follows the config and only the config"
-else bad "checksum/config: defaults=$c0 pollInterval=5s:$c1 podLabels:$c2"; fi
+render --set rabbitmq.auth.password=other > "$tmp/c3.yaml"
+a0=$(grep -A3 'annotations:' "$tmp/defaults.yaml" | grep checksum); a3=$(grep -A3 'annotations:' "$tmp/c3.yaml" | grep checksum)
+if [ -n "$c0" ] && [ "$c0" != "$c1" ] && [ "$c0" = "$c2" ] && [ "$a0" = "$a3" ]; then ok "checksum/config follows the config and only the config (not the password)"
+else bad "checksum/config: defaults=$c0 pollInterval=5s:$c1 podLabels:$c2; password change: '$a0' -> '$a3'"; fi
 
 # The rendered config is accepted by the controller's own loader, when the controller is built.
 ctrl=${JOBPOOL_BUILD:-${B:-$root/build}}/jobpool-controller
@@ -82,6 +97,7 @@ reject "a duplicate pool name" 'pools[1].name: "a" is used by another pool' \
 reject "minActive above maxActive" "pools[0].minActive: 5 is more than maxActive (2)" \
   "pools: [{name: a, queue: q, maxActive: 2, minActive: 5}]"
 reject "no credentials" "rabbitmq.auth: set existingSecret, or a password" "rabbitmq: {auth: {password: ''}}"
+reject "two watchNamespaces (the controller works in one)" "at '/watchNamespaces': maxItems" "watchNamespaces: [a, b]"
 
 # -- README table and schema against readme-generator-for-helm ----------------------------------
 cp -r "$chart" "$tmp/chart"

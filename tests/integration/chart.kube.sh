@@ -106,21 +106,21 @@ V
 if out=$("$helm" install jobpool "$chart" -n "$ns" -f "$tmp/values.yaml" 2>&1) && grep -q 'STATUS: deployed' <<<"$out"; then
   missing=()
   for o in serviceaccount/jobpool secret/jobpool configmap/jobpool role/jobpool rolebinding/jobpool \
-           deployment/jobpool service/jobpool-metrics; do
+           lease.coordination.k8s.io/jobpool deployment/jobpool service/jobpool-metrics; do
     "$kubectl" -n "$ns" get "$o" >/dev/null 2>&1 || missing+=("$o")
   done
-  if [ ${#missing[@]} -eq 0 ]; then ok "helm install created the ServiceAccount, Secret, ConfigMap, Role, RoleBinding, Deployment and Service"
+  if [ ${#missing[@]} -eq 0 ]; then ok "helm install created the ServiceAccount, Secret, ConfigMap, Role, RoleBinding, Lease, Deployment and Service"
   else bad "helm install: missing ${missing[*]}"; fi
   "$kubectl" -n "$ns" get role jobpool -o yaml > "$tmp/role.yaml"
   if python3 - "$tmp/role.yaml" <<'PY'
 import sys, yaml
 r = yaml.safe_load(open(sys.argv[1]))
-got = {(g, res): v["verbs"] for v in r["rules"] for g in v["apiGroups"] for res in v["resources"]}
-want = {("batch", "jobs"): ["create", "get", "list", "watch", "delete"], ("", "pods"): ["get", "list", "watch"],
-        ("", "events"): ["create", "patch"], ("coordination.k8s.io", "leases"): ["get", "create", "update"]}
+got = {(g, res, tuple(v.get("resourceNames") or ())): v["verbs"] for v in r["rules"] for g in v["apiGroups"] for res in v["resources"]}
+want = {("batch", "jobs", ()): ["create", "list", "watch", "delete"], ("", "pods", ()): ["list", "watch"],
+        ("", "events", ()): ["create"], ("coordination.k8s.io", "leases", ("jobpool",)): ["get", "update"]}
 sys.exit(0 if got == want else "server-side Role rules: %r" % got)
 PY
-  then ok "the Role stored by the API server has exactly the four rules"; else bad "Role rules on the server differ"; fi
+  then ok "the Role stored by the API server has exactly the four rules (the Lease by name)"; else bad "Role rules on the server differ"; fi
 else bad "helm install failed:"; echo "$out" | sed 's/^/    /'; fi
 
 # -- RBAC proof with the ServiceAccount's own token ----------------------------------------------
@@ -159,19 +159,20 @@ if sa_kubeconfig "$ns" jobpool "$tmp/sa"; then
     && ok "the token is the ServiceAccount's own (it cannot read ConfigMaps either)" \
     || bad "the ServiceAccount token can read ConfigMaps"
   allowed=0 denied=0 before=$fail
-  for q in "create jobs" "get jobs" "list jobs" "watch jobs" "delete jobs" "get pods" "list pods" \
-           "watch pods" "create events" "patch events" "get leases" "create leases" "update leases"; do
+  for q in "create jobs" "list jobs" "watch jobs" "delete jobs" "list pods" "watch pods" \
+           "create events" "get leases/jobpool" "update leases/jobpool"; do
     expect yes $q -n "$ns" && allowed=$((allowed + 1))
   done
-  for q in "get secrets" "list secrets" "watch secrets" "update jobs" "patch jobs" "create pods" \
-           "delete pods" "create deployments" "delete leases" "get configmaps" "create rolebindings"; do
+  for q in "get secrets" "list secrets" "watch secrets" "update jobs" "patch jobs" "get jobs" "create pods" \
+           "get pods" "delete pods" "create deployments" "patch events" "create leases" "get leases/other" \
+           "update leases/other" "delete leases/jobpool" "get configmaps" "create rolebindings"; do
     expect no $q -n "$ns" && denied=$((denied + 1))
   done
   for q in "create jobs -n default" "list jobs -n default" "get secrets -n default" \
            "list jobs --all-namespaces" "create jobs -n kube-system" "list namespaces" "list nodes"; do
     expect no $q && denied=$((denied + 1))
   done
-  [ "$fail" -eq "$before" ] && ok "kubectl auth can-i as the ServiceAccount: $allowed needed verbs allowed; $denied denied (Secrets, other verbs, other namespaces, cluster scope)"
+  [ "$fail" -eq "$before" ] && ok "kubectl auth can-i as the ServiceAccount: $allowed needed verbs allowed; $denied denied (Secrets, unused verbs, other Leases, other namespaces, cluster scope)"
 
   # A full reconcile pass, out of cluster, with only that token: the installed ConfigMap's config
   # with the in-cluster settings swapped for the token's kubeconfig.
@@ -223,20 +224,22 @@ PY
   mgmt -X DELETE "$JOBPOOL_TEST_MGMT_URL/api/queues/%2F/$q" >/dev/null
 else bad "no token Secret appeared for ServiceAccount jobpool"; fi
 
-# -- several watchNamespaces: a ClusterRole, bound only where listed -----------------------------
-ns2=$ns-x; ns3=$ns-y
-newns "$ns2"; newns "$ns3"
-if out=$("$helm" install multi "$chart" -n "$ns" --set "watchNamespaces={$ns2,$ns3}" \
+# -- watchNamespaces: the one namespace the controller works in ---------------------------------
+ns2=$ns-x
+newns "$ns2"
+if out=$("$helm" install other "$chart" -n "$ns" --set "watchNamespaces={$ns2}" \
            --set rabbitmq.auth.existingSecret=jobpool 2>&1); then
-  if sa_kubeconfig "$ns" multi-jobpool "$tmp/sa2"; then
+  if sa_kubeconfig "$ns" other-jobpool "$tmp/sa2"; then
     sakc=$tmp/sa2/kubeconfig before=$fail
-    expect yes create jobs -n "$ns2"; expect yes create jobs -n "$ns3"; expect yes update leases -n "$ns2"
+    lease=$ns-other-jobpool
+    expect yes create jobs -n "$ns2"; expect yes update "leases/$lease" -n "$ns2"
     expect no create jobs -n "$ns"; expect no create jobs -n default; expect no get secrets -n "$ns2"
-    expect no list jobs --all-namespaces; expect no update leases -n "$ns3"
-    [ "$fail" -eq "$before" ] && ok "watchNamespaces=$ns2,$ns3: Jobs in both, Leases in the first, nothing elsewhere, no Secrets"
-  else bad "no token for ServiceAccount multi-jobpool"; fi
-  "$helm" uninstall multi -n "$ns" >/dev/null 2>&1
-else bad "helm install with two watchNamespaces failed:"; echo "$out" | sed 's/^/    /'; fi
+    expect no list jobs --all-namespaces; expect no update "leases/$lease" -n "$ns"
+    "$kubectl" -n "$ns2" get lease "$lease" >/dev/null 2>&1 || bad "no Lease $lease in $ns2"
+    [ "$fail" -eq "$before" ] && ok "watchNamespaces=$ns2: Jobs and the Lease there only, nothing elsewhere, no Secrets; a second release beside the first"
+  else bad "no token for ServiceAccount other-jobpool"; fi
+  "$helm" uninstall other -n "$ns" >/dev/null 2>&1
+else bad "helm install with watchNamespaces failed:"; echo "$out" | sed 's/^/    /'; fi
 
 # -- helm uninstall ------------------------------------------------------------------------------
 if "$helm" uninstall jobpool -n "$ns" >/dev/null 2>&1 && ! "$kubectl" -n "$ns" get role jobpool >/dev/null 2>&1 \

@@ -3,7 +3,8 @@
 
   chart_check.py defaults FILE           the default render: objects, RBAC, Deployment, config
   chart_check.py three-pools FILE        the three-pool example render
-  chart_check.py namespaces FILE NS...   RBAC for watchNamespaces NS...
+  chart_check.py namespaces FILE NS      RBAC, Lease and config for watchNamespaces [NS]
+  chart_check.py restricted CONFIG...    every pool's jobTemplate passes Pod Security "restricted"
   chart_check.py annotation FILE KEY     print the Deployment's pod-template annotation KEY
   chart_check.py kinds FILE              print "Kind namespace/name" per object, sorted
   chart_check.py config FILE             print the rendered controller config file
@@ -39,22 +40,28 @@ def one(objs, kind):
     return found[0] if found else {}
 
 
+# Exactly the calls controller/src/kube.c makes: Jobs created, listed, watched (the cache) and
+# deleted; Pods listed and watched; Events created; the one Lease read and renewed. The chart
+# creates the Lease, so there is no create on leases (it could not be limited to one name).
 WANT_RULES = {
-    ("batch", "jobs"): ["create", "get", "list", "watch", "delete"],
-    ("", "pods"): ["get", "list", "watch"],
-    ("", "events"): ["create", "patch"],
-    ("coordination.k8s.io", "leases"): ["get", "create", "update"],
+    ("batch", "jobs", None): ["create", "list", "watch", "delete"],
+    ("", "pods", None): ["list", "watch"],
+    ("", "events", None): ["create"],
+    ("coordination.k8s.io", "leases", "LEASE"): ["get", "update"],
 }
 
 
-def rules_of(role):
+def rules_of(role, lease):
     got = {}
     for r in role.get("rules", []):
+        names = r.get("resourceNames")
+        check(names is None or len(names) == 1, "a rule names several resources: %r" % names)
+        name = names[0] if names else None
         for g in r["apiGroups"]:
             for res in r["resources"]:
-                check((g, res) not in got, "rule for %s/%s given twice" % (g, res))
-                got[(g, res)] = r["verbs"]
-                check("resourceNames" not in r or res != "leases", "leases rule must not name a resource")
+                key = (g, res, "LEASE" if name is not None and name == lease else name)
+                check(key not in got, "rule for %s/%s given twice" % (g, res))
+                got[key] = r["verbs"]
     return got
 
 
@@ -104,9 +111,23 @@ def common(objs, release):
               "%s is not GET %s on the metrics port: %r" % (probe, path, get))
     ann = dep["spec"]["template"]["metadata"].get("annotations", {})
     check(len(ann.get("checksum/config", "")) == 64, "no checksum/config annotation on the pod template")
+    check(set(k for k in ann if k.startswith("checksum/")) == {"checksum/config"},
+          "a checksum other than the config's (a hash of the Secret gives the password away): %r" % ann)
     env = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef", {}) for e in c.get("env", [])}
     for var, key in (("RABBITMQ_USERNAME", "username"), ("RABBITMQ_PASSWORD", "password")):
         check(env.get(var, {}).get("key") == key, "%s does not come from the Secret key %s" % (var, key))
+    field = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in c.get("env", [])}
+    check(field.get("POD_NAME") == "metadata.name", "POD_NAME does not come from the downward API")
+    check(field.get("POD_NAMESPACE") == "metadata.namespace", "POD_NAMESPACE does not come from the downward API")
+    st = dep["spec"].get("strategy", {})
+    check(st.get("type") == "RollingUpdate" and st.get("rollingUpdate", {}).get("maxUnavailable") == 0,
+          "the rollout must keep the old pod until the new one is ready: %r" % st)
+    cfg_le = config_of(objs).get("leaderElection", {})
+    check(cfg_le.get("enabled") is True, "leader election is off, so a rolling update could run two controllers: %r" % cfg_le)
+    lease = one(objs, "Lease")
+    check(lease.get("metadata", {}).get("name") == cfg_le.get("leaseName"), "the chart's Lease is not the config's leaseName")
+    for r in find(objs, "Role"):
+        check(rules_of(r, cfg_le.get("leaseName")) == WANT_RULES, "Role rules differ: %r" % rules_of(r, cfg_le.get("leaseName")))
     mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
     check("/etc/jobpool/config.yaml" in mounts, "the config is not mounted at /etc/jobpool/config.yaml")
     cfg = config_of(objs)
@@ -123,14 +144,14 @@ def common(objs, release):
 def defaults(path):
     objs = load(path)
     kinds = sorted(o["kind"] for o in objs)
-    check(kinds == sorted(["ServiceAccount", "Secret", "ConfigMap", "Role", "RoleBinding", "Deployment", "Service"]),
-          "default objects: %r" % kinds)
+    check(kinds == sorted(["ServiceAccount", "Secret", "ConfigMap", "Role", "RoleBinding", "Deployment", "Service",
+                           "Lease"]), "default objects: %r" % kinds)
     dep, c, cfg = common(objs, "jobpool")
     check(dep["spec"]["replicas"] == 1, "default replicas is not 1")
-    check(dep["spec"]["strategy"]["type"] == "Recreate", "one replica without leader election must use Recreate")
-    check("leaderElection" not in cfg, "leader election is on with one replica")
+    check(not find(objs, "PodDisruptionBudget"), "a PodDisruptionBudget with one replica would block every drain")
+    check(c.get("image") == "localhost/jobpool-controller:0.1.0",
+          "the default image is not what make images tags (tests/env/images.sh): %s" % c.get("image"))
     role = one(objs, "Role")
-    check(rules_of(role) == WANT_RULES, "Role rules differ: %r" % rules_of(role))
     rb = one(objs, "RoleBinding")
     check(rb.get("roleRef", {}).get("kind") == "Role" and rb["roleRef"]["name"] == role["metadata"]["name"],
           "the RoleBinding does not bind the Role")
@@ -138,8 +159,8 @@ def defaults(path):
     check(rb.get("subjects") == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
                                   "namespace": sa["metadata"]["namespace"]}], "RoleBinding subjects: %r" % rb.get("subjects"))
     check(role["metadata"]["namespace"] == sa["metadata"]["namespace"], "the Role is not in the release namespace")
-    check(cfg.get("kubernetes", {}).get("namespace") == sa["metadata"]["namespace"],
-          "config kubernetes.namespace is not the release namespace")
+    check("namespace" not in cfg.get("kubernetes", {}),
+          "config names a namespace: a kustomize overlay that moves the objects would leave the Jobs behind")
     pools = cfg.get("pools", [])
     check(len(pools) == 1 and pools[0].get("maxActive") == 10, "default pools: %r" % pools)
     sec = one(objs, "Secret")
@@ -150,9 +171,10 @@ def three_pools(path):
     objs = load(path)
     dep, c, cfg = common(objs, "jobpool")
     check(dep["spec"]["replicas"] == 2, "replicas is not 2")
-    check(dep["spec"]["strategy"]["type"] == "RollingUpdate", "two replicas must roll")
-    le = cfg.get("leaderElection", {})
-    check(le.get("enabled") is True and le.get("leaseName"), "leader election is not on with two replicas: %r" % le)
+    pdb = one(objs, "PodDisruptionBudget")
+    check(pdb.get("spec", {}).get("maxUnavailable") == 1 and
+          pdb["spec"].get("selector", {}).get("matchLabels") == dep["spec"]["selector"]["matchLabels"],
+          "the PodDisruptionBudget does not keep one of the controller pods: %r" % pdb.get("spec"))
     names = [p.get("name") for p in cfg.get("pools", [])]
     check(names == ["thumbnails", "reports", "webhooks"], "pools: %r" % names)
     by = {p["name"]: p for p in cfg.get("pools", [])}
@@ -160,31 +182,54 @@ def three_pools(path):
           "reports pool lost its keys: %r" % by.get("reports"))
     check(by.get("webhooks", {}).get("queueRegex") == "^webhooks\\.", "webhooks queueRegex: %r" % by.get("webhooks"))
     check(not find(objs, "Secret"), "a Secret is rendered although existingSecret is set")
-    env = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", []) if "valueFrom" in e}
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", [])
+           if "secretKeyRef" in e.get("valueFrom", {})}
     check(env.get("RABBITMQ_PASSWORD") == "jobpool-rabbitmq", "credentials do not come from existingSecret")
 
 
 def namespaces(path, nss):
+    """watchNamespaces=[NS]: the Role, its binding, the Lease and the Jobs all in NS, and nothing
+    anywhere else; no cluster-scoped object."""
     objs = load(path)
     common(objs, "jobpool")
-    rbs = find(objs, "RoleBinding")
-    crs = find(objs, "ClusterRole")
-    if len(nss) > 1:
-        check(len(crs) == 1, "several namespaces need one ClusterRole, got %d" % len(crs))
-        cr_rules = rules_of(crs[0]) if crs else {}
-        want = {k: v for k, v in WANT_RULES.items() if k[1] != "leases"}
-        check(cr_rules == want, "ClusterRole rules: %r" % cr_rules)
-        bound = sorted(rb["metadata"]["namespace"] for rb in rbs if rb["roleRef"]["kind"] == "ClusterRole")
-        check(bound == sorted(nss), "ClusterRole bound in %r, want %r" % (bound, nss))
-        roles = find(objs, "Role")
-        check(len(roles) == 1 and rules_of(roles[0]) == {("coordination.k8s.io", "leases"): WANT_RULES[("coordination.k8s.io", "leases")]}
-              and roles[0]["metadata"]["namespace"] == nss[0], "the leases Role is not in %s" % nss[0])
-    else:
-        check(not crs, "one namespace must not render a ClusterRole")
-        roles = find(objs, "Role")
-        check(len(roles) == 1 and roles[0]["metadata"]["namespace"] == nss[0], "the Role is not in %s" % nss[0])
-        check([rb["metadata"]["namespace"] for rb in rbs] == [nss[0]], "RoleBinding namespaces: %r" % rbs)
-    check(config_of(objs).get("kubernetes", {}).get("namespace") == nss[0], "config namespace is not %s" % nss[0])
+    check(not find(objs, "ClusterRole"), "a ClusterRole is rendered")
+    ns = nss[0]
+    for kind in ("Role", "RoleBinding", "Lease"):
+        got = [o["metadata"]["namespace"] for o in find(objs, kind)]
+        check(got == [ns], "%s namespaces: %r, want [%s]" % (kind, got, ns))
+    check(config_of(objs).get("kubernetes", {}).get("namespace") == ns, "config namespace is not %s" % ns)
+
+
+def restricted(paths):
+    """Pod Security "restricted" (the checks that apply to a Job's pod template) for every pool of
+    each controller config given."""
+    for path in paths:
+        with open(path) as f:
+            cfg = yaml.safe_load(f)
+        for p in cfg.get("pools", []):
+            jt = p.get("jobTemplate")
+            if jt is None:
+                continue
+            where = "%s: pool %s" % (path, p.get("name"))
+            spec = jt.get("template", {}).get("spec", {})
+            psc = spec.get("securityContext") or {}
+            check(spec.get("automountServiceAccountToken") is False,
+                  "%s: automountServiceAccountToken is not false (workers need no API token)" % where)
+            for k in ("hostNetwork", "hostPID", "hostIPC"):
+                check(not spec.get(k), "%s: %s" % (where, k))
+            check(not any("hostPath" in v for v in spec.get("volumes") or []), "%s: a hostPath volume" % where)
+            for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+                sc = c.get("securityContext") or {}
+                w = "%s, container %s" % (where, c.get("name"))
+                check(sc.get("allowPrivilegeEscalation") is False, "%s: allowPrivilegeEscalation is not false" % w)
+                caps = sc.get("capabilities") or {}
+                check("ALL" in (caps.get("drop") or []), "%s: capabilities.drop lacks ALL" % w)
+                check(set(caps.get("add") or []) <= {"NET_BIND_SERVICE"}, "%s: adds capabilities %r" % (w, caps.get("add")))
+                check(not sc.get("privileged"), "%s: privileged" % w)
+                check(sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True, "%s: runAsNonRoot is not true" % w)
+                check(sc.get("runAsUser", psc.get("runAsUser")) != 0, "%s: runs as UID 0" % w)
+                sp = (sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")
+                check(sp in ("RuntimeDefault", "Localhost"), "%s: seccompProfile is %r, want RuntimeDefault" % (w, sp))
 
 
 def schema(generated, ours):
@@ -228,6 +273,8 @@ def main():
         three_pools(args[0])
     elif cmd == "namespaces":
         namespaces(args[0], args[1:])
+    elif cmd == "restricted":
+        restricted(args)
     elif cmd == "annotation":
         print(container(load(args[0]))[0]["spec"]["template"]["metadata"]["annotations"][args[1]])
     elif cmd == "kinds":

@@ -4,18 +4,51 @@
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* The release's full name; 63 characters at most (a DNS-1123 label). */}}
+{{/* jobpool.fit (list NAME SUFFIX): NAME+SUFFIX as a DNS-1123 label (63 characters at most).
+A name that is too long keeps its start and gets 8 hex digits of its SHA-256 in place of the rest,
+so two long names that share their first 63 characters still differ (plain truncation would give
+two releases the same objects, Lease and instance label). */}}
+{{- define "jobpool.fit" -}}
+{{- $name := index . 0 -}}
+{{- $suffix := index . 1 -}}
+{{- if le (len (print $name $suffix)) 63 -}}
+{{- print $name $suffix -}}
+{{- else -}}
+{{- printf "%s-%s%s" ($name | trunc (int (sub 54 (len $suffix))) | trimSuffix "-") (sha256sum $name | trunc 8) $suffix -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The release's full name, unique per release in its namespace; a DNS-1123 label. */}}
 {{- define "jobpool.fullname" -}}
+{{- $full := "" -}}
 {{- if .Values.fullnameOverride -}}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- $full = .Values.fullnameOverride -}}
 {{- else -}}
 {{- $name := default .Chart.Name .Values.nameOverride -}}
-{{- if contains $name .Release.Name -}}
-{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- $full = ternary .Release.Name (printf "%s-%s" .Release.Name $name) (contains $name .Release.Name) -}}
+{{- end -}}
+{{- include "jobpool.fit" (list ($full | trimSuffix "-") "") -}}
+{{- end -}}
+
+{{/* The namespace the controller works in: its Jobs, Events and Lease. */}}
+{{- define "jobpool.namespace" -}}
+{{- default .Release.Namespace (first (default list .Values.watchNamespaces)) -}}
+{{- end -}}
+
+{{/* This release's name in the namespace it works in: the controller instance (the label on its
+Jobs), the Lease and the Role/RoleBinding there. The full name, unique among the releases of
+that namespace; prefixed by the release namespace when the release works in another one, so a
+release of the same name installed there cannot collide with it. */}}
+{{- define "jobpool.instance" -}}
+{{- if eq (include "jobpool.namespace" .) .Release.Namespace -}}
+{{- include "jobpool.fullname" . -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- include "jobpool.fit" (list (printf "%s-%s" .Release.Namespace (include "jobpool.fullname" .)) "") -}}
 {{- end -}}
 {{- end -}}
+
+{{- define "jobpool.leaseName" -}}
+{{- default (include "jobpool.instance" .) .Values.leaderElection.leaseName -}}
 {{- end -}}
 
 {{- define "jobpool.chart" -}}
@@ -62,15 +95,6 @@ helm.sh/chart: {{ include "jobpool.chart" . }}
 {{- end -}}
 {{- end -}}
 
-{{/* The namespaces the workers live in, as a list; the release namespace when none is given. */}}
-{{- define "jobpool.namespaces" -}}
-{{- $ns := .Values.watchNamespaces | default (list .Release.Namespace) | uniq -}}
-{{- toJson $ns -}}
-{{- end -}}
-
-{{- define "jobpool.leaderElection" -}}
-{{- if or (gt (int .Values.replicaCount) 1) .Values.leaderElection.enabled -}}true{{- end -}}
-{{- end -}}
 
 {{/*
 Checks the schema cannot express, with messages that name the value to fix. The schema
@@ -109,22 +133,24 @@ rabbitmq:
   vhost: {{ .Values.rabbitmq.vhost | quote }}
   username: {env: RABBITMQ_USERNAME}
   password: {env: RABBITMQ_PASSWORD}
-  {{- if .Values.rabbitmq.caSecret }}
+  {{- if .Values.rabbitmq.caSecret.name }}
   caFile: /etc/jobpool/ca/ca.crt
   {{- end }}
   timeout: {{ .Values.rabbitmq.timeout | quote }}
   depthSource: {{ .Values.rabbitmq.depthSource }}
 kubernetes:
   inCluster: true
-  namespace: {{ first (include "jobpool.namespaces" . | fromJsonArray) }}
-{{- if include "jobpool.leaderElection" . }}
+  {{- with .Values.watchNamespaces }}
+  namespace: {{ first . }}
+  {{- end }}
+# Always on, even with one replica: during a rollout the new pod waits for the Lease while the
+# old one still works, so an upgrade never runs two controllers at once, nor none.
 leaderElection:
   enabled: true
-  leaseName: {{ default (include "jobpool.fullname" .) .Values.leaderElection.leaseName }}
+  leaseName: {{ include "jobpool.leaseName" . }}
   leaseDuration: {{ .Values.leaderElection.leaseDuration | quote }}
   renewDeadline: {{ .Values.leaderElection.renewDeadline | quote }}
   retryPeriod: {{ .Values.leaderElection.retryPeriod | quote }}
-{{- end }}
 pools:
 {{- range .Values.pools }}
   - name: {{ .name }}
@@ -133,27 +159,26 @@ pools:
 {{- end }}
 {{- end -}}
 
-{{/* RBAC: the controller needs exactly these rules; nothing cluster-wide, no Secrets. */}}
-{{- define "jobpool.rules.workers" }}
-# Workers are Jobs: the controller starts one per waiting message (create), finds its pools'
-# Jobs by label (list, watch; get to re-read one) and removes finished or stuck ones (delete).
+{{/* RBAC: exactly the calls the controller makes (controller/src/kube.c); nothing cluster-wide,
+no Secrets. */}}
+{{- define "jobpool.rules" }}
+# Workers are Jobs: the controller starts one per waiting message (create), keeps its pools'
+# Jobs in a watch cache (list, watch) and removes finished or stuck ones (delete).
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["create", "get", "list", "watch", "delete"]
-# A Job is "pending" until one of its Pods runs: the controller reads Pod phases, never writes.
+  verbs: ["create", "list", "watch", "delete"]
+# A Job is "pending" until one of its Pods runs: the cache follows Pod phases, never writes.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
-# Scaling decisions and errors are reported as Events (patch: a repeated event is updated in
-# place with a higher count instead of piling up new objects).
+  verbs: ["list", "watch"]
+# Scaling decisions and errors are reported as new Events.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-{{- end }}
-{{- define "jobpool.rules.leases" }}
-# Leader election with more than one replica: a coordination.k8s.io Lease is read, created
-# once and renewed. (create cannot be limited by resourceNames, so no name is given.)
+  verbs: ["create"]
+# Leader election: the chart creates the Lease (create cannot be limited by resourceNames, so the
+# controller is given no create at all); the controller reads and renews that one Lease only.
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
-  verbs: ["get", "create", "update"]
+  resourceNames: [{{ include "jobpool.leaseName" . | quote }}]
+  verbs: ["get", "update"]
 {{- end }}
