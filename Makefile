@@ -170,11 +170,14 @@ test:
 # Images, Helm chart and plain manifests. helm, kubectl and readme-generator are installed by
 # tests/env/tools.sh into ~/.cache/jobpool (never into the repo). chart-test is also run by
 # `make integration` (tests/integration/chart-offline.test.sh); chart.kube.sh needs a control plane.
-.PHONY: chart-test chart-readme
+.PHONY: chart-test chart-readme chart-limits
 images:
 	@tests/env/images.sh all
 manifests:
 	@deploy/generate.sh
+# The chart's limits (values.schema.json, templates/_limits.tpl) from controller/src/config_limits.h.
+chart-limits:
+	@python3 charts/limits.py
 chart-readme:
 	@"$$(tests/env/tools.sh)/readme-generator" -v charts/jobpool/values.yaml -r charts/jobpool/README.md >/dev/null
 chart-test: $(CONTROLLER)

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "config_limits.h"
 #include "err.h"
 #include "util.h"
 #include "yamljson.h"
@@ -24,13 +25,16 @@
 #define CFG_NODES_MAX 200000      /* template nodes over all pools */
 #define SECRET_FILE_MAX ((size_t)64 << 10)
 #define KEYPATH_MAX 320
-#define POOLS_MAX 1000
 #define ARGV_MAX 256
 #define MERGE_DEPTH_MAX 8
-#define LIMIT_MAX 100000          /* upper bound for worker counts */
-#define DURATION_MAX_MS ((int64_t)365 * 24 * 3600 * 1000)
-#define NAME_MAX_LEN 52           /* pool name + generateName's suffix must fit 63 */
-#define INSTANCE_MAX_LEN 56       /* "<instance>-leader" must fit a 63-character Lease name */
+#define DURATION_MAX_MS CFG_DURATION_MAX_MS
+#define LIM(id) CFG_LIM_MIN(id), CFG_LIM_MAX(id)
+
+const struct cfg_limit cfg_limits[CFG_LIM_COUNT] = {
+#define CFG_LIMIT_ROW(id, key, kind, min, max) [CFG_LIM_##id] = {key, min, max},
+    CFG_LIMITS(CFG_LIMIT_ROW)
+#undef CFG_LIMIT_ROW
+};
 
 /* Loader state: the document being read and where the first error goes. */
 struct ld {
@@ -622,10 +626,11 @@ static int parse_rabbitmq(struct ld *l, yaml_node_t *n, struct cfg_rabbitmq *r)
     if (v[PASS] && !v[USER])
         return fail(l, n, RP(USER), "required when 'password' is set");
     if (v[CA] && (rc = get_str(l, v[CA], RP(CA), false, &r->ca_file))) return rc;
-    if (v[TIMEOUT] && (rc = get_duration(l, v[TIMEOUT], RP(TIMEOUT), 100, &r->timeout_ms)))
+    if (v[TIMEOUT] && (rc = get_duration(l, v[TIMEOUT], RP(TIMEOUT), CFG_LIM_MIN(RMQ_TIMEOUT), &r->timeout_ms)))
         return rc;
     if (v[CTIMEOUT] &&
-        (rc = get_duration(l, v[CTIMEOUT], RP(CTIMEOUT), 100, &r->connect_timeout_ms)))
+        (rc = get_duration(l, v[CTIMEOUT], RP(CTIMEOUT), CFG_LIM_MIN(RMQ_CONNECT_TIMEOUT),
+                          &r->connect_timeout_ms)))
         return rc;
     if (v[MAXBODY]) {
         int64_t mb;
@@ -688,13 +693,14 @@ static int parse_kubernetes(struct ld *l, yaml_node_t *n, struct cfg_kubernetes 
             return fail(l, q, KP(QPS), "must be > 0 and <= 100000, got %s", sval(q));
         kc->qps = d;
     }
-    if (v[CONC] && (rc = get_int32(l, v[CONC], KP(CONC), 1, 256, &kc->concurrency))) return rc;
+    if (v[CONC] && (rc = get_int32(l, v[CONC], KP(CONC), LIM(KUBE_CONCURRENCY), &kc->concurrency)))
+        return rc;
     if (v[INSTANCE]) {
         /* A label value (<= 63); <= 56 so that the default Lease "<instance>-leader" fits too. */
         if ((rc = get_str(l, v[INSTANCE], KP(INSTANCE), false, &kc->instance))) return rc;
-        if (!dns_label(kc->instance, INSTANCE_MAX_LEN))
+        if (!dns_label(kc->instance, (size_t)CFG_LIM_MAX(INSTANCE)))
             return fail(l, v[INSTANCE], p, "must be a DNS-1123 label (lowercase letters, digits "
-                        "and '-', at most %d), got %s", INSTANCE_MAX_LEN,
+                        "and '-', at most %d), got %s", (int)CFG_LIM_MAX(INSTANCE),
                         show(v[INSTANCE], b, sizeof b));
     }
 #undef KP
@@ -718,11 +724,14 @@ static int parse_leader(struct ld *l, yaml_node_t *n, struct cfg_leader *le)
             return fail(l, v[NAME], p, "must be a DNS-1123 label (lowercase letters, digits and "
                         "'-', at most 63), got %s", show(v[NAME], b, sizeof b));
     }
-    if (v[LEASE] && (rc = get_duration(l, v[LEASE], LP(LEASE), 1000, &le->lease_duration_ms)))
+    if (v[LEASE] && (rc = get_duration(l, v[LEASE], LP(LEASE), CFG_LIM_MIN(LEASE_DURATION),
+                                     &le->lease_duration_ms)))
         return rc;
-    if (v[RENEW] && (rc = get_duration(l, v[RENEW], LP(RENEW), 500, &le->renew_deadline_ms)))
+    if (v[RENEW] && (rc = get_duration(l, v[RENEW], LP(RENEW), CFG_LIM_MIN(RENEW_DEADLINE),
+                                     &le->renew_deadline_ms)))
         return rc;
-    if (v[RETRY] && (rc = get_duration(l, v[RETRY], LP(RETRY), 100, &le->retry_period_ms)))
+    if (v[RETRY] && (rc = get_duration(l, v[RETRY], LP(RETRY), CFG_LIM_MIN(RETRY_PERIOD),
+                                     &le->retry_period_ms)))
         return rc;
     char d1[32], d2[32];
     if (le->renew_deadline_ms >= le->lease_duration_ms) {
@@ -867,10 +876,10 @@ static int parse_pool(struct ld *l, yaml_node_t *n, size_t idx, struct cfg *c)
 #define PP(i) pjoin(p, sizeof p, base, keys[i])
     if (!v[NAME]) return fail(l, n, PP(NAME), "required key is missing");
     if ((rc = get_str(l, v[NAME], PP(NAME), false, &pl->name))) return rc;
-    if (strlen(pl->name) > NAME_MAX_LEN)
+    if (strlen(pl->name) > (size_t)CFG_LIM_MAX(POOL_NAME))
         return fail(l, v[NAME], p, "must be at most %d characters (it prefixes generated Job "
-                    "names), got %zu", NAME_MAX_LEN, strlen(pl->name));
-    if (!dns_label(pl->name, NAME_MAX_LEN))
+                    "names), got %zu", (int)CFG_LIM_MAX(POOL_NAME), strlen(pl->name));
+    if (!dns_label(pl->name, (size_t)CFG_LIM_MAX(POOL_NAME)))
         return fail(l, v[NAME], p, "must be a DNS-1123 label (lowercase letters, digits and '-', "
                     "starting and ending with a letter or digit), got %s",
                     show(v[NAME], b, sizeof b));
@@ -886,9 +895,9 @@ static int parse_pool(struct ld *l, yaml_node_t *n, size_t idx, struct cfg *c)
         return fail(l, n, base, "one of 'queue' or 'queueRegex' is required");
     if (v[QUEUE]) {
         if ((rc = get_str(l, v[QUEUE], PP(QUEUE), false, &pl->queue))) return rc;
-        if (strlen(pl->queue) > 255)
-            return fail(l, v[QUEUE], p, "queue names are at most 255 bytes, got %zu",
-                        strlen(pl->queue));
+        if (strlen(pl->queue) > (size_t)CFG_LIM_MAX(POOL_QUEUE))
+            return fail(l, v[QUEUE], p, "queue names are at most %d bytes, got %zu",
+                        (int)CFG_LIM_MAX(POOL_QUEUE), strlen(pl->queue));
     } else {
         if ((rc = get_str(l, v[QREGEX], PP(QREGEX), false, &pl->queue_regex))) return rc;
         regex_t re;
@@ -914,37 +923,37 @@ static int parse_pool(struct ld *l, yaml_node_t *n, size_t idx, struct cfg *c)
                             "used by pool '%s'", pl->queue, pl->vhost, c->pools[j].name);
 
     if (!v[MAXACTIVE]) return fail(l, n, PP(MAXACTIVE), "required key is missing");
-    if ((rc = get_int32(l, v[MAXACTIVE], PP(MAXACTIVE), 1, LIMIT_MAX, &pl->max_active)))
+    if ((rc = get_int32(l, v[MAXACTIVE], PP(MAXACTIVE), LIM(MAX_ACTIVE), &pl->max_active)))
         return rc;
     if (v[MINACTIVE]) {
-        if ((rc = get_int32(l, v[MINACTIVE], PP(MINACTIVE), 0, LIMIT_MAX, &pl->min_active)))
+        if ((rc = get_int32(l, v[MINACTIVE], PP(MINACTIVE), LIM(MIN_ACTIVE), &pl->min_active)))
             return rc;
         if (pl->min_active > pl->max_active)
             return fail(l, v[MINACTIVE], p, "must be <= maxActive (%d), got %d", pl->max_active,
                         pl->min_active);
     }
-    if (v[SPARE] && (rc = get_int32(l, v[SPARE], PP(SPARE), 0, LIMIT_MAX, &pl->spare_workers)))
+    if (v[SPARE] && (rc = get_int32(l, v[SPARE], PP(SPARE), LIM(SPARE_WORKERS), &pl->spare_workers)))
         return rc;
     if (v[MAXSTART] &&
-        (rc = get_int32(l, v[MAXSTART], PP(MAXSTART), 1, LIMIT_MAX, &pl->max_start_per_tick)))
+        (rc = get_int32(l, v[MAXSTART], PP(MAXSTART), LIM(MAX_START_PER_TICK), &pl->max_start_per_tick)))
         return rc;
-    if (v[MPW] && (rc = get_int32(l, v[MPW], PP(MPW), 1, LIMIT_MAX, &pl->messages_per_worker)))
+    if (v[MPW] && (rc = get_int32(l, v[MPW], PP(MPW), LIM(MESSAGES_PER_WORKER), &pl->messages_per_worker)))
         return rc;
-    if (v[MAXATT] && (rc = get_int32(l, v[MAXATT], PP(MAXATT), 1, 1000, &pl->max_attempts)))
+    if (v[MAXATT] && (rc = get_int32(l, v[MAXATT], PP(MAXATT), LIM(MAX_ATTEMPTS), &pl->max_attempts)))
         return rc;
     if (v[PENDING] &&
-        (rc = get_duration(l, v[PENDING], PP(PENDING), 1000, &pl->pending_timeout_ms)))
+        (rc = get_duration(l, v[PENDING], PP(PENDING), CFG_LIM_MIN(PENDING_TIMEOUT), &pl->pending_timeout_ms)))
         return rc;
-    if (v[IDLE] && (rc = get_duration(l, v[IDLE], PP(IDLE), 100, &pl->idle_timeout_ms)))
+    if (v[IDLE] && (rc = get_duration(l, v[IDLE], PP(IDLE), CFG_LIM_MIN(IDLE_TIMEOUT), &pl->idle_timeout_ms)))
         return rc;
-    if (v[SUCC] && (rc = get_int32(l, v[SUCC], PP(SUCC), 0, LIMIT_MAX, &pl->successful_history)))
+    if (v[SUCC] && (rc = get_int32(l, v[SUCC], PP(SUCC), LIM(SUCCESSFUL_HISTORY), &pl->successful_history)))
         return rc;
     if (v[FAILED] &&
-        (rc = get_int32(l, v[FAILED], PP(FAILED), 0, LIMIT_MAX, &pl->failed_history)))
+        (rc = get_int32(l, v[FAILED], PP(FAILED), LIM(FAILED_HISTORY), &pl->failed_history)))
         return rc;
     if (v[TTL]) {
         if (is_null(v[TTL])) pl->ttl_seconds_after_finished = -1;
-        else if ((rc = get_int32(l, v[TTL], PP(TTL), 0, INT32_MAX,
+        else if ((rc = get_int32(l, v[TTL], PP(TTL), LIM(TTL_AFTER_FINISHED),
                                  &pl->ttl_seconds_after_finished)))
             return rc;
     }
@@ -972,10 +981,10 @@ static int parse_root(struct ld *l, yaml_node_t *root, struct cfg *c)
     char p[KEYPATH_MAX], b[64];
     int rc = collect(l, root, "", keys, N, v, k);
     if (rc) return rc;
-    if (v[POLL] && (rc = get_duration(l, v[POLL], "pollInterval", 100, &c->poll_interval_ms)))
+    if (v[POLL] && (rc = get_duration(l, v[POLL], "pollInterval", CFG_LIM_MIN(POLL_INTERVAL), &c->poll_interval_ms)))
         return rc;
     if (v[MAXTOTAL] &&
-        (rc = get_int32(l, v[MAXTOTAL], "maxActiveTotal", 0, LIMIT_MAX, &c->max_active_total)))
+        (rc = get_int32(l, v[MAXTOTAL], "maxActiveTotal", LIM(MAX_ACTIVE_TOTAL), &c->max_active_total)))
         return rc;
     if (v[BACKEND]) {
         int e;
@@ -1023,7 +1032,8 @@ static int parse_root(struct ld *l, yaml_node_t *root, struct cfg *c)
     if (pools->type != YAML_SEQUENCE_NODE) return want(l, pools, "pools", "a sequence of pools");
     size_t np = (size_t)(pools->data.sequence.items.top - pools->data.sequence.items.start);
     if (!np) return fail(l, pools, "pools", "at least one pool is required");
-    if (np > POOLS_MAX) return fail(l, pools, "pools", "at most %d pools, got %zu", POOLS_MAX, np);
+    if (np > (size_t)CFG_LIM_MAX(POOLS))
+        return fail(l, pools, "pools", "at most %d pools, got %zu", (int)CFG_LIM_MAX(POOLS), np);
     if (!(c->pools = calloc(np, sizeof *c->pools))) return JP_ENOMEM;
     int64_t min_sum = 0;
     for (size_t i = 0; i < np; i++) {

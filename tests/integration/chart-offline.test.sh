@@ -92,10 +92,13 @@ reject "an unknown pool key" "at '/pools/0': additional properties 'maxActiv' no
 reject "an unknown top-level key" "additional properties 'replicas' not allowed" "replicas: 2"
 reject "a pool name that is no DNS label" "at '/pools/0/name'" "pools: [{name: Thumbs_1, queue: q, maxActive: 2}]"
 reject "a bad duration" "at '/pollInterval'" "pollInterval: 2 seconds"
+jt='jobTemplate: {template: {spec: {containers: [{name: w, image: x}]}}}'
 reject "a duplicate pool name" 'pools[1].name: "a" is used by another pool' \
-  "pools: [{name: a, queue: q, maxActive: 2}, {name: a, queue: r, maxActive: 2}]"
+  "pools: [{name: a, queue: q, maxActive: 2, $jt}, {name: a, queue: r, maxActive: 2, $jt}]"
 reject "minActive above maxActive" "pools[0].minActive: 5 is more than maxActive (2)" \
-  "pools: [{name: a, queue: q, maxActive: 2, minActive: 5}]"
+  "pools: [{name: a, queue: q, maxActive: 2, minActive: 5, $jt}]"
+reject "a pool without a jobTemplate" "at '/pools/0': missing property 'jobTemplate'" \
+  "pools: [{name: a, queue: q, maxActive: 2}]"
 reject "no credentials" "rabbitmq.auth: set existingSecret, or a password" "rabbitmq: {auth: {password: ''}}"
 reject "two watchNamespaces (the controller works in one)" "at '/watchNamespaces': maxItems" "watchNamespaces: [a, b]"
 

@@ -96,12 +96,75 @@ helm.sh/chart: {{ include "jobpool.chart" . }}
 {{- end -}}
 
 
+{{/* jobpool.durationMs: a duration ("1m30s", "500ms", "0") in milliseconds; "" if it is none. */}}
+{{- define "jobpool.durationMs" -}}
+{{- $s := toString . -}}
+{{- if eq $s "0" -}}0
+{{- else if regexMatch "^([0-9]+(ms|s|m|h))+$" $s -}}
+{{- $unit := dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000 -}}
+{{- $t := int64 0 -}}
+{{- range regexFindAll "[0-9]+(ms|s|m|h)" $s -1 -}}
+{{- $n := regexFind "^[0-9]+" . -}}
+{{- $t = add $t (mul (int64 $n) (get $unit (trimPrefix $n .))) -}}
+{{- end -}}
+{{- $t -}}
+{{- end -}}
+{{- end -}}
+
+{{/* jobpool.durationText: milliseconds as the controller prints them (1h, 2m, 3s, 500ms). */}}
+{{- define "jobpool.durationText" -}}
+{{- $ms := int64 . -}}
+{{- if and $ms (eq (mod $ms 3600000) 0) -}}{{ div $ms 3600000 }}h
+{{- else if and $ms (eq (mod $ms 60000) 0) -}}{{ div $ms 60000 }}m
+{{- else if and $ms (eq (mod $ms 1000) 0) -}}{{ div $ms 1000 }}s
+{{- else -}}{{ $ms }}ms{{- end -}}
+{{- end -}}
+
 {{/*
-Checks the schema cannot express, with messages that name the value to fix. The schema
-(values.schema.json) already rejects unknown keys, wrong types and out-of-range numbers.
+Checks the schema cannot express, with the controller's own messages. The schema
+(values.schema.json) rejects unknown keys, wrong types and numbers out of range; both it and
+the duration limits here come from controller/src/config_limits.h (charts/limits.py), and
+tests/integration/chart-limits.test.sh proves the chart and the controller agree at each limit.
 */}}
 {{- define "jobpool.validate" -}}
+{{- $v := toJson .Values | fromJson -}}
+{{- /* Durations: every key of the table, at the top level or in each pool. */ -}}
+{{- range $key, $mm := include "jobpool.durationLimits" . | fromJson -}}
+{{- $parts := splitList "." $key -}}
+{{- $found := list -}}
+{{- if eq (first $parts) "pools" -}}
+{{- range $i, $p := $v.pools -}}
+{{- if hasKey $p (last $parts) -}}
+{{- $found = append $found (list (printf "pools[%d].%s" $i (last $parts)) (get $p (last $parts))) -}}
+{{- end -}}
+{{- end -}}
+{{- else -}}
+{{- $m := $v -}}
+{{- range initial $parts -}}{{- $m = get $m . | default dict -}}{{- end -}}
+{{- if hasKey $m (last $parts) -}}{{- $found = append $found (list $key (get $m (last $parts))) -}}{{- end -}}
+{{- end -}}
+{{- range $found -}}
+{{- $ms := include "jobpool.durationMs" (index . 1) -}}
+{{- if and $ms (lt (int64 $ms) (int64 (index $mm 0))) -}}
+{{- fail (printf "%s: must be at least %s, got %v" (index . 0) (include "jobpool.durationText" (index $mm 0)) (index . 1)) -}}
+{{- end -}}
+{{- if and $ms (gt (int64 $ms) (int64 (index $mm 1))) -}}
+{{- fail (printf "%s: duration out of range (at most 8760h), got %v" (index . 0) (index . 1)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- /* Leader election: renewDeadline < leaseDuration, retryPeriod < renewDeadline. */ -}}
+{{- $le := .Values.leaderElection -}}
+{{- if ge (int64 (include "jobpool.durationMs" $le.renewDeadline)) (int64 (include "jobpool.durationMs" $le.leaseDuration)) -}}
+{{- fail (printf "leaderElection.renewDeadline: must be shorter than leaseDuration (%s), got %s" $le.leaseDuration $le.renewDeadline) -}}
+{{- end -}}
+{{- if ge (int64 (include "jobpool.durationMs" $le.retryPeriod)) (int64 (include "jobpool.durationMs" $le.renewDeadline)) -}}
+{{- fail (printf "leaderElection.retryPeriod: must be shorter than renewDeadline (%s), got %s" $le.renewDeadline $le.retryPeriod) -}}
+{{- end -}}
+{{- /* Pools: unique names, minActive <= maxActive, one pool per queue and vhost. */ -}}
 {{- $names := dict -}}
+{{- $queues := dict -}}
+{{- $minSum := 0 -}}
 {{- range $i, $p := .Values.pools -}}
 {{- if hasKey $names $p.name -}}
 {{- fail (printf "pools[%d].name: %q is used by another pool; pool names must be unique" $i $p.name) -}}
@@ -110,6 +173,17 @@ Checks the schema cannot express, with messages that name the value to fix. The 
 {{- if and (hasKey $p "minActive") (gt (int $p.minActive) (int $p.maxActive)) -}}
 {{- fail (printf "pools[%d].minActive: %d is more than maxActive (%d)" $i (int $p.minActive) (int $p.maxActive)) -}}
 {{- end -}}
+{{- $minSum = add $minSum (int (default 0 $p.minActive)) -}}
+{{- if $p.queue -}}
+{{- $q := printf "%s\x00%s" (default $.Values.rabbitmq.vhost $p.vhost) $p.queue -}}
+{{- if hasKey $queues $q -}}
+{{- fail (printf "pools[%d].queue: queue %q in vhost %q is already served by pool %q" $i $p.queue (default $.Values.rabbitmq.vhost $p.vhost) (get $queues $q)) -}}
+{{- end -}}
+{{- $_ := set $queues $q $p.name -}}
+{{- end -}}
+{{- end -}}
+{{- if and (gt (int .Values.maxActiveTotal) 0) (gt (int $minSum) (int .Values.maxActiveTotal)) -}}
+{{- fail (printf "maxActiveTotal: must be >= the sum of minActive over all pools (%d), got %d" (int $minSum) (int .Values.maxActiveTotal)) -}}
 {{- end -}}
 {{- if and (not .Values.rabbitmq.auth.existingSecret) (not .Values.rabbitmq.auth.password) -}}
 {{- fail "rabbitmq.auth: set existingSecret, or a password for the chart-created Secret" -}}
