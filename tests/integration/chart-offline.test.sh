@@ -44,6 +44,24 @@ else bad "a shipped worker template fails Pod Security restricted"; fi
 printf 'pools: [{name: a, queue: q, maxActive: 1, jobTemplate: {template: {spec: {containers: [{name: w, image: x}]}}}}]\n' > "$tmp/loose.cfg"
 if $check restricted "$tmp/loose.cfg" 2>/dev/null; then bad "negative control: a bare template passed the restricted check"
 else ok "negative control: a bare template fails the restricted check"; fi
+# The workers' broker login reaches every Job by reference: the controller's by default, the
+# workers' own, or an existing Secret; in the Jobs' namespace; never a password in the config.
+for c in "default|jobpool|no|" "own user|jobpool-worker|yes|--set workers.auth.username=w --set workers.auth.password=S3cr:t@x/%y" \
+         "existing Secret|tasks-login|no|--set workers.auth.existingSecret=tasks-login" \
+         "Jobs in another namespace|jobpool-worker|yes|--set watchNamespaces={team-a}"; do
+  IFS='|' read -r what name made flags <<<"$c"
+  # shellcheck disable=SC2086
+  if render $flags > "$tmp/w.yaml" 2>"$tmp/err" && $check workers "$tmp/w.yaml" "$name" "$made"; then
+    where=""; [ "$made" = yes ] && where=" (rendered in the namespace of the Jobs)"
+    ok "workers' login, $what: rabbitmq.workerSecret is $name$where"
+  else bad "workers' login, $what"; cat "$tmp/err"; fi
+done
+if render --set rabbitmq.caSecret.name=rmq-ca --set rabbitmq.caSecret.key=ca.pem > "$tmp/ca.yaml" 2>"$tmp/err" &&
+   [ "$($check config "$tmp/ca.yaml" | python3 -c 'import sys,yaml; r=yaml.safe_load(sys.stdin)["rabbitmq"]; print(r.get("caSecret"), r.get("caFile"))')" = \
+     "{'name': 'rmq-ca', 'key': 'ca.pem'} /etc/jobpool/ca/ca.crt" ]; then
+  ok "rabbitmq.caSecret reaches the workers (config caSecret) and the controller (caFile)"
+else bad "rabbitmq.caSecret is not passed through"; cat "$tmp/err"; fi
+
 # Names stay DNS labels and distinct between releases even past 63 characters.
 long=controller-for-the-thumbnail-and-report-queues-of-the-media-team
 render --set fullnameOverride=$long-a | $check kinds /dev/stdin | awk '{print $2}' | sort > "$tmp/long-a"
@@ -100,6 +118,9 @@ reject "minActive above maxActive" "pools[0].minActive: 5 is more than maxActive
 reject "a pool without a jobTemplate" "at '/pools/0': missing property 'jobTemplate'" \
   "pools: [{name: a, queue: q, maxActive: 2}]"
 reject "no credentials" "rabbitmq.auth: set existingSecret, or a password" "rabbitmq: {auth: {password: ''}}"
+reject "a workers' user without a password" "workers.auth: set both username and password" "workers: {auth: {username: w}}"
+reject "Jobs in another namespace with only an existing controller Secret" "workers.auth.existingSecret: the Jobs run in namespace team-a" \
+  "{watchNamespaces: [team-a], rabbitmq: {auth: {existingSecret: creds}}}"
 reject "two watchNamespaces (the controller works in one)" "at '/watchNamespaces': maxItems" "watchNamespaces: [a, b]"
 
 # -- README table and schema against readme-generator-for-helm ----------------------------------

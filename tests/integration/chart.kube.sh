@@ -56,9 +56,12 @@ newns "$ns"
 # it warns): it validates against the server's OpenAPI v2 document and sends dryRun=All, and the
 # API server runs its own validation and admission. The negative controls prove both happen.
 dry() { "$kubectl" apply --dry-run=server "$@" 2>&1; }
+# helm template cannot ask the server which APIs it has (helm install does): tell it the version,
+# so the PodDisruptionBudget is policy/v1beta1 on this 1.20 server, as it would be when installed.
+kv=$("$kubectl" version -o json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])')
 for v in "" "$chart/ci/three-pools-values.yaml"; do
   what="chart${v:+ with $(basename "$v")}"
-  if out=$("$helm" template jobpool "$chart" -n "$ns" ${v:+-f "$v"} | dry -f -) \
+  if out=$("$helm" template jobpool "$chart" -n "$ns" --kube-version "$kv" ${v:+-f "$v"} | dry -f -) \
      && [ "$(grep -c 'created (server dry run)' <<<"$out")" -ge 6 ]; then
     ok "kubectl apply --dry-run=server of the $what ($(grep -c 'created (server dry run)' <<<"$out") objects)"
   else bad "dry run of the $what:"; echo "$out" | sed 's/^/    /'; fi
@@ -106,7 +109,7 @@ V
 if out=$("$helm" install jobpool "$chart" -n "$ns" -f "$tmp/values.yaml" 2>&1) && grep -q 'STATUS: deployed' <<<"$out"; then
   missing=()
   for o in serviceaccount/jobpool secret/jobpool configmap/jobpool role/jobpool rolebinding/jobpool \
-           lease.coordination.k8s.io/jobpool deployment/jobpool service/jobpool-metrics; do
+           lease.coordination.k8s.io/jobpool-leader deployment/jobpool service/jobpool-metrics; do
     "$kubectl" -n "$ns" get "$o" >/dev/null 2>&1 || missing+=("$o")
   done
   if [ ${#missing[@]} -eq 0 ]; then ok "helm install created the ServiceAccount, Secret, ConfigMap, Role, RoleBinding, Lease, Deployment and Service"
@@ -117,10 +120,30 @@ import sys, yaml
 r = yaml.safe_load(open(sys.argv[1]))
 got = {(g, res, tuple(v.get("resourceNames") or ())): v["verbs"] for v in r["rules"] for g in v["apiGroups"] for res in v["resources"]}
 want = {("batch", "jobs", ()): ["create", "list", "watch", "delete"], ("", "pods", ()): ["list", "watch"],
-        ("", "events", ()): ["create"], ("coordination.k8s.io", "leases", ("jobpool",)): ["get", "update"]}
+        ("", "events", ()): ["create"], ("coordination.k8s.io", "leases", ("jobpool-leader",)): ["get", "update"]}
 sys.exit(0 if got == want else "server-side Role rules: %r" % got)
 PY
   then ok "the Role stored by the API server has exactly the four rules (the Lease by name)"; else bad "Role rules on the server differ"; fi
+  # An upgrade with a value the controller would reject never reaches the cluster, and the
+  # stored rollout keeps the old pod until the new one is ready (no kubelet here runs pods, so
+  # the rollout itself cannot be watched; what the API server's Deployment controller is given
+  # can).
+  gen0=$("$kubectl" -n "$ns" get deployment jobpool -o jsonpath='{.metadata.generation}')
+  if out=$("$helm" upgrade jobpool "$chart" -n "$ns" --reuse-values --set pollInterval=50ms 2>&1); then
+    bad "helm upgrade with pollInterval 50ms was accepted"
+  elif grep -q 'pollInterval: must be at least 100ms' <<<"$out" && \
+       [ "$("$kubectl" -n "$ns" get deployment jobpool -o jsonpath='{.metadata.generation}')" = "$gen0" ] && \
+       [ "$("$helm" history jobpool -n "$ns" -o json 2>/dev/null | python3 -c 'import json,sys; h=json.load(sys.stdin); print(len(h), h[-1]["status"])')" = "1 deployed" ]; then
+    ok "helm upgrade with a value the controller rejects (pollInterval 50ms) fails before touching the release"
+  else bad "helm upgrade with pollInterval 50ms:"; echo "$out" | sed 's/^/    /'; fi
+  if "$kubectl" -n "$ns" get deployment jobpool -o json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)["spec"]
+st, c = d["strategy"], d["template"]["spec"]["containers"][0]
+sys.exit(0 if st["type"] == "RollingUpdate" and st["rollingUpdate"]["maxUnavailable"] == 0
+         and c["readinessProbe"]["httpGet"]["path"] == "/readyz" else 1)'; then
+    ok "the stored Deployment rolls with maxUnavailable 0 behind a /readyz probe (a new pod that cannot start leaves the old one)"
+  else bad "the stored Deployment can take the old pod away before the new one is ready"; fi
 else bad "helm install failed:"; echo "$out" | sed 's/^/    /'; fi
 
 # -- RBAC proof with the ServiceAccount's own token ----------------------------------------------
@@ -160,12 +183,12 @@ if sa_kubeconfig "$ns" jobpool "$tmp/sa"; then
     || bad "the ServiceAccount token can read ConfigMaps"
   allowed=0 denied=0 before=$fail
   for q in "create jobs" "list jobs" "watch jobs" "delete jobs" "list pods" "watch pods" \
-           "create events" "get leases/jobpool" "update leases/jobpool"; do
+           "create events" "get leases/jobpool-leader" "update leases/jobpool-leader"; do
     expect yes $q -n "$ns" && allowed=$((allowed + 1))
   done
   for q in "get secrets" "list secrets" "watch secrets" "update jobs" "patch jobs" "get jobs" "create pods" \
            "get pods" "delete pods" "create deployments" "patch events" "create leases" "get leases/other" \
-           "update leases/other" "delete leases/jobpool" "get configmaps" "create rolebindings"; do
+           "update leases/other" "delete leases/jobpool-leader" "get configmaps" "create rolebindings"; do
     expect no $q -n "$ns" && denied=$((denied + 1))
   done
   for q in "create jobs -n default" "list jobs -n default" "get secrets -n default" \
@@ -195,7 +218,7 @@ p, kc, ns = sys.argv[1:]
 c = yaml.safe_load(open(p))
 c["kubernetes"] = {"inCluster": False, "kubeconfig": kc, "namespace": ns}
 c["metrics"] = {"address": ""}
-c["log"] = {"format": "text", "level": "info"}
+c["log"] = {"format": "text", "level": "debug"}   # a failed Event is logged at debug
 yaml.safe_dump(c, open(p, "w"), sort_keys=False)
 PY
   run_once() {
@@ -218,7 +241,7 @@ PY
     else bad "reconcile pass 2 as the ServiceAccount failed:"; sed 's/^/    /' "$tmp/controller.log"; fi
     if "$kubectl" -n "$ns" get events -o jsonpath='{range .items[*]}{.source.component} {.reason}{"\n"}{end}' \
        | grep -q '^jobpool ScaledUp$'; then ok "the ServiceAccount wrote its Events (ScaledUp)"
-    else bad "no ScaledUp Event from the controller"; fi
+    else bad "no ScaledUp Event from the controller:"; grep -i 'event' "$tmp/controller.log" | sed 's/^/    /'; fi
     grep -qiE 'forbidden|403' "$tmp/controller.log" && { bad "the controller hit a 403:"; grep -iE 'forbidden|403' "$tmp/controller.log" | sed 's/^/    /'; }
   fi
   mgmt -X DELETE "$JOBPOOL_TEST_MGMT_URL/api/queues/%2F/$q" >/dev/null
@@ -227,15 +250,15 @@ else bad "no token Secret appeared for ServiceAccount jobpool"; fi
 # -- watchNamespaces: the one namespace the controller works in ---------------------------------
 ns2=$ns-x
 newns "$ns2"
-if out=$("$helm" install other "$chart" -n "$ns" --set "watchNamespaces={$ns2}" \
-           --set rabbitmq.auth.existingSecret=jobpool 2>&1); then
+if out=$("$helm" install other "$chart" -n "$ns" --set "watchNamespaces={$ns2}" 2>&1); then
   if sa_kubeconfig "$ns" other-jobpool "$tmp/sa2"; then
     sakc=$tmp/sa2/kubeconfig before=$fail
-    lease=$ns-other-jobpool
+    lease=$ns-other-jobpool-leader
     expect yes create jobs -n "$ns2"; expect yes update "leases/$lease" -n "$ns2"
     expect no create jobs -n "$ns"; expect no create jobs -n default; expect no get secrets -n "$ns2"
     expect no list jobs --all-namespaces; expect no update "leases/$lease" -n "$ns"
     "$kubectl" -n "$ns2" get lease "$lease" >/dev/null 2>&1 || bad "no Lease $lease in $ns2"
+    "$kubectl" -n "$ns2" get secret other-jobpool-worker >/dev/null 2>&1 || bad "no workers' Secret other-jobpool-worker in $ns2"
     [ "$fail" -eq "$before" ] && ok "watchNamespaces=$ns2: Jobs and the Lease there only, nothing elsewhere, no Secrets; a second release beside the first"
   else bad "no token for ServiceAccount other-jobpool"; fi
   "$helm" uninstall other -n "$ns" >/dev/null 2>&1

@@ -5,6 +5,9 @@
   chart_check.py three-pools FILE        the three-pool example render
   chart_check.py namespaces FILE NS      RBAC, Lease and config for watchNamespaces [NS]
   chart_check.py restricted CONFIG...    every pool's jobTemplate passes Pod Security "restricted"
+  chart_check.py workers FILE SECRET [CREATED]   the workers' login: rabbitmq.workerSecret names
+                                         SECRET; CREATED=yes: the chart renders it, in the Jobs'
+                                         namespace; no password appears in the ConfigMap
   chart_check.py annotation FILE KEY     print the Deployment's pod-template annotation KEY
   chart_check.py kinds FILE              print "Kind namespace/name" per object, sorted
   chart_check.py config FILE             print the rendered controller config file
@@ -163,6 +166,8 @@ def defaults(path):
           "config names a namespace: a kustomize overlay that moves the objects would leave the Jobs behind")
     pools = cfg.get("pools", [])
     check(len(pools) == 1 and pools[0].get("maxActive") == 10, "default pools: %r" % pools)
+    check(cfg.get("kubernetes", {}).get("instance") == "jobpool", "config kubernetes.instance is not the release's")
+    check(cfg.get("leaderElection", {}).get("leaseName") == "jobpool-leader", "the Lease is not <instance>-leader")
     sec = one(objs, "Secret")
     check(set(sec.get("data", {})) == {"username", "password"}, "Secret keys: %r" % list(sec.get("data", {})))
 
@@ -198,6 +203,28 @@ def namespaces(path, nss):
         got = [o["metadata"]["namespace"] for o in find(objs, kind)]
         check(got == [ns], "%s namespaces: %r, want [%s]" % (kind, got, ns))
     check(config_of(objs).get("kubernetes", {}).get("namespace") == ns, "config namespace is not %s" % ns)
+
+
+def workers(path, name, created):
+    objs = load(path)
+    cfg = config_of(objs)
+    ws = cfg.get("rabbitmq", {}).get("workerSecret", {})
+    check(ws.get("name") == name, "rabbitmq.workerSecret.name is %r, want %r" % (ws.get("name"), name))
+    jobs_ns = cfg.get("kubernetes", {}).get("namespace") or one(objs, "ServiceAccount")["metadata"]["namespace"]
+    secrets = [o for o in find(objs, "Secret", name)]
+    if created == "yes":
+        check(len(secrets) == 1 and secrets[0]["metadata"]["namespace"] == jobs_ns,
+              "the workers' Secret %s is not rendered in the Jobs' namespace %s" % (name, jobs_ns))
+        for sec in secrets:
+            check(set(sec.get("data", {})) >= {ws.get("usernameKey"), ws.get("passwordKey")},
+                  "the workers' Secret lacks the keys the config names")
+    cm = yaml.safe_dump(one(objs, "ConfigMap"))
+    import base64
+    for sec in find(objs, "Secret"):
+        for k, v in sec.get("data", {}).items():
+            lit = base64.b64decode(v).decode()
+            if "pass" in k and lit:
+                check(lit not in cm, "a password of Secret %s is in the ConfigMap" % sec["metadata"]["name"])
 
 
 def restricted(paths):
@@ -275,6 +302,8 @@ def main():
         namespaces(args[0], args[1:])
     elif cmd == "restricted":
         restricted(args)
+    elif cmd == "workers":
+        workers(args[0], args[1], args[2] if len(args) > 2 else "no")
     elif cmd == "annotation":
         print(container(load(args[0]))[0]["spec"]["template"]["metadata"]["annotations"][args[1]])
     elif cmd == "kinds":

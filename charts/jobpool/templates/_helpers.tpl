@@ -4,17 +4,19 @@
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* jobpool.fit (list NAME SUFFIX): NAME+SUFFIX as a DNS-1123 label (63 characters at most).
-A name that is too long keeps its start and gets 8 hex digits of its SHA-256 in place of the rest,
-so two long names that share their first 63 characters still differ (plain truncation would give
-two releases the same objects, Lease and instance label). */}}
+{{/* jobpool.fit (list NAME SUFFIX [MAX]): NAME+SUFFIX as a DNS-1123 label of MAX (63) characters
+at most. A name that is too long keeps its start and gets 8 hex digits of its SHA-256 in place of
+the rest, so two long names that share their first characters still differ (plain truncation
+would give two releases the same objects, Lease and instance label). */}}
 {{- define "jobpool.fit" -}}
 {{- $name := index . 0 -}}
 {{- $suffix := index . 1 -}}
-{{- if le (len (print $name $suffix)) 63 -}}
+{{- $max := 63 -}}
+{{- if gt (len .) 2 -}}{{- $max = index . 2 | int -}}{{- end -}}
+{{- if le (len (print $name $suffix)) $max -}}
 {{- print $name $suffix -}}
 {{- else -}}
-{{- printf "%s-%s%s" ($name | trunc (int (sub 54 (len $suffix))) | trimSuffix "-") (sha256sum $name | trunc 8) $suffix -}}
+{{- printf "%s-%s%s" ($name | trunc (int (sub (sub $max 9) (len $suffix))) | trimSuffix "-") (sha256sum $name | trunc 8) $suffix -}}
 {{- end -}}
 {{- end -}}
 
@@ -35,20 +37,40 @@ two releases the same objects, Lease and instance label). */}}
 {{- default .Release.Namespace (first (default list .Values.watchNamespaces)) -}}
 {{- end -}}
 
-{{/* This release's name in the namespace it works in: the controller instance (the label on its
-Jobs), the Lease and the Role/RoleBinding there. The full name, unique among the releases of
-that namespace; prefixed by the release namespace when the release works in another one, so a
-release of the same name installed there cannot collide with it. */}}
+{{/* This release's name in the namespace it works in: the controller's kubernetes.instance (the
+label on its Jobs; the controller takes 56 characters at most), and the base of the Lease and
+Role names there. The full name, unique among the releases of that namespace; prefixed by the
+release namespace when the release works in another one, so that a release of the same name
+installed there cannot collide with it. */}}
 {{- define "jobpool.instance" -}}
-{{- if eq (include "jobpool.namespace" .) .Release.Namespace -}}
-{{- include "jobpool.fullname" . -}}
-{{- else -}}
-{{- include "jobpool.fit" (list (printf "%s-%s" .Release.Namespace (include "jobpool.fullname" .)) "") -}}
+{{- $name := include "jobpool.fullname" . -}}
+{{- if ne (include "jobpool.namespace" .) .Release.Namespace -}}
+{{- $name = printf "%s-%s" .Release.Namespace $name -}}
 {{- end -}}
+{{- include "jobpool.fit" (list $name "" 56) -}}
 {{- end -}}
 
+{{/* The Lease: the controller's own default for the instance, <instance>-leader. */}}
 {{- define "jobpool.leaseName" -}}
-{{- default (include "jobpool.instance" .) .Values.leaderElection.leaseName -}}
+{{- default (printf "%s-leader" (include "jobpool.instance" .)) .Values.leaderElection.leaseName -}}
+{{- end -}}
+
+{{/* The workers' broker login, as rabbitmq.workerSecret: {name, usernameKey, passwordKey}. In order:
+workers.auth.existingSecret; the chart's own worker Secret when workers.auth sets a user; else
+the controller's own credentials (its Secret, or a copy in the Jobs' namespace when that is
+another one, since a secretKeyRef reads the pod's own namespace). */}}
+{{- define "jobpool.workerSecret" -}}
+{{- $w := .Values.workers.auth -}}
+{{- $r := .Values.rabbitmq.auth -}}
+{{- if $w.existingSecret -}}
+{{- toJson (dict "name" $w.existingSecret "usernameKey" $w.usernameKey "passwordKey" $w.passwordKey) -}}
+{{- else if $w.username -}}
+{{- toJson (dict "name" (include "jobpool.fit" (list (include "jobpool.fullname" .) "-worker")) "usernameKey" "username" "passwordKey" "password" "create" true "username" $w.username "password" $w.password) -}}
+{{- else if eq (include "jobpool.namespace" .) .Release.Namespace -}}
+{{- toJson (dict "name" (include "jobpool.secretName" .) "usernameKey" $r.usernameKey "passwordKey" $r.passwordKey) -}}
+{{- else -}}
+{{- toJson (dict "name" (include "jobpool.fit" (list (include "jobpool.fullname" .) "-worker")) "usernameKey" "username" "passwordKey" "password" "create" true "username" $r.username "password" $r.password) -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "jobpool.chart" -}}
@@ -188,6 +210,13 @@ tests/integration/chart-limits.test.sh proves the chart and the controller agree
 {{- if and (not .Values.rabbitmq.auth.existingSecret) (not .Values.rabbitmq.auth.password) -}}
 {{- fail "rabbitmq.auth: set existingSecret, or a password for the chart-created Secret" -}}
 {{- end -}}
+{{- $w := .Values.workers.auth -}}
+{{- if and (not $w.existingSecret) (ne (not $w.username) (not $w.password)) -}}
+{{- fail "workers.auth: set both username and password (or existingSecret, or neither: the workers then use the controller's login)" -}}
+{{- end -}}
+{{- if and (not $w.existingSecret) (not $w.username) .Values.rabbitmq.auth.existingSecret (ne (include "jobpool.namespace" .) .Release.Namespace) -}}
+{{- fail (printf "workers.auth.existingSecret: the Jobs run in namespace %s, where rabbitmq.auth.existingSecret is not; name a Secret there for the workers" (include "jobpool.namespace" .)) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The controller's config file (docs/config.md), rendered from the values, in the order of
@@ -207,8 +236,20 @@ rabbitmq:
   vhost: {{ .Values.rabbitmq.vhost | quote }}
   username: {env: RABBITMQ_USERNAME}
   password: {env: RABBITMQ_PASSWORD}
-  {{- if .Values.rabbitmq.caSecret.name }}
+  {{- $ws := include "jobpool.workerSecret" . | fromJson }}
+  # The workers' login: every Job gets it as secretKeyRef env, never as a literal.
+  workerSecret:
+    name: {{ $ws.name }}
+    usernameKey: {{ $ws.usernameKey | quote }}
+    passwordKey: {{ $ws.passwordKey | quote }}
+  {{- with .Values.rabbitmq.caSecret }}
+  {{- if .name }}
   caFile: /etc/jobpool/ca/ca.crt
+  # The same CA, mounted into every worker (amqps://).
+  caSecret:
+    name: {{ .name }}
+    key: {{ .key | quote }}
+  {{- end }}
   {{- end }}
   timeout: {{ .Values.rabbitmq.timeout | quote }}
   depthSource: {{ .Values.rabbitmq.depthSource }}
@@ -217,6 +258,8 @@ kubernetes:
   {{- with .Values.watchNamespaces }}
   namespace: {{ first . }}
   {{- end }}
+  # Labels this release's Jobs; the controller counts and deletes only its own.
+  instance: {{ include "jobpool.instance" . }}
 # Always on, even with one replica: during a rollout the new pod waits for the Lease while the
 # old one still works, so an upgrade never runs two controllers at once, nor none.
 leaderElection:
