@@ -43,11 +43,12 @@ def one(objs, kind):
     return found[0] if found else {}
 
 
-# Exactly the calls controller/src/kube.c makes: Jobs created, listed, watched (the cache) and
-# deleted; Pods listed and watched; Events created; the one Lease read and renewed. The chart
-# creates the Lease, so there is no create on leases (it could not be limited to one name).
+# Exactly the calls controller/src/kube.c makes: Jobs created, listed, watched (the cache), read
+# (a live check before a pending-timeout delete) and deleted; Pods listed and watched; Events
+# created; the one Lease read and renewed. The chart creates the Lease, so there is no create on
+# leases (it could not be limited to one name).
 WANT_RULES = {
-    ("batch", "jobs", None): ["create", "list", "watch", "delete"],
+    ("batch", "jobs", None): ["create", "get", "list", "watch", "delete"],
     ("", "pods", None): ["list", "watch"],
     ("", "events", None): ["create"],
     ("coordination.k8s.io", "leases", "LEASE"): ["get", "update"],

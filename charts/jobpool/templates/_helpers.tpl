@@ -280,10 +280,11 @@ pools:
 no Secrets. */}}
 {{- define "jobpool.rules" }}
 # Workers are Jobs: the controller starts one per waiting message (create), keeps its pools'
-# Jobs in a watch cache (list, watch) and removes finished or stuck ones (delete).
+# Jobs in a watch cache (list, watch), re-reads a Job it is about to delete for a pendingTimeout
+# (get: the cache may be stale) and removes finished or stuck ones (delete).
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["create", "list", "watch", "delete"]
+  verbs: ["create", "get", "list", "watch", "delete"]
 # A Job is "pending" until one of its Pods runs: the cache follows Pod phases, never writes.
 - apiGroups: [""]
   resources: ["pods"]
