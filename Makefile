@@ -245,13 +245,14 @@ FUZZ_SECONDS ?= 30
 FUZZ_CC      ?= clang
 FUZZ_ALL      = config rfc3339 retry_after watch_lines kube rmq kubeconfig worker
 FUZZ         ?= $(FUZZ_ALL)
-FUZZ_DEPS_config      = config yamljson util log err
-FUZZ_DEPS_rfc3339     = util err
-FUZZ_DEPS_retry_after = http util err
-FUZZ_DEPS_watch_lines = http util err
-FUZZ_DEPS_kube        = kube kubeconfig yamljson http util log err
-FUZZ_DEPS_rmq         = rmq http config yamljson util log err
-FUZZ_DEPS_kubeconfig  = kubeconfig yamljson util log err
+# The modules each links: those of the module's unit test, so a new dependency is added once.
+FUZZ_DEPS_config      = $(DEPS_test_config)
+FUZZ_DEPS_rfc3339     = $(DEPS_test_util)
+FUZZ_DEPS_retry_after = $(DEPS_test_http)
+FUZZ_DEPS_watch_lines = $(DEPS_test_http)
+FUZZ_DEPS_kube        = $(DEPS_test_kube)
+FUZZ_DEPS_rmq         = $(DEPS_test_rmq)
+FUZZ_DEPS_kubeconfig  = $(DEPS_test_kubeconfig)
 FUZZ_DEPS_worker      = util log err
 FUZZ_WDEPS_worker     = amqp_conn
 # The client targets answer every request from the input (tests/fuzz/fuzz_seam.h).
