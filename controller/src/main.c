@@ -250,7 +250,7 @@ int main(int argc, char **argv)
         /* The replica's identity (also its Lease holder name) travels in the user agent, so
          * the API server's audit log tells which replica sent each write. */
         replica_identity(ident, sizeof ident);
-        snprintf(ua, sizeof ua, "jobpool-controller/%s (%s)", JP_VERSION, ident);
+        snprintf(ua, sizeof ua, "jobpool/%s (%s)", JP_VERSION, ident);
         struct kube_opts ko = {
             .user_agent = ua,
             .in_cluster = cfg->kubernetes.in_cluster,

@@ -149,11 +149,13 @@ EOF
 }
 
 # ctrl_start CONFIG: runs the controller in the background; CTRL_PID, CTRL_LOG; samples its
-# memory and CPU into $E2E_WORK/$SCEN.proc.
+# memory and CPU into $E2E_WORK/$SCEN.proc. CTRL_ENV (NAME=VALUE words) is added to the
+# controller's environment only.
 ctrl_start() {
   CTRL_LOG="$E2E_WORK/$SCEN.controller.log"
+  # shellcheck disable=SC2086
   RABBITMQ_USERNAME=$JOBPOOL_TEST_RMQ_USER RABBITMQ_PASSWORD=$JOBPOOL_TEST_RMQ_PASS \
-    "$CONTROLLER" --config "$1" ${E2E_CTL_FLAGS:-} >>"$CTRL_LOG" 2>&1 </dev/null &
+    env ${CTRL_ENV:-} "$CONTROLLER" --config "$1" ${E2E_CTL_FLAGS:-} >>"$CTRL_LOG" 2>&1 </dev/null &
   CTRL_PID=$!
   echo "$CTRL_PID" >> "$E2E_WORK/controller.pids"
   $TOOL sample --pid "$CTRL_PID" --out "$E2E_WORK/$SCEN.proc" --interval 1 &

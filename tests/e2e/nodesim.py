@@ -17,6 +17,7 @@ namespace (list, then watch from the list's resourceVersion; relist on 410 or a 
      killed) and the result file's content as the termination message;
   4. a Pod marked for deletion gets SIGTERM (its first process), SIGKILL (all of its processes:
      its session) after its grace period, and is then removed with gracePeriodSeconds=0.
+--start-delay S keeps each new pod Pending S seconds first (a slow node: pods start late).
 Faults: --kill-fraction F SIGKILLs that share of tasks --kill-after seconds after start, and
 SIGUSR1 SIGKILLs every running task at once. SIGTERM/SIGINT: kill the children, exit 0.
 """
@@ -179,6 +180,7 @@ class NodeSim:
         self.tasks = {}                     # uid -> Task (bound here and not yet finalized)
         self.done = collections.OrderedDict()  # uid -> True, finished here (bounded)
         self.waiting = collections.OrderedDict()  # uid -> pod, unscheduled, awaiting capacity
+        self.seen_at = {}  # uid -> when first seen unscheduled (--start-delay)
         self.binding = set()                # uids being bound/started right now
         self.work = collections.deque()
         self.work_cv = threading.Condition(self.lock)
@@ -545,6 +547,7 @@ class NodeSim:
             if not node:
                 if phase in ("", "Pending") and uid not in self.waiting:
                     self.waiting[uid] = pod
+                    self.seen_at.setdefault(uid, time.time())
                     self.work_cv.notify()
                 return
             if node == self.node and phase in ("Pending", "Running") and uid not in self.done:
@@ -556,7 +559,11 @@ class NodeSim:
     def schedule(self):
         """Moves waiting pods to the work queue while capacity allows. Caller holds the lock."""
         while self.waiting and len(self.tasks) + len(self.binding) < self.a.pods:
-            uid, pod = self.waiting.popitem(last=False)
+            uid = next(iter(self.waiting))
+            if time.time() < self.seen_at.get(uid, 0) + self.a.start_delay:
+                break  # --start-delay: pods wait in the order they came
+            pod = self.waiting.pop(uid)
+            self.seen_at.pop(uid, None)
             self.binding.add(uid)
             self.work.append(("bind", pod))
             self.work_cv.notify()
@@ -767,6 +774,8 @@ def main():
     p.add_argument("--kill-fraction", type=float, default=0.0,
                    help="SIGKILL this share of tasks --kill-after s after they start")
     p.add_argument("--kill-after", type=float, default=0.5)
+    p.add_argument("--start-delay", type=float, default=0.0,
+                   help="keep each new pod Pending this many seconds before binding it")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--log-dir", help="write each pod's stdout+stderr to DIR/POD.log")
     p.add_argument("--events", help="append 'time kind pod job extra' lines to this file")

@@ -128,8 +128,11 @@ EOF
   trap 'rc=$?; if [ $rc -ne 0 ]; then halt; rm -rf "$dir"; fi' EXIT
 
   # A CA that signs the apiserver's serving cert, the service-account key pair, the admin token.
+  # The certificates are dated an hour back (libfaketime, when installed), so that a client run
+  # with its clock behind (the skew scenario: faketime -10m) still finds them valid.
   (
     cd "$dir/pki"
+    openssl() { if command -v faketime >/dev/null; then faketime -f -1h openssl "$@"; else command openssl "$@"; fi; }
     openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=jobpool-test-ca \
       -keyout ca.key -out ca.crt 2>/dev/null
     openssl req -newkey rsa:2048 -nodes -subj /CN=kube-apiserver -keyout apiserver.key \

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# pendingguard: a pending-timeout delete never kills a worker whose pod started after the
+# decision. A slow node (a node simulator of its own, in its own namespace, keeps each pod
+# Pending 5 s) and pendingTimeout 3s make the controller decide to delete the Job; a test-only
+# delay between that decision and the delete (JOBPOOL_TEST_ACT_DELAY_MS=4000, which only waits)
+# lets the pod start in between, as a pod reported Running just after a snapshot would.
+# Proves: the controller saw the pod start in its live check and kept the Job; no
+# pending_timeout delete is counted; no second Job was made; the message ran and was acked
+# exactly once. (Before the live check, the Job was deleted on the snapshot's word.)
+. "$(dirname "$0")/lib.sh"
+NS=e2e-guard
+out=$(scenario_dir pendingguard)
+kapi POST /api/v1/namespaces "{\"metadata\":{\"name\":\"$NS\"}}" >/dev/null
+secret=$(jq -n --arg u "$JOBPOOL_TEST_AMQP_URL" \
+  '{apiVersion:"v1",kind:"Secret",metadata:{name:"rabbitmq-worker"},stringData:{JOBPOOL_AMQP_URL:$u}}')
+kapi POST "/api/v1/namespaces/$NS/secrets" "$secret" >/dev/null || bad "cannot create the Secret in $NS"
+mkdir -p "$E2E_WORK/guard-pods"
+python3 "$E2E_HERE/nodesim.py" --worker "$WORKER" --namespace "$NS" --node-name nodesim-guard \
+  --start-delay 5 --events "$out/sim.events" --log-dir "$E2E_WORK/guard-pods" \
+  >"$out/nodesim.log" 2>&1 &
+SIM=$!
+echo "$SIM" >> "$E2E_WORK/controller.pids"
+declare_queue e2e.guard
+cfg="$E2E_WORK/pendingguard.yaml"
+config_header "$cfg" 1s
+sed -i "s/^  namespace: default/  namespace: $NS/" "$cfg"
+pool_yaml guard e2e.guard "$out" "    maxActive: 5
+    pendingTimeout: 3s
+    idleTimeout: 10s" >> "$cfg"
+$TOOL publish --queue e2e.guard --count 1 --sleep 2 --log "$out/pub" || bad "publish"
+CTRL_ENV=JOBPOOL_TEST_ACT_DELAY_MS=4000 ctrl_start "$cfg"
+ran() { [ "$(lines "$out/done")" -ge 1 ]; }
+wait_until 90 ran
+jobs_in_ns() { kapi GET "/apis/batch/v1/namespaces/$NS/jobs" | jq -r '.items | length'; }
+complete_in_ns() {
+  kapi GET "/apis/batch/v1/namespaces/$NS/jobs" |
+    jq -r '[.items[] | select(any((.status.conditions // [])[]; .type == "Complete" and .status == "True"))] | length'
+}
+wait_until 30 bash -c "[ \"\$(kapi GET /apis/batch/v1/namespaces/$NS/jobs | jq -r '[.items[] | select(.status.succeeded == 1)] | length')\" = 1 ]" 2>/dev/null
+sleep 3 # three more ticks: a late duplicate or delete would show now
+timeouts=$(ctrl_metrics | awk '/^jobpool_workers_deleted_total\{pool="guard",reason="pending_timeout"\}/ {print $2}')
+check "the controller decided the delete and its live check kept the Job" \
+  grep -q "is no longer pending: not deleted" "$CTRL_LOG"
+check "no pending_timeout delete counted (${timeouts:-0})" [ "${timeouts:-0}" = 0 ]
+check "exactly one Job ($(jobs_in_ns)), and it completed ($(complete_in_ns))" \
+  bash -c "[ '$(jobs_in_ns)' = 1 ] && [ '$(complete_in_ns)' = 1 ]"
+check "the task started once ($(lines "$out/started")) and finished once ($(lines "$out/done"))" \
+  bash -c "[ '$(lines "$out/started")' = 1 ] && [ '$(lines "$out/done")' = 1 ]"
+check "no task was killed (no exit code >= 128)" \
+  bash -c "awk '\$2 == \"exited\" && \$5 >= 128 { bad = 1 } END { exit bad }' '$out/sim.events'"
+check_drained e2e.guard
+ctrl_stop
+kill -TERM "$SIM" 2>/dev/null; wait "$SIM" 2>/dev/null
+kapi DELETE "/api/v1/namespaces/$NS" >/dev/null 2>&1 || true
+finish
