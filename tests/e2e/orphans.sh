@@ -27,14 +27,20 @@ say "renamed to orph-new, four more messages"
 write_cfg orph-new
 $TOOL publish --queue e2e.orphans --count $CAP --start $((CAP + 1)) --sleep 1 --log "$out/pub2" || bad "publish"
 ctrl_start "$cfg"
-# Sample both pools' unfinished Jobs until every message ran.
+# Sample both pools' unfinished Jobs until every message ran, from one listing each time (one
+# resourceVersion: two separate reads could see a Job finish in one and its successor in the
+# other).
+unfinished_both() {
+  kapi GET "/apis/batch/v1/namespaces/default/jobs?labelSelector=app.kubernetes.io%2Fmanaged-by%3Djobpool" |
+    jq -r '[.items[] | {p: .metadata.labels["jobpool.dev/pool"],
+        u: ([(.status.conditions // [])[] | select(.status == "True" and (.type == "Complete" or .type == "Failed"))] | length == 0)}
+      | select(.u)] | "\(map(select(.p == "orph-old")) | length) \(map(select(.p == "orph-new")) | length)"'
+}
 : > "$out/samples"
 all_done() { [ "$(lines "$out/done")" -ge $((2 * CAP)) ]; }
 t_end=$(( $(date +%s) + 120 ))
 while ! all_done && [ "$(date +%s)" -lt "$t_end" ]; do
-  read -r _ _ _ uo <<< "$(job_counts orph-old)"
-  read -r _ _ _ un <<< "$(job_counts orph-new)"
-  echo "$uo $un" >> "$out/samples"
+  unfinished_both >> "$out/samples"
   sleep 0.5
 done
 over=$(awk -v cap=$CAP '$1 + $2 > cap { n++ } END { print n + 0 }' "$out/samples")
