@@ -339,6 +339,12 @@ static void settle_jobs(struct kb *K, const struct cfg_pool *pool, int n, char (
     for (int i = 0; i < n; i++) {
         if (rcs[i] == 0) {
             kube_cache_note_created(K->cache, &made[i]);
+        } else if (rcs[i] == JP_ECONFLICT) {
+            /* The name is ours and fresh: the create was sent again after its first answer was
+             * lost (libcurl retries a request whose reused connection died). */
+            log_msg(LOG_WARN, pool->name, rcs[i], "job %s already exists: the create's answer "
+                    "was lost and it was sent again; counted as pending until the watch shows "
+                    "it", names[i]);
         } else if (outcome_unknown(rcs[i])) {
             log_msg(LOG_WARN, pool->name, rcs[i], "job %s: the create's answer was lost; counted "
                     "as pending until the watch shows it (or does not, within 30 s)", names[i]);
