@@ -243,7 +243,7 @@ e2e:
 # built once with the fuzzer's coverage into build/fuzz/ctrl (the ordinary object rule, B=build/fuzz).
 FUZZ_SECONDS ?= 30
 FUZZ_CC      ?= clang
-FUZZ_ALL      = config rfc3339 retry_after watch_lines kube rmq kubeconfig worker
+FUZZ_ALL      = config rfc3339 retry_after watch_lines kube watch rmq kubeconfig worker
 FUZZ         ?= $(FUZZ_ALL)
 # The modules each links: those of the module's unit test, so a new dependency is added once.
 FUZZ_DEPS_config      = $(DEPS_test_config)
@@ -253,11 +253,13 @@ FUZZ_DEPS_watch_lines = $(DEPS_test_http)
 FUZZ_DEPS_kube        = $(DEPS_test_kube)
 FUZZ_DEPS_rmq         = $(DEPS_test_rmq)
 FUZZ_DEPS_kubeconfig  = $(DEPS_test_kubeconfig)
+FUZZ_DEPS_watch       = $(DEPS_kit_kube)
 FUZZ_DEPS_worker      = util log err
 FUZZ_WDEPS_worker     = amqp_conn
 # The client targets answer every request from the input (tests/fuzz/fuzz_seam.h).
 FUZZ_WRAP_kube        = -Wl,--wrap=http_request
 FUZZ_WRAP_rmq         = -Wl,--wrap=http_request
+FUZZ_WRAP_watch       = -Wl,--wrap=http_request,--wrap=http_stream
 FUZZ_CFLAGS = -O1 -g -fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=all \
               -fno-omit-frame-pointer
 # Two steps: make expands a whole recipe (its pkg-config calls) before running its first line.

@@ -490,7 +490,8 @@ int kube_job_parse(const cJSON *obj, struct kube_job *out)
     memset(out, 0, sizeof *out);
     const cJSON *meta = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
     const char *name = jstr(meta, "name");
-    if (!name) return JP_ESHAPE;
+    /* The name is the cache's key: an empty one, or one cut to fit, could stand for another. */
+    if (!name || !*name || strlen(name) >= sizeof out->name) return JP_ESHAPE;
     copy_str(out->name, sizeof out->name, name);
     copy_str(out->uid, sizeof out->uid, jstr(meta, "uid"));
     copy_str(out->resource_version, sizeof out->resource_version, jstr(meta, "resourceVersion"));
@@ -523,7 +524,8 @@ int kube_pod_parse(const cJSON *obj, struct kube_pod *out)
     memset(out, 0, sizeof *out);
     const cJSON *meta = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
     const char *name = jstr(meta, "name");
-    if (!name) return JP_ESHAPE;
+    /* The name is the cache's key: an empty one, or one cut to fit, could stand for another. */
+    if (!name || !*name || strlen(name) >= sizeof out->name) return JP_ESHAPE;
     copy_str(out->name, sizeof out->name, name);
     copy_str(out->uid, sizeof out->uid, jstr(meta, "uid"));
     copy_str(out->job, sizeof out->job, jlabel(meta, "labels", "job-name"));

@@ -109,7 +109,8 @@ enum kube_job_state { KUBE_JOB_PENDING = 0, KUBE_JOB_RUNNING, KUBE_JOB_SUCCEEDED
 const char *kube_job_state_name(enum kube_job_state s);
 
 /* A compact Job: what the controller needs, never the whole object. Times are unix ms, 0 when
- * absent. Strings longer than their field are truncated (names we create fit). */
+ * absent. Other strings longer than their field are truncated; a name that does not fit (or is
+ * empty) makes the object unparseable, since the name is its key (names we create fit). */
 struct kube_job {
     char name[64];
     char pool[64];              /* label jobpool.dev/pool, "" when absent */
@@ -210,7 +211,8 @@ int kube_job_delete(struct kube_client *c, const char *name);
 int kube_job_delete_if(struct kube_client *c, const char *name, const char *uid,
                        const char *resource_version);
 
-/* Parse one Job object into *out (for the cache and tests). Returns 0 or JP_ESHAPE. */
+/* Parse one Job object into *out (for the cache and tests). Returns 0 or JP_ESHAPE (no name,
+ * an empty one, or one longer than the field). */
 int kube_job_parse(const struct cJSON *obj, struct kube_job *out);
 
 /* ---- Pods -------------------------------------------------------------------------------- */
@@ -233,7 +235,7 @@ struct kube_pod_list {
     size_t n, alloc;
 };
 void kube_pod_list_free(struct kube_pod_list *l);
-/* Parse one Pod object into *out. Returns 0 or JP_ESHAPE. */
+/* Parse one Pod object into *out. Returns 0 or JP_ESHAPE (as kube_job_parse). */
 int kube_pod_parse(const struct cJSON *obj, struct kube_pod *out);
 
 /* Pods matching label_selector ("job-name=<job>", or NULL: managed-by=jobpool), paged.

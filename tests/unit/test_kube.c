@@ -317,6 +317,24 @@ static void test_parse(void **state)
     o = cJSON_Parse("{\"metadata\":{}}");
     assert_int_equal(kube_job_parse(o, &j), JP_ESHAPE);
     cJSON_Delete(o);
+    /* The name is the cache's key: empty, or cut to fit, it could stand for another object
+     * (the watch fuzzer found the empty one). 63 characters is the longest Job name. */
+    char doc[256];
+    const char *names[] = {"", "a23456789012345678901234567890123456789012345678901234567890123"
+                               "4"};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(doc, sizeof doc, "{\"metadata\":{\"name\":\"%s\"}}", names[i]);
+        o = cJSON_Parse(doc);
+        assert_int_equal(kube_job_parse(o, &j), JP_ESHAPE);
+        struct kube_pod pd;
+        assert_int_equal(kube_pod_parse(o, &pd), i == 0 ? JP_ESHAPE : 0); /* pods: 79 fit */
+        cJSON_Delete(o);
+    }
+    snprintf(doc, sizeof doc, "{\"metadata\":{\"name\":\"%.63s\"}}", names[1]);
+    o = cJSON_Parse(doc);
+    assert_int_equal(kube_job_parse(o, &j), 0);
+    assert_int_equal(strlen(j.name), 63);
+    cJSON_Delete(o);
     assert_string_equal(kube_job_state_name(KUBE_JOB_RUNNING), "running");
 }
 
