@@ -44,6 +44,7 @@ DEPS_test_scale_sim = scale util err
 DEPS_test_backend_local = backend backend_local http util log err config yamljson
 DEPS_test_metrics   = metrics util log err
 DEPS_test_reconcile = reconcile backend scale metrics util log err
+WRAP_test_backend_local = -Wl,--wrap=waitpid
 # Link-time seams: the reconcile test plays the broker through these wrappers, and fails an
 # allocation on request (realloc).
 WRAP_test_reconcile = -Wl,--wrap=rmq_queue_depth,--wrap=rmq_regex_depth,--wrap=rmq_tick_begin,--wrap=rmq_last_error,--wrap=realloc

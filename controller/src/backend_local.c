@@ -60,9 +60,29 @@ static bool read_wasted(const char *path)
     return wasted;
 }
 
+/* When did a worker that finished between two observes start? It reported progress (it was a
+ * consumer) before it wrote its last word, so that word's time (the result file's mtime) is no
+ * earlier than its start as a consumer; its spawn time is no later. The word's time is used: for
+ * "task" it is the moment its message left the queue, which is what the sample's age is
+ * compared with (scale.h's "unseen"). 0 when it never reported, so it took no message. */
+static int64_t unobserved_start_ms(const struct lworker *lw)
+{
+    struct stat st;
+    if (stat(lw->result, &st) != 0) return 0;
+    /* The file's time is on the wall clock; the decision's on our monotonic one. */
+    int64_t wall = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+    int64_t now = util_now_ms();
+    int64_t t = now - (util_wall_ms() - wall);
+    if (t > now) t = now;
+    return t > lw->bw.w.created_ms ? t : lw->bw.w.created_ms;
+}
+
 static void finish(struct local *L, struct lworker *lw, int status)
 {
     lw->bw.w.finished_ms = util_now_ms();
+    /* Finished before any observe saw it running: without a start it would not count as
+     * "unseen", and a lagging depth sample would get its message a second worker. */
+    if (!lw->bw.w.started_ms) lw->bw.w.started_ms = unobserved_start_ms(lw);
     lw->bw.wasted = read_wasted(lw->result);
     if (WIFEXITED(status)) lw->bw.exit_code = WEXITSTATUS(status);
     else if (WIFSIGNALED(status)) lw->bw.exit_code = 128 + WTERMSIG(status);
@@ -77,16 +97,28 @@ static void finish(struct local *L, struct lworker *lw, int status)
             lw->bw.wasted ? " (no task)" : "");
 }
 
+/* The status of a child that is gone for sure (after SIGKILL). A signal may interrupt the wait;
+ * a child that cannot be waited for (already reaped elsewhere) counts as exit 255, never as
+ * whatever an unset status would say. */
+static int reap(pid_t pid)
+{
+    int status = 0;
+    pid_t r;
+    while ((r = waitpid(pid, &status, 0)) < 0 && errno == EINTR) {}
+    return r == pid ? status : 255 << 8;
+}
+
 static int local_observe(struct backend *b)
 {
     struct local *L = (struct local *)b;
     for (size_t i = 0; i < L->n; i++) {
         struct lworker *lw = &L->w[i];
         if (lw->bw.w.finished_ms) continue;
-        int status;
-        pid_t r = waitpid(lw->pid, &status, WNOHANG);
+        int status = 0;
+        pid_t r;
+        while ((r = waitpid(lw->pid, &status, WNOHANG)) < 0 && errno == EINTR) {}
         if (r == lw->pid) finish(L, lw, status);
-        else if (r < 0 && errno == ECHILD) finish(L, lw, 255 << 8);
+        else if (r < 0) finish(L, lw, 255 << 8); /* ECHILD: not ours to wait for any more */
         else if (lw->bw.w.state == SCALE_PENDING && !access(lw->result, F_OK)) {
             /* Any progress word means the worker has registered as a consumer. A command that
              * is not jobpool-worker never writes one: it counts as running from its spawn. */
@@ -110,30 +142,77 @@ static int local_list(struct backend *b, const struct cfg_pool *pool, struct bac
     return 0;
 }
 
-/* Environment for a worker: ours, minus anything we set, plus the pool's variables. */
-static char **build_env(const struct local *L, const struct cfg_pool *pool, const char *result)
+/* What a worker inherits from the controller: the locale, the clock's zone, where programs and
+ * home are. Nothing else: the controller's environment holds its own secrets (the broker
+ * password, API tokens) and the worker, and the task after it, must not see them. */
+static bool env_allowed(const char *var)
+{
+    static const char *const names[] = {"PATH=", "HOME=", "LANG=", "LANGUAGE=", "TZ=", "LC_"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strncmp(var, names[i], strlen(names[i])) == 0) return true;
+    return false;
+}
+
+static bool env_has(char *const *env, size_t n, const char *name)
+{
+    size_t len = strlen(name);
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(env[i], name, len) == 0 && env[i][len] == '=') return true;
+    return false;
+}
+
+/* Does worker.env set var's name? It then replaces our value. */
+static bool pool_sets(const struct cfg_pool *pool, const char *var)
+{
+    size_t len = strcspn(var, "=");
+    for (size_t i = 0; i < pool->worker_nenv; i++)
+        if (strlen(pool->worker_env[i].name) == len &&
+            strncmp(pool->worker_env[i].name, var, len) == 0)
+            return true;
+    return false;
+}
+
+/* Environment for a worker: the allow-listed part of ours, the pool's worker.env (references
+ * read now, so a rotated file is picked up by the next worker), then what we set ourselves.
+ * Returns NULL with *rc set (JP_ENOMEM, or the reference's error after one log line). */
+static char **build_env(const struct local *L, const struct cfg_pool *pool, const char *result,
+                        int *rc)
 {
     size_t n = 0;
     for (char **e = environ; *e; e++) n++;
-    char **env = calloc(n + 8, sizeof *env);
-    if (!env) return NULL;
+    char **env = calloc(n + pool->worker_nenv + 8, sizeof *env);
     size_t k = 0;
-    for (char **e = environ; *e; e++) {
-        static const char *ours[] = {"JOBPOOL_POOL=", "JOBPOOL_QUEUE=", "JOBPOOL_VHOST=",
-                                     "JOBPOOL_AMQP_URL=", "JOBPOOL_RESULT_FILE=",
-                                     "JOBPOOL_AMQP_URL_FILE="};
-        bool skip = false;
-        for (size_t j = 0; j < sizeof ours / sizeof ours[0]; j++)
-            if (strncmp(*e, ours[j], strlen(ours[j])) == 0) skip = true;
-        if (!skip && !(env[k++] = strdup(*e))) goto fail;
+    *rc = JP_ENOMEM;
+    if (!env) return NULL;
+    for (char **e = environ; *e; e++)
+        if (env_allowed(*e) && !pool_sets(pool, *e) && !(env[k++] = strdup(*e))) goto fail;
+    for (size_t i = 0; i < pool->worker_nenv; i++) {
+        const struct cfg_env_var *v = &pool->worker_env[i];
+        char *val = NULL;
+        if (!v->value && (*rc = cfg_secret_read(&v->ref, &val)) != 0) {
+            log_msg(LOG_ERROR, pool->name, *rc, "worker.env.%s: cannot read %s %s", v->name,
+                    v->ref.env ? "environment variable" : "file",
+                    v->ref.env ? v->ref.env : v->ref.file);
+            goto fail;
+        }
+        env[k] = util_strprintf("%s=%s", v->name, v->value ? v->value : val);
+        if (val) explicit_bzero(val, strlen(val));
+        free(val);
+        *rc = JP_ENOMEM;
+        if (!env[k++]) goto fail;
     }
+    /* Set last and only once: a name in worker.env is never also one of these (config.c). */
     const char *kv[][2] = {{"JOBPOOL_POOL", pool->name},
                            {"JOBPOOL_QUEUE", pool->queue ? pool->queue : ""},
                            {"JOBPOOL_VHOST", pool->vhost ? pool->vhost : "/"},
                            {"JOBPOOL_AMQP_URL", L->amqp_url},
-                           {"JOBPOOL_RESULT_FILE", result}};
-    for (size_t j = 0; j < sizeof kv / sizeof kv[0]; j++)
+                           {"JOBPOOL_RESULT_FILE", result},
+                           {"JOBPOOL_CA_FILE", L->cfg->rabbitmq.ca_file}};
+    for (size_t j = 0; j < sizeof kv / sizeof kv[0]; j++) {
+        if (!kv[j][1] || env_has(env, k, kv[j][0])) continue; /* worker.env's CA file wins */
         if (!(env[k++] = util_strprintf("%s=%s", kv[j][0], kv[j][1]))) goto fail;
+    }
+    *rc = 0;
     return env;
 fail:
     for (size_t j = 0; j < k; j++) free(env[j]);
@@ -208,7 +287,8 @@ static int spawn_one(struct local *L, const struct cfg_pool *pool)
     char **argv = build_argv(L, pool), **env = NULL;
     char result[96];
     snprintf(result, sizeof result, "%s/w%lu", L->dir, ++L->seq);
-    if (!argv || !(env = build_env(L, pool, result))) goto out;
+    if (!argv || !(env = build_env(L, pool, result, &rc))) goto out;
+    rc = JP_ENOMEM;
     if (L->n == L->cap) {
         size_t cap = L->cap ? L->cap * 2 : 64;
         struct lworker *w = realloc(L->w, cap * sizeof *w);
@@ -232,9 +312,15 @@ static int spawn_one(struct local *L, const struct cfg_pool *pool)
     posix_spawnattr_setpgroup(&attr, 0);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
                                         POSIX_SPAWN_SETPGROUP);
+    /* Close every descriptor above stderr in the child, whoever opened it: libcurl's keep-alive
+     * sockets and anything a library opened without O_CLOEXEC must not reach a worker. */
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
     pid_t pid;
-    int e = check_exec(argv[0]);
-    if (!e) e = posix_spawnp(&pid, argv[0], NULL, &attr, argv, env);
+    int e = posix_spawn_file_actions_addclosefrom_np(&fa, STDERR_FILENO + 1);
+    if (!e) e = check_exec(argv[0]);
+    if (!e) e = posix_spawnp(&pid, argv[0], &fa, &attr, argv, env);
+    posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
     if (e != 0) {
         log_msg(LOG_ERROR, pool->name, JP_ESPAWN, "cannot start worker %s: %s", argv[0],
@@ -329,9 +415,7 @@ static void local_shutdown(struct backend *b, long grace_ms)
     for (size_t i = 0; i < L->n; i++)
         if (!L->w[i].bw.w.finished_ms) {
             kill(L->w[i].pid, SIGKILL);
-            int st;
-            waitpid(L->w[i].pid, &st, 0);
-            finish(L, &L->w[i], st);
+            finish(L, &L->w[i], reap(L->w[i].pid));
         }
 }
 

@@ -26,6 +26,7 @@
 #define SECRET_FILE_MAX ((size_t)64 << 10)
 #define KEYPATH_MAX 320
 #define ARGV_MAX 256
+#define ENV_MAX 256
 #define MERGE_DEPTH_MAX 8
 #define DURATION_MAX_MS CFG_DURATION_MAX_MS
 #define LIM(id) CFG_LIM_MIN(id), CFG_LIM_MAX(id)
@@ -487,6 +488,18 @@ static int collect(struct ld *l, yaml_node_t *map, const char *path, const char 
 
 /* ---- sections ------------------------------------------------------------------------------- */
 
+/* [A-Za-z_][A-Za-z0-9_]*: what a shell can name, so no variable is silently unusable. */
+static bool env_name_ok(const char *s)
+{
+    if (!*s) return false;
+    for (const char *c = s; *c; c++) {
+        bool ok = *c == '_' || (*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') ||
+                  (c != s && *c >= '0' && *c <= '9');
+        if (!ok) return false;
+    }
+    return true;
+}
+
 static int parse_secret(struct ld *l, yaml_node_t *n, const char *path, struct cfg_secret *s)
 {
     static const char *const keys[] = {"env", "file"};
@@ -504,13 +517,8 @@ static int parse_secret(struct ld *l, yaml_node_t *n, const char *path, struct c
     if (!v[0] && !v[1]) return fail(l, n, path, "one of 'env' or 'file' is required");
     if (v[0]) {
         if ((rc = get_str(l, v[0], pjoin(p, sizeof p, path, "env"), false, &s->env))) return rc;
-        for (const char *c = s->env; *c; c++) {
-            bool ok = *c == '_' || (*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') ||
-                      (c != s->env && *c >= '0' && *c <= '9');
-            if (!ok)
-                return fail(l, v[0], p, "'%.64s' is not a valid environment variable name",
-                            s->env);
-        }
+        if (!env_name_ok(s->env))
+            return fail(l, v[0], p, "'%.64s' is not a valid environment variable name", s->env);
         return 0;
     }
     return get_str(l, v[1], pjoin(p, sizeof p, path, "file"), false, &s->file);
@@ -750,13 +758,59 @@ static int parse_leader(struct ld *l, yaml_node_t *n, struct cfg_leader *le)
     return 0;
 }
 
+/* Variables the local backend sets for every worker itself; worker.env may not replace them. */
+static const char *const worker_env_reserved_[] = {
+    "JOBPOOL_POOL", "JOBPOOL_QUEUE", "JOBPOOL_VHOST", "JOBPOOL_RESULT_FILE",
+};
+
+/* worker.env: NAME: value, where value is a string (numbers and booleans as written) or
+ * {env: NAME} / {file: PATH}, read when each worker starts. */
+static int parse_worker_env(struct ld *l, yaml_node_t *n, const char *path, struct cfg_pool *pl)
+{
+    char p[KEYPATH_MAX], b[64];
+    if (n->type != YAML_MAPPING_NODE) return want(l, n, path, "a mapping of NAME: value");
+    size_t cnt = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+    if (cnt > ENV_MAX) return fail(l, n, path, "at most %d variables, got %zu", ENV_MAX, cnt);
+    pl->worker_env = calloc(cnt ? cnt : 1, sizeof *pl->worker_env);
+    if (!pl->worker_env) return JP_ENOMEM;
+    for (yaml_node_pair_t *pr = n->data.mapping.pairs.start; pr < n->data.mapping.pairs.top; pr++) {
+        yaml_node_t *k = yaml_document_get_node(l->doc, pr->key);
+        yaml_node_t *v = yaml_document_get_node(l->doc, pr->value);
+        if (!k || !v) return fail(l, n, path, "malformed document");
+        if (k->type != YAML_SCALAR_NODE || is_merge_key(k))
+            return fail(l, k, path, "keys must be variable names, got %s", show(k, b, sizeof b));
+        const char *name = sval(k);
+        pjoin(p, sizeof p, path, name);
+        if (memchr(name, '\0', k->data.scalar.length) || !env_name_ok(name))
+            return fail(l, k, p, "'%.64s' is not a valid environment variable name (letters, "
+                        "digits and '_', not starting with a digit)", name);
+        if (!strncmp(name, "JOBPOOL_AMQP_", 13))
+            return fail(l, k, p, "the broker connection is set by the controller from the "
+                        "rabbitmq section");
+        for (size_t i = 0; i < NKEYS(worker_env_reserved_); i++)
+            if (!strcmp(name, worker_env_reserved_[i]))
+                return fail(l, k, p, "%s is set by the controller", name);
+        for (size_t i = 0; i < pl->worker_nenv; i++)
+            if (!strcmp(pl->worker_env[i].name, name))
+                return fail(l, k, p, "duplicate variable");
+        struct cfg_env_var *e = &pl->worker_env[pl->worker_nenv++];
+        if (!(e->name = util_strdup(name))) return JP_ENOMEM;
+        int rc = v->type == YAML_MAPPING_NODE ? parse_secret(l, v, p, &e->ref)
+               : v->type == YAML_SCALAR_NODE && !is_null(v) ? get_str(l, v, p, true, &e->value)
+               : want(l, v, p, "a string, {env: NAME} or {file: PATH}");
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 static int parse_worker(struct ld *l, yaml_node_t *n, const char *path, struct cfg_pool *pl)
 {
-    static const char *const keys[] = {"command"};
-    yaml_node_t *v[1], *k[1];
+    static const char *const keys[] = {"command", "env"};
+    yaml_node_t *v[2], *k[2];
     char p[KEYPATH_MAX], ip[KEYPATH_MAX];
-    int rc = collect(l, n, path, keys, 1, v, k);
+    int rc = collect(l, n, path, keys, 2, v, k);
     if (rc) return rc;
+    if (v[1] && (rc = parse_worker_env(l, v[1], pjoin(p, sizeof p, path, "env"), pl))) return rc;
     if (!v[0]) return fail(l, n, pjoin(p, sizeof p, path, "command"), "required key is missing");
     yaml_node_t *seq = v[0];
     pjoin(p, sizeof p, path, "command");
@@ -837,6 +891,13 @@ static int pool_hash(struct cfg_pool *pl)
                          pl->failed_history, pl->ttl_seconds_after_finished);
     for (size_t i = 0; !rc && i < pl->worker_argc; i++)
         rc = dbuf_printf(&b, "arg=%zu:%s\n", strlen(pl->worker_command[i]), pl->worker_command[i]);
+    for (size_t i = 0; !rc && i < pl->worker_nenv; i++) {
+        const struct cfg_env_var *e = &pl->worker_env[i];
+        const char *kind = e->value ? "=" : e->ref.env ? "env=" : "file=";
+        const char *val = e->value ? e->value : e->ref.env ? e->ref.env : e->ref.file;
+        rc = dbuf_printf(&b, "env=%zu:%s%s%zu:%s\n", strlen(e->name), e->name, kind, strlen(val),
+                         val);
+    }
     if (!rc && pl->job_template) {
         char *js = cJSON_PrintUnformatted(pl->job_template);
         rc = js ? dbuf_printf(&b, "template=%s\n", js) : JP_ENOMEM;
@@ -1190,6 +1251,13 @@ static void pool_free(struct cfg_pool *p)
     free(p->vhost);
     for (size_t i = 0; p->worker_command && p->worker_command[i]; i++) free(p->worker_command[i]);
     free(p->worker_command);
+    for (size_t i = 0; i < p->worker_nenv; i++) {
+        free(p->worker_env[i].name);
+        free(p->worker_env[i].value);
+        free(p->worker_env[i].ref.env);
+        free(p->worker_env[i].ref.file);
+    }
+    free(p->worker_env);
     cJSON_Delete(p->job_template);
     yamljson_src_free(p->template_src);
 }

@@ -49,6 +49,13 @@ struct cfg_rabbitmq {
     struct cfg_ca_secret ca_secret;
 };
 
+/* One variable of a pool's worker.env: a literal value, or a reference read at each spawn. */
+struct cfg_env_var {
+    char *name;                    /* [A-Za-z_][A-Za-z0-9_]* */
+    char *value;                   /* literal value; NULL when ref is used */
+    struct cfg_secret ref;         /* {env: NAME} or {file: PATH}; read with cfg_secret_read */
+};
+
 struct cfg_kubernetes {
     bool in_cluster;               /* default true unless kubeconfig is given */
     char *kubeconfig;
@@ -87,6 +94,8 @@ struct cfg_pool {
     char **worker_command;         /* local backend argv, NULL-terminated; set whenever backend is
                                     * local (required there), else may be NULL */
     size_t worker_argc;
+    struct cfg_env_var *worker_env; /* local backend: worker.env, in file order; owned */
+    size_t worker_nenv;
     struct cJSON *job_template;    /* kube backend: a batch/v1 JobSpec; owned; may be NULL */
     struct yamljson_src *template_src; /* source positions of job_template's nodes; owned */
     char hash[17];                 /* hex FNV-1a of the pool's settings, for annotations */

@@ -7,7 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "backend.h"
@@ -81,9 +85,10 @@ static void test_outcomes(void **state)
     int started = 0;
     assert_int_equal(b->start(b, &p, 3, 3, &started), 0);
     assert_int_equal(started, 3);
-    setenv("CODE", "3", 1);
+    struct cfg_env_var code = {.name = "CODE", .value = "3"};
+    p.worker_env = &code;
+    p.worker_nenv = 1;
     assert_int_equal(b->start(b, &p, 1, 1, &started), 0);
-    unsetenv("CODE");
     struct backend_list l = {0};
     wait_idle(b, &p, &l);
     assert_int_equal(l.n, 4);
@@ -118,11 +123,21 @@ static void test_env_and_waste(void **state)
     char out[128], script[512];
     snprintf(out, sizeof out, "%s/env.txt", tmpdir);
     snprintf(script, sizeof script,
-             "env | grep '^JOBPOOL_' | sort > %s; printf no-task > \"$JOBPOOL_RESULT_FILE\"", out);
+             "env | sort > %s; printf no-task > \"$JOBPOOL_RESULT_FILE\"", out);
     char *argv[] = {"sh", "-c", script, NULL};
     struct cfg c;
     struct cfg_pool p;
     make_cfg(&c, &p, argv, 3);
+    /* The controller's own environment holds secrets: only the allow-list reaches a worker. */
+    setenv("JP_TEST_CTL_SECRET", "hush", 1);
+    setenv("LC_TIME", "C", 1);
+    setenv("JOBPOOL_LOG_LEVEL", "debug", 1);
+    setenv("JP_TEST_REF", "from-ref", 1);
+    struct cfg_env_var wenv[] = {{.name = "TASK_OUT", .value = "/tmp/x y"},
+                                 {.name = "FROM_REF", .ref = {.env = "JP_TEST_REF"}},
+                                 {.name = "LC_TIME", .value = "pool-wins"}};
+    p.worker_env = wenv;
+    p.worker_nenv = 3;
     struct backend *b;
     assert_int_equal(backend_local_new(&c, NULL, &b), 0);
     int started;
@@ -141,7 +156,18 @@ static void test_env_and_waste(void **state)
     assert_non_null(strstr(env, "JOBPOOL_VHOST=/\n"));
     /* credentials are percent-encoded into the URL handed to the worker */
     assert_non_null(strstr(env, "JOBPOOL_AMQP_URL=amqp://alice:s3cr3t%2Fpw@127.0.0.1:5672\n"));
+    assert_non_null(strstr(env, "\nPATH="));
+    assert_non_null(strstr(env, "TASK_OUT=/tmp/x y\n"));
+    assert_non_null(strstr(env, "FROM_REF=from-ref\n"));
+    assert_non_null(strstr(env, "LC_TIME=pool-wins\n"));
+    assert_null(strstr(env, "LC_TIME=C\n"));
+    assert_null(strstr(env, "hush"));
+    assert_null(strstr(env, "JP_TEST_"));
+    assert_null(strstr(env, "JOBPOOL_LOG_LEVEL"));
     free(env);
+    unsetenv("JP_TEST_CTL_SECRET");
+    unsetenv("LC_TIME");
+    unsetenv("JOBPOOL_LOG_LEVEL");
     backend_list_free(&l);
     backend_free(b);
 }
@@ -272,6 +298,156 @@ static void test_missing_credentials(void **state)
     assert_null(b);
 }
 
+/* No descriptor of the controller reaches a worker: not one it opened without O_CLOEXEC. */
+static void test_descriptors_closed(void **state)
+{
+    (void)state;
+    char out[128], script[512];
+    snprintf(out, sizeof out, "%s/fds.txt", tmpdir);
+    int leak = open("/dev/null", O_RDONLY); /* no O_CLOEXEC, like libcurl's sockets */
+    assert_true(leak > 2);
+    /* ls lists the shell's descriptors from outside, so its own directory handle is not one. */
+    snprintf(script, sizeof script, "exec > %s; ls /proc/$$/fd", out);
+    char *argv[] = {"sh", "-c", script, NULL};
+    struct cfg c;
+    struct cfg_pool p;
+    make_cfg(&c, &p, argv, 3);
+    struct backend *b;
+    assert_int_equal(backend_local_new(&c, NULL, &b), 0);
+    int started;
+    assert_int_equal(b->start(b, &p, 1, 1, &started), 0);
+    struct backend_list l = {0};
+    wait_idle(b, &p, &l);
+    close(leak);
+    char *fds = NULL;
+    assert_int_equal(util_read_file(out, 4096, false, &fds), 0);
+    assert_string_equal(fds, "0\n1\n2\n");
+    free(fds);
+    backend_list_free(&l);
+    backend_free(b);
+}
+
+/* worker.env references are read at each spawn; a missing one fails that start, with no child. */
+static void test_env_reference_missing(void **state)
+{
+    (void)state;
+    char *argv[] = {"true", NULL};
+    struct cfg c;
+    struct cfg_pool p;
+    make_cfg(&c, &p, argv, 1);
+    struct cfg_env_var wenv[] = {{.name = "TOKEN", .ref = {.env = "JP_TEST_UNSET_TOKEN"}}};
+    p.worker_env = wenv;
+    p.worker_nenv = 1;
+    struct backend *b;
+    assert_int_equal(backend_local_new(&c, NULL, &b), 0);
+    int started = -1;
+    assert_int_equal(b->start(b, &p, 1, 1, &started), JP_ENOTFOUND);
+    assert_int_equal(started, 0);
+    struct backend_stats st;
+    b->stats(b, &p, &st);
+    assert_int_equal(st.started, 0);
+    backend_free(b);
+}
+
+/* A jobpool-worker that took its message and exited between two observes still has a start,
+ * so the decision counts it as "unseen" (docs/scaling.md) instead of forgetting it. */
+static void test_unobserved_worker_has_start(void **state)
+{
+    (void)state;
+    char fake[128];
+    snprintf(fake, sizeof fake, "%s/jobpool-worker", tmpdir);
+    FILE *f = fopen(fake, "w");
+    assert_non_null(f);
+    fputs("#!/bin/sh\nprintf waiting > \"$JOBPOOL_RESULT_FILE\"\nsleep 0.05\n"
+          "printf task > \"$JOBPOOL_RESULT_FILE\"\n", f);
+    fclose(f);
+    assert_int_equal(chmod(fake, 0755), 0);
+    char *argv[] = {fake, "--", "true", NULL};
+    struct cfg c;
+    struct cfg_pool p;
+    make_cfg(&c, &p, argv, 3);
+    struct backend *b;
+    assert_int_equal(backend_local_new(&c, NULL, &b), 0);
+    int started;
+    assert_int_equal(b->start(b, &p, 1, 1, &started), 0);
+    struct backend_list l = {0};
+    assert_int_equal(b->list(b, &p, &l), 0);
+    assert_int_equal(l.v[0].w.state, SCALE_PENDING);
+    /* Let it finish unobserved. */
+    char flag[160];
+    snprintf(flag, sizeof flag, "/proc/%s/status", l.v[0].id + 4);
+    for (int i = 0; i < 1000; i++) {
+        char *st = NULL;
+        bool zombie = util_read_file(flag, 4096, false, &st) == 0 && strstr(st, "State:\tZ");
+        free(st);
+        if (zombie) break;
+        usleep(10000);
+    }
+    assert_int_equal(b->observe(b), 0);
+    assert_int_equal(b->list(b, &p, &l), 0);
+    assert_int_equal(l.v[0].w.state, SCALE_SUCCEEDED);
+    assert_true(l.v[0].w.started_ms >= l.v[0].w.created_ms);
+    assert_true(l.v[0].w.started_ms <= l.v[0].w.finished_ms);
+    assert_false(l.v[0].wasted);
+    backend_list_free(&l);
+    backend_free(b);
+
+    /* One that exited before it ever reported took no message: no start. */
+    char *early[] = {fake, NULL};
+    f = fopen(fake, "w");
+    assert_non_null(f);
+    fputs("#!/bin/sh\nexit 2\n", f);
+    fclose(f);
+    make_cfg(&c, &p, early, 1);
+    assert_int_equal(backend_local_new(&c, NULL, &b), 0);
+    assert_int_equal(b->start(b, &p, 1, 1, &started), 0);
+    wait_idle(b, &p, &l);
+    assert_int_equal(l.v[0].w.state, SCALE_FAILED);
+    assert_int_equal(l.v[0].w.started_ms, 0);
+    backend_list_free(&l);
+    backend_free(b);
+}
+
+/* waitpid interrupted by a signal (EINTR) must not hand finish() an unset status. The seam
+ * makes the first blocking wait fail with EINTR after scribbling "exited 0" into the status, as
+ * an unset variable might hold. */
+static int eintr_left;
+pid_t __real_waitpid(pid_t pid, int *status, int options);
+pid_t __wrap_waitpid(pid_t pid, int *status, int options);
+pid_t __wrap_waitpid(pid_t pid, int *status, int options)
+{
+    if (options == 0 && eintr_left > 0) {
+        eintr_left--;
+        *status = 0;
+        errno = EINTR;
+        return -1;
+    }
+    return __real_waitpid(pid, status, options);
+}
+
+static void test_shutdown_waitpid_eintr(void **state)
+{
+    (void)state;
+    char *argv[] = {"sh", "-c", "trap '' TERM; sleep 30", NULL};
+    struct cfg c;
+    struct cfg_pool p;
+    make_cfg(&c, &p, argv, 3);
+    struct backend *b;
+    assert_int_equal(backend_local_new(&c, NULL, &b), 0);
+    int started;
+    assert_int_equal(b->start(b, &p, 1, 1, &started), 0);
+    usleep(100000); /* let the shell install its trap */
+    eintr_left = 1;
+    b->shutdown(b, 200); /* SIGTERM is ignored: SIGKILL, then the interrupted wait */
+    assert_int_equal(eintr_left, 0);
+    struct backend_list l = {0};
+    assert_int_equal(b->list(b, &p, &l), 0);
+    assert_int_equal(l.v[0].w.state, SCALE_FAILED);
+    assert_int_equal(l.v[0].exit_code, 128 + 9);
+    backend_list_free(&l);
+    backend_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -281,6 +457,10 @@ int main(void)
         cmocka_unit_test(test_pending_until_consuming),
         cmocka_unit_test(test_spawn_failure_and_running_not_removed),
         cmocka_unit_test(test_missing_credentials),
+        cmocka_unit_test(test_descriptors_closed),
+        cmocka_unit_test(test_env_reference_missing),
+        cmocka_unit_test(test_unobserved_worker_has_start),
+        cmocka_unit_test(test_shutdown_waitpid_eintr),
     };
     return cmocka_run_group_tests_name("backend_local", tests, setup, teardown);
 }

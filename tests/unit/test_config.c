@@ -802,6 +802,96 @@ static const struct bad_case bad_cases[] = {
          "    queue: q\n"
          "    maxActive: 5\n",
      "config.yaml:3:5: pools[0].worker.command: required with backend local (e.g. [jobpool-worker, --, ./task.sh])"},
+    {"env_not_map",
+         "backend: local\n"
+         "pools:\n"
+         "  - name: a\n"
+         "    queue: q\n"
+         "    maxActive: 5\n"
+         "    worker:\n"
+         "      command: [t]\n"
+         "      env: [A]\n",
+     "config.yaml:8:12: pools[0].worker.env: expected a mapping of NAME: value, got a sequence"},
+    {"env_bad_name",
+         "backend: local\n"
+         "pools:\n"
+         "  - name: a\n"
+         "    queue: q\n"
+         "    maxActive: 5\n"
+         "    worker:\n"
+         "      command: [t]\n"
+         "      env: {9LIVES: x}\n",
+     "config.yaml:8:13: pools[0].worker.env.9LIVES: '9LIVES' is not a valid environment variable name (letters, digits and '_', not starting with a digit)"},
+    {"env_dash_name",
+         "backend: local\n"
+         "pools:\n"
+         "  - name: a\n"
+         "    queue: q\n"
+         "    maxActive: 5\n"
+         "    worker:\n"
+         "      command: [t]\n"
+         "      env: {MY-VAR: x}\n",
+     "config.yaml:8:13: pools[0].worker.env.MY-VAR: 'MY-VAR' is not a valid environment variable name (letters, digits and '_', not starting with a digit)"},
+    {"env_amqp",
+         "backend: local\n"
+         "pools:\n"
+         "  - name: a\n"
+         "    queue: q\n"
+         "    maxActive: 5\n"
+         "    worker:\n"
+         "      command: [t]\n"
+         "      env: {JOBPOOL_AMQP_PASSWORD: x}\n",
+     "config.yaml:8:13: pools[0].worker.env.JOBPOOL_AMQP_PASSWORD: the broker connection is set by the controller from the rabbitmq section"},
+    {"env_reserved",
+         "backend: local\n"
+         "pools:\n"
+         "  - name: a\n"
+         "    queue: q\n"
+         "    maxActive: 5\n"
+         "    worker:\n"
+         "      command: [t]\n"
+         "      env: {JOBPOOL_QUEUE: x}\n",
+     "config.yaml:8:13: pools[0].worker.env.JOBPOOL_QUEUE: JOBPOOL_QUEUE is set by the controller"},
+    {"env_dup",
+         "backend: local\n"
+         "pools:\n"
+         "  - name: a\n"
+         "    queue: q\n"
+         "    maxActive: 5\n"
+         "    worker:\n"
+         "      command: [t]\n"
+         "      env: {A: x, A: y}\n",
+     "config.yaml:8:19: pools[0].worker.env.A: duplicate variable"},
+    {"env_null",
+         "backend: local\n"
+         "pools:\n"
+         "  - name: a\n"
+         "    queue: q\n"
+         "    maxActive: 5\n"
+         "    worker:\n"
+         "      command: [t]\n"
+         "      env: {A: ~}\n",
+     "config.yaml:8:16: pools[0].worker.env.A: expected a string, {env: NAME} or {file: PATH}, got null"},
+    {"env_seq_value",
+         "backend: local\n"
+         "pools:\n"
+         "  - name: a\n"
+         "    queue: q\n"
+         "    maxActive: 5\n"
+         "    worker:\n"
+         "      command: [t]\n"
+         "      env: {A: [1]}\n",
+     "config.yaml:8:16: pools[0].worker.env.A: expected a string, {env: NAME} or {file: PATH}, got a sequence"},
+    {"env_bad_ref",
+         "backend: local\n"
+         "pools:\n"
+         "  - name: a\n"
+         "    queue: q\n"
+         "    maxActive: 5\n"
+         "    worker:\n"
+         "      command: [t]\n"
+         "      env: {A: {env: x y}}\n",
+     "config.yaml:8:22: pools[0].worker.env.A.env: 'x y' is not a valid environment variable name"},
 };
 
 static void test_bad_inputs(void **state)
@@ -1176,6 +1266,39 @@ static void test_hash(void **state)
     free(h2);
 }
 
+static void test_worker_env(void **state)
+{
+    (void)state;
+    const char y[] = "backend: local\n"
+                     "pools:\n"
+                     "  - name: a\n"
+                     "    queue: q\n"
+                     "    maxActive: 5\n"
+                     "    worker:\n"
+                     "      command: [t]\n"
+                     "      env:\n"
+                     "        OUT_DIR: /srv/out\n"
+                     "        RETRIES: 3\n"
+                     "        EMPTY: ''\n"
+                     "        TOKEN: {env: THUMBS_TOKEN}\n"
+                     "        KEY: {file: /run/secrets/key}\n"
+                     "        JOBPOOL_LOG_LEVEL: debug\n";
+    struct cfg *c;
+    char err[256];
+    assert_int_equal(cfg_load_string(y, strlen(y), "config.yaml", &c, err, sizeof err), 0);
+    const struct cfg_pool *p = &c->pools[0];
+    assert_int_equal(p->worker_nenv, 6);
+    assert_string_equal(p->worker_env[0].name, "OUT_DIR");
+    assert_string_equal(p->worker_env[0].value, "/srv/out");
+    assert_string_equal(p->worker_env[1].value, "3");
+    assert_string_equal(p->worker_env[2].value, "");
+    assert_null(p->worker_env[3].value);
+    assert_string_equal(p->worker_env[3].ref.env, "THUMBS_TOKEN");
+    assert_string_equal(p->worker_env[4].ref.file, "/run/secrets/key");
+    assert_string_equal(p->worker_env[5].name, "JOBPOOL_LOG_LEVEL");
+    cfg_free(c);
+}
+
 static void test_secret_env(void **state)
 {
     (void)state;
@@ -1354,6 +1477,7 @@ int main(void)
         cmocka_unit_test(test_full),
         cmocka_unit_test(test_vhost_and_kubeconfig),
         cmocka_unit_test(test_hash),
+        cmocka_unit_test(test_worker_env),
         cmocka_unit_test(test_secret_env),
         cmocka_unit_test(test_secret_file),
         cmocka_unit_test(test_secret_from_config),

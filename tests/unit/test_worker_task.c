@@ -36,13 +36,16 @@ static void test_env_strips_credentials(void **state)
     (void)state;
     char *inherited[] = {"PATH=/bin", "JOBPOOL_AMQP_URL=amqp://u:secret@h/", "JOBPOOL_QUEUE=q",
                          "JOBPOOL_AMQP_URL_FILE=/run/url", "JOBPOOL_HEADER_OLD=x",
-                         "JOBPOOL_ATTEMPT=9", "HOME=/root", NULL};
+                         "JOBPOOL_AMQP_USERNAME=u", "JOBPOOL_AMQP_PASSWORD=secret",
+                         "JOBPOOL_RESULT_FILE=/tmp/w1", "JOBPOOL_ATTEMPT=9", "HOME=/root", NULL};
     struct task_env e;
     assert_int_equal(task_env_init(&e, inherited), 0);
     assert_true(has_var(&e, "PATH=/bin"));
     assert_true(has_var(&e, "JOBPOOL_QUEUE=q"));
     assert_true(has_var(&e, "HOME=/root"));
-    assert_false(has_prefix(&e, "JOBPOOL_AMQP_URL"));
+    assert_false(has_prefix(&e, "JOBPOOL_AMQP_"));
+    assert_false(has_prefix(&e, "JOBPOOL_RESULT_FILE"));
+    for (size_t i = 0; i < e.n; i++) assert_null(strstr(e.vars[i], "secret"));
     assert_false(has_prefix(&e, "JOBPOOL_HEADER_"));
     assert_false(has_prefix(&e, "JOBPOOL_ATTEMPT"));
     assert_int_equal(task_env_add(&e, "JOBPOOL_ATTEMPT", "2", 1), 0);
@@ -191,6 +194,31 @@ static void test_run_body_on_stdin(void **state)
     free(body);
 }
 
+/* The task gets stdin, stdout and stderr, and no other descriptor: not the broker socket, not
+ * one opened without O_CLOEXEC by a library. */
+static void test_run_closes_descriptors(void **state)
+{
+    (void)state;
+    char out[] = "/tmp/jobpool-test-fds.XXXXXX";
+    int ofd = mkstemp(out);
+    assert_true(ofd >= 0);
+    close(ofd);
+    int leak = open("/dev/null", O_RDONLY); /* no O_CLOEXEC */
+    assert_true(leak > 2);
+    char script[256];
+    /* ls lists the shell's descriptors from outside, so its own directory handle is not one. */
+    snprintf(script, sizeof script, "exec > %s; ls /proc/$$/fd", out);
+    struct task_result res;
+    assert_int_equal(run_sh(script, "body", 4, 1000, &res), 0);
+    close(leak);
+    assert_int_equal(res.exit_code, 0);
+    char *fds = NULL;
+    assert_int_equal(util_read_file(out, 4096, false, &fds), 0);
+    assert_string_equal(fds, "0\n1\n2\n");
+    free(fds);
+    unlink(out);
+}
+
 static void test_run_spawn_failure(void **state)
 {
     (void)state;
@@ -287,6 +315,7 @@ int main(void)
         cmocka_unit_test(test_check_command),
         cmocka_unit_test(test_run_exit_codes),
         cmocka_unit_test(test_run_body_on_stdin),
+        cmocka_unit_test(test_run_closes_descriptors),
         cmocka_unit_test(test_run_spawn_failure),
         cmocka_unit_test(test_run_forwards_sigterm),
         cmocka_unit_test(test_run_grace_expires),

@@ -20,11 +20,12 @@
 
 #define TASK_WRITE_CHUNK 65536
 
+/* Prefixes of what the task does not inherit: every broker connection setting (URL, URL file,
+ * user, password, whichever form), the worker's progress channel to the controller (a task
+ * writing to it would fake the worker's report), and stale per-message variables. */
 static const char *const stripped_[] = {
-    "JOBPOOL_AMQP_URL=", "JOBPOOL_AMQP_URL_FILE=", "JOBPOOL_AMQP_USERNAME=",
-    "JOBPOOL_AMQP_USERNAME_FILE=", "JOBPOOL_AMQP_PASSWORD=", "JOBPOOL_AMQP_PASSWORD_FILE=",
-    "JOBPOOL_MESSAGE_ID=",
-    "JOBPOOL_CORRELATION_ID=", "JOBPOOL_ATTEMPT=", "JOBPOOL_REDELIVERED=", "JOBPOOL_HEADER_",
+    "JOBPOOL_AMQP_", "JOBPOOL_RESULT_FILE=", "JOBPOOL_MESSAGE_ID=", "JOBPOOL_CORRELATION_ID=",
+    "JOBPOOL_ATTEMPT=", "JOBPOOL_REDELIVERED=", "JOBPOOL_HEADER_",
 };
 
 static bool is_stripped(const char *var)
@@ -152,6 +153,9 @@ static int spawn_task(char *const *argv, char *const *envp, int stdin_fd, pid_t 
     int sigs[] = {SIGPIPE, SIGTERM, SIGINT, SIGCHLD, SIGHUP, SIGQUIT};
     for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) sigaddset(&dfl, sigs[i]);
     if (!err) err = posix_spawn_file_actions_adddup2(&fa, stdin_fd, STDIN_FILENO);
+    /* Then close everything above stderr, whoever opened it: the broker socket, the signal
+     * pipe, and whatever librabbitmq or OpenSSL opened without O_CLOEXEC. */
+    if (!err) err = posix_spawn_file_actions_addclosefrom_np(&fa, STDERR_FILENO + 1);
     if (!err) err = posix_spawnattr_setsigdefault(&attr, &dfl);
     if (!err) err = posix_spawnattr_setsigmask(&attr, &none);
     /* Its own process group, so forwarding a signal or SIGKILL reaches its children too. */
@@ -208,13 +212,21 @@ int task_run(char *const *argv, char *const *envp, const void *body, size_t body
     for (;;) {
         pid_t w = waitpid(pid, &status, WNOHANG);
         if (w == pid) break;
+        if (w < 0 && errno != EINTR) {
+            /* ECHILD: nothing left to wait for; never report an unset status as a result. */
+            log_error("task: waitpid: %s", strerror(errno));
+            status = 255 << 8;
+            break;
+        }
         int64_t now = util_now_ms();
         if (kill_at >= 0 && now >= kill_at) {
             log_warn("task did not end within the grace period: sending SIGKILL");
             kill(-pid, SIGKILL);
             kill(pid, SIGKILL);
             res->grace_expired = true;
-            while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+            pid_t r;
+            while ((r = waitpid(pid, &status, 0)) < 0 && errno == EINTR) {}
+            if (r != pid) status = SIGKILL; /* reaped elsewhere: it was killed all the same */
             break;
         }
         struct pollfd pf[3];
