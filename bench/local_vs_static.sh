@@ -65,7 +65,7 @@ pools:
     maxActive: $M
     maxStartPerTick: $M
     idleTimeout: 2s
-    worker: {command: [jobpool-worker, --, $work/task.sh]}
+    worker: {command: [jobpool-worker, --, $work/task.sh], env: {BENCH_DONE: $work/done.jp}}
 EOC
   export BENCH_DONE=$work/done.jp; : > "$BENCH_DONE"
   "$B/jobpool-controller" --config "$work/jp.yaml" --worker "$B/jobpool-worker" --log-level warn \

@@ -61,6 +61,7 @@ pools:
     idleTimeout: 2s
     worker:
       command: [jobpool-worker, --, $work/task.sh]
+      env: {DEMO_DONE: $work/done.log}
 EOC
 "$ctl" --check-config "$work/config.yaml" >/dev/null
 

@@ -47,7 +47,9 @@ pools:
     maxActive: $MAX
     maxStartPerTick: $MAX
     idleTimeout: 3s
-    worker: {command: [jobpool-worker, --, $T/task.sh]}
+    worker:
+      command: [jobpool-worker, --, $T/task.sh]
+      env: {TASK_LOG: {env: TASK_LOG}}
 EOC
   export TASK_LOG=$T/$source.tasks; : > "$TASK_LOG"
   "$B/jobpool-controller" --config "$T/$source.yaml" --worker "$B/jobpool-worker" ${CTL_FLAGS:-} > "$T/$source.log" 2>&1 &
@@ -83,6 +85,7 @@ done
 echo "== shutdown: SIGTERM drains the local workers without losing the message; a second exits at once"
 api PUT "/api/queues/%2F/ctl-stop" '{"durable":true}' >/dev/null
 sed -e "s/queue: ctl-$source/queue: ctl-stop/" -e "s#$T/task.sh#$T/slow.sh#" "$T/$source.yaml" > "$T/stop.yaml"  # the last depth source's config
+sed -e 's/env: {TASK_LOG/env: {STUBBORN: "1", TASK_LOG/' "$T/stop.yaml" > "$T/stop2.yaml"
 # The task records its pid, then sleeps; with STUBBORN set it ignores SIGTERM.
 printf '#!/bin/sh\necho $$ >> "$TASK_LOG"\n[ -z "$STUBBORN" ] || trap "" TERM\nexec sleep 30\n' > "$T/slow.sh"
 chmod +x "$T/slow.sh"
@@ -99,7 +102,7 @@ check "the task was stopped, no process left (task pid $task)" bash -c "! kill -
 requeued=$(api POST "/api/queues/%2F/ctl-stop/get" '{"count":10,"ackmode":"ack_requeue_true","encoding":"auto"}' | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
 check "the interrupted task's message is back in the queue ($requeued)" [ "$requeued" = 1 ]
 : > "$TASK_LOG"
-STUBBORN=1 "$B/jobpool-controller" --config "$T/stop.yaml" --worker "$B/jobpool-worker" > "$T/stop2.log" 2>&1 &
+"$B/jobpool-controller" --config "$T/stop2.yaml" --worker "$B/jobpool-worker" > "$T/stop2.log" 2>&1 &
 ctl=$!
 for _ in $(seq 1 200); do [ -s "$TASK_LOG" ] && break; sleep 0.05; done
 task=$(head -n1 "$TASK_LOG")
