@@ -6,6 +6,10 @@
 #   tests/env/rabbitmq.sh restart [DIR]      stops the node and starts it again on the same data
 #   tests/env/rabbitmq.sh ctl DIR ARGS...     runs rabbitmqctl ARGS against that node (exact queue
 #                                            counts from the queue processes: list_queues ...)
+# JOBPOOL_RMQ_CONF, when set at start, is appended to the node's rabbitmq.conf (one setting per
+# line), e.g. JOBPOOL_RMQ_CONF='consumer_timeout = 3000' for a broker with a 3 s delivery timeout;
+# JOBPOOL_RMQ_RABBIT_ENV adds settings of the rabbit application that rabbitmq.conf cannot
+# express to advanced.config, e.g. '{channel_tick_interval, 500}' (how often 3.10 checks them).
 # Each instance has its own node name, ports, epmd, cookie, mnesia and log directories, so two
 # can run side by side. Errors go to stderr with the broker's log tail; the exit code is non-zero.
 set -euo pipefail
@@ -114,9 +118,14 @@ management.tcp.port = $MGMT_PORT
 loopback_users.guest = true
 log.console = false
 log.file.level = warning
+${JOBPOOL_RMQ_CONF:-}
 EOV
     echo '[rabbitmq_management].' > "$dir/enabled_plugins"
-    echo '[].' > "$dir/advanced.config"
+    if [ -n "${JOBPOOL_RMQ_RABBIT_ENV:-}" ]; then
+      echo "[{rabbit, [$JOBPOOL_RMQ_RABBIT_ENV]}]." > "$dir/advanced.config"
+    else
+      echo '[].' > "$dir/advanced.config"
+    fi
     head -c 20 /dev/urandom | base64 | tr -dc 'A-Z' | head -c 20 > "$dir/.erlang.cookie"
     chmod 0400 "$dir/.erlang.cookie"
     chown -R rabbitmq:rabbitmq "$dir"

@@ -40,9 +40,20 @@ publish() { # QUEUE BODY [PROPERTIES-JSON]: synchronous, through the management 
   api POST /api/exchanges/%2F/amq.default/publish "$body" | jq -e '.routed' >/dev/null
 }
 peek() { # QUEUE: every ready message as JSON, left in the queue (not lagged like the stats)
-  api POST "/api/queues/%2F/$1/get" '{"count":1000,"ackmode":"ack_requeue_true","encoding":"auto"}'
+  # Taken and published back as they were, not requeued: a requeue marks a message redelivered,
+  # and the worker counts a redelivered message as a spent attempt (docs/worker.md).
+  local m x; m=$(api POST "/api/queues/%2F/$1/get" '{"count":1000,"ackmode":"ack_requeue_false","encoding":"auto"}')
+  while read -r x; do
+    [ -n "$x" ] || continue
+    api POST /api/exchanges/%2F/amq.default/publish "$(echo "$x" | jq -c --arg q "$1" \
+      '{properties, routing_key:$q, payload, payload_encoding}')" >/dev/null
+  done < <(echo "$m" | jq -c '.[]')
+  echo "$m"
 }
 count() { peek "$1" | jq length; }
+count_rq() { # QUEUE: the same by a requeue, for a queue whose message was redelivered anyway
+  api POST "/api/queues/%2F/$1/get" '{"count":1000,"ackmode":"ack_requeue_true","encoding":"auto"}' | jq length
+}
 # The worker never sees the test's own copies of the credentials, so a leak is the worker's.
 # Background runs use "${WENV[@]}" "$W" directly so that $! is the worker's own pid.
 WENV=(env -u JOBPOOL_TEST_AMQP_URL -u JOBPOOL_TEST_RMQ_PASS JOBPOOL_AMQP_URL="$U")
@@ -128,8 +139,10 @@ for _ in $(seq 1 20); do [ "$(alive_in_group "$(cat "$T/term.pid")")" = 0 ] && b
 check "the task's whole process group was killed (sh and its sleep)" \
   [ "$(alive_in_group "$(cat "$T/term.pid")")" = 0 ]
 m=$(peek wt.term)
-check "message still in the queue, same attempt, redelivered" \
-  [ "$(echo "$m" | jq -c '[.[] | [.payload, .redelivered, (.properties.headers // {})["x-jobpool-attempt"]]]')" = '[["long",true,null]]' ]
+# Put back as a confirmed copy with the same attempt (a nack would come back redelivered, and a
+# redelivered message counts as a spent attempt), marked for the next task's JOBPOOL_REDELIVERED.
+check "message still in the queue, same attempt, not counted" \
+  [ "$(echo "$m" | jq -c '[.[] | [.payload, .redelivered, .properties.headers["x-jobpool-attempt"], .properties.headers["x-jobpool-redelivered"]]]')" = '[["long",false,1,true]]' ]
 
 echo "== worker: SIGTERM during a task that stops cleanly within the grace: acked"
 api DELETE /api/queues/%2F/wt.term/contents >/dev/null
@@ -165,14 +178,34 @@ wp=$!; bgpids+=("$wp")
 for _ in $(seq 1 100); do [ -s "$T/kill.pid" ] && break; sleep 0.05; done
 kill -KILL "$wp"; wait "$wp" 2>/dev/null
 kill -KILL -- "-$(cat "$T/kill.pid")" 2>/dev/null # the orphaned task's group
-for _ in $(seq 1 50); do [ "$(count wt.kill)" = 1 ] && break; sleep 0.1; done
-check "message back in the queue after the worker died" [ "$(count wt.kill)" = 1 ]
+for _ in $(seq 1 50); do [ "$(count_rq wt.kill)" = 1 ] && break; sleep 0.1; done
+check "message back in the queue after the worker died" [ "$(count_rq wt.kill)" = 1 ]
+# The next worker counts the attempt that died with its worker (an OOM-killed task must not loop
+# forever): requeued as attempt 2 without running it; the one after runs it.
+JOBPOOL_QUEUE=wt.kill worker --idle-timeout 5s -- sh -c "touch '$T/kill.ran'" \
+  >/dev/null 2>>"$T/kill.err"; rc=$?
+check "a new worker counts the dead attempt, runs nothing, exits 0 (exit $rc)" \
+  eval '[ "$rc" = 0 ] && [ ! -e "$T/kill.ran" ]'
+check "requeued as attempt 2, not redelivered, marked" \
+  [ "$(peek wt.kill | jq -c '[.[] | [.payload, .redelivered, .properties.headers["x-jobpool-attempt"], .properties.headers["x-jobpool-redelivered"]]]')" = '[["survivor",false,2,true]]' ]
 JOBPOOL_QUEUE=wt.kill worker --idle-timeout 5s -- sh -c "cat > '$T/kill.body'; env > '$T/kill.env'" \
   >/dev/null 2>>"$T/kill.err"; rc=$?
-check "a new worker processes it (exit $rc)" [ "$rc" = 0 ]
+check "the worker after it processes it (exit $rc)" [ "$rc" = 0 ]
 check "same body" [ "$(cat "$T/kill.body")" = survivor ]
-check "JOBPOOL_REDELIVERED=true" grep -qx 'JOBPOOL_REDELIVERED=true' "$T/kill.env"
+check "JOBPOOL_REDELIVERED=true, JOBPOOL_ATTEMPT=2" \
+  eval 'grep -qx JOBPOOL_REDELIVERED=true "$T/kill.env" && grep -qx JOBPOOL_ATTEMPT=2 "$T/kill.env"'
 check "queue empty" [ "$(count wt.kill)" = 0 ]
+publish wt.kill 'doomed' '{"headers":{"x-jobpool-attempt":3}}'
+"${WENV[@]}" JOBPOOL_QUEUE=wt.kill "$W" --idle-timeout 5s -- sh -c "echo \$\$ > '$T/kill2.pid'; sleep 30" \
+  >/dev/null 2>>"$T/kill.err" & wp=$!; bgpids+=("$wp")
+for _ in $(seq 1 100); do [ -s "$T/kill2.pid" ] && break; sleep 0.05; done
+kill -KILL "$wp"; wait "$wp" 2>/dev/null; kill -KILL -- "-$(cat "$T/kill2.pid")" 2>/dev/null
+for _ in $(seq 1 50); do [ "$(count_rq wt.kill)" = 1 ] && break; sleep 0.1; done
+JOBPOOL_QUEUE=wt.kill worker --idle-timeout 5s --max-attempts 3 -- sh -c "touch '$T/kill2.ran'" \
+  >/dev/null 2>>"$T/kill.err"; rc=$?
+check "a redelivered last attempt is dead-lettered without running (exit $rc, queue $(count wt.kill))" \
+  eval '[ "$rc" = 0 ] && [ ! -e "$T/kill2.ran" ] && [ "$(count wt.kill)" = 0 ]'
+check "it says so" grep -q 'last attempt (3 of 3) ended unsettled' "$T/kill.err"
 
 echo "== worker: broker connection lost mid-task: the task finishes, exit 75, redelivered"
 declare_q wt.lost
@@ -344,8 +377,9 @@ check "JOBPOOL_IDLE_TIMEOUT=700ms honoured (exit $rc)" grep -q "within 700 ms" "
 check "idle exit reports no-task" [ "$(cat "$T/progress" 2>/dev/null)" = no-task ]
 publish wt.progress 'p1'
 JOBPOOL_RESULT_FILE="$T/progress2" JOBPOOL_QUEUE=wt.progress worker --idle-timeout 5s -- \
-  sh -c "cat \"\$JOBPOOL_RESULT_FILE\" > '$T/progress.seen'" >"$T/progress2.out" 2>"$T/progress2.err"; rc=$?
+  sh -c "env > '$T/progress.env'" >"$T/progress2.out" 2>"$T/progress2.err"; rc=$?
 check "a task run reports task (exit $rc)" [ "$(cat "$T/progress2" 2>/dev/null)" = task ]
+check "the task does not get the worker's report file" bash -c "! grep -q '^JOBPOOL_RESULT_FILE=' '$T/progress.env'"
 "${WENV[@]}" JOBPOOL_RESULT_FILE="$T/progress3" JOBPOOL_QUEUE=wt.progress "$W" --idle-timeout 10s -- true \
   >"$T/progress3.out" 2>"$T/progress3.err" & wp=$!; bgpids+=("$wp")
 for _ in $(seq 1 200); do [ -e "$T/progress3" ] && break; sleep 0.02; done

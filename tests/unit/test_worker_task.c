@@ -219,6 +219,57 @@ static void test_run_closes_descriptors(void **state)
     unlink(out);
 }
 
+/* --task-timeout: SIGTERM at the deadline, SIGKILL after the grace; marked timed out. */
+static void test_run_task_timeout(void **state)
+{
+    (void)state;
+    extern char **environ;
+    char *quick[] = {"sh", "-c", "sleep 5", NULL};
+    struct task_io io = {.sig_fd = sigp[0], .grace_ms = 2000, .timeout_ms = 200};
+    struct task_result res;
+    assert_int_equal(task_run(quick, environ, NULL, 0, &io, &res), 0);
+    assert_true(res.timed_out);
+    assert_false(res.grace_expired);
+    assert_false(res.revoked);
+    assert_int_equal(res.term_signal, SIGTERM);
+    char *stubborn[] = {"sh", "-c", "trap '' TERM; sleep 5", NULL};
+    io.grace_ms = 200;
+    assert_int_equal(task_run(stubborn, environ, NULL, 0, &io, &res), 0);
+    assert_true(res.timed_out);
+    assert_true(res.grace_expired);
+    assert_int_equal(res.exit_code, 128 + SIGKILL);
+    /* No timeout: a task that ends by itself is not marked. */
+    char *fine[] = {"sh", "-c", "exit 3", NULL};
+    io.timeout_ms = 0;
+    assert_int_equal(task_run(fine, environ, NULL, 0, &io, &res), 0);
+    assert_false(res.timed_out);
+    assert_int_equal(res.exit_code, 3);
+}
+
+static int services_;
+static bool revoke_on_second(void *ctx)
+{
+    (void)ctx;
+    return ++services_ < 2;
+}
+
+/* The service says the delivery was taken back (the broker's consumer_timeout): the task is
+ * stopped at once, not left to run while the broker hands its message to someone else. */
+static void test_run_revoked(void **state)
+{
+    (void)state;
+    extern char **environ;
+    char *argv[] = {"sh", "-c", "sleep 5", NULL};
+    struct task_io io = {.sig_fd = sigp[0], .grace_ms = 2000, .service = revoke_on_second};
+    struct task_result res;
+    services_ = 0;
+    assert_int_equal(task_run(argv, environ, NULL, 0, &io, &res), 0);
+    assert_true(res.revoked);
+    assert_false(res.timed_out);
+    assert_int_equal(res.term_signal, SIGTERM);
+    assert_true(services_ >= 2);
+}
+
 static void test_run_spawn_failure(void **state)
 {
     (void)state;
@@ -316,6 +367,8 @@ int main(void)
         cmocka_unit_test(test_run_exit_codes),
         cmocka_unit_test(test_run_body_on_stdin),
         cmocka_unit_test(test_run_closes_descriptors),
+        cmocka_unit_test(test_run_task_timeout),
+        cmocka_unit_test(test_run_revoked),
         cmocka_unit_test(test_run_spawn_failure),
         cmocka_unit_test(test_run_forwards_sigterm),
         cmocka_unit_test(test_run_grace_expires),

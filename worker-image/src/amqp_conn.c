@@ -18,6 +18,7 @@
 #define ACONN_CHANNEL 1
 #define ACONN_FRAME_MAX 131072
 #define ACONN_ATTEMPT_HEADER "x-jobpool-attempt"
+#define ACONN_REDELIVERED_HEADER "x-jobpool-redelivered"
 #define ACONN_SYSTEM_CA "/etc/ssl/certs/ca-certificates.crt"
 
 struct aconn {
@@ -30,6 +31,7 @@ struct aconn {
     bool alive;                /* the connection and channel are usable */
     bool channel_open;
     bool confirms;             /* confirm.select was done on the channel */
+    bool revoked;              /* the broker closed the channel for a delivery timeout (406) */
     void (*on_consuming)(void *arg);
     void *on_consuming_arg;
 };
@@ -344,6 +346,7 @@ int aconn_close(struct aconn *c)
 }
 
 int aconn_fd(const struct aconn *c) { return c && c->alive ? amqp_get_sockfd(c->conn) : -1; }
+bool aconn_revoked(const struct aconn *c) { return c && c->revoked; }
 bool aconn_alive(const struct aconn *c) { return c && c->alive; }
 
 /* Read one frame that librabbitmq would not hand to amqp_consume_message (a close or a broker
@@ -449,6 +452,12 @@ bool aconn_service(struct aconn *c)
         if (f.frame_type == AMQP_FRAME_METHOD &&
             (f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD ||
              f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD)) {
+            /* While the task runs we send nothing on the channel, so a 406 channel.close is the
+             * broker's consumer_timeout: it has requeued the message already. */
+            if (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD &&
+                ((const amqp_channel_close_t *)f.payload.method.decoded)->reply_code ==
+                    AMQP_PRECONDITION_FAILED)
+                c->revoked = true;
             handle_close_method(c, &f.payload.method, "while the task runs");
             return false;
         }
@@ -529,7 +538,8 @@ static int wait_confirm(struct aconn *c)
     }
 }
 
-int aconn_republish(struct aconn *c, const amqp_envelope_t *env, int64_t attempt)
+int aconn_republish(struct aconn *c, const amqp_envelope_t *env, int64_t attempt,
+                    bool redelivered)
 {
     int rc = JP_ENOMEM;
     enum aconn_fail fail;
@@ -543,13 +553,15 @@ int aconn_republish(struct aconn *c, const amqp_envelope_t *env, int64_t attempt
     amqp_basic_properties_t props = env->message.properties;
     const amqp_table_t *old = (props._flags & AMQP_BASIC_HEADERS_FLAG) ? &props.headers : NULL;
     int n = old ? old->num_entries : 0;
-    amqp_table_entry_t *entries = calloc((size_t)n + 1, sizeof *entries);
+    amqp_table_entry_t *entries = calloc((size_t)n + 2, sizeof *entries);
     if (!entries) goto out;
     int k = 0;
     for (int i = 0; i < n; i++) {
         const amqp_bytes_t key = old->entries[i].key;
-        if (key.len == strlen(ACONN_ATTEMPT_HEADER) &&
-            memcmp(key.bytes, ACONN_ATTEMPT_HEADER, key.len) == 0)
+        if ((key.len == strlen(ACONN_ATTEMPT_HEADER) &&
+             memcmp(key.bytes, ACONN_ATTEMPT_HEADER, key.len) == 0) ||
+            (key.len == strlen(ACONN_REDELIVERED_HEADER) &&
+             memcmp(key.bytes, ACONN_REDELIVERED_HEADER, key.len) == 0))
             continue;
         entries[k++] = old->entries[i];
     }
@@ -557,6 +569,12 @@ int aconn_republish(struct aconn *c, const amqp_envelope_t *env, int64_t attempt
     entries[k].value.kind = AMQP_FIELD_KIND_I32;
     entries[k].value.value.i32 = attempt > INT32_MAX ? INT32_MAX : (int32_t)attempt;
     k++;
+    if (redelivered) {
+        entries[k].key = amqp_cstring_bytes(ACONN_REDELIVERED_HEADER);
+        entries[k].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+        entries[k].value.value.boolean = 1;
+        k++;
+    }
     props.headers.num_entries = k;
     props.headers.entries = entries;
     props._flags |= AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;

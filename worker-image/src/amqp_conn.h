@@ -69,6 +69,10 @@ bool aconn_service(struct aconn *c);
 /* The socket, for poll(); -1 once the connection is lost. */
 int aconn_fd(const struct aconn *c);
 bool aconn_alive(const struct aconn *c);
+/* True once the broker closed the channel with 406 PRECONDITION_FAILED while the task ran: its
+ * consumer_timeout took the delivery back and requeued the message (aconn_service then returned
+ * false). Nothing can be settled any more; the broker redelivers it. */
+bool aconn_revoked(const struct aconn *c);
 
 /* Settle the delivery. Each returns 0 or a negative code (connection lost). */
 int aconn_ack(struct aconn *c, uint64_t tag);
@@ -76,8 +80,10 @@ int aconn_nack_requeue(struct aconn *c, uint64_t tag);
 int aconn_reject_dead_letter(struct aconn *c, uint64_t tag);
 
 /* Publish a persistent copy of env's message to the default exchange with routing key
- * = the queue, with the same properties and header x-jobpool-attempt = attempt, and wait
- * for the broker's publisher confirm. Returns 0 only when the broker confirmed it. */
-int aconn_republish(struct aconn *c, const amqp_envelope_t *env, int64_t attempt);
+ * = the queue, with the same properties and header x-jobpool-attempt = attempt, plus header
+ * x-jobpool-redelivered = true when redelivered (dropped otherwise), and wait for the broker's
+ * publisher confirm. Returns 0 only when the broker confirmed it. */
+int aconn_republish(struct aconn *c, const amqp_envelope_t *env, int64_t attempt,
+                    bool redelivered);
 
 #endif

@@ -169,6 +169,13 @@ static int spawn_task(char *const *argv, char *const *envp, int stdin_fd, pid_t 
     return err;
 }
 
+/* Begin stopping the task: sig to its process group, SIGKILL at the returned time. */
+static int64_t stop_task(pid_t pid, int sig, int64_t grace_ms)
+{
+    if (kill(-pid, sig) != 0) kill(pid, sig);
+    return util_now_ms() + grace_ms;
+}
+
 static void fill_status(int status, struct task_result *res)
 {
     if (WIFEXITED(status)) {
@@ -206,8 +213,9 @@ int task_run(char *const *argv, char *const *envp, const void *body, size_t body
         wfd = -1;
     }
 
-    int64_t kill_at = -1; /* monotonic ms at which the grace ends */
+    int64_t kill_at = -1; /* monotonic ms at which the grace ends; >= 0 once stopping */
     int64_t next_service = 0;
+    int64_t deadline = io->timeout_ms > 0 ? util_now_ms() + io->timeout_ms : -1;
     int status = 0;
     for (;;) {
         pid_t w = waitpid(pid, &status, WNOHANG);
@@ -219,6 +227,12 @@ int task_run(char *const *argv, char *const *envp, const void *body, size_t body
             break;
         }
         int64_t now = util_now_ms();
+        if (deadline >= 0 && kill_at < 0 && now >= deadline) {
+            log_warn("task ran past its timeout (%lld ms): sending SIGTERM, grace %lld ms",
+                     (long long)io->timeout_ms, (long long)io->grace_ms);
+            res->timed_out = true;
+            kill_at = stop_task(pid, SIGTERM, io->grace_ms);
+        }
         if (kill_at >= 0 && now >= kill_at) {
             log_warn("task did not end within the grace period: sending SIGKILL");
             kill(-pid, SIGKILL);
@@ -244,6 +258,7 @@ int task_run(char *const *argv, char *const *envp, const void *body, size_t body
         }
         int timeout = 1000;
         if (kill_at >= 0 && kill_at - now < timeout) timeout = (int)(kill_at - now);
+        if (kill_at < 0 && deadline >= 0 && deadline - now < timeout) timeout = (int)(deadline - now);
         if (timeout < 0) timeout = 0;
         int n = poll(pf, (nfds_t)npf, timeout);
         if (n < 0 && errno != EINTR) {
@@ -258,10 +273,10 @@ int task_run(char *const *argv, char *const *envp, const void *body, size_t body
                 if (sig != SIGTERM && sig != SIGINT) continue;
                 if (!res->forwarded) {
                     res->forwarded = sig;
-                    kill_at = util_now_ms() + io->grace_ms;
                     log_info("got %s: passing it to the task, grace %lld ms",
                              sig == SIGTERM ? "SIGTERM" : "SIGINT", (long long)io->grace_ms);
-                    if (kill(-pid, sig) != 0) kill(pid, sig);
+                    int64_t at = stop_task(pid, sig, io->grace_ms);
+                    if (kill_at < 0) kill_at = at; /* a grace already running is not renewed */
                 } else {
                     log_warn("second signal: ending the grace period now");
                     kill_at = util_now_ms();
@@ -285,7 +300,13 @@ int task_run(char *const *argv, char *const *envp, const void *body, size_t body
         }
         now = util_now_ms();
         if (io->service && ((si >= 0 && n > 0 && pf[si].revents) || now >= next_service)) {
-            io->service(io->ctx);
+            if (!io->service(io->ctx) && !res->revoked) {
+                res->revoked = true;
+                log_warn("the message was taken back by the broker: stopping the task (SIGTERM, "
+                         "grace %lld ms)", (long long)io->grace_ms);
+                int64_t at = stop_task(pid, SIGTERM, io->grace_ms);
+                if (kill_at < 0) kill_at = at;
+            }
             next_service = now + 1000;
         }
     }

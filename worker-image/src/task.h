@@ -35,8 +35,12 @@ struct task_io {
     int sig_fd;
     int64_t grace_ms;              /* after a forwarded signal, SIGKILL once this has passed */
     int (*service_fd)(void *ctx);  /* optional: an fd to poll for input (the broker socket) */
-    bool (*service)(void *ctx);    /* called when service_fd is readable and once a second */
+    /* Called when service_fd is readable and once a second. Returns false when the task must
+     * stop now because its message is no longer ours (the broker took the delivery back): the
+     * task's group then gets SIGTERM, and SIGKILL once grace_ms has passed. */
+    bool (*service)(void *ctx);
     void *ctx;
+    int64_t timeout_ms;            /* > 0: stop the task the same way once it has run this long */
 };
 
 struct task_result {
@@ -44,6 +48,8 @@ struct task_result {
     int term_signal;      /* the signal that ended the task, 0 when it exited */
     int forwarded;        /* the first SIGTERM/SIGINT passed on to the task, 0 if none */
     bool grace_expired;   /* the task outlived --grace (or a second signal) and was SIGKILLed */
+    bool timed_out;       /* stopped because it ran past io->timeout_ms */
+    bool revoked;         /* stopped because io->service said the delivery was taken back */
     int spawn_errno;      /* when task_run returned JP_ESPAWN: why posix_spawnp failed */
 };
 

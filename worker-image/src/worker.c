@@ -27,9 +27,11 @@ enum {
     EXIT_SOFTWARE = 70,   /* internal error, such as out of memory */
     EXIT_UNSETTLED = 75,  /* the task ran but its ack/requeue could not be sent: redelivered */
     EXIT_TERMINATED = 143,/* SIGTERM/SIGINT: the task outlived --grace, or never started; requeued */
+    EXIT_TASK_TIMEOUT = 124, /* a task stopped by --task-timeout that still exited 0 */
 };
 
 #define ATTEMPT_HEADER "x-jobpool-attempt"
+#define REDELIVERED_HEADER "x-jobpool-redelivered"
 #define MAX_HEADER_VALUE (128 * 1024)
 #define MAX_HEADERS 256
 
@@ -43,6 +45,9 @@ static const char usage_[] =
     "  --idle-timeout D   exit 0 when no message comes within D (default 30s; 500ms, 2s, 5m, 1h)\n"
     "  --max-attempts N   run a failing message at most N times, then dead-letter it (default 3)\n"
     "  --grace D          after SIGTERM/SIGINT, give the task D to finish (default 25s)\n"
+    "  --task-timeout D   stop a task that runs longer than D (SIGTERM, --grace, SIGKILL) and\n"
+    "                     count it as a failed attempt (default 0: none). Keep D + --grace\n"
+    "                     below the broker's consumer_timeout\n"
     "  --ca-file PATH     CA bundle for amqps:// (default $JOBPOOL_CA_FILE, then the system one)\n"
     "  --queue NAME       the queue (default $JOBPOOL_QUEUE)\n"
     "  --vhost NAME       the vhost; overrides the URL's (default $JOBPOOL_VHOST)\n"
@@ -53,31 +58,37 @@ static const char usage_[] =
     "  JOBPOOL_AMQP_USERNAME, JOBPOOL_AMQP_PASSWORD (or _FILE)   the login, as it is (no\n"
     "                          percent-encoding); overrides the URL's user info\n"
     "  JOBPOOL_QUEUE, JOBPOOL_VHOST, JOBPOOL_CA_FILE\n"
-    "  JOBPOOL_IDLE_TIMEOUT, JOBPOOL_MAX_ATTEMPTS, JOBPOOL_GRACE   defaults for the flags\n"
+    "  JOBPOOL_IDLE_TIMEOUT, JOBPOOL_MAX_ATTEMPTS, JOBPOOL_GRACE, JOBPOOL_TASK_TIMEOUT\n"
+    "                          defaults for the flags\n"
     "  JOBPOOL_RESULT_FILE     where to report progress: waiting, task, no-task\n"
     "  JOBPOOL_LOG_FORMAT      text (default) or json;  JOBPOOL_LOG_LEVEL  debug|info|warn|error\n"
     "\n"
     "the task gets: JOBPOOL_MESSAGE_ID, JOBPOOL_CORRELATION_ID, JOBPOOL_ATTEMPT (1-based),\n"
-    "  JOBPOOL_REDELIVERED (true|false), JOBPOOL_HEADER_<NAME> for each header (NAME uppercased,\n"
+    "  JOBPOOL_REDELIVERED (true when an earlier attempt ended unsettled),\n"
+    "  JOBPOOL_HEADER_<NAME> for each header (NAME uppercased,\n"
     "  other than A-Z 0-9 -> _), and the worker's environment without the connection's variables.\n"
     "\n"
     "exit codes:\n"
     "  0    the task exited 0 and was acked; or no message within --idle-timeout; or stopped\n"
-    "       by SIGTERM/SIGINT while waiting\n"
+    "       by SIGTERM/SIGINT while waiting; or the message came back redelivered (an earlier\n"
+    "       attempt ended unsettled) and this worker counted that attempt: requeued with\n"
+    "       x-jobpool-attempt + 1, or dead-lettered after the last, without running the task\n"
     "  N    the task exited N (128+S when killed by signal S); the message was requeued with\n"
     "       x-jobpool-attempt + 1, or rejected to the dead-letter exchange after the last attempt\n"
     "  2    bad input: flags, URL, missing queue, access refused, empty or unrunnable command\n"
     "  69   the broker could not be reached, or was lost before a message arrived\n"
     "  70   internal error\n"
     "  75   the task ran but the broker connection was lost, so its result could not be\n"
-    "       acknowledged; the broker redelivers the message (at-least-once)\n"
+    "       acknowledged; or the broker's consumer_timeout took the message back while the\n"
+    "       task ran (the task was stopped); the broker redelivers the message\n"
     "  143  SIGTERM/SIGINT during the task and it outlived --grace (killed), or before it\n"
-    "       started; the message was requeued unchanged\n";
+    "       started; the message was requeued with the same attempt number\n";
 
 struct worker_opts {
     int64_t idle_ms;
     int64_t max_attempts;
     int64_t grace_ms;
+    int64_t task_timeout_ms;   /* 0: none */
     const char *ca_file;
     const char *queue;
     const char *vhost;
@@ -214,13 +225,14 @@ static void on_consuming(void *arg)
 static int env_defaults(struct worker_opts *o)
 {
     static const char *const names[] = {"JOBPOOL_IDLE_TIMEOUT", "JOBPOOL_MAX_ATTEMPTS",
-                                        "JOBPOOL_GRACE"};
+                                        "JOBPOOL_GRACE", "JOBPOOL_TASK_TIMEOUT"};
     for (size_t k = 0; k < sizeof names / sizeof *names; k++) {
         const char *v = env_nonempty(names[k]);
         if (!v) continue;
         int rc = k == 0 ? util_parse_duration(v, &o->idle_ms)
                  : k == 1 ? util_parse_int64(v, 1, 1000000, &o->max_attempts)
-                          : util_parse_duration(v, &o->grace_ms);
+                 : k == 2 ? util_parse_duration(v, &o->grace_ms)
+                          : util_parse_duration(v, &o->task_timeout_ms);
         if (rc) {
             fprintf(stderr, "jobpool-worker: bad value '%s' for %s: %s\n", v, names[k],
                     k == 1 ? "want an integer from 1" : "want a duration such as 500ms, 30s, 5m");
@@ -257,7 +269,8 @@ static int parse_args(int argc, char **argv, struct worker_opts *o)
         }
         if (strncmp(a, "--", 2) != 0) break; /* the command starts here */
         static const char *const with_value[] = {"--idle-timeout", "--max-attempts", "--grace",
-                                                 "--ca-file", "--queue", "--vhost"};
+                                                 "--ca-file", "--queue", "--vhost",
+                                                 "--task-timeout"};
         const char *val = NULL;
         size_t k;
         for (k = 0; k < sizeof with_value / sizeof *with_value; k++) {
@@ -283,7 +296,8 @@ static int parse_args(int argc, char **argv, struct worker_opts *o)
         case 2: rc = util_parse_duration(val, &o->grace_ms); break;
         case 3: o->ca_file = val; break;
         case 4: o->queue = val; break;
-        default: o->vhost = val; break;
+        case 5: o->vhost = val; break;
+        default: rc = util_parse_duration(val, &o->task_timeout_ms); break;
         }
         if (rc) {
             fprintf(stderr, "jobpool-worker: bad value '%s' for %s: %s\n", val, with_value[k],
@@ -380,6 +394,21 @@ static int64_t message_attempt(const amqp_basic_properties_t *props)
     return 1;
 }
 
+/* Did an earlier attempt of this message end unsettled? The broker says so for the delivery
+ * itself; a copy that count_unsettled() requeued says so in its header. */
+static bool message_redelivered(const amqp_envelope_t *m)
+{
+    const amqp_basic_properties_t *props = &m->message.properties;
+    if (m->redelivered) return true;
+    if (!(props->_flags & AMQP_BASIC_HEADERS_FLAG)) return false;
+    for (int i = 0; i < props->headers.num_entries; i++) {
+        const amqp_table_entry_t *e = &props->headers.entries[i];
+        if (bytes_eq(e->key, REDELIVERED_HEADER))
+            return e->value.kind == AMQP_FIELD_KIND_BOOLEAN && e->value.value.boolean;
+    }
+    return false;
+}
+
 static int add_bytes_var(struct task_env *env, const char *name, amqp_bytes_t b, bool present)
 {
     if (!present) return task_env_add(env, name, "", 0);
@@ -399,7 +428,7 @@ static int build_env(struct task_env *env, const amqp_envelope_t *m, int64_t att
                                 pr->_flags & AMQP_BASIC_CORRELATION_ID_FLAG);
     snprintf(num, sizeof num, "%" PRId64, attempt);
     if (!rc) rc = task_env_add(env, "JOBPOOL_ATTEMPT", num, strlen(num));
-    const char *re = m->redelivered ? "true" : "false";
+    const char *re = message_redelivered(m) ? "true" : "false";
     if (!rc) rc = task_env_add(env, "JOBPOOL_REDELIVERED", re, strlen(re));
     if (rc || !(pr->_flags & AMQP_BASIC_HEADERS_FLAG)) return rc;
     for (int i = 0; i < pr->headers.num_entries && i < MAX_HEADERS; i++) {
@@ -423,7 +452,13 @@ static int build_env(struct task_env *env, const amqp_envelope_t *m, int64_t att
 }
 
 static int conn_fd_cb(void *ctx) { return aconn_fd(ctx); }
-static bool conn_service_cb(void *ctx) { return aconn_service(ctx); }
+/* Keep the task running unless the broker took its delivery back (consumer_timeout). A lost
+ * connection alone does not stop it: see docs/worker.md. */
+static bool conn_service_cb(void *ctx)
+{
+    aconn_service(ctx);
+    return !aconn_revoked(ctx);
+}
 
 /* Close the connection; a failed close means an ack sent just before may be lost. */
 static int finish(struct aconn *c, int code)
@@ -436,17 +471,81 @@ static int finish(struct aconn *c, int code)
     return code;
 }
 
+/* Put the message back with the same attempt number, as a confirmed copy (then ack the
+ * original) rather than a nack: a nacked message comes back redelivered, and a redelivered
+ * message counts as a spent attempt (count_unsettled). Falls back to the nack when the copy is
+ * not confirmed. Returns 0 when the message is back in the queue one way or the other. */
+static int requeue_same(struct aconn *c, const amqp_envelope_t *m, int64_t attempt,
+                        bool redelivered)
+{
+    if (aconn_republish(c, m, attempt, redelivered) == 0 && aconn_ack(c, m->delivery_tag) == 0)
+        return 0;
+    return aconn_alive(c) ? aconn_nack_requeue(c, m->delivery_tag) : JP_ENETWORK;
+}
+
+/* The broker redelivered this message: an earlier delivery of it ended without being settled.
+ * Its worker was killed (SIGKILL, OOM, node loss), lost its connection, or the broker's
+ * consumer_timeout took the message back while the task ran. That delivery was attempt
+ * `attempt`, and it is counted here, where the message is held: the worker that lost it cannot
+ * (the broker already requeued it), and running it again under the same number would let a task
+ * that always outlives the timeout, or always kills its worker, loop forever. So the message is
+ * requeued as attempt + 1 (a confirmed copy, then the ack), or dead-lettered after the last
+ * attempt, and this worker runs nothing. */
+static int count_unsettled(struct aconn *c, const amqp_envelope_t *m, int64_t attempt,
+                           int64_t max_attempts)
+{
+    if (attempt >= max_attempts) {
+        if (aconn_reject_dead_letter(c, m->delivery_tag) != 0) {
+            aconn_free(c);
+            return EXIT_UNSETTLED;
+        }
+        log_error("message redelivered: its last attempt (%" PRId64 " of %" PRId64 ") ended "
+                  "unsettled (worker killed, connection lost or delivery timeout): rejected to the "
+                  "dead-letter exchange without running it again", attempt, max_attempts);
+        return finish(c, EXIT_OK);
+    }
+    int rc = aconn_republish(c, m, attempt + 1, true);
+    if (rc == 0) rc = aconn_ack(c, m->delivery_tag);
+    if (rc != 0) {
+        /* Back as it came; the next worker counts it (possibly once more than it happened). */
+        if (aconn_alive(c)) aconn_nack_requeue(c, m->delivery_tag);
+        log_error("message redelivered: attempt %" PRId64 " ended unsettled, but the requeued "
+                  "copy was not confirmed; the broker will redeliver it", attempt);
+        return finish(c, EXIT_UNSETTLED);
+    }
+    log_warn("message redelivered: attempt %" PRId64 " of %" PRId64 " ended unsettled (worker "
+             "killed, connection lost or delivery timeout): requeued as attempt %" PRId64
+             " without running it here", attempt, max_attempts, attempt + 1);
+    return finish(c, EXIT_OK);
+}
+
 /* Settle the message after the task ended and pick the exit code. */
 static int settle(struct aconn *c, const amqp_envelope_t *m, const struct task_result *res,
                   int64_t attempt, int64_t max_attempts)
 {
-    if (res->grace_expired) {
-        if (aconn_nack_requeue(c, m->delivery_tag) == 0)
-            log_warn("task killed after the grace period: message requeued");
+    if (res->revoked) {
+        log_error("the broker's delivery timeout (consumer_timeout) took the message back while "
+                  "attempt %" PRId64 " ran, and the task was stopped; the broker requeued it and "
+                  "the worker that gets it counts this attempt. Raise consumer_timeout above the "
+                  "longest task, or set a task timeout below it (docs/worker.md)", attempt);
+        aconn_free(c);
+        return EXIT_UNSETTLED;
+    }
+    if (res->grace_expired && !res->timed_out) {
+        /* Stopped from outside (shutdown, drain): not the task's fault, so not an attempt. */
+        if (requeue_same(c, m, attempt, true) == 0)
+            log_warn("task killed after the grace period: message requeued as attempt %" PRId64,
+                     attempt);
         else
             log_error("task killed after the grace period; the requeue could not be sent, the "
                       "broker will redeliver the message");
         return finish(c, EXIT_TERMINATED);
+    }
+    struct task_result timed = *res;
+    if (res->timed_out) {
+        log_warn("task stopped after its timeout: attempt %" PRId64 " failed", attempt);
+        if (timed.exit_code == 0) timed.exit_code = EXIT_TASK_TIMEOUT; /* it exited 0 on SIGTERM */
+        res = &timed;
     }
     if (!aconn_alive(c)) {
         log_error("task exited %d but the broker connection was lost: the ack could not be "
@@ -466,7 +565,7 @@ static int settle(struct aconn *c, const amqp_envelope_t *m, const struct task_r
     }
     int rc;
     if (attempt < max_attempts) {
-        rc = aconn_republish(c, m, attempt + 1);
+        rc = aconn_republish(c, m, attempt + 1, false);
         if (rc == 0) rc = aconn_ack(c, m->delivery_tag);
         if (rc == 0) {
             log_warn("task failed with exit %d on attempt %" PRId64 " of %" PRId64
@@ -569,6 +668,11 @@ int main(int argc, char **argv)
              (pr->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) ? (int)pr->message_id.len : 1,
              (pr->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) ? (const char *)pr->message_id.bytes : "-",
              attempt, o.max_attempts, msg.redelivered ? "true" : "false", msg.message.body.len);
+    if (msg.redelivered) {
+        code = count_unsettled(c, &msg, attempt, o.max_attempts);
+        c = NULL;
+        goto out;
+    }
     if (build_env(&env, &msg, attempt) != 0) {
         log_error("out of memory building the task environment");
         aconn_nack_requeue(c, msg.delivery_tag);
@@ -578,14 +682,15 @@ int main(int argc, char **argv)
     }
     /* Stopped between the message's arrival and the spawn: hand it back untouched. */
     if (pending_stop_signal()) {
-        if (aconn_nack_requeue(c, msg.delivery_tag) == 0)
+        if (requeue_same(c, &msg, attempt, message_redelivered(&msg)) == 0)
             log_info("stopped by a signal before the task started: message requeued");
         code = finish(c, EXIT_TERMINATED);
         c = NULL;
         goto out;
     }
     struct task_io io = {.sig_fd = sig_pipe_[0], .grace_ms = o.grace_ms,
-                         .service_fd = conn_fd_cb, .service = conn_service_cb, .ctx = c};
+                         .service_fd = conn_fd_cb, .service = conn_service_cb, .ctx = c,
+                         .timeout_ms = o.task_timeout_ms};
     struct task_result res;
     rc = task_run(o.cmd, env.vars, msg.message.body.bytes, msg.message.body.len, &io, &res);
     if (rc == JP_ESPAWN) {
