@@ -38,8 +38,8 @@ struct ev_bucket {
 };
 
 struct pool_env {
-    char idle[32], attempts[16];
-    const char *kv[7];          /* name, value pairs, NULL-terminated */
+    char idle[32], attempts[16], task_timeout[32];
+    const char *kv[9];          /* name, value pairs, NULL-terminated */
 };
 
 /* When the cache of Jobs or Pods has not been current for this long, the pools hold: no starts
@@ -502,8 +502,11 @@ static void pool_env(const struct cfg_pool *pool, struct pool_env *pe)
 {
     util_format_duration(pool->idle_timeout_ms, pe->idle, sizeof pe->idle);
     snprintf(pe->attempts, sizeof pe->attempts, "%d", pool->max_attempts);
+    util_format_duration(pool->task_timeout_ms, pe->task_timeout, sizeof pe->task_timeout);
     const char *kv[] = {"JOBPOOL_IDLE_TIMEOUT", pe->idle, "JOBPOOL_MAX_ATTEMPTS", pe->attempts,
-                        "JOBPOOL_RESULT_FILE", "/dev/termination-log", NULL};
+                        "JOBPOOL_RESULT_FILE", "/dev/termination-log",
+                        pool->task_timeout_ms > 0 ? "JOBPOOL_TASK_TIMEOUT" : NULL,
+                        pe->task_timeout, NULL};
     memcpy(pe->kv, kv, sizeof kv);
 }
 

@@ -238,7 +238,7 @@ static bool is_worker_binary(const char *arg0)
 static char **build_argv(const struct local *L, const struct cfg_pool *pool)
 {
     size_t n = pool->worker_argc;
-    char **argv = calloc(n + 3, sizeof *argv);
+    char **argv = calloc(n + 4, sizeof *argv);
     if (!argv) return NULL;
     size_t k = 0;
     bool worker = is_worker_binary(pool->worker_command[0]);
@@ -250,6 +250,10 @@ static char **build_argv(const struct local *L, const struct cfg_pool *pool)
         if (!(argv[k++] = util_strprintf("--idle-timeout=%s", dur)) ||
             !(argv[k++] = util_strprintf("--max-attempts=%d", pool->max_attempts)))
             goto fail;
+        if (pool->task_timeout_ms > 0) {
+            util_format_duration(pool->task_timeout_ms, dur, sizeof dur);
+            if (!(argv[k++] = util_strprintf("--task-timeout=%s", dur))) goto fail;
+        }
     }
     for (size_t i = 1; i < n; i++)
         if (!(argv[k++] = strdup(pool->worker_command[i]))) goto fail;

@@ -607,11 +607,11 @@ static int parse_ca_secret(struct ld *l, yaml_node_t *n, struct cfg_ca_secret *c
 static int parse_rabbitmq(struct ld *l, yaml_node_t *n, struct cfg_rabbitmq *r)
 {
     enum { MGMT, AMQP, VHOST, USER, PASS, CA, TIMEOUT, CTIMEOUT, MAXBODY, DEPTH, WSECRET, CASECRET,
-           N };
+           CONSUMER, N };
     static const char *const keys[N] = {"managementUrl", "amqpUrl", "vhost", "username",
                                         "password", "caFile", "timeout", "connectTimeout",
                                         "maxBodyBytes", "depthSource", "workerSecret",
-                                        "caSecret"};
+                                        "caSecret", "consumerTimeout"};
     static const char *const depths[] = {"management", "amqp", NULL};
     yaml_node_t *v[N], *k[N];
     char p[KEYPATH_MAX];
@@ -639,6 +639,10 @@ static int parse_rabbitmq(struct ld *l, yaml_node_t *n, struct cfg_rabbitmq *r)
     if (v[CTIMEOUT] &&
         (rc = get_duration(l, v[CTIMEOUT], RP(CTIMEOUT), CFG_LIM_MIN(RMQ_CONNECT_TIMEOUT),
                           &r->connect_timeout_ms)))
+        return rc;
+    if (v[CONSUMER] &&
+        (rc = get_duration(l, v[CONSUMER], RP(CONSUMER), CFG_LIM_MIN(RMQ_CONSUMER_TIMEOUT),
+                           &r->consumer_timeout_ms)))
         return rc;
     if (v[MAXBODY]) {
         int64_t mb;
@@ -884,11 +888,11 @@ static int pool_hash(struct cfg_pool *pl)
         rc = dbuf_printf(&b, "maxActive=%d\nminActive=%d\nspareWorkers=%d\nmaxStartPerTick=%d\n"
                          "messagesPerWorker=%d\nmaxAttempts=%d\npendingTimeout=%" PRId64 "\n"
                          "idleTimeout=%" PRId64 "\nsuccessfulHistory=%d\nfailedHistory=%d\n"
-                         "ttlSecondsAfterFinished=%d\n",
+                         "ttlSecondsAfterFinished=%d\ntaskTimeout=%" PRId64 "\n",
                          pl->max_active, pl->min_active, pl->spare_workers,
                          pl->max_start_per_tick, pl->messages_per_worker, pl->max_attempts,
                          pl->pending_timeout_ms, pl->idle_timeout_ms, pl->successful_history,
-                         pl->failed_history, pl->ttl_seconds_after_finished);
+                         pl->failed_history, pl->ttl_seconds_after_finished, pl->task_timeout_ms);
     for (size_t i = 0; !rc && i < pl->worker_argc; i++)
         rc = dbuf_printf(&b, "arg=%zu:%s\n", strlen(pl->worker_command[i]), pl->worker_command[i]);
     for (size_t i = 0; !rc && i < pl->worker_nenv; i++) {
@@ -912,11 +916,12 @@ static int pool_hash(struct cfg_pool *pl)
 static int parse_pool(struct ld *l, yaml_node_t *n, size_t idx, struct cfg *c)
 {
     enum { NAME, QUEUE, QREGEX, VHOST, MAXACTIVE, MINACTIVE, SPARE, MAXSTART, MPW, MAXATT,
-           PENDING, IDLE, SUCC, FAILED, TTL, WORKER, TEMPLATE, N };
+           PENDING, IDLE, SUCC, FAILED, TTL, WORKER, TEMPLATE, TASKTO, N };
     static const char *const keys[N] = {
         "name", "queue", "queueRegex", "vhost", "maxActive", "minActive", "spareWorkers",
         "maxStartPerTick", "messagesPerWorker", "maxAttempts", "pendingTimeout", "idleTimeout",
-        "successfulHistory", "failedHistory", "ttlSecondsAfterFinished", "worker", "jobTemplate"};
+        "successfulHistory", "failedHistory", "ttlSecondsAfterFinished", "worker", "jobTemplate",
+        "taskTimeout"};
     yaml_node_t *v[N], *k[N];
     char base[KEYPATH_MAX], p[KEYPATH_MAX], b[64];
     struct cfg_pool *pl = &c->pools[idx];
@@ -1006,6 +1011,9 @@ static int parse_pool(struct ld *l, yaml_node_t *n, size_t idx, struct cfg *c)
         (rc = get_duration(l, v[PENDING], PP(PENDING), CFG_LIM_MIN(PENDING_TIMEOUT), &pl->pending_timeout_ms)))
         return rc;
     if (v[IDLE] && (rc = get_duration(l, v[IDLE], PP(IDLE), CFG_LIM_MIN(IDLE_TIMEOUT), &pl->idle_timeout_ms)))
+        return rc;
+    if (v[TASKTO] &&
+        (rc = get_duration(l, v[TASKTO], PP(TASKTO), CFG_LIM_MIN(TASK_TIMEOUT), &pl->task_timeout_ms)))
         return rc;
     if (v[SUCC] && (rc = get_int32(l, v[SUCC], PP(SUCC), LIM(SUCCESSFUL_HISTORY), &pl->successful_history)))
         return rc;
@@ -1122,6 +1130,7 @@ static int set_defaults(struct cfg *c, const char *name)
     c->log_level = LOG_INFO;
     c->rabbitmq.timeout_ms = 3000;
     c->rabbitmq.connect_timeout_ms = 1000;
+    c->rabbitmq.consumer_timeout_ms = 30 * 60 * 1000;
     c->rabbitmq.max_body = (size_t)8 << 20;
     c->rabbitmq.depth_source = CFG_DEPTH_MANAGEMENT;
     c->kubernetes.in_cluster = true;

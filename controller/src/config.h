@@ -45,6 +45,8 @@ struct cfg_rabbitmq {
     int64_t connect_timeout_ms;    /* default 1s */
     size_t max_body;               /* response size cap, default 8 MiB */
     enum cfg_depth_source depth_source;
+    int64_t consumer_timeout_ms;   /* the broker's consumer_timeout as the operator states it
+                                    * (default 30m, RabbitMQ's); checked against taskTimeout */
     struct cfg_worker_secret worker_secret;
     struct cfg_ca_secret ca_secret;
 };
@@ -88,6 +90,7 @@ struct cfg_pool {
     int max_attempts;              /* handed to workers, default 3 */
     int64_t pending_timeout_ms;    /* default 5m */
     int64_t idle_timeout_ms;       /* default 30s */
+    int64_t task_timeout_ms;       /* handed to workers as --task-timeout; default 0: none */
     int successful_history;        /* default 10 */
     int failed_history;            /* default 10 */
     int ttl_seconds_after_finished; /* default 600; -1 means unset */

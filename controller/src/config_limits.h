@@ -18,6 +18,7 @@
     X(MAX_ACTIVE_TOTAL, "maxActiveTotal", INT, 0, 100000)                                     \
     X(RMQ_TIMEOUT, "rabbitmq.timeout", DURATION, 100, CFG_DURATION_MAX_MS)                    \
     X(RMQ_CONNECT_TIMEOUT, "rabbitmq.connectTimeout", DURATION, 100, CFG_DURATION_MAX_MS)     \
+    X(RMQ_CONSUMER_TIMEOUT, "rabbitmq.consumerTimeout", DURATION, 1000, CFG_DURATION_MAX_MS) \
     X(KUBE_CONCURRENCY, "kubernetes.concurrency", INT, 1, 256)                                \
     /* a label value; <= 56 so that the default Lease "<instance>-leader" fits 63 */         \
     X(INSTANCE, "kubernetes.instance", LENGTH, 1, 56)                                         \
@@ -36,6 +37,8 @@
     X(MAX_ATTEMPTS, "pools.maxAttempts", INT, 1, 1000)                                        \
     X(PENDING_TIMEOUT, "pools.pendingTimeout", DURATION, 1000, CFG_DURATION_MAX_MS)           \
     X(IDLE_TIMEOUT, "pools.idleTimeout", DURATION, 100, CFG_DURATION_MAX_MS)                  \
+    /* 0: none */                                                                              \
+    X(TASK_TIMEOUT, "pools.taskTimeout", DURATION, 0, CFG_DURATION_MAX_MS)                    \
     X(SUCCESSFUL_HISTORY, "pools.successfulHistory", INT, 0, 100000)                          \
     X(FAILED_HISTORY, "pools.failedHistory", INT, 0, 100000)                                  \
     X(TTL_AFTER_FINISHED, "pools.ttlSecondsAfterFinished", INT, 0, 2147483647)

@@ -115,6 +115,28 @@ static void replica_identity(char *out, size_t n)
 }
 
 /* jobpool-worker next to our own binary, if there is one; else from PATH. */
+/* The worker's default --grace; a task timeout must leave it room below the broker's limit. */
+#define WORKER_GRACE_MS 25000
+
+/* Once at start: a pool whose taskTimeout plus the worker's grace reaches the broker's
+ * consumer_timeout lets the broker take a message back while its task is still being stopped
+ * (docs/worker.md, "Long tasks and the broker's delivery timeout"). */
+static void warn_task_timeouts(const struct cfg *cfg)
+{
+    int64_t limit = cfg->rabbitmq.consumer_timeout_ms;
+    char ct[32], tt[32];
+    util_format_duration(limit, ct, sizeof ct);
+    for (size_t i = 0; i < cfg->npools; i++) {
+        const struct cfg_pool *p = &cfg->pools[i];
+        if (p->task_timeout_ms <= 0 || p->task_timeout_ms + WORKER_GRACE_MS < limit) continue;
+        util_format_duration(p->task_timeout_ms, tt, sizeof tt);
+        log_msg(LOG_WARN, p->name, 0, "taskTimeout %s plus the worker's 25s grace reaches the "
+                "broker's consumer_timeout (rabbitmq.consumerTimeout %s): the broker may take a "
+                "message back before its task is stopped; lower taskTimeout or raise "
+                "consumer_timeout", tt, ct);
+    }
+}
+
 static char *default_worker(void)
 {
     char self[PATH_MAX];
@@ -313,6 +335,7 @@ int main(int argc, char **argv)
 
     log_info("jobpool %s started: backend=%s pools=%zu poll=%lldms%s", JP_VERSION, be->name,
              cfg->npools, (long long)cfg->poll_interval_ms, dry_run ? " dry-run" : "");
+    warn_task_timeouts(cfg);
     if (once) {
         if (kc) {
             /* --once needs the first list of Jobs before it can decide anything. */

@@ -200,6 +200,13 @@ static void test_worker_flags(void **state)
     assert_int_equal(util_read_file(out, 4096, true, &args), 0);
     assert_string_equal(args, "--idle-timeout=2s --max-attempts=3 -- true");
     free(args);
+    /* A pool's taskTimeout goes along when set. */
+    p.task_timeout_ms = 90000;
+    assert_int_equal(b->start(b, &p, 1, 1, &started), 0);
+    wait_idle(b, &p, &l);
+    assert_int_equal(util_read_file(out, 4096, true, &args), 0);
+    assert_string_equal(args, "--idle-timeout=2s --max-attempts=3 --task-timeout=90s -- true");
+    free(args);
     backend_list_free(&l);
     backend_free(b);
 }

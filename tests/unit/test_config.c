@@ -1296,6 +1296,16 @@ static void test_worker_env(void **state)
     assert_string_equal(p->worker_env[3].ref.env, "THUMBS_TOKEN");
     assert_string_equal(p->worker_env[4].ref.file, "/run/secrets/key");
     assert_string_equal(p->worker_env[5].name, "JOBPOOL_LOG_LEVEL");
+    assert_int_equal(p->task_timeout_ms, 0);
+    assert_int_equal(c->rabbitmq.consumer_timeout_ms, 30 * 60 * 1000);
+    cfg_free(c);
+    const char y2[] = "backend: local\n"
+                      "rabbitmq: {consumerTimeout: 2h}\n"
+                      "pools:\n"
+                      "  - {name: a, queue: q, maxActive: 5, taskTimeout: 90m, worker: {command: [t]}}\n";
+    assert_int_equal(cfg_load_string(y2, strlen(y2), "config.yaml", &c, err, sizeof err), 0);
+    assert_int_equal(c->pools[0].task_timeout_ms, 90 * 60 * 1000);
+    assert_int_equal(c->rabbitmq.consumer_timeout_ms, 2 * 3600 * 1000);
     cfg_free(c);
 }
 
