@@ -17,7 +17,7 @@ if setarch "$(uname -m)" -R true 2>/dev/null; then noaslr=(setarch "$(uname -m)"
 st=0
 "${noaslr[@]}" "$here/run-tests.sh" tsan-unit "$bdir"/tests/test_* || st=1
 if [ "${TSAN_KUBE:-1}" != 0 ]; then
-  B=$bdir KUBE_SCRIPTS=${TSAN_KUBE_SCRIPTS:-"leader controller_kube"} \
+  B=$bdir KUBE_SCRIPTS=${TSAN_KUBE_SCRIPTS:-"leader controller_kube cache"} \
     "${noaslr[@]}" "$here/integration/kube-run.sh" "$bdir"/tests/kit_* || st=1
 fi
 n=$(find "$rep" -type f | wc -l)
