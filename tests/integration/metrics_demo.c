@@ -56,6 +56,8 @@ int main(int argc, char **argv)
     metrics_observe_reconcile(m, "thumbs", 0.3);
     metrics_observe_reconcile(m, "mail", 0.002);
     metrics_set_leader(m, true);
+    metrics_set_cache(m, "jobs", 1.5, false);
+    metrics_set_cache(m, "pods", 42, true);
     metrics_set_ready(m, true);
 
     FILE *pf = argc > 2 ? fopen(argv[2], "w") : stdout;

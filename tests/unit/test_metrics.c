@@ -271,6 +271,27 @@ static void test_render_empty(void **state)
     metrics_free(m);
 }
 
+/* The watch caches' age and stale flag, one series per kind, updated in place. */
+static void test_render_cache(void **state)
+{
+    (void)state;
+    struct metrics *m = NULL;
+    assert_int_equal(metrics_new("", &m), 0);
+    metrics_set_cache(m, "jobs", 2.5, false);
+    metrics_set_cache(m, "pods", 31.25, true);
+    metrics_set_cache(m, "jobs", 3, false);
+    char *text = NULL;
+    assert_int_equal(metrics_render(m, &text, NULL), 0);
+    assert_non_null(strstr(text, "# TYPE jobpool_cache_age_seconds gauge\n"));
+    assert_non_null(strstr(text, "\njobpool_cache_age_seconds{kind=\"jobs\"} 3\n"));
+    assert_non_null(strstr(text, "\njobpool_cache_age_seconds{kind=\"pods\"} 31.25\n"));
+    assert_non_null(strstr(text, "\njobpool_cache_stale{kind=\"jobs\"} 0\n"));
+    assert_non_null(strstr(text, "\njobpool_cache_stale{kind=\"pods\"} 1\n"));
+    assert_null(strstr(text, "2.5"));
+    free(text);
+    metrics_free(m);
+}
+
 static void test_null_object(void **state)
 {
     (void)state;
@@ -282,6 +303,7 @@ static void test_null_object(void **state)
     metrics_count_error(NULL, "p", METRICS_SRC_CONFIG, JP_EIO);
     metrics_observe_reconcile(NULL, "p", 1);
     metrics_set_leader(NULL, true);
+    metrics_set_cache(NULL, "jobs", 1, false);
     metrics_tick(NULL);
     metrics_set_ready(NULL, true);
     metrics_set_poll_interval(NULL, 5);
@@ -646,6 +668,7 @@ int main(void)
         cmocka_unit_test(test_http_metrics),
         cmocka_unit_test(test_label_escaping),
         cmocka_unit_test(test_render_empty),
+        cmocka_unit_test(test_render_cache),
         cmocka_unit_test(test_null_object),
         cmocka_unit_test(test_bad_addresses),
         cmocka_unit_test(test_paths_and_methods),
