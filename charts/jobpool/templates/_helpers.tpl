@@ -253,6 +253,7 @@ rabbitmq:
   {{- end }}
   timeout: {{ .Values.rabbitmq.timeout | quote }}
   depthSource: {{ .Values.rabbitmq.depthSource }}
+  consumerTimeout: {{ .Values.rabbitmq.consumerTimeout | quote }}
 kubernetes:
   inCluster: true
   {{- with .Values.watchNamespaces }}
