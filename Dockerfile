@@ -15,7 +15,8 @@ WORKDIR /src
 COPY Makefile ./
 COPY controller/src/ controller/src/
 ARG VERSION=0.1.0
-RUN make B=/out VERSION="${VERSION}" /out/jobpool-controller
+# The packages come from the apt-get step above; DEPS_SH=true skips the checkout's installer.
+RUN make B=/out VERSION="${VERSION}" DEPS_SH=true /out/jobpool-controller
 
 # ---- collect the runtime tree ----------------------------------------------------------------
 # The runtime packages are installed here only so that their libraries can be copied out: the
