@@ -197,10 +197,10 @@ valgrind:
 
 # ThreadSanitizer over everything that runs threads: the unit tests (the log's secret list under
 # token rotation, the metrics server), then against the real API server kit_kube (the watch
-# cache's threads) and a tsan build of the controller in leader.kube.sh, controller_kube.kube.sh
-# and cache.kube.sh (leader election, the cache inside a running controller, the watch cache under
-# faults). Every report fails the run
-# (tests/tsan.sh). TSAN_KUBE=0 runs the unit tests only.
+# cache's reflector threads) and a tsan build of the controller in leader.kube.sh (the Lease
+# renewer thread), controller_kube.kube.sh and cache.kube.sh (the watch cache under faults).
+# Every report fails the run (tests/tsan.sh). TSAN_KUBE=0 runs the unit tests only;
+# TSAN_KUBE_SCRIPTS names other scripts.
 TSAN_CC     ?= clang
 TSAN_CFLAGS  = -O1 -g -fsanitize=thread -fno-omit-frame-pointer
 tsan:
