@@ -88,8 +88,8 @@ EOC
   done
   sleep 4 # anything still going would start again now: it must not
   kill -TERM "$ctl"; wait "$ctl"; ctl=""
-  local runs starts ends overlap longest
-  starts=$(grep -c ' start ' "$T/$name/runs"); ends=$(grep -c ' end ' "$T/$name/runs")
+  local runs ends overlap longest
+  ends=$(grep -c ' end ' "$T/$name/runs")
   runs=$(awk '$2 == "start" {print $1}' "$T/$name/runs" | tr '\n' ' ')
   overlap=$(awk '{print $3, ($2 == "start" ? 1 : -1)}' "$T/$name/runs" | sort -n | awk '{c += $2; if (c > m) m = c} END {print m + 0}')
   longest=$(awk '$2 == "start" {s[$1] = $3} $2 == "end" {d = ($3 - s[$1]) / 1e6; if (d > m) m = d} END {printf "%d", m}' "$T/$name/runs")
