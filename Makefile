@@ -19,7 +19,7 @@ CTRL_OBJ   = $(patsubst controller/src/%.c,$(B)/ctrl/%.o,$(CTRL_SRC))
 WORK_SRC  := $(wildcard worker-image/src/*.c)
 WORK_OBJ   = $(patsubst worker-image/src/%.c,$(B)/worker/%.o,$(WORK_SRC))
 # Modules the worker shares with the controller.
-WORK_SHARED = err log util
+WORK_SHARED = err log util progress
 
 CONTROLLER = $(B)/jobpool-controller
 TOOLS      = $(B)/jp-publish
@@ -29,19 +29,21 @@ WORKER     = $(B)/jobpool-worker
 # rewritten cannot break the build of an unrelated test.
 DEPS_test_err       = err
 DEPS_test_util      = util err
+DEPS_test_progress  = progress
+DEPS_test_status    = status http util log err
 DEPS_test_log       = log err
 DEPS_test_config    = config yamljson util log err
 DEPS_test_yamljson  = yamljson util err
 DEPS_test_keda      = keda yamljson util err
 DEPS_test_http      = http util log err
 DEPS_test_rmq       = rmq http config yamljson util log err
-DEPS_test_kube      = kube podsec kubeconfig yamljson http util log err
+DEPS_test_kube      = kube podsec progress kubeconfig yamljson http util log err
 DEPS_test_podsec    = podsec err
 DEPS_test_kubeconfig = kubeconfig yamljson util log err
 DEPS_test_scale     = scale util err
 DEPS_test_store     = store util err
 DEPS_test_scale_sim = scale util err
-DEPS_test_backend_local = backend backend_local http util log err config yamljson
+DEPS_test_backend_local = backend backend_local progress http util log err config yamljson
 DEPS_test_metrics   = metrics util log err
 DEPS_test_reconcile = reconcile backend scale metrics util log err
 WRAP_test_backend_local = -Wl,--wrap=waitpid
@@ -50,10 +52,10 @@ WRAP_test_backend_local = -Wl,--wrap=waitpid
 WRAP_test_reconcile = -Wl,--wrap=rmq_queue_depth,--wrap=rmq_regex_depth,--wrap=rmq_tick_begin,--wrap=rmq_last_error,--wrap=realloc
 # Integration tests (need the real broker / API server started by tests/env/*.sh).
 DEPS_it_rmq         = rmq config yamljson http util log err
-DEPS_it_kube        = kube podsec kubeconfig yamljson http util log err
+DEPS_it_kube        = kube podsec progress kubeconfig yamljson http util log err
 # Tests against the real control plane started by tests/env/kube.sh (make kube-integration).
-DEPS_kit_kube       = kube_cache watch store kube podsec kubeconfig yamljson http util log err
-DEPS_kube_bench     = kube_cache watch store kube podsec kubeconfig yamljson http util log err
+DEPS_kit_kube       = kube_cache watch store kube podsec progress kubeconfig yamljson http util log err
+DEPS_kube_bench     = kube_cache watch store kube podsec progress kubeconfig yamljson http util log err
 
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   = $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))

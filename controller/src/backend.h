@@ -17,6 +17,12 @@ struct backend_worker {
     struct scale_worker w;      /* state and times, as scale_decide wants them */
     int exit_code;              /* finished workers: the task's exit code; -1 unknown */
     bool wasted;                /* finished having found no task (idle exit) */
+    /* The worker's own figures (progress.h), seconds; < 0 unknown. Set on finished workers. */
+    double task_wait_s;         /* the message's publish (AMQP timestamp) to its delivery */
+    double task_duration_s;     /* how long the task ran */
+    /* True in exactly one listing of a finished worker (the first after it finished, since
+     * the backend was created): the caller records its figures then, and only then. */
+    bool outcome_new;
 };
 
 /* A growable list of workers, reused across ticks by the caller. */

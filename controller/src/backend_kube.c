@@ -25,7 +25,13 @@ struct seen {
     uint32_t first_gen;         /* pass in which it was first seen */
     bool was_active;            /* seen pending or running */
     bool counted;               /* its outcome is in the stats */
+    int64_t finished_seen_ms;   /* first seen finished (monotonic ms); 0 not yet */
 };
+
+/* A Job's Complete condition and its pod's termination message come through two watches, so
+ * the Job may be seen finished a moment before the worker's last word. Its outcome is counted
+ * once that word is there, or after this long without it (an old worker, a pod already gone). */
+#define REPORT_GRACE_MS 10000
 
 /* Events are rate-limited per pool and reason: a burst of 5, then one per 30 s, so that a
  * failing pool cannot flood the API server. */
@@ -174,6 +180,7 @@ static void to_worker(struct kb *K, const struct kube_job *j, struct backend_sta
     snprintf(w->uid, sizeof w->uid, "%s", j->uid);
     snprintf(w->pool, sizeof w->pool, "%s", j->pool);
     w->exit_code = -1;
+    w->task_wait_s = w->task_duration_s = -1;
     struct seen *s = seen_slot(K, j->name, true);
     if (s) {
         if (!s->first_ms) {
@@ -194,9 +201,14 @@ static void to_worker(struct kb *K, const struct kube_job *j, struct backend_sta
         if (s && !s->running_ms) s->running_ms = now;
         w->w.started_ms = s ? s->running_ms : now;
         w->wasted = j->no_task;
-        if (st && s && !s->counted && (s->was_active || s->first_gen != K->first_snap_gen)) {
+        w->task_wait_s = j->task_wait_s;
+        w->task_duration_s = j->task_duration_s;
+        if (s && !s->finished_seen_ms) s->finished_seen_ms = now;
+        if (st && s && !s->counted && (s->was_active || s->first_gen != K->first_snap_gen) &&
+            (j->reported || now - s->finished_seen_ms >= REPORT_GRACE_MS)) {
             /* Count each outcome once, as the worker's own report says it. */
             s->counted = true;
+            w->outcome_new = true;
             if (w->w.state == SCALE_SUCCEEDED) st->succeeded++;
             else st->failed++;
             if (w->wasted) st->wasted++;

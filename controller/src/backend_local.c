@@ -4,6 +4,7 @@
 #include "err.h"
 #include "http.h"
 #include "log.h"
+#include "progress.h"
 #include "util.h"
 
 #include <errno.h>
@@ -43,34 +44,31 @@ static size_t pool_index(const struct local *L, const struct cfg_pool *p)
     return (size_t)(p - L->cfg->pools);
 }
 
-/* A worker writes its progress to JOBPOOL_RESULT_FILE: "waiting" once the broker counts it as
- * a consumer, "task" when a message arrived, "no-task" when it exits idle. */
-static bool result_is(const char *path, const char *what)
+/* A worker writes its progress to JOBPOOL_RESULT_FILE (progress.h): "waiting" once the broker
+ * counts it as a consumer, "task wait=S" when a message arrived, "task wait=S duration=S" when
+ * the task ended, "no-task" when it exits idle. Read once, when the worker has exited. */
+static void read_progress(const char *path, struct progress *p)
 {
     char *s = NULL;
-    bool is = util_read_file(path, 256, true, &s) == 0 && strcmp(s, what) == 0;
+    if (util_read_file(path, 256, true, &s) == 0) progress_parse(s, p);
+    else progress_parse(NULL, p);
     free(s);
-    return is;
-}
-
-static bool read_wasted(const char *path)
-{
-    bool wasted = result_is(path, "no-task");
-    unlink(path);
-    return wasted;
 }
 
 /* When did a worker that finished between two observes start? It reported progress (it was a
  * consumer) before it wrote its last word, so that word's time (the result file's mtime) is no
  * earlier than its start as a consumer; its spawn time is no later. The word's time is used: for
  * "task" it is the moment its message left the queue, which is what the sample's age is
- * compared with (scale.h's "unseen"). 0 when it never reported, so it took no message. */
-static int64_t unobserved_start_ms(const struct lworker *lw)
+ * compared with (scale.h's "unseen"). The task's last word is written when it ended, so its
+ * duration (duration_s, < 0 unknown) is taken off to get back to that moment. 0 when it never
+ * reported, so it took no message. */
+static int64_t unobserved_start_ms(const struct lworker *lw, double duration_s)
 {
     struct stat st;
     if (stat(lw->result, &st) != 0) return 0;
     /* The file's time is on the wall clock; the decision's on our monotonic one. */
     int64_t wall = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+    if (duration_s > 0) wall -= (int64_t)(duration_s * 1000.0);
     int64_t now = util_now_ms();
     int64_t t = now - (util_wall_ms() - wall);
     if (t > now) t = now;
@@ -79,11 +77,17 @@ static int64_t unobserved_start_ms(const struct lworker *lw)
 
 static void finish(struct local *L, struct lworker *lw, int status)
 {
+    struct progress prog;
     lw->bw.w.finished_ms = util_now_ms();
     /* Finished before any observe saw it running: without a start it would not count as
      * "unseen", and a lagging depth sample would get its message a second worker. */
-    if (!lw->bw.w.started_ms) lw->bw.w.started_ms = unobserved_start_ms(lw);
-    lw->bw.wasted = read_wasted(lw->result);
+    read_progress(lw->result, &prog);
+    if (!lw->bw.w.started_ms) lw->bw.w.started_ms = unobserved_start_ms(lw, prog.duration_s);
+    unlink(lw->result);
+    lw->bw.wasted = prog.word == PROGRESS_NO_TASK;
+    lw->bw.task_wait_s = prog.wait_s;
+    lw->bw.task_duration_s = prog.duration_s;
+    lw->bw.outcome_new = true;
     if (WIFEXITED(status)) lw->bw.exit_code = WEXITSTATUS(status);
     else if (WIFSIGNALED(status)) lw->bw.exit_code = 128 + WTERMSIG(status);
     bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
@@ -138,6 +142,7 @@ static int local_list(struct backend *b, const struct cfg_pool *pool, struct bac
         if (L->w[i].pool == pi) {
             int rc = backend_list_push(out, &L->w[i].bw);
             if (rc) return rc;
+            L->w[i].bw.outcome_new = false; /* its figures go out in this listing only */
         }
     return 0;
 }

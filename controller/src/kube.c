@@ -5,6 +5,7 @@
 #include "err.h"
 #include "http.h"
 #include "log.h"
+#include "progress.h"
 #include "util.h"
 
 #include <cjson/cJSON.h>
@@ -542,9 +543,14 @@ int kube_pod_parse(const cJSON *obj, struct kube_pod *out)
         const cJSON *state = cJSON_GetObjectItemCaseSensitive(cs, "state");
         const cJSON *term = cJSON_GetObjectItemCaseSensitive(state, "terminated");
         if (term || cJSON_GetObjectItemCaseSensitive(state, "running")) out->started = true;
-        const char *msg = jstr(term, "message");
-        if (msg && strncmp(msg, "no-task", 7) == 0 && (!msg[7] || msg[7] == '\n'))
-            out->no_task = true;
+        struct progress prog;
+        progress_parse(jstr(term, "message"), &prog);
+        if (prog.word == PROGRESS_NO_TASK) out->no_task = true;
+        if (prog.word == PROGRESS_TASK) {
+            out->has_task = true;
+            out->task_wait_s = prog.wait_s;
+            out->task_duration_s = prog.duration_s;
+        }
     }
     return 0;
 }
@@ -1075,6 +1081,8 @@ void kube_job_states(struct kube_job *jobs, size_t n, const struct kube_pod *pod
     for (size_t i = 0; i < n; i++) {
         jobs[i].running_pods = 0;
         jobs[i].no_task = false;
+        jobs[i].task_wait_s = jobs[i].task_duration_s = -1;
+        jobs[i].reported = false;
     }
     if (idx) {
         for (size_t i = 0; i < n; i++) idx[i] = &jobs[i];
@@ -1082,12 +1090,17 @@ void kube_job_states(struct kube_job *jobs, size_t n, const struct kube_pod *pod
         struct kube_job key;
         for (size_t p = 0; p < npods; p++) {
             bool running = kube_pod_running(&pods[p]);
-            if ((!running && !pods[p].no_task) || !pods[p].job[0]) continue;
+            if ((!running && !pods[p].no_task && !pods[p].has_task) || !pods[p].job[0]) continue;
             copy_str(key.name, sizeof key.name, pods[p].job);
             const struct kube_job *kp = &key;
             struct kube_job **hit = bsearch(&kp, idx, n, sizeof *idx, cmp_job_name);
             if (hit && running) (*hit)->running_pods++;
             if (hit && pods[p].no_task) (*hit)->no_task = true;
+            if (hit && (pods[p].no_task || pods[p].has_task)) (*hit)->reported = true;
+            if (hit && pods[p].has_task) {
+                (*hit)->task_wait_s = pods[p].task_wait_s;
+                (*hit)->task_duration_s = pods[p].task_duration_s;
+            }
         }
     }
     free(idx);

@@ -129,6 +129,11 @@ struct kube_job {
     int running_pods;           /* pods in phase Running (filled by the cache / kube_job_states) */
     bool no_task;               /* a pod's container ended with the message "no-task": the
                                    worker found no message (filled like running_pods) */
+    double task_wait_s;         /* from a terminated container's message "task wait=S
+                                   duration=S" (progress.h), filled like no_task; < 0 unknown */
+    double task_duration_s;
+    bool reported;              /* a terminated container of it carried the worker's last word
+                                   ("task ..." or "no-task"), filled like no_task */
     enum kube_job_state state;  /* see kube_job_states; from conditions and running_pods */
 };
 
@@ -228,6 +233,9 @@ struct kube_pod {
                                    or Unknown, or a container running or terminated */
     bool no_task;               /* a container terminated with message "no-task" (the worker
                                    writes it to its termination log when it found no message) */
+    bool has_task;              /* a container terminated with a "task ..." message */
+    double task_wait_s;         /* its figures (progress.h); < 0 unknown */
+    double task_duration_s;
     int64_t created_ms;
 };
 struct kube_pod_list {

@@ -85,6 +85,8 @@ static int add_job(void *ud, const void *rec)
     l->items[l->n] = *j;
     l->items[l->n].running_pods = 0;
     l->items[l->n].no_task = false;
+    l->items[l->n].task_wait_s = l->items[l->n].task_duration_s = -1;
+    l->items[l->n].reported = false;
     l->n++;
     return 0;
 }
@@ -101,13 +103,14 @@ static int cmp_created(const void *a, const void *b)
     return strcmp(x->name, y->name);
 }
 
-/* A Running pod (or one whose worker found no message) marks its Job, found by name. */
+/* A Running pod, or a finished one with the worker's last word (no message found, or a task's
+ * wait and duration), marks its Job, found by name. */
 static int add_pod(void *ud, const void *rec)
 {
     struct snap *s = ud;
     const struct kube_pod *p = rec;
     bool running = kube_pod_running(p);
-    if (!p->job[0] || (!running && !p->no_task)) return 0;
+    if (!p->job[0] || (!running && !p->no_task && !p->has_task)) return 0;
     if (s->pool && strcmp(p->pool, s->pool) != 0) return 0;
     struct kube_job key = {0};
     memcpy(key.name, p->job, sizeof key.name);
@@ -115,6 +118,11 @@ static int add_pod(void *ud, const void *rec)
     if (!j) return 0;
     if (running) j->running_pods++;
     if (p->no_task) j->no_task = true;
+    if (p->no_task || p->has_task) j->reported = true;
+    if (p->has_task) {
+        j->task_wait_s = p->task_wait_s;
+        j->task_duration_s = p->task_duration_s;
+    }
     return 0;
 }
 

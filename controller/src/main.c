@@ -10,6 +10,7 @@
 #include "metrics.h"
 #include "reconcile.h"
 #include "rmq.h"
+#include "status.h"
 #include "util.h"
 
 #include <getopt.h>
@@ -79,6 +80,7 @@ static void usage(FILE *f)
             "usage: jobpool-controller --config FILE [options]\n"
             "       jobpool-controller --check-config FILE\n"
             "       jobpool-controller convert FILE   (KEDA ScaledJobs to JobPools)\n"
+            "       jobpool-controller status [--address HOST:PORT] [-o table|json]\n"
             "\n"
             "Runs one short-lived worker for each message waiting in a RabbitMQ queue, as\n"
             "Kubernetes Jobs (backend kube) or local processes (backend local).\n"
@@ -159,6 +161,7 @@ int main(int argc, char **argv)
      * reused by the loop instead of each thread keeping its own high-water mark. */
     mallopt(M_ARENA_MAX, 1);
     if (argc >= 2 && strcmp(argv[1], "convert") == 0) return keda_convert_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "status") == 0) return status_main(argc - 1, argv + 1, stdout);
     enum { OPT_ONCE = 256, OPT_CHECK, OPT_LOGFMT, OPT_LOGLVL, OPT_METRICS, OPT_WORKER,
            OPT_POLICY };
     static const struct option opts[] = {

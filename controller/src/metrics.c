@@ -31,11 +31,32 @@
 #define RENDER_CAP (4u << 20)
 #define STALL_INTERVALS 3
 
-/* Buckets of jobpool_reconcile_duration_seconds: a pass is a few HTTP calls, 1 ms .. 30 s. */
-static const double bucket_le[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
-static const char *const bucket_txt[] = {"0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
-                                         "0.5",   "1",    "2.5",   "5",    "10",  "30"};
-#define NBUCKETS (sizeof bucket_le / sizeof bucket_le[0])
+/* A histogram's upper bounds, with their text as rendered in le="...". */
+struct bucket_set {
+    const double *le;
+    const char *const *txt;
+    size_t n;
+};
+#define MAX_BUCKETS 16
+
+/* jobpool_reconcile_duration_seconds: a pass is a few HTTP calls, 1 ms .. 30 s. */
+static const double pass_le[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+static const char *const pass_txt[] = {"0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
+                                       "0.5",   "1",    "2.5",   "5",    "10",  "30"};
+/* jobpool_task_wait_seconds and jobpool_task_duration_seconds: tasks that wait or run from
+ * about a second (the AMQP timestamp's resolution) to hours. */
+static const double task_le[] = {0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600,
+                                 7200, 14400, 28800};
+static const char *const task_txt[] = {"0.5", "1",   "2.5",  "5",    "10",   "30",
+                                       "60",  "120", "300",  "600",  "1200", "1800",
+                                       "3600", "7200", "14400", "28800"};
+#define SET(a, t) {a, t, sizeof a / sizeof a[0]}
+static const struct bucket_set pass_buckets = SET(pass_le, pass_txt);
+static const struct bucket_set task_buckets = SET(task_le, task_txt);
+_Static_assert(sizeof pass_le / sizeof pass_le[0] == sizeof pass_txt / sizeof pass_txt[0] &&
+                   sizeof task_le / sizeof task_le[0] == sizeof task_txt / sizeof task_txt[0] &&
+                   sizeof task_le / sizeof task_le[0] <= MAX_BUCKETS,
+               "bucket bounds and their text must match");
 
 static const char *const state_name[METRICS_NSTATES] = {"pending", "running", "succeeded",
                                                         "failed"};
@@ -45,7 +66,7 @@ static const char *const source_name[METRICS_NSOURCES] = {"rabbitmq", "kubernete
                                                           "local"};
 
 struct histo {
-    uint64_t bucket[NBUCKETS];     /* non-cumulative counts; summed when rendered */
+    uint64_t bucket[MAX_BUCKETS];  /* non-cumulative counts; summed when rendered */
     uint64_t count;
     double sum;
 };
@@ -57,6 +78,7 @@ struct pool_entry {
     int64_t started, wasted, deleted[METRICS_NREASONS];
     bool has_histo;
     struct histo h;
+    struct histo task_wait, task_duration; /* rendered for every pool, empty ones too */
 };
 
 struct err_entry {
@@ -95,8 +117,10 @@ struct metrics {
     struct cache_entry caches[METRICS_MAX_CACHES];
     size_t ncaches;
     int64_t last_tick_ms, poll_interval_ms;
+    int64_t last_tick_wall_ms;
     char *version;
     int64_t (*clock_ms)(void *);
+    int64_t (*wall_clock_ms)(void *);
     void *clock_arg;
 
     /* Listener. */
@@ -116,6 +140,12 @@ static int64_t default_clock(void *arg)
 {
     (void)arg;
     return util_now_ms();
+}
+
+static int64_t default_wall_clock(void *arg)
+{
+    (void)arg;
+    return util_wall_ms();
 }
 
 static int64_t now_ms(struct metrics *m)
@@ -209,10 +239,10 @@ void metrics_count_error(struct metrics *m, const char *pool, enum metrics_error
     pthread_mutex_unlock(&m->lock);
 }
 
-static void histo_observe(struct histo *h, double v)
+static void histo_observe(struct histo *h, const struct bucket_set *bs, double v)
 {
-    for (size_t i = 0; i < NBUCKETS; i++) {
-        if (v <= bucket_le[i]) {
+    for (size_t i = 0; i < bs->n; i++) {
+        if (v <= bs->le[i]) {
             h->bucket[i]++;
             break;
         }
@@ -228,14 +258,25 @@ void metrics_observe_reconcile(struct metrics *m, const char *pool, double secon
     pthread_mutex_lock(&m->lock);
     if (!pool) {
         m->has_global_histo = true;
-        histo_observe(&m->global_histo, seconds);
+        histo_observe(&m->global_histo, &pass_buckets, seconds);
     } else {
         struct pool_entry *p = pool_get(m, pool);
         if (p) {
             p->has_histo = true;
-            histo_observe(&p->h, seconds);
+            histo_observe(&p->h, &pass_buckets, seconds);
         }
     }
+    pthread_mutex_unlock(&m->lock);
+}
+
+void metrics_observe_task(struct metrics *m, const char *pool, double wait_s, double duration_s)
+{
+    if (!m) return;
+    pthread_mutex_lock(&m->lock);
+    struct pool_entry *p = pool_get(m, pool);
+    if (p && wait_s >= 0 && isfinite(wait_s)) histo_observe(&p->task_wait, &task_buckets, wait_s);
+    if (p && duration_s >= 0 && isfinite(duration_s))
+        histo_observe(&p->task_duration, &task_buckets, duration_s);
     pthread_mutex_unlock(&m->lock);
 }
 
@@ -268,9 +309,10 @@ void metrics_set_cache(struct metrics *m, const char *kind, double age_seconds, 
 void metrics_tick(struct metrics *m)
 {
     if (!m) return;
-    int64_t now = now_ms(m);
+    int64_t now = now_ms(m), wall = m->wall_clock_ms(m->clock_arg);
     pthread_mutex_lock(&m->lock);
     m->last_tick_ms = now;
+    m->last_tick_wall_ms = wall;
     pthread_mutex_unlock(&m->lock);
 }
 
@@ -316,6 +358,10 @@ static void fmt_double(double v, char *out, size_t outlen)
         snprintf(out, outlen, v > 0 ? "+Inf" : "-Inf");
         return;
     }
+    if (v == floor(v) && fabs(v) < 1e15) { /* whole numbers without an exponent: 50, not 5e+01 */
+        snprintf(out, outlen, "%.0f", v);
+        return;
+    }
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(out, outlen, "%.*g", prec, v);
         if (strtod(out, NULL) == v) return;
@@ -343,19 +389,20 @@ static int put_int(struct dbuf *b, const char *name, const char *pool, const cha
     return rc;
 }
 
-static int put_histo(struct dbuf *b, const char *name, const char *pool, const struct histo *h)
+static int put_histo(struct dbuf *b, const char *name, const char *pool, const struct histo *h,
+                     const struct bucket_set *bs)
 {
     int rc = 0;
     uint64_t cum = 0;
     char num[40];
-    for (size_t i = 0; rc == 0 && i <= NBUCKETS; i++) {
-        if (i < NBUCKETS) cum += h->bucket[i];
+    for (size_t i = 0; rc == 0 && i <= bs->n; i++) {
+        if (i < bs->n) cum += h->bucket[i];
         rc = dbuf_printf(b, "%s_bucket{", name);
         if (rc == 0 && pool) rc = put_label(b, "pool", pool);
         if (rc == 0 && pool) rc = dbuf_append(b, ",", 1);
         if (rc == 0)
-            rc = dbuf_printf(b, "le=\"%s\"} %llu\n", i < NBUCKETS ? bucket_txt[i] : "+Inf",
-                             (unsigned long long)(i < NBUCKETS ? cum : h->count));
+            rc = dbuf_printf(b, "le=\"%s\"} %llu\n", i < bs->n ? bs->txt[i] : "+Inf",
+                             (unsigned long long)(i < bs->n ? cum : h->count));
     }
     fmt_double(h->sum, num, sizeof num);
     const char *suffix[2] = {"_sum", "_count"};
@@ -368,6 +415,47 @@ static int put_histo(struct dbuf *b, const char *name, const char *pool, const s
         }
         if (rc == 0 && k == 0) rc = dbuf_printf(b, " %s\n", num);
         if (rc == 0 && k == 1) rc = dbuf_printf(b, " %llu\n", (unsigned long long)h->count);
+    }
+    return rc;
+}
+
+/* name{pool="p"} value, value a double. */
+static int put_double(struct dbuf *b, const char *name, const char *pool, double v)
+{
+    char num[40];
+    fmt_double(v, num, sizeof num);
+    int rc = dbuf_printf(b, "%s{", name);
+    if (rc == 0) rc = put_label(b, "pool", pool);
+    if (rc == 0) rc = dbuf_printf(b, "} %s\n", num);
+    return rc;
+}
+
+/* Per-pool gauges kept for alerting: whether the depth could be read, the oldest pending
+ * worker, and the two settings alerts compare against. */
+static int render_pool_gauges(struct metrics *m, struct dbuf *b)
+{
+    static const struct {
+        const char *name, *help;
+    } fam[] = {
+        {"jobpool_queue_depth_ok", "1 when the last read of the pool's queue depth succeeded, "
+                                   "else 0 (the pool then holds: no starts, no deletes)."},
+        {"jobpool_workers_oldest_pending_seconds",
+         "Age of the pool's oldest pending worker (created, not running yet); 0 when none."},
+        {"jobpool_pool_max_active", "The pool's maxActive setting."},
+        {"jobpool_pool_pending_timeout_seconds", "The pool's pendingTimeout setting."},
+    };
+    int rc = 0;
+    for (size_t f = 0; rc == 0 && f < sizeof fam / sizeof fam[0]; f++) {
+        rc = put_family(b, fam[f].name, "gauge", fam[f].help);
+        for (size_t i = 0; rc == 0 && i < m->npools; i++) {
+            const struct pool_entry *p = &m->pools[i];
+            if (!p->has_state || (f == 1 && !p->st.workers_ok)) continue;
+            double v = f == 0 ? (p->st.depth_ok ? 1 : 0)
+                       : f == 1 ? p->st.oldest_pending_seconds
+                       : f == 2 ? (double)p->st.max_active
+                                : p->st.pending_timeout_seconds;
+            rc = put_double(b, fam[f].name, p->name, v);
+        }
     }
     return rc;
 }
@@ -386,6 +474,13 @@ static int render_locked(struct metrics *m, struct dbuf *b)
         rc = put_family(b, "jobpool_leader", "gauge",
                         "1 while this replica is the leader (or leader election is off), else 0.");
     if (rc == 0) rc = put_int(b, "jobpool_leader", NULL, NULL, NULL, m->leader ? 1 : 0);
+    if (rc == 0)
+        rc = put_family(b, "jobpool_last_tick_timestamp_seconds", "gauge",
+                        "Unix time of the reconcile loop's last tick (followers tick too).");
+    if (rc == 0) {
+        fmt_double((double)m->last_tick_wall_ms / 1000.0, num, sizeof num);
+        rc = dbuf_printf(b, "jobpool_last_tick_timestamp_seconds %s\n", num);
+    }
     if (rc == 0 && m->ncaches)
         rc = put_family(b, "jobpool_cache_age_seconds", "gauge",
                         "Seconds since the watch cache of this kind was last known to be current.");
@@ -428,6 +523,7 @@ static int render_locked(struct metrics *m, struct dbuf *b)
             if (m->pools[i].has_state && m->pools[i].st.workers_ok)
                 rc = put_int(b, wm, m->pools[i].name, "state", state_name[s],
                              m->pools[i].st.workers[s]);
+    if (rc == 0) rc = render_pool_gauges(m, b);
 
     if (rc == 0)
         rc = put_family(b, "jobpool_workers_started_total", "counter", "Workers started.");
@@ -471,11 +567,118 @@ static int render_locked(struct metrics *m, struct dbuf *b)
         rc = put_family(b, "jobpool_reconcile_duration_seconds", "histogram",
                         "Time one reconcile pass over a pool took.");
     if (rc == 0 && m->has_global_histo)
-        rc = put_histo(b, "jobpool_reconcile_duration_seconds", NULL, &m->global_histo);
+        rc = put_histo(b, "jobpool_reconcile_duration_seconds", NULL, &m->global_histo,
+                       &pass_buckets);
     for (size_t i = 0; rc == 0 && i < m->npools; i++)
         if (m->pools[i].has_histo)
             rc = put_histo(b, "jobpool_reconcile_duration_seconds", m->pools[i].name,
-                           &m->pools[i].h);
+                           &m->pools[i].h, &pass_buckets);
+    if (rc == 0)
+        rc = put_family(b, "jobpool_task_wait_seconds", "histogram",
+                        "Time a task's message waited in the queue, from its AMQP timestamp "
+                        "(whole seconds) to its delivery to a worker.");
+    for (size_t i = 0; rc == 0 && i < m->npools; i++)
+        rc = put_histo(b, "jobpool_task_wait_seconds", m->pools[i].name, &m->pools[i].task_wait,
+                       &task_buckets);
+    if (rc == 0)
+        rc = put_family(b, "jobpool_task_duration_seconds", "histogram",
+                        "Time a task ran, as its worker measured it.");
+    for (size_t i = 0; rc == 0 && i < m->npools; i++)
+        rc = put_histo(b, "jobpool_task_duration_seconds", m->pools[i].name,
+                       &m->pools[i].task_duration, &task_buckets);
+    return rc;
+}
+
+/* A JSON string: quotes, backslashes and control characters escaped. NULL is null. */
+static int put_json_str(struct dbuf *b, const char *v)
+{
+    if (!v) return dbuf_append(b, "null", 4);
+    int rc = dbuf_append(b, "\"", 1);
+    for (const unsigned char *s = (const unsigned char *)v; rc == 0 && *s; s++) {
+        if (*s == '"' || *s == '\\') rc = dbuf_printf(b, "\\%c", *s);
+        else if (*s < 0x20) rc = dbuf_printf(b, "\\u%04x", *s);
+        else rc = dbuf_append(b, s, 1);
+    }
+    return rc ? rc : dbuf_append(b, "\"", 1);
+}
+
+static int put_json_pool(struct dbuf *b, const struct pool_entry *p)
+{
+    const struct metrics_pool_state *st = &p->st;
+    char age[40], decided[40], oldest[40], pto[40];
+    fmt_double(st->depth_age_seconds, age, sizeof age);
+    fmt_double((double)st->decided_wall_ms / 1000.0, decided, sizeof decided);
+    fmt_double(st->oldest_pending_seconds, oldest, sizeof oldest);
+    fmt_double(st->pending_timeout_seconds, pto, sizeof pto);
+    char err[32] = "";
+    if (st->last_err) {
+        const char *n = jp_errname(st->last_err);
+        size_t k = 0;
+        for (; n[k] && k + 1 < sizeof err; k++) err[k] = (char)tolower((unsigned char)n[k]);
+        err[k] = '\0';
+    }
+    int rc = dbuf_append(b, "{\"name\":", 8);
+    if (rc == 0) rc = put_json_str(b, p->name);
+    if (rc == 0)
+        rc = dbuf_printf(b, ",\"decided_at\":%s,\"depth_ok\":%s", decided,
+                         st->depth_ok ? "true" : "false");
+    if (rc == 0 && st->depth_ok)
+        rc = dbuf_printf(b, ",\"ready\":%lld,\"unacked\":%lld,\"consumers\":%lld"
+                            ",\"sample_age_seconds\":%s",
+                         (long long)st->messages_ready, (long long)st->messages_unacked,
+                         (long long)st->consumers, age);
+    if (rc == 0)
+        rc = dbuf_printf(b, ",\"active\":%lld,\"pending\":%lld,\"waiting\":%lld,\"running\":%lld"
+                            ",\"succeeded\":%lld,\"failed\":%lld,\"max_active\":%lld"
+                            ",\"start\":%lld,\"deletes\":%lld,\"reason\":",
+                         (long long)st->active, (long long)st->workers[METRICS_PENDING],
+                         (long long)st->waiting, (long long)st->workers[METRICS_RUNNING],
+                         (long long)st->workers[METRICS_SUCCEEDED],
+                         (long long)st->workers[METRICS_FAILED], (long long)st->max_active,
+                         (long long)st->start, (long long)st->deletes);
+    if (rc == 0) rc = put_json_str(b, st->reason);
+    if (rc == 0) rc = dbuf_append(b, ",\"last_error\":", 14);
+    if (rc == 0) rc = put_json_str(b, st->last_err ? err : NULL);
+    if (rc == 0)
+        rc = dbuf_printf(b, ",\"oldest_pending_seconds\":%s,\"pending_timeout_seconds\":%s"
+                            ",\"started_total\":%lld,\"wasted_total\":%lld"
+                            ",\"tasks_total\":%llu}",
+                         oldest, pto, (long long)p->started, (long long)p->wasted,
+                         (unsigned long long)p->task_duration.count);
+    return rc;
+}
+
+int metrics_render_pools(struct metrics *m, char **out, size_t *len)
+{
+    int rc = JP_EINVAL;
+    struct dbuf b;
+    dbuf_init(&b, RENDER_CAP);
+    if (out) *out = NULL;
+    if (len) *len = 0;
+    if (!m || !out) goto out;
+    pthread_mutex_lock(&m->lock);
+    char tick[40];
+    fmt_double((double)m->last_tick_wall_ms / 1000.0, tick, sizeof tick);
+    rc = dbuf_append(&b, "{\"version\":", 11);
+    if (rc == 0) rc = put_json_str(&b, m->version);
+    if (rc == 0)
+        rc = dbuf_printf(&b, ",\"leader\":%s,\"ready\":%s,\"last_tick\":%s,\"pools\":[",
+                         m->leader ? "true" : "false", m->ready ? "true" : "false", tick);
+    bool first = true;
+    for (size_t i = 0; rc == 0 && i < m->npools; i++) {
+        if (!m->pools[i].has_state) continue;
+        if (!first) rc = dbuf_append(&b, ",", 1);
+        first = false;
+        if (rc == 0) rc = put_json_pool(&b, &m->pools[i]);
+    }
+    if (rc == 0) rc = dbuf_append(&b, "]}\n", 3);
+    pthread_mutex_unlock(&m->lock);
+    if (rc) goto out;
+    if (len) *len = b.len;
+    *out = dbuf_take(&b);
+    if (!*out) rc = JP_ENOMEM;
+out:
+    dbuf_free(&b);
     return rc;
 }
 
@@ -569,8 +772,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return answer_text(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body not allowed\n");
     }
 
-    enum { P_METRICS, P_HEALTHZ, P_READYZ, P_NONE } path = P_NONE;
+    enum { P_METRICS, P_HEALTHZ, P_READYZ, P_POOLS, P_NONE } path = P_NONE;
     if (strcmp(url, "/metrics") == 0) path = P_METRICS;
+    else if (strcmp(url, "/debug/pools") == 0) path = P_POOLS;
     else if (strcmp(url, "/healthz") == 0) path = P_HEALTHZ;
     else if (strcmp(url, "/readyz") == 0) path = P_READYZ;
     if (path == P_NONE) return answer_text(c, MHD_HTTP_NOT_FOUND, "not found\n");
@@ -588,13 +792,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     char *text = NULL;
     size_t len = 0;
-    int rc = metrics_render(m, &text, &len);
+    int rc = path == P_POOLS ? metrics_render_pools(m, &text, &len)
+                             : metrics_render(m, &text, &len);
     if (rc) {
-        log_msg(LOG_WARN, NULL, rc, "metrics: could not render /metrics");
+        log_msg(LOG_WARN, NULL, rc, "metrics: could not render %s", url);
         return answer_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "could not render metrics\n");
     }
-    return answer(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", text, len, true,
-                  NULL);
+    return answer(c, MHD_HTTP_OK,
+                  path == P_POOLS ? "application/json" : "text/plain; version=0.0.4; charset=utf-8",
+                  text, len, true, NULL);
 }
 
 /* Connection bookkeeping for the reaper. MHD calls CLOSED before it closes the socket, so under
@@ -815,8 +1021,10 @@ int metrics_new_opts(const char *address, const struct metrics_opts *opts, struc
     pthread_condattr_destroy(&ca);
     m->clock_ms = o.clock_ms ? o.clock_ms : default_clock;
     m->clock_arg = o.clock_arg;
+    m->wall_clock_ms = o.wall_clock_ms ? o.wall_clock_ms : default_wall_clock;
     m->poll_interval_ms = o.poll_interval_ms;
     m->last_tick_ms = now_ms(m);
+    m->last_tick_wall_ms = m->wall_clock_ms(m->clock_arg);
     m->request_timeout_ms = (int64_t)o.request_timeout_s * 1000;
     m->version = util_strdup(o.version);
     m->pools = calloc(MAX_POOLS, sizeof *m->pools);
@@ -828,7 +1036,7 @@ int metrics_new_opts(const char *address, const struct metrics_opts *opts, struc
         m->reaper_started = true;
         rc = listen_on(m, address, &o);
         if (rc) goto out;
-        log_info("metrics: serving /metrics, /healthz and /readyz on %s (port %u)", address,
+        log_info("metrics: serving /metrics, /healthz, /readyz and /debug/pools on %s (port %u)", address,
                  (unsigned)m->port);
     }
     *out = m;

@@ -55,6 +55,14 @@ struct metrics_pool_state {
     double depth_age_seconds;          /* jobpool_queue_depth_age_seconds: age of that sample */
     bool workers_ok;                   /* false: jobpool_workers is left out for this pool */
     int64_t workers[METRICS_NSTATES];  /* jobpool_workers{state} */
+    double oldest_pending_seconds;     /* jobpool_workers_oldest_pending_seconds; 0: none */
+    int64_t max_active;                /* jobpool_pool_max_active (the pool's maxActive) */
+    double pending_timeout_seconds;    /* jobpool_pool_pending_timeout_seconds */
+    /* The last decision, for /debug/pools only (not in /metrics). */
+    int64_t consumers, waiting, active, start, deletes;
+    const char *reason;                /* static string (scale.h's reasons); NULL: none yet */
+    int last_err;                      /* 0 or the pool's last jp_err code */
+    int64_t decided_wall_ms;           /* when the decision was made (unix ms); 0: never */
 };
 
 struct metrics_opts {
@@ -69,6 +77,9 @@ struct metrics_opts {
     /* Monotonic clock for /healthz, in ms; NULL: util_now_ms. Tests inject a fake one. */
     int64_t (*clock_ms)(void *arg);
     void *clock_arg;
+    /* Wall clock (unix ms) for jobpool_last_tick_timestamp_seconds; NULL: util_wall_ms. It gets
+     * clock_arg as well. */
+    int64_t (*wall_clock_ms)(void *arg);
 };
 
 /* Start serving on address: "HOST:PORT" (HOST a name, IPv4 or [IPv6]), ":PORT" (all interfaces,
@@ -96,6 +107,9 @@ void metrics_count_wasted(struct metrics *m, const char *pool, int64_t n);
  * NULL (the series then has no pool label). At most 1024 distinct series are kept. */
 void metrics_count_error(struct metrics *m, const char *pool, enum metrics_error_source src,
                          int code);
+/* One finished task of pool, as its worker reported it: seconds its message waited in the queue
+ * and seconds it ran; a figure < 0 (unknown) is not observed. */
+void metrics_observe_task(struct metrics *m, const char *pool, double wait_s, double duration_s);
 /* Observe one reconcile pass of pool (NULL: a series without the pool label), in seconds. */
 void metrics_observe_reconcile(struct metrics *m, const char *pool, double seconds);
 
@@ -105,13 +119,18 @@ void metrics_set_leader(struct metrics *m, bool leader);
  * kinds; later ones are ignored). */
 void metrics_set_cache(struct metrics *m, const char *kind, double age_seconds, bool stale);
 /* The loop is alive: call once per tick. /healthz is 500 once 3 poll intervals pass without a
- * call (the window starts at metrics_new). */
+ * call (the window starts at metrics_new); jobpool_last_tick_timestamp_seconds shows the wall
+ * time of the last call (of metrics_new before the first), so Prometheus can alert on it. */
 void metrics_tick(struct metrics *m);
 /* Change the poll interval that /healthz measures against (e.g. after a config reload). */
 void metrics_set_poll_interval(struct metrics *m, int64_t poll_interval_ms);
 /* /readyz is 200 once this was called with true (after the first full successful pass), 503
  * before. */
 void metrics_set_ready(struct metrics *m, bool ready);
+
+/* Render the /debug/pools JSON (each pool's last decision and figures, see docs/operations.md)
+ * into a malloc'd string the caller frees. Returns 0, JP_ENOMEM or JP_ETOOBIG. */
+int metrics_render_pools(struct metrics *m, char **out, size_t *len);
 
 /* Render the /metrics text (exposition format 0.0.4) into a malloc'd string the caller frees.
  * Returns 0, JP_ENOMEM or JP_ETOOBIG. Used by the listener; exposed for tests and tools. */

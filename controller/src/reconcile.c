@@ -245,6 +245,11 @@ static int observe_pool(struct reconcile *r, size_t i)
         ps->skipped = true; /* no decision without knowing the workers */
         return rc;
     }
+    for (size_t k = 0; k < ps->workers.n; k++) {
+        const struct backend_worker *w = &ps->workers.v[k];
+        if (w->outcome_new)
+            metrics_observe_task(r->m, pool->name, w->task_wait_s, w->task_duration_s);
+    }
     if ((rc = decide_pool(r, i, depth_ok)) != 0) {
         /* ps->d is still the previous tick's decision, its indexes into the previous list:
          * the pool must not act on it this tick. It keeps counting for the global cap. */
@@ -352,18 +357,43 @@ static int act_pool(struct reconcile *r, size_t i)
     return first;
 }
 
+/* Age of the pool's oldest worker that is not running yet, in seconds; 0 when none. now_ms is
+ * on the monotonic clock, as the backends' worker times are. */
+static double oldest_pending_s(const struct pool_state *ps, int64_t now_ms)
+{
+    int64_t oldest = 0;
+    for (size_t k = 0; k < ps->workers.n; k++) {
+        const struct scale_worker *w = &ps->workers.v[k].w;
+        if (w->state == SCALE_PENDING && w->created_ms && (!oldest || w->created_ms < oldest))
+            oldest = w->created_ms;
+    }
+    return oldest && now_ms > oldest ? (double)(now_ms - oldest) / 1000.0 : 0;
+}
+
 static void publish(struct reconcile *r, size_t i)
 {
     const struct cfg_pool *pool = &r->cfg->pools[i];
     struct pool_state *ps = &r->p[i];
+    int64_t now = util_wall_ms();
     struct metrics_pool_state s = {
         .depth_ok = ps->st.depth_ok,
         .messages_ready = ps->st.ready,
         .messages_unacked = ps->st.unacked,
-        .depth_age_seconds = (double)(util_wall_ms() - ps->depth.sampled_wall_ms +
+        .depth_age_seconds = (double)(now - ps->depth.sampled_wall_ms +
                                       ps->depth.age_ms) / 1000.0,
         .workers_ok = true,
         .workers = {ps->d.pending, ps->d.running, ps->d.succeeded, ps->d.failed},
+        .oldest_pending_seconds = oldest_pending_s(ps, util_now_ms()), /* workers' clock */
+        .max_active = pool->max_active,
+        .pending_timeout_seconds = (double)pool->pending_timeout_ms / 1000.0,
+        .consumers = ps->st.consumers,
+        .waiting = ps->d.waiting,
+        .active = ps->d.active,
+        .start = ps->start,
+        .deletes = (int64_t)ps->d.ndeletes,
+        .reason = ps->st.reason,
+        .last_err = ps->st.last_err,
+        .decided_wall_ms = now,
     };
     metrics_pool_publish(r->m, pool->name, &s);
     struct backend_stats bs;

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # run.sh: the end-to-end suite. Starts a private RabbitMQ, a kube-apiserver with the Job
 # controller, the node simulator and a Job recorder; runs each scenario (default: burst trickle
-# failures faults pendingguard orphans skew scale, or the names given); prints "e2e: N passed, N failed" over all checks;
+# failures faults pendingguard orphans skew scale tasktime, or the names given); prints "e2e: N passed, N failed" over all checks;
 # stops exactly what it started. B=build dir with jobpool-controller and jobpool-worker.
+# E2E_TIMELINE_OUT=DIR copies each scenario's publish and start logs and the Job log there.
 # Sizes: E2E_BURST_N, E2E_TRICKLE_SECONDS, E2E_FAIL_N, E2E_FAULT_N, E2E_SCALE_POOLS,
 # E2E_SCALE_MSGS (defaults are the issue's). E2E_KEEP=1 keeps the work dir with all logs.
 set -uo pipefail
@@ -12,7 +13,7 @@ B=${B:-$root/build}
 export CONTROLLER=${CONTROLLER:-$B/jobpool-controller}
 export WORKER=${WORKER:-$B/jobpool-worker}
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(burst trickle failures faults pendingguard orphans skew scale)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(burst trickle failures faults pendingguard orphans skew scale tasktime)
 
 die() { echo "e2e: FAILED: $*"; echo "e2e: 0 passed, 1 failed"; exit 1; }
 for x in "$CONTROLLER" "$WORKER"; do [ -x "$x" ] || die "no $x (make B=... all)"; done
@@ -82,6 +83,15 @@ for s in "${scenarios[@]}"; do
   tp=$((tp + p)); tf=$((tf + f))
   [ "$f" = 0 ] || failed+=("$s")
 done
+# The raw events behind the timelines bench/e2e.sh plots: each scenario's publishes and task
+# starts, and the Job recorder's log.
+if [ -n "${E2E_TIMELINE_OUT:-}" ]; then
+  for s in "${scenarios[@]}"; do
+    [ -f "$E2E_WORK/$s/pub" ] || continue
+    mkdir -p "$E2E_TIMELINE_OUT/$s" && cp "$E2E_WORK/$s/pub" "$E2E_WORK/$s/started" "$E2E_TIMELINE_OUT/$s/"
+  done
+  cp "$E2E_WORK/jobs.events" "$E2E_TIMELINE_OUT/" 2>/dev/null || true
+fi
 if [ -n "${E2E_FIGURES_OUT:-}" ] && [ -d "$E2E_WORK/figures" ]; then
   mkdir -p "$E2E_FIGURES_OUT" && cp "$E2E_WORK"/figures/*.json "$E2E_FIGURES_OUT"/
 fi

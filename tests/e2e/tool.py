@@ -78,7 +78,10 @@ def cmd_publish(a):
                     time.sleep(delay)
             fail = 1 if a.fail_mod and i % a.fail_mod == 0 else 0
             q = "%s%03d" % (a.queue, k % a.queues) if a.queues else a.queue
-            body = {"properties": {"delivery_mode": 2, "message_id": "m-%d" % i},
+            props = {"delivery_mode": 2, "message_id": "m-%d" % i}
+            if a.timestamp_ago is not None:  # the AMQP timestamp property: whole seconds
+                props["timestamp"] = int(time.time()) - a.timestamp_ago
+            body = {"properties": props,
                     "routing_key": q, "payload": "%d %s %d" % (i, a.sleep, fail),
                     "payload_encoding": "string"}
             t = ms()
@@ -323,6 +326,8 @@ def main():
     x.add_argument("--sleep", default="0")
     x.add_argument("--fail-mod", type=int, default=0)
     x.add_argument("--queues", type=int, default=0, help="round-robin over QUEUE000..QUEUEnnn")
+    x.add_argument("--timestamp-ago", type=int, default=None,
+                   help="set the AMQP timestamp property to now minus this many seconds")
     x.add_argument("--log", required=True)
     x = sp.add_parser("peek")
     x.add_argument("--queue", required=True)

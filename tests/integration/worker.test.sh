@@ -377,9 +377,29 @@ check "JOBPOOL_IDLE_TIMEOUT=700ms honoured (exit $rc)" grep -q "within 700 ms" "
 check "idle exit reports no-task" [ "$(cat "$T/progress" 2>/dev/null)" = no-task ]
 publish wt.progress 'p1'
 JOBPOOL_RESULT_FILE="$T/progress2" JOBPOOL_QUEUE=wt.progress worker --idle-timeout 5s -- \
-  sh -c "env > '$T/progress.env'" >"$T/progress2.out" 2>"$T/progress2.err"; rc=$?
-check "a task run reports task (exit $rc)" [ "$(cat "$T/progress2" 2>/dev/null)" = task ]
+  sh -c "env > '$T/progress.env'; cat '$T/progress2' > '$T/progress.seen'" >"$T/progress2.out" 2>"$T/progress2.err"; rc=$?
+check "while the task runs it reports task, wait unknown without a timestamp (exit $rc)" \
+  [ "$(cat "$T/progress.seen" 2>/dev/null)" = "task wait=unknown" ]
+check "when it ended, the task's duration too ($(cat "$T/progress2" 2>/dev/null))" \
+  grep -qxE 'task wait=unknown duration=0\.[0-9]{3}' "$T/progress2"
 check "the task does not get the worker's report file" bash -c "! grep -q '^JOBPOOL_RESULT_FILE=' '$T/progress.env'"
+# A message stamped 42 s ago (AMQP timestamps are whole seconds): it waited 42 to 43 s; a task
+# of 0.3 s ran 0.3 s and then some; a stamp from a clock 10 s ahead counts as no wait; one a
+# day and more ahead (milliseconds, say) is unknown.
+publish wt.progress 'p2' "{\"timestamp\":$(( $(date +%s) - 42 ))}"
+JOBPOOL_RESULT_FILE="$T/progress4" JOBPOOL_QUEUE=wt.progress worker --idle-timeout 5s -- sleep 0.3 \
+  >"$T/progress4.out" 2>"$T/progress4.err"
+check "a stamped message reports its wait and the duration ($(cat "$T/progress4" 2>/dev/null))" \
+  awk '$1 == "task" { split($2, w, "="); split($3, d, "=");
+    exit !(w[1] == "wait" && w[2] >= 42 && w[2] < 44 && d[1] == "duration" && d[2] >= 0.3 && d[2] < 5) }' "$T/progress4"
+publish wt.progress 'p3' "{\"timestamp\":$(( $(date +%s) + 10 ))}"
+JOBPOOL_RESULT_FILE="$T/progress5" JOBPOOL_QUEUE=wt.progress worker --idle-timeout 5s -- true \
+  >"$T/progress5.out" 2>"$T/progress5.err"
+check "a timestamp slightly ahead (clock skew) is no wait" grep -q '^task wait=0.000 ' "$T/progress5"
+publish wt.progress 'p4' "{\"timestamp\":$(( $(date +%s) * 1000 ))}"
+JOBPOOL_RESULT_FILE="$T/progress6" JOBPOOL_QUEUE=wt.progress worker --idle-timeout 5s -- true \
+  >"$T/progress6.out" 2>"$T/progress6.err"
+check "a timestamp in milliseconds is unknown, not a negative wait" grep -q '^task wait=unknown ' "$T/progress6"
 "${WENV[@]}" JOBPOOL_RESULT_FILE="$T/progress3" JOBPOOL_QUEUE=wt.progress "$W" --idle-timeout 10s -- true \
   >"$T/progress3.out" 2>"$T/progress3.err" & wp=$!; bgpids+=("$wp")
 for _ in $(seq 1 200); do [ -e "$T/progress3" ] && break; sleep 0.02; done

@@ -387,6 +387,14 @@ static void test_states(void **state)
     assert_true(jobs[2].no_task);
     assert_false(jobs[0].no_task);
     assert_int_equal(jobs[2].running_pods, 0);
+    /* A finished pod's "task wait=S duration=S" figures reach its Job; others stay unknown. */
+    struct kube_pod ran[1] = {{.name = "p-c-1", .job = "p-c", .phase = "Succeeded",
+                               .has_task = true, .task_wait_s = 42.5, .task_duration_s = 3}};
+    kube_job_states(jobs, 3, ran, 1);
+    assert_true(jobs[2].task_wait_s == 42.5);
+    assert_true(jobs[2].task_duration_s == 3);
+    assert_true(jobs[0].task_wait_s < 0 && jobs[0].task_duration_s < 0);
+    assert_false(jobs[2].no_task);
 }
 
 /* Service-account token rotation (issue 14): clients on their own threads, as the watch cache's

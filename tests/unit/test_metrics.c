@@ -1,5 +1,5 @@
 /* test_metrics.c: /metrics content, probes and hostile clients, over real loopback sockets. */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -99,10 +99,18 @@ static int64_t fake_clock(void *arg)
     return fake_now;
 }
 
+/* A fixed wall clock, so jobpool_last_tick_timestamp_seconds has a known value. */
+static int64_t fake_wall(void *arg)
+{
+    (void)arg;
+    return 1700000000250;
+}
+
 static struct metrics *start(unsigned timeout_s, int64_t poll_ms)
 {
     struct metrics_opts o = {.poll_interval_ms = poll_ms, .version = "1.2.3",
                              .request_timeout_s = timeout_s, .clock_ms = fake_clock,
+                             .wall_clock_ms = fake_wall,
                              .max_connections = 64};
     struct metrics *m = NULL;
     assert_int_equal(metrics_new_opts("127.0.0.1:0", &o, &m), 0);
@@ -118,9 +126,12 @@ static void feed_known_sequence(struct metrics *m)
 {
     struct metrics_pool_state s = {.depth_ok = true, .messages_ready = 40,
                                    .messages_unacked = 17, .depth_age_seconds = 4.6,
-                                   .workers_ok = true, .workers = {3, 17, 10, 2}};
+                                   .workers_ok = true, .workers = {3, 17, 10, 2},
+                                   .oldest_pending_seconds = 12.5, .max_active = 50,
+                                   .pending_timeout_seconds = 300};
     metrics_pool_publish(m, "thumbs", &s);
-    struct metrics_pool_state t = {.depth_ok = false, .workers_ok = true, .workers = {0, 0, 0, 1}};
+    struct metrics_pool_state t = {.depth_ok = false, .workers_ok = true, .workers = {0, 0, 0, 1},
+                                   .max_active = 5, .pending_timeout_seconds = 0.5};
     metrics_pool_publish(m, "mail", &t);
     metrics_count_started(m, "thumbs", 12);
     metrics_count_started(m, "thumbs", 8);
@@ -137,6 +148,9 @@ static void feed_known_sequence(struct metrics *m)
     metrics_observe_reconcile(m, "thumbs", 0.005);    /* on the bucket boundary: le="0.005" */
     metrics_observe_reconcile(m, "thumbs", 0.3);
     metrics_observe_reconcile(m, "thumbs", 45.0);     /* only in +Inf */
+    metrics_observe_task(m, "thumbs", 3, 0.4);
+    metrics_observe_task(m, "thumbs", -1, 7200);      /* wait unknown; duration on a boundary */
+    metrics_observe_task(m, "thumbs", 40000, -1);     /* wait only in +Inf; duration unknown */
     metrics_set_leader(m, true);
 }
 
@@ -147,6 +161,9 @@ static const char expected_text[] =
     "# HELP jobpool_leader 1 while this replica is the leader (or leader election is off), else 0.\n"
     "# TYPE jobpool_leader gauge\n"
     "jobpool_leader 1\n"
+    "# HELP jobpool_last_tick_timestamp_seconds Unix time of the reconcile loop's last tick (followers tick too).\n"
+    "# TYPE jobpool_last_tick_timestamp_seconds gauge\n"
+    "jobpool_last_tick_timestamp_seconds 1700000000.25\n"
     "# HELP jobpool_queue_messages_ready Messages ready for delivery in the pool's queues.\n"
     "# TYPE jobpool_queue_messages_ready gauge\n"
     "jobpool_queue_messages_ready{pool=\"thumbs\"} 40\n"
@@ -166,6 +183,22 @@ static const char expected_text[] =
     "jobpool_workers{pool=\"mail\",state=\"running\"} 0\n"
     "jobpool_workers{pool=\"mail\",state=\"succeeded\"} 0\n"
     "jobpool_workers{pool=\"mail\",state=\"failed\"} 1\n"
+    "# HELP jobpool_queue_depth_ok 1 when the last read of the pool's queue depth succeeded, else 0 (the pool then holds: no starts, no deletes).\n"
+    "# TYPE jobpool_queue_depth_ok gauge\n"
+    "jobpool_queue_depth_ok{pool=\"thumbs\"} 1\n"
+    "jobpool_queue_depth_ok{pool=\"mail\"} 0\n"
+    "# HELP jobpool_workers_oldest_pending_seconds Age of the pool's oldest pending worker (created, not running yet); 0 when none.\n"
+    "# TYPE jobpool_workers_oldest_pending_seconds gauge\n"
+    "jobpool_workers_oldest_pending_seconds{pool=\"thumbs\"} 12.5\n"
+    "jobpool_workers_oldest_pending_seconds{pool=\"mail\"} 0\n"
+    "# HELP jobpool_pool_max_active The pool's maxActive setting.\n"
+    "# TYPE jobpool_pool_max_active gauge\n"
+    "jobpool_pool_max_active{pool=\"thumbs\"} 50\n"
+    "jobpool_pool_max_active{pool=\"mail\"} 5\n"
+    "# HELP jobpool_pool_pending_timeout_seconds The pool's pendingTimeout setting.\n"
+    "# TYPE jobpool_pool_pending_timeout_seconds gauge\n"
+    "jobpool_pool_pending_timeout_seconds{pool=\"thumbs\"} 300\n"
+    "jobpool_pool_pending_timeout_seconds{pool=\"mail\"} 0.5\n"
     "# HELP jobpool_workers_started_total Workers started.\n"
     "# TYPE jobpool_workers_started_total counter\n"
     "jobpool_workers_started_total{pool=\"thumbs\"} 20\n"
@@ -205,12 +238,92 @@ static const char expected_text[] =
     "jobpool_reconcile_duration_seconds_bucket{pool=\"thumbs\",le=\"30\"} 3\n"
     "jobpool_reconcile_duration_seconds_bucket{pool=\"thumbs\",le=\"+Inf\"} 4\n"
     "jobpool_reconcile_duration_seconds_sum{pool=\"thumbs\"} 45.309\n"
-    "jobpool_reconcile_duration_seconds_count{pool=\"thumbs\"} 4\n";
+    "jobpool_reconcile_duration_seconds_count{pool=\"thumbs\"} 4\n"
+    "# HELP jobpool_task_wait_seconds Time a task's message waited in the queue, from its AMQP timestamp (whole seconds) to its delivery to a worker.\n"
+    "# TYPE jobpool_task_wait_seconds histogram\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"thumbs\",le=\"0.5\"} 0\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"thumbs\",le=\"1\"} 0\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"thumbs\",le=\"2.5\"} 0\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"thumbs\",le=\"5\"} 1\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"thumbs\",le=\"10\"} 1\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"thumbs\",le=\"30\"} 1\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"thumbs\",le=\"60\"} 1\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"thumbs\",le=\"120\"} 1\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"thumbs\",le=\"300\"} 1\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"thumbs\",le=\"600\"} 1\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"thumbs\",le=\"1200\"} 1\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"thumbs\",le=\"1800\"} 1\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"thumbs\",le=\"3600\"} 1\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"thumbs\",le=\"7200\"} 1\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"thumbs\",le=\"14400\"} 1\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"thumbs\",le=\"28800\"} 1\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"thumbs\",le=\"+Inf\"} 2\n"
+    "jobpool_task_wait_seconds_sum{pool=\"thumbs\"} 40003\n"
+    "jobpool_task_wait_seconds_count{pool=\"thumbs\"} 2\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"mail\",le=\"0.5\"} 0\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"mail\",le=\"1\"} 0\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"mail\",le=\"2.5\"} 0\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"mail\",le=\"5\"} 0\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"mail\",le=\"10\"} 0\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"mail\",le=\"30\"} 0\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"mail\",le=\"60\"} 0\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"mail\",le=\"120\"} 0\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"mail\",le=\"300\"} 0\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"mail\",le=\"600\"} 0\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"mail\",le=\"1200\"} 0\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"mail\",le=\"1800\"} 0\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"mail\",le=\"3600\"} 0\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"mail\",le=\"7200\"} 0\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"mail\",le=\"14400\"} 0\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"mail\",le=\"28800\"} 0\n"
+    "jobpool_task_wait_seconds_bucket{pool=\"mail\",le=\"+Inf\"} 0\n"
+    "jobpool_task_wait_seconds_sum{pool=\"mail\"} 0\n"
+    "jobpool_task_wait_seconds_count{pool=\"mail\"} 0\n"
+    "# HELP jobpool_task_duration_seconds Time a task ran, as its worker measured it.\n"
+    "# TYPE jobpool_task_duration_seconds histogram\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"thumbs\",le=\"0.5\"} 1\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"thumbs\",le=\"1\"} 1\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"thumbs\",le=\"2.5\"} 1\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"thumbs\",le=\"5\"} 1\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"thumbs\",le=\"10\"} 1\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"thumbs\",le=\"30\"} 1\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"thumbs\",le=\"60\"} 1\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"thumbs\",le=\"120\"} 1\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"thumbs\",le=\"300\"} 1\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"thumbs\",le=\"600\"} 1\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"thumbs\",le=\"1200\"} 1\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"thumbs\",le=\"1800\"} 1\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"thumbs\",le=\"3600\"} 1\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"thumbs\",le=\"7200\"} 2\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"thumbs\",le=\"14400\"} 2\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"thumbs\",le=\"28800\"} 2\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"thumbs\",le=\"+Inf\"} 2\n"
+    "jobpool_task_duration_seconds_sum{pool=\"thumbs\"} 7200.4\n"
+    "jobpool_task_duration_seconds_count{pool=\"thumbs\"} 2\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"mail\",le=\"0.5\"} 0\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"mail\",le=\"1\"} 0\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"mail\",le=\"2.5\"} 0\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"mail\",le=\"5\"} 0\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"mail\",le=\"10\"} 0\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"mail\",le=\"30\"} 0\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"mail\",le=\"60\"} 0\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"mail\",le=\"120\"} 0\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"mail\",le=\"300\"} 0\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"mail\",le=\"600\"} 0\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"mail\",le=\"1200\"} 0\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"mail\",le=\"1800\"} 0\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"mail\",le=\"3600\"} 0\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"mail\",le=\"7200\"} 0\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"mail\",le=\"14400\"} 0\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"mail\",le=\"28800\"} 0\n"
+    "jobpool_task_duration_seconds_bucket{pool=\"mail\",le=\"+Inf\"} 0\n"
+    "jobpool_task_duration_seconds_sum{pool=\"mail\"} 0\n"
+    "jobpool_task_duration_seconds_count{pool=\"mail\"} 0\n";
 
 static void test_render_exact(void **state)
 {
     (void)state;
-    struct metrics_opts o = {.version = "1.2.3"};
+    struct metrics_opts o = {.version = "1.2.3", .wall_clock_ms = fake_wall};
     struct metrics *m = NULL;
     assert_int_equal(metrics_new_opts("", &o, &m), 0);   /* disabled: figures still kept */
     assert_int_equal(metrics_port(m), 0);
@@ -573,8 +686,12 @@ static void *scrape_loop(void *arg)
         const char *body;
         int status = request(s->port, "GET", "/metrics", resp, 65536, &body);
         size_t n = strlen(body);
-        const char tail[] = "_count{pool=\"thumbs\"} 4\n";
-        if (status == 200 && n > sizeof tail && strcmp(body + n - (sizeof tail - 1), tail) == 0 &&
+        /* Whole: from the first family to the last line of the last one ("other" may or may
+         * not exist yet, so the last pool varies). */
+        const char *last = n ? memrchr(body, '\n', n - 1) : NULL;
+        if (status == 200 && last && body[n - 1] == '\n' &&
+            strncmp(last + 1, "jobpool_task_duration_seconds_count{pool=", 41) == 0 &&
+            strstr(body, "\njobpool_task_duration_seconds_count{pool=\"mail\"} 0\n") &&
             strncmp(body, "# HELP jobpool_build_info", 25) == 0)
             s->ok++;
     }
@@ -660,6 +777,37 @@ static void test_connection_limit(void **state)
     metrics_free(m);
 }
 
+/* /debug/pools: JSON over the same listener; names are escaped, a pool without a decision yet
+ * is left out, the error code is named. */
+static void test_debug_pools(void **state)
+{
+    (void)state;
+    struct metrics *m = start(5, 1000);
+    struct metrics_pool_state s = {.depth_ok = true, .messages_ready = 40, .workers_ok = true,
+                                   .workers = {3, 17, 0, 0}, .waiting = 2, .active = 20,
+                                   .start = 5, .reason = "scale_up", .last_err = JP_ETIMEOUT,
+                                   .max_active = 50, .decided_wall_ms = 1700000000500};
+    metrics_pool_publish(m, "we\"ird\n", &s);
+    metrics_count_started(m, "counted-only", 1);   /* no decision published: not listed */
+    static char resp[65536];
+    const char *body;
+    assert_int_equal(request(metrics_port(m), "GET", "/debug/pools", resp, sizeof resp, &body),
+                     200);
+    assert_non_null(strstr(resp, "Content-Type: application/json\r\n"));
+    assert_string_equal(
+        body, "{\"version\":\"1.2.3\",\"leader\":false,\"ready\":false,\"last_tick\":1700000000.25,"
+              "\"pools\":[{\"name\":\"we\\\"ird\\u000a\",\"decided_at\":1700000000.5,\"depth_ok\":true,"
+              "\"ready\":40,\"unacked\":0,\"consumers\":0,\"sample_age_seconds\":0,\"active\":20,"
+              "\"pending\":3,\"waiting\":2,\"running\":17,\"succeeded\":0,\"failed\":0,"
+              "\"max_active\":50,\"start\":5,\"deletes\":0,\"reason\":\"scale_up\","
+              "\"last_error\":\"timeout\",\"oldest_pending_seconds\":0,"
+              "\"pending_timeout_seconds\":0,\"started_total\":0,\"wasted_total\":0,"
+              "\"tasks_total\":0}]}\n");
+    assert_int_equal(request(metrics_port(m), "POST", "/debug/pools", resp, sizeof resp, NULL),
+                     405);
+    metrics_free(m);
+}
+
 int main(void)
 {
     log_setup(LOG_TEXT, LOG_OFF, NULL);   /* the expected failures would only be noise */
@@ -678,6 +826,7 @@ int main(void)
         cmocka_unit_test(test_slow_client),
         cmocka_unit_test(test_keep_alive),
         cmocka_unit_test(test_concurrent_scrapes),
+        cmocka_unit_test(test_debug_pools),
         cmocka_unit_test(test_connection_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -3,6 +3,7 @@
 #include "amqp_conn.h"
 #include "err.h"
 #include "log.h"
+#include "progress.h"
 #include "task.h"
 #include "util.h"
 
@@ -60,7 +61,7 @@ static const char usage_[] =
     "  JOBPOOL_QUEUE, JOBPOOL_VHOST, JOBPOOL_CA_FILE\n"
     "  JOBPOOL_IDLE_TIMEOUT, JOBPOOL_MAX_ATTEMPTS, JOBPOOL_GRACE, JOBPOOL_TASK_TIMEOUT\n"
     "                          defaults for the flags\n"
-    "  JOBPOOL_RESULT_FILE     where to report progress: waiting, task, no-task\n"
+    "  JOBPOOL_RESULT_FILE     where to report progress: waiting, task wait=S [duration=S], no-task\n"
     "  JOBPOOL_LOG_FORMAT      text (default) or json;  JOBPOOL_LOG_LEVEL  debug|info|warn|error\n"
     "\n"
     "the task gets: JOBPOOL_MESSAGE_ID, JOBPOOL_CORRELATION_ID, JOBPOOL_ATTEMPT (1-based),\n"
@@ -194,14 +195,16 @@ static int env_or_file(const char *name, bool secret, char **out)
     return 0;
 }
 
-/* Progress for the controller: JOBPOOL_RESULT_FILE (set by the local backend) gets "waiting"
- * once the broker counts this worker as a consumer, "task" when a message arrives and
- * "no-task" when the worker exits idle, which is how the controller counts wasted workers.
- * Best effort: a failed write changes nothing about the message. */
-static void report(const char *word)
+/* Progress for the controller (the format is in progress.h): JOBPOOL_RESULT_FILE (set by the
+ * local backend; /dev/termination-log in a Job) gets "waiting" once the broker counts this
+ * worker as a consumer, "task wait=S" when a message arrives, "task wait=S duration=S" when the
+ * task ended, and "no-task" when the worker exits idle, which is how the controller counts
+ * wasted workers. Best effort: a failed write changes nothing about the message. */
+static void report(const struct progress *p)
 {
     const char *path = env_nonempty("JOBPOOL_RESULT_FILE");
-    if (!path) return;
+    char line[128];
+    if (!path || progress_format(p, line, sizeof line) < 0) return;
     char tmp[4096];
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) return;
     /* Write beside it and rename, so a reader never sees half a word. Where the directory is
@@ -209,15 +212,32 @@ static void report(const char *word)
     FILE *f = fopen(tmp, "w");
     bool in_place = !f;
     if (in_place && !(f = fopen(path, "w"))) return;
-    int ok = fputs(word, f) >= 0;
+    int ok = fputs(line, f) >= 0;
     if (fclose(f) != 0) ok = 0;
     if (!in_place && (!ok || rename(tmp, path) != 0)) unlink(tmp);
+}
+
+static void report_word(enum progress_word w)
+{
+    report(&(struct progress){.word = w, .wait_s = -1, .duration_s = -1});
+}
+
+/* How long the message waited in the queue, from its AMQP timestamp property (whole seconds
+ * since the epoch in AMQP 0-9-1, so the figure is up to a second long); -1 when the publisher
+ * set none, or set one more than a day ahead of this clock (not seconds, or a broken clock).
+ * A timestamp slightly ahead (clock skew) counts as no wait. */
+static double message_wait_s(const amqp_basic_properties_t *props, int64_t now_wall_ms)
+{
+    if (!(props->_flags & AMQP_BASIC_TIMESTAMP_FLAG)) return -1;
+    double wait = (double)now_wall_ms / 1000.0 - (double)props->timestamp;
+    if (wait < -86400.0) return -1;
+    return wait < 0 ? 0 : wait;
 }
 
 static void on_consuming(void *arg)
 {
     (void)arg;
-    report("waiting");
+    report_word(PROGRESS_WAITING);
 }
 
 /* Defaults from the environment (the controller sets these for Kubernetes workers), then
@@ -640,7 +660,7 @@ int main(int argc, char **argv)
     rc = aconn_wait_one(c, o.idle_ms, sig_pipe_[0], &msg, &fail);
     if (rc == JP_ETIMEOUT) {
         log_info("no task: nothing arrived within %lld ms", (long long)o.idle_ms);
-        report("no-task");
+        report_word(PROGRESS_NO_TASK);
         finish(c, EXIT_OK); /* a failed close loses nothing: no message was taken */
         c = NULL;
         code = EXIT_OK;
@@ -660,7 +680,9 @@ int main(int argc, char **argv)
         goto out;
     }
     have_msg = true;
-    report("task");
+    struct progress prog = {.word = PROGRESS_TASK, .duration_s = -1,
+                            .wait_s = message_wait_s(&msg.message.properties, util_wall_ms())};
+    report(&prog);
 
     int64_t attempt = message_attempt(&msg.message.properties);
     const amqp_basic_properties_t *pr = &msg.message.properties;
@@ -692,6 +714,7 @@ int main(int argc, char **argv)
                          .service_fd = conn_fd_cb, .service = conn_service_cb, .ctx = c,
                          .timeout_ms = o.task_timeout_ms};
     struct task_result res;
+    int64_t t_run = util_now_ms();
     rc = task_run(o.cmd, env.vars, msg.message.body.bytes, msg.message.body.len, &io, &res);
     if (rc == JP_ESPAWN) {
         log_error("cannot run task command '%s': %s; message requeued", o.cmd[0],
@@ -702,6 +725,8 @@ int main(int argc, char **argv)
         code = EXIT_INPUT;
         goto out;
     }
+    prog.duration_s = (double)(util_now_ms() - t_run) / 1000.0;
+    report(&prog);
     if (res.term_signal)
         log_info("task ended by signal %d (exit code %d)", res.term_signal, res.exit_code);
     else
