@@ -74,6 +74,23 @@ if render --set metrics.serviceMonitor.enabled=true 2>"$tmp/err" | grep -q '^kin
   ok "ServiceMonitor only when metrics.serviceMonitor.enabled"
 else bad "ServiceMonitor toggle"; cat "$tmp/err"; fi
 
+# The Grafana dashboard: a ConfigMap with the sidecar's label, only when enabled, carrying
+# dashboards/jobpool.json unchanged; the PrometheusRule only when enabled (its expressions are
+# tested by tests/alerts/run.sh and against a live scrape by observability.test.sh).
+if render --set grafanaDashboard.enabled=true --show-only templates/grafana-dashboard.yaml > "$tmp/dash.yaml" 2>"$tmp/err" &&
+   python3 - "$tmp/dash.yaml" "$chart/dashboards/jobpool.json" <<'EOP' && ! render | grep -q 'grafana_dashboard'
+import json, sys, yaml
+cm = yaml.safe_load(open(sys.argv[1]))
+assert cm["kind"] == "ConfigMap" and cm["metadata"]["labels"]["grafana_dashboard"] == "1", cm["metadata"]
+assert json.loads(cm["data"]["jobpool.json"]) == json.load(open(sys.argv[2]))
+EOP
+then ok "Grafana dashboard ConfigMap (label grafana_dashboard: \"1\", the JSON intact) only when grafanaDashboard.enabled"
+else bad "Grafana dashboard ConfigMap"; cat "$tmp/err"; fi
+if render --set prometheusRule.enabled=true 2>"$tmp/err" | grep -q '^kind: PrometheusRule$' \
+   && ! render | grep -q '^kind: PrometheusRule$'; then
+  ok "PrometheusRule only when prometheusRule.enabled"
+else bad "PrometheusRule toggle"; cat "$tmp/err"; fi
+
 # A config change rolls the Deployment; an unrelated change (a label) does not touch the checksum,
 # nor does the password (no checksum is derived from it).
 c0=$($check annotation "$tmp/defaults.yaml" checksum/config)
