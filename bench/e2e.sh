@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 figs=$(mktemp -d /tmp/jobpool-bench-e2e.XXXXXX)
 trap 'rm -rf "$figs"' EXIT
-E2E_FIGURES_OUT=$figs "$root/tests/e2e/run.sh" "$@"
+E2E_FIGURES_OUT=$figs E2E_TIMELINE_OUT=$figs/timeline "$root/tests/e2e/run.sh" "$@"
 rc=$?
 # The baseline a user would otherwise pick: the same scenarios, the same harness, deciding with
 # KEDA ScaledJob's published formula at its defaults (30 s poll, the management API's `messages`,
@@ -20,7 +20,7 @@ for s in "${@:-burst trickle}"; do
 done
 if [ "${BASELINE:-1}" = 1 ] && [ ${#keda_scen[@]} -gt 0 ]; then
   mkdir -p "$figs/keda"
-  E2E_FIGURES_OUT=$figs/keda E2E_POLL=30s E2E_CTL_FLAGS="--scale-policy keda-default" \
+  E2E_FIGURES_OUT=$figs/keda E2E_TIMELINE_OUT=$figs/keda/timeline E2E_POLL=30s E2E_CTL_FLAGS="--scale-policy keda-default" \
     "$root/tests/e2e/run.sh" "${keda_scen[@]}" > "$figs/keda/run.log" 2>&1 ||
     echo "bench: the KEDA baseline run broke jobpool's promises, as expected; figures below"
 fi
@@ -68,5 +68,23 @@ if [ -f "$figs/faults.json" ]; then
   echo "| messages | acked after their task ran | task runs (at least once) | dead-lettered | lost |"
   echo "|---:|---:|---:|---:|---:|"
   jq -r '"| \(.messages) | \(.acked) | \(.task_runs) | \(.dead_lettered) | \(.messages - .acked - .dead_lettered) |"' "$figs/faults.json"
+fi
+# The timelines as PNGs (PLOTS=0 skips them; PLOTS_OUT, default docs/): backlog, workers and
+# each message's publish-to-start wait, jobpool against the KEDA-policy baseline.
+if [ "${PLOTS:-1}" = 1 ]; then
+  echo
+  for s in burst trickle; do
+    [ -f "$figs/timeline/$s/pub" ] || continue
+    k=; [ -f "$figs/keda/timeline/$s/pub" ] && k=$figs/keda/timeline/$s
+    python3 "$here/timeline.py" --pub "$figs/timeline/$s/pub" --started "$figs/timeline/$s/started" \
+      --jobs "$figs/timeline/jobs.events" --pool "$s" --out "$figs/plot/$s/jobpool" || continue
+    if [ -n "$k" ]; then
+      python3 "$here/timeline.py" --pub "$k/pub" --started "$k/started" \
+        --jobs "$figs/keda/timeline/jobs.events" --pool "$s" --out "$figs/plot/$s/keda" || k=
+    fi
+    png=${PLOTS_OUT:-$root/docs}/e2e-$s-timeline.png
+    "$here/plot_timeline.sh" "$s: jobpool${k:+ vs the KEDA ScaledJob policy (30 s poll, messages, default strategy)}" \
+      "$png" "$figs/plot/$s/jobpool" ${k:+"$figs/plot/$s/keda"} && echo "plot: $png"
+  done
 fi
 exit $rc
