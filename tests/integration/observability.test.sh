@@ -45,7 +45,9 @@ pools:
     maxActive: 4
     idleTimeout: 2s
     pendingTimeout: 2m
-    worker: {command: [jobpool-worker, --, $T/task.sh]}
+    worker:
+      command: [jobpool-worker, --, $T/task.sh]
+      env: {TASK_LOG: {env: TASK_LOG}}
 EOC
 echo "== task wait and duration: $NT messages stamped $AGO s ago, $NU without a timestamp"
 seq 1 $NT | "$B/jp-publish" "${JOBPOOL_TEST_AMQP_URL%/}" $q --confirm --timestamp $(( $(date +%s) - AGO )) 2>/dev/null
@@ -125,6 +127,7 @@ api PUT "/api/queues/%2F/obs-broken" '{"durable":true}' >/dev/null
 echo x | "$B/jp-publish" "${JOBPOOL_TEST_AMQP_URL%/}" obs-broken --confirm 2>/dev/null
 sed -e "s#queue: $q#queue: obs-broken#" -e "s#- name: obs#- name: broken#" \
   -e "s#command: \[jobpool-worker, --, $T/task.sh\]#command: [$T/no-such-worker]#" "$T/config.yaml" > "$T/broken.yaml"
+grep -q "no-such-worker" "$T/broken.yaml" || echo "  (the broken config did not take: see $T/broken.yaml)"
 "$B/jobpool-controller" --config "$T/broken.yaml" > "$T/broken.log" 2>&1 &
 ctl=$!
 for _ in $(seq 1 60); do
