@@ -51,6 +51,7 @@ pools:
     queue: thumbs
     maxActive: 50
     idleTimeout: $1
+    taskTimeout: 20m
     successfulHistory: $HIST
     ttlSecondsAfterFinished: 3600
     pendingTimeout: 10m
@@ -100,7 +101,7 @@ for j in items:
               c["args"] == ["--", "/app/make-thumbnail", "--size", "128"],
               env.get("THUMB_QUALITY") == "85", env.get("JOBPOOL_POOL") == "thumbs",
               env.get("JOBPOOL_QUEUE") == "thumbs", env.get("JOBPOOL_VHOST") == "/",
-              env.get("JOBPOOL_IDLE_TIMEOUT") == "30s",
+              env.get("JOBPOOL_IDLE_TIMEOUT") == "30s", env.get("JOBPOOL_TASK_TIMEOUT") == "20m",
               env.get("JOBPOOL_RESULT_FILE") == "/dev/termination-log",
               j["spec"].get("ttlSecondsAfterFinished") == 3600, j["spec"].get("backoffLimit") == 0]
     if not all(checks):
