@@ -637,6 +637,90 @@ static void test_tls_forms(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* Create Jobs through both create paths (one, and a parallel batch of 3) with the client of
+ * kubeconfig context ctx, then read them back as the admin: each form must really create. */
+static void create_as(const char *kc, const char *ctx, const char *pool)
+{
+    struct kube_opts o = {.kubeconfig = kc, .context = ctx, .qps = -1, .concurrency = 3};
+    struct kube_client *c = NULL;
+    char err[256] = "";
+    int rc = kube_client_new(&o, &c, err, sizeof err);
+    if (rc) fail_msg("%s: client: %s", ctx, err);
+    cJSON *t = tmpl(TEMPLATE);
+    struct kube_job_spec s = {.pool = pool, .job_template = t, .ttl_seconds_after_finished = -1};
+    struct kube_job one, batch[3];
+    if ((rc = kube_job_create(c, &s, &one)) != 0)
+        fail_msg("%s: create: %s", ctx, kube_last_error(c));
+    int created = 0;
+    if ((rc = kube_jobs_create(c, &s, 3, &created, batch)) != 0)
+        fail_msg("%s: batch create (%d of 3): %s", ctx, created, kube_last_error(c));
+    assert_int_equal(created, 3);
+    kube_client_free(c);
+    struct kube_client *a = admin(1, 0);
+    char sel[128];
+    snprintf(sel, sizeof sel, KUBE_LABEL_POOL "=%s", pool);
+    struct kube_job_list l = {0};
+    assert_int_equal(kube_jobs_list(a, sel, &l), 0);
+    if (l.n != 4) fail_msg("%s: %zu jobs of pool %s, want 4", ctx, l.n, pool);
+    kube_job_list_free(&l);
+    delete_pool(a, pool);
+    kube_client_free(a);
+    cJSON_Delete(t);
+}
+
+/* Every kubeconfig user form creates Jobs against the real API server, through the single and
+ * the parallel create paths (an inline token once reached only the first): an inline token, a
+ * token file, a client certificate as -data and as files. An exec plugin is refused with a
+ * message that says what to use instead. */
+static void test_kubeconfig_forms_create(void **state)
+{
+    (void)state;
+    const char *kdir = getenv("JOBPOOL_KUBE_DIR"), *server = getenv("JOBPOOL_TEST_KUBE_SERVER");
+    const char *token = getenv("JOBPOOL_TEST_KUBE_TOKEN");
+    assert_non_null(kdir);
+    assert_non_null(token);
+    char dir[] = "/tmp/jobpool-kit-forms.XXXXXX", cmd[6144], kc[300];
+    assert_non_null(mkdtemp(dir));
+    snprintf(cmd, sizeof cmd,
+             "set -e; cd %s; openssl req -newkey rsa:2048 -nodes -subj '/O=system:masters/CN=forms'"
+             " -keyout c.key -out c.csr 2>/dev/null;"
+             " openssl x509 -req -in c.csr -CA %s/pki/ca.crt -CAkey %s/pki/ca.key -CAcreateserial"
+             " -days 1 -out c.crt 2>/dev/null; printf '%%s\\n' '%s' > tok; chmod 600 tok c.key;"
+             " printf 'apiVersion: v1\\nkind: Config\\ncurrent-context: inline\\nclusters:\\n"
+             "- name: k\\n  cluster:\\n    server: %s\\n    certificate-authority: %s/pki/ca.crt\\n"
+             "users:\\n- name: inline\\n  user:\\n    token: %s\\n"
+             "- name: tokfile\\n  user:\\n    tokenFile: tok\\n"
+             "- name: certdata\\n  user:\\n    client-certificate-data: %%s\\n"
+             "    client-key-data: %%s\\n"
+             "- name: certfiles\\n  user:\\n    client-certificate: c.crt\\n    client-key: c.key\\n"
+             "- name: exec\\n  user:\\n    exec:\\n      apiVersion: client.authentication.k8s.io/v1beta1\\n"
+             "      command: aws\\n      args: [eks, get-token]\\n"
+             "contexts:\\n- name: inline\\n  context: {cluster: k, user: inline}\\n"
+             "- name: tokfile\\n  context: {cluster: k, user: tokfile}\\n"
+             "- name: certdata\\n  context: {cluster: k, user: certdata}\\n"
+             "- name: certfiles\\n  context: {cluster: k, user: certfiles}\\n"
+             "- name: exec\\n  context: {cluster: k, user: exec}\\n'"
+             " \"$(base64 -w0 c.crt)\" \"$(base64 -w0 c.key)\" > kubeconfig",
+             dir, kdir, kdir, token, server, kdir, token);
+    assert_int_equal(system(cmd), 0);
+    snprintf(kc, sizeof kc, "%s/kubeconfig", dir);
+    create_as(kc, "inline", "form-inline");
+    create_as(kc, "tokfile", "form-tokfile");
+    create_as(kc, "certdata", "form-certdata");
+    create_as(kc, "certfiles", "form-certfiles");
+
+    struct kube_opts o = {.kubeconfig = kc, .context = "exec", .qps = -1};
+    struct kube_client *c = NULL;
+    char err[256] = "";
+    assert_int_equal(kube_client_new(&o, &c, err, sizeof err), JP_ECONFIG);
+    assert_null(c);
+    print_message("exec refused: %s\n", err);
+    assert_non_null(strstr(err, "user \"exec\": exec and auth-provider credentials are not "
+                                "supported; use a token or a client certificate"));
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     log_setup(LOG_TEXT, LOG_WARN, NULL);
@@ -649,6 +733,7 @@ int main(void)
         cmocka_unit_test(test_narrow_role_in_cluster),
         cmocka_unit_test(test_watch_cache),
         cmocka_unit_test(test_tls_forms),
+        cmocka_unit_test(test_kubeconfig_forms_create),
         cmocka_unit_test(test_list_500_paged_and_delete),
     };
     /* KIT_FILTER=test_watch* runs a subset (e.g. under valgrind). */
@@ -656,7 +741,9 @@ int main(void)
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     if (getenv("KUBECONFIG")) {
         struct kube_client *c = admin(1, 0);
-        const char *pools[] = {"readback", "podmade", "narrow", "cached", "paging"};
+        const char *pools[] = {"readback", "podmade", "narrow", "cached", "paging",
+                               "form-inline", "form-tokfile", "form-certdata",
+                               "form-certfiles"};
         for (size_t i = 0; i < sizeof pools / sizeof pools[0]; i++) delete_pool(c, pools[i]);
         kube_client_free(c);
     }
