@@ -12,7 +12,9 @@ namespace (list, then watch from the list's resourceVersion; relist on 410 or a 
   2. its first container's command+args run as a process group, with the Pod's env: literal
      values, valueFrom.secretKeyRef / configMapKeyRef / fieldRef, envFrom secretRef /
      configMapRef, $(VAR) expansion; an empty command maps the image through --image-map
-     (default: every image -> --worker); JOBPOOL_RESULT_FILE names a temp file;
+     (default: every image -> --worker); JOBPOOL_RESULT_FILE names a temp file; secret
+     volumes are written to a per-pod directory, and an env value under a secret volume's
+     mountPath points into it (the process runs on this host, not in the image);
   3. pods/status becomes Running, then Succeeded/Failed with the exit code (128+signal when
      killed) and the result file's content as the termination message;
   4. a Pod marked for deletion gets SIGTERM (its first process), SIGKILL (all of its processes:
@@ -368,6 +370,34 @@ class NodeSim:
                 env[name] = val
         return env
 
+    def secret_mounts(self, pod, ctr):
+        """{mountPath: host dir} for the container's secret volumes, each written out like the
+        kubelet's (every key, or the volume's items, as files). Raises ValueError for a missing
+        non-optional Secret or key (the kubelet's FailedMount)."""
+        vols = {v.get("name"): v for v in pod["spec"].get("volumes") or []}
+        out, cache = {}, {}
+        for m in ctr.get("volumeMounts") or []:
+            sv = (vols.get(m.get("name")) or {}).get("secret")
+            if sv is None:
+                continue
+            obj = self.read_obj("secrets", sv.get("secretName", ""), cache)
+            if obj is None:
+                if sv.get("optional"):
+                    continue
+                raise ValueError("secret %s not found (volume %s)" % (sv.get("secretName"), m["name"]))
+            items = sv.get("items") or [{"key": k, "path": k} for k in (obj.get("data") or {})]
+            d = tempfile.mkdtemp(prefix="vol.", dir=self.tmp)
+            for it in items:
+                val = self.obj_value(obj, "secrets", it["key"])
+                if val is None:
+                    raise ValueError("secret %s has no key %s" % (sv.get("secretName"), it["key"]))
+                path = os.path.join(d, it.get("path", it["key"]))
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "w") as f:
+                    f.write(val)
+            out[m["mountPath"].rstrip("/")] = d
+        return out
+
     def argv_for(self, ctr, env):
         cmd = [self.expand(x, env) for x in ctr.get("command") or []]
         args = [self.expand(x, env) for x in ctr.get("args") or []]
@@ -409,6 +439,10 @@ class NodeSim:
         task.grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
         try:
             env = self.build_env(pod, ctr)
+            for mpath, d in self.secret_mounts(pod, ctr).items():
+                for k, v in list(env.items()):
+                    if v == mpath or v.startswith(mpath + "/"):
+                        env[k] = d + v[len(mpath):]
             argv = self.argv_for(ctr, env)
         except (ValueError, ApiError, OSError) as e:
             self.log.warn("pod %s: cannot start: %s" % (name, e))
