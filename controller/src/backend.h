@@ -14,6 +14,8 @@ struct backend_worker {
     char id[64];                /* Job name, or "pid-<n>" locally */
     char uid[40];               /* the Job's uid ("" locally): deletes are conditional on it */
     char pool[64];              /* the pool label; for orphans the only trace of their pool */
+    char queue[256];            /* the queue it was given (JOBPOOL_QUEUE; the Job annotation
+                                 * jobpool.dev/queue), "" when unknown */
     struct scale_worker w;      /* state and times, as scale_decide wants them */
     int exit_code;              /* finished workers: the task's exit code; -1 unknown */
     bool wasted;                /* finished having found no task (idle exit) */
@@ -56,10 +58,10 @@ struct backend {
      * renamed): they still count against maxActiveTotal, and only finished ones are removed
      * (with pool NULL). NULL when the backend cannot have any (local: its workers die with it). */
     int (*list_orphans)(struct backend *b, struct backend_list *out);
-    /* Start up to n workers for ready waiting messages; *started tells how many did. Returns
-     * the first error. */
-    int (*start)(struct backend *b, const struct cfg_pool *pool, int n, int64_t ready,
-                 int *started);
+    /* Start up to n workers on queue (pool->queue, or one of a regex pool's matches) for ready
+     * waiting messages; *started tells how many did. Returns the first error. */
+    int (*start)(struct backend *b, const struct cfg_pool *pool, const char *queue, int n,
+                 int64_t ready, int *started);
     /* Delete a finished worker's record, or a pending one that timed out. Never a running one:
      * before a pending worker is deleted the backend confirms live that it has not started,
      * and returns JP_ECANCELED (nothing deleted) when it has or when it changed meanwhile.

@@ -179,6 +179,7 @@ static void to_worker(struct kb *K, const struct kube_job *j, struct backend_sta
     snprintf(w->id, sizeof w->id, "%s", j->name);
     snprintf(w->uid, sizeof w->uid, "%s", j->uid);
     snprintf(w->pool, sizeof w->pool, "%s", j->pool);
+    snprintf(w->queue, sizeof w->queue, "%s", j->queue);
     w->exit_code = -1;
     w->task_wait_s = w->task_duration_s = -1;
     struct seen *s = seen_slot(K, j->name, true);
@@ -325,8 +326,8 @@ static bool outcome_unknown(int rc)
 }
 
 /* Name each Job before sending it, and expect it (client-go's ControllerExpectations). */
-static int expect_jobs(struct kb *K, const struct cfg_pool *pool, int n, char (*names)[64],
-                       const char **np)
+static int expect_jobs(struct kb *K, const struct cfg_pool *pool, const char *queue, int n,
+                       char (*names)[64], const char **np)
 {
     for (int i = 0; i < n; i++) {
         kube_job_name(pool->name, names[i]);
@@ -336,6 +337,7 @@ static int expect_jobs(struct kb *K, const struct cfg_pool *pool, int n, char (*
         snprintf(ph.name, sizeof ph.name, "%s", names[i]);
         snprintf(ph.pool, sizeof ph.pool, "%s", pool->name);
         snprintf(ph.config_hash, sizeof ph.config_hash, "%s", pool->hash);
+        snprintf(ph.queue, sizeof ph.queue, "%s", queue ? queue : "");
         ph.created_ms = util_wall_ms();
         ph.state = KUBE_JOB_PENDING;
         int rc = kube_cache_expect_created(K->cache, &ph);
@@ -366,12 +368,13 @@ static void settle_jobs(struct kb *K, const struct cfg_pool *pool, int n, char (
     }
 }
 
-static int kb_start(struct backend *b, const struct cfg_pool *pool, int n, int64_t ready,
-                    int *started)
+static int kb_start(struct backend *b, const struct cfg_pool *pool, const char *queue, int n,
+                    int64_t ready, int *started)
 {
     struct kb *K = (struct kb *)b;
     size_t pi = pool_index(K, pool);
     *started = 0;
+    if (!queue) queue = pool->queue;
     if (!pool->job_template) {
         log_msg(LOG_ERROR, pool->name, JP_ECONFIG, "jobTemplate is required for the kube backend");
         return JP_ECONFIG;
@@ -381,7 +384,7 @@ static int kb_start(struct backend *b, const struct cfg_pool *pool, int n, int64
     int *rcs = calloc((size_t)n, sizeof *rcs);
     struct kube_job *made = calloc((size_t)n, sizeof *made);
     int rc = JP_ENOMEM;
-    if (!names || !np || !rcs || !made || (rc = expect_jobs(K, pool, n, names, np)) != 0) {
+    if (!names || !np || !rcs || !made || (rc = expect_jobs(K, pool, queue, n, names, np)) != 0) {
         for (int i = 0; names && np && i < n; i++)
             if (np[i]) kube_cache_forget_created(K->cache, np[i]);
         goto out;
@@ -389,7 +392,7 @@ static int kb_start(struct backend *b, const struct cfg_pool *pool, int n, int64
     struct kube_job_spec spec = {
         .pool = pool->name,
         .instance = K->cfg->kubernetes.instance,
-        .queue = pool->queue,
+        .queue = queue,
         .vhost = pool->vhost,
         .config_hash = pool->hash,
         .job_template = pool->job_template,

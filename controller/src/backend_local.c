@@ -180,8 +180,8 @@ static bool pool_sets(const struct cfg_pool *pool, const char *var)
 /* Environment for a worker: the allow-listed part of ours, the pool's worker.env (references
  * read now, so a rotated file is picked up by the next worker), then what we set ourselves.
  * Returns NULL with *rc set (JP_ENOMEM, or the reference's error after one log line). */
-static char **build_env(const struct local *L, const struct cfg_pool *pool, const char *result,
-                        int *rc)
+static char **build_env(const struct local *L, const struct cfg_pool *pool, const char *queue,
+                        const char *result, int *rc)
 {
     size_t n = 0;
     for (char **e = environ; *e; e++) n++;
@@ -208,7 +208,7 @@ static char **build_env(const struct local *L, const struct cfg_pool *pool, cons
     }
     /* Set last and only once: a name in worker.env is never also one of these (config.c). */
     const char *kv[][2] = {{"JOBPOOL_POOL", pool->name},
-                           {"JOBPOOL_QUEUE", pool->queue ? pool->queue : ""},
+                           {"JOBPOOL_QUEUE", queue},
                            {"JOBPOOL_VHOST", pool->vhost ? pool->vhost : "/"},
                            {"JOBPOOL_AMQP_URL", L->amqp_url},
                            {"JOBPOOL_RESULT_FILE", result},
@@ -290,13 +290,13 @@ static int check_exec(const char *cmd)
     return err;
 }
 
-static int spawn_one(struct local *L, const struct cfg_pool *pool)
+static int spawn_one(struct local *L, const struct cfg_pool *pool, const char *queue)
 {
     int rc = JP_ENOMEM;
     char **argv = build_argv(L, pool), **env = NULL;
     char result[96];
     snprintf(result, sizeof result, "%s/w%lu", L->dir, ++L->seq);
-    if (!argv || !(env = build_env(L, pool, result, &rc))) goto out;
+    if (!argv || !(env = build_env(L, pool, queue, result, &rc))) goto out;
     rc = JP_ENOMEM;
     if (L->n == L->cap) {
         size_t cap = L->cap ? L->cap * 2 : 64;
@@ -343,6 +343,7 @@ static int spawn_one(struct local *L, const struct cfg_pool *pool)
     lw->pool = pool_index(L, pool);
     memcpy(lw->result, result, sizeof result);
     snprintf(lw->bw.id, sizeof lw->bw.id, "pid-%ld", (long)pid);
+    snprintf(lw->bw.queue, sizeof lw->bw.queue, "%s", queue); /* a regex pool's one queue */
     lw->bw.w.created_ms = util_now_ms();
     if (is_worker_binary(pool->worker_command[0])) {
         lw->bw.w.state = SCALE_PENDING; /* until it reports that it consumes */
@@ -359,19 +360,20 @@ out:
     return rc;
 }
 
-static int local_start(struct backend *b, const struct cfg_pool *pool, int n, int64_t ready,
-                       int *started)
+static int local_start(struct backend *b, const struct cfg_pool *pool, const char *queue, int n,
+                       int64_t ready, int *started)
 {
     struct local *L = (struct local *)b;
     (void)ready;
     *started = 0;
+    if (!queue) queue = pool->queue ? pool->queue : "";
     if (!pool->worker_command || !pool->worker_argc) {
         log_msg(LOG_ERROR, pool->name, JP_ECONFIG,
                 "worker.command is required for the local backend");
         return JP_ECONFIG;
     }
     for (int i = 0; i < n; i++) {
-        int rc = spawn_one(L, pool);
+        int rc = spawn_one(L, pool, queue);
         if (rc) return rc;
         (*started)++;
     }

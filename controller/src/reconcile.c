@@ -31,6 +31,8 @@ struct pool_state {
     struct backend_list workers;
     struct scale_worker *sw;
     size_t sw_cap;
+    struct scale_queue *sq;     /* a regex pool's queues, as scale_decide counts them */
+    size_t sq_cap;
     struct scale_decision d;
     int start;                  /* after the global cap */
     unsigned long wasted_seen;  /* backend's wasted counter already reported */
@@ -93,6 +95,7 @@ void reconcile_free(struct reconcile *r)
     for (size_t i = 0; i < r->cfg->npools; i++) {
         backend_list_free(&r->p[i].workers);
         free(r->p[i].sw);
+        free(r->p[i].sq);
         scale_decision_free(&r->p[i].d);
     }
     backend_list_free(&r->orphans);
@@ -131,6 +134,36 @@ static void pool_error(struct reconcile *r, const struct cfg_pool *pool, struct 
 
 /* Decide one pool from what observe_pool read (ps->depth, ps->workers). Replaces ps->d only
  * on success: on failure (out of memory) ps->d is left as it was. */
+static int cmp_qname(const void *key, const void *q)
+{
+    return strcmp(key, ((const struct rmq_qdepth *)q)->name);
+}
+
+/* A regex pool's queues for scale_decide, and each worker's queue as an index into them (the
+ * sample's list, sorted by name): -1 for a queue that no longer matches. */
+static int queues_of(struct pool_state *ps)
+{
+    size_t nq = ps->depth.queues ? ps->depth.nqueues : 0;
+    if (nq > ps->sq_cap) {
+        struct scale_queue *sq = realloc(ps->sq, nq * sizeof *sq);
+        if (!sq) return JP_ENOMEM;
+        ps->sq = sq;
+        ps->sq_cap = nq;
+    }
+    for (size_t q = 0; q < nq; q++)
+        ps->sq[q] = (struct scale_queue){.ready = ps->depth.queues[q].ready,
+                                         /* as for one queue: see decide_pool */
+                                         .unacked = 0,
+                                         .consumers = ps->depth.queues[q].consumers};
+    for (size_t k = 0; k < ps->workers.n; k++) {
+        const struct rmq_qdepth *m = nq ? bsearch(ps->workers.v[k].queue, ps->depth.queues, nq,
+                                                  sizeof *m, cmp_qname)
+                                        : NULL;
+        ps->sw[k].queue = m ? (int)(m - ps->depth.queues) : -1;
+    }
+    return 0;
+}
+
 static int decide_pool(struct reconcile *r, size_t i, bool depth_ok)
 {
     const struct cfg_pool *pool = &r->cfg->pools[i];
@@ -142,6 +175,7 @@ static int decide_pool(struct reconcile *r, size_t i, bool depth_ok)
         ps->sw_cap = ps->workers.n;
     }
     for (size_t k = 0; k < ps->workers.n; k++) ps->sw[k] = ps->workers.v[k].w;
+    if (pool->queue_regex && queues_of(ps) != 0) return JP_ENOMEM;
 
     int64_t lag = r->cfg->rabbitmq.depth_source == CFG_DEPTH_AMQP && !pool->queue_regex
                       ? r->be->start_lag_ms
@@ -164,6 +198,11 @@ static int decide_pool(struct reconcile *r, size_t i, bool depth_ok)
         .workers = ps->sw,
         .nworkers = ps->workers.n,
         .now_ms = now,
+        /* A regex pool counts each queue on its own: one queue's workers never cover another
+         * queue's messages, and each worker is started on one queue. */
+        .per_queue = pool->queue_regex != NULL,
+        .queues = ps->sq,
+        .nqueues = pool->queue_regex && depth_ok ? ps->depth.nqueues : 0,
     };
     struct scale_limits lim = {
         .max_active = pool->max_active,
@@ -297,6 +336,36 @@ static bool gate_closed(struct reconcile *r)
     return true;
 }
 
+/* A regex pool's starts, queue by queue as scale_decide split them (re-split in proportion
+ * when the global cap granted fewer). Stops at the first error. */
+static int start_per_queue(struct reconcile *r, const struct cfg_pool *pool,
+                           struct pool_state *ps, int *started)
+{
+    size_t nq = ps->depth.queues ? ps->depth.nqueues : 0;
+    const int64_t *qs = ps->d.queue_start;
+    int64_t *capped = NULL;
+    *started = 0;
+    if (!qs || !nq) return 0;
+    if (ps->start < ps->d.start) {
+        if (!(capped = calloc(nq, sizeof *capped))) return JP_ENOMEM;
+        scale_share(qs, nq, ps->start, capped);
+        qs = capped;
+    }
+    int rc = 0;
+    for (size_t q = 0; q < nq && !rc; q++) {
+        if (qs[q] <= 0) continue;
+        int n = 0;
+        log_msg(LOG_DEBUG, pool->name, 0, "queue %s: ready=%lld consumers=%lld start=%lld",
+                ps->depth.queues[q].name, (long long)ps->depth.queues[q].ready,
+                (long long)ps->depth.queues[q].consumers, (long long)qs[q]);
+        rc = r->be->start(r->be, pool, ps->depth.queues[q].name, (int)qs[q],
+                          ps->depth.queues[q].ready, &n);
+        *started += n;
+    }
+    free(capped);
+    return rc;
+}
+
 /* Act on one pool's decision: deletes first (they free slots and history), then starts. */
 static int act_pool(struct reconcile *r, size_t i)
 {
@@ -344,7 +413,9 @@ static int act_pool(struct reconcile *r, size_t i)
     }
     int started = 0;
     if (ps->start > 0 && !r->fenced) {
-        int rc = r->be->start(r->be, pool, ps->start, ps->depth.ready, &started);
+        int rc = pool->queue_regex ? start_per_queue(r, pool, ps, &started)
+                                   : r->be->start(r->be, pool, NULL, ps->start, ps->depth.ready,
+                                                  &started);
         if (rc == JP_ECANCELED && gate_closed(r)) rc = 0; /* fenced: logged once by gate_closed */
         if (rc) {
             if (!first) first = rc;

@@ -22,6 +22,7 @@
 #define RMQ_MAX_PAGES 10000         /* 5 million queues: beyond that the listing is refused */
 #define RMQ_MAX_CACHE 1024          /* named-queue results kept per tick */
 #define RMQ_MAX_REGEX 256
+#define RMQ_MAX_REGEX_QUEUES 10000  /* queues one regex pool may match */
 #define RMQ_MAX_STATE 1024          /* error-transition memory for logging */
 #define RMQ_MAX_AMQP 16             /* one AMQP connection per vhost */
 #define RMQ_ERRLEN 512
@@ -42,6 +43,13 @@ struct rxent {
     int rc;
     struct rmq_depth d;
     char *err;
+    struct rmq_qdepth *q;       /* the matched queues of d (d.queues points here) */
+};
+
+/* Matches of one regex while a listing is read. */
+struct qlist {
+    struct rmq_qdepth *v;
+    size_t n, cap;
 };
 
 /* Last error per key, so failures are logged once per transition. */
@@ -177,6 +185,7 @@ void rmq_client_free(struct rmq_client *c)
         free(c->rx[i].vhost);
         free(c->rx[i].regex);
         free(c->rx[i].err);
+        free(c->rx[i].q);
     }
     free(c->rx);
     for (size_t i = 0; i < c->nst; i++) free(c->st[i].key);
@@ -684,8 +693,30 @@ int rmq_watch_regex(struct rmq_client *c, const char *vhost, const char *regex)
 }
 
 /* Process one listing page: add every item to the sums of the vhost's regexes it matches. */
+static int qlist_add(struct qlist *l, const char *name, const int64_t *v)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        struct rmq_qdepth *nv = realloc(l->v, cap * sizeof *nv);
+        if (!nv) return JP_ENOMEM;
+        l->v = nv;
+        l->cap = cap;
+    }
+    struct rmq_qdepth *q = &l->v[l->n++];
+    snprintf(q->name, sizeof q->name, "%s", name);
+    q->ready = v[0];
+    q->unacked = v[1];
+    q->consumers = v[3];
+    return 0;
+}
+
+static int cmp_qdepth(const void *a, const void *b)
+{
+    return strcmp(((const struct rmq_qdepth *)a)->name, ((const struct rmq_qdepth *)b)->name);
+}
+
 static int list_page(struct rmq_client *c, const char *url, const cJSON *j, const char *vhost,
-                     struct rmq_depth *sums, int64_t *page_count)
+                     struct rmq_depth *sums, struct qlist *lists, int64_t *page_count)
 {
     if (!cJSON_IsObject(j)) {
         set_err(c, url, "expected a paged listing object, got %s",
@@ -732,6 +763,12 @@ static int list_page(struct rmq_client *c, const char *url, const cJSON *j, cons
             s->total += v[2];
             s->consumers += v[3];
             s->nqueues++;
+            if (s->nqueues > RMQ_MAX_REGEX_QUEUES) {
+                set_err(c, url, "regex \"%s\" matches more than %d queues", c->rx[i].regex,
+                        RMQ_MAX_REGEX_QUEUES);
+                return JP_ERANGE;
+            }
+            if (qlist_add(&lists[i], nm->valuestring, v)) return JP_ENOMEM;
             if (s->ready > RMQ_MAX_COUNT || s->total > RMQ_MAX_COUNT ||
                 s->unacked > RMQ_MAX_COUNT || s->consumers > RMQ_MAX_COUNT) {
                 set_err(c, url, "the sum over regex \"%s\" is absurdly large", c->rx[i].regex);
@@ -749,9 +786,10 @@ static int list_vhost(struct rmq_client *c, const char *vhost)
     dbuf_init(&uni, 256 * 1024);
     dbuf_init(&url, 1024 * 1024);
     struct rmq_depth *sums = calloc(c->nrx, sizeof *sums);
+    struct qlist *lists = calloc(c->nrx, sizeof *lists);
     char *ev = http_escape(vhost), *eu = NULL;
     int rc = JP_ENOMEM;
-    if (!sums || !ev) goto out;
+    if (!sums || !lists || !ev) goto out;
     for (size_t i = 0; i < c->nrx; i++) {
         if (strcmp(c->rx[i].vhost, vhost) != 0) continue;
         if (dbuf_printf(&uni, "%s(%s)", uni.len ? "|" : "", c->rx[i].regex)) goto out;
@@ -768,7 +806,7 @@ static int list_vhost(struct rmq_client *c, const char *vhost)
             goto out;
         cJSON *j = NULL; /* only one page's tree is alive at a time */
         if ((rc = get_json(c, url.data, &j)) != 0) goto out;
-        rc = list_page(c, url.data, j, vhost, sums, &page_count);
+        rc = list_page(c, url.data, j, vhost, sums, lists, &page_count);
         cJSON_Delete(j);
         if (rc) goto out;
     }
@@ -784,10 +822,21 @@ out:
         if (sums && !rc) e->d = sums[i];
         else depth_zero(&e->d);
         e->d.sampled_wall_ms = now;
+        free(e->q);
+        e->q = NULL;
+        if (!rc && lists) {
+            /* The broker lists by name already; sorting makes the order ours, not its. */
+            e->q = lists[i].v;
+            lists[i].v = NULL;
+            if (e->q) qsort(e->q, e->d.nqueues, sizeof *e->q, cmp_qdepth);
+        }
+        e->d.queues = e->q;
         free(e->err);
         e->err = rc && c->err[0] ? strdup(c->err) : NULL;
     }
     free(sums);
+    for (size_t i = 0; lists && i < c->nrx; i++) free(lists[i].v);
+    free(lists);
     free(ev);
     free(eu);
     dbuf_free(&uni);

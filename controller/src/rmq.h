@@ -7,6 +7,12 @@
 
 #include "config.h"
 
+/* One queue matched by a regex pool. */
+struct rmq_qdepth {
+    char name[256];             /* AMQP queue names are at most 255 bytes */
+    int64_t ready, unacked, consumers;
+};
+
 /* One reading. Counts are >= 0. Rates are -1 when the broker did not report them. */
 struct rmq_depth {
     int64_t ready;              /* messages_ready (summed over matches for a regex) */
@@ -18,6 +24,9 @@ struct rmq_depth {
     int64_t sampled_wall_ms;    /* CLOCK_REALTIME ms when the sample was taken */
     int64_t age_ms;             /* how old the broker says its figures are, 0 when unknown */
     size_t nqueues;             /* queues that matched (1 for a named queue) */
+    const struct rmq_qdepth *queues; /* regex: the nqueues matches, sorted by name; owned by
+                                      * the client, valid until its next listing of the vhost
+                                      * (the next tick). NULL for a named queue. */
 };
 
 struct rmq_client;

@@ -112,6 +112,69 @@ static void delete_history(const struct scale_input *in, enum scale_state state,
     }
 }
 
+/* A per-queue pool's want (see scale.h): need[q] per queue, *want in all, *asked the backlog
+ * plus spare (to tell "covered" from "idle"), *waiting summed over the queues. */
+static int per_queue_want(const struct scale_input *in, const struct scale_limits *lim,
+                          int64_t *need, int64_t *want, int64_t *asked, int64_t *waiting)
+{
+    size_t nq = in->nqueues;
+    int64_t *cover = calloc(nq + 1, sizeof *cover), *run = calloc(nq + 1, sizeof *run);
+    if (!cover || !run) {
+        free(cover);
+        free(run);
+        return JP_ENOMEM;
+    }
+    /* Index nq collects the workers of no queue. */
+    for (size_t i = 0; i < in->nworkers; i++) {
+        const struct scale_worker *w = &in->workers[i];
+        size_t q = w->queue >= 0 && (size_t)w->queue < nq ? (size_t)w->queue : nq;
+        bool after = in->depth_ok && w->started_ms > in->sample_ms;
+        if (w->state == SCALE_PENDING || (w->state == SCALE_RUNNING && after) ||
+            ((w->state == SCALE_SUCCEEDED || w->state == SCALE_FAILED) && after))
+            cover[q]++;
+        else if (w->state == SCALE_RUNNING)
+            run[q]++;
+    }
+    int64_t mpw = lim->messages_per_worker, sum_need = 0, backlogs = 0, excess = cover[nq];
+    *waiting = 0;
+    for (size_t q = 0; q < nq; q++) {
+        const struct scale_queue *sq = &in->queues[q];
+        int64_t ready = nonneg(sq->ready);
+        int64_t backlog = ready / mpw + (ready % mpw != 0);
+        int64_t wq = min64(nonneg(nonneg(sq->consumers) - nonneg(sq->unacked)), run[q]);
+        int64_t covered = cover[q] + wq;
+        *waiting += wq;
+        need[q] = nonneg(backlog - covered);
+        excess = sat_add(excess, nonneg(covered - backlog));
+        sum_need = sat_add(sum_need, need[q]);
+        backlogs = sat_add(backlogs, backlog);
+    }
+    *want = sat_add(sum_need, nonneg((int64_t)lim->spare_workers - excess));
+    *asked = sat_add(backlogs, lim->spare_workers);
+    free(cover);
+    free(run);
+    return 0;
+}
+
+/* Split start over the queues: first what they need, in proportion, then the rest evenly. */
+static int split_queues(const struct scale_input *in, const int64_t *need, int64_t start,
+                        struct scale_decision *out)
+{
+    size_t nq = in->nqueues;
+    if (!(out->queue_start = calloc(nq ? nq : 1, sizeof *out->queue_start)))
+        return JP_ENOMEM;
+    if (!nq || start <= 0)
+        return 0;
+    int64_t sum_need = 0;
+    for (size_t q = 0; q < nq; q++)
+        sum_need = sat_add(sum_need, need[q]);
+    int64_t first = min64(start, sum_need), rest = start - first;
+    scale_share(need, nq, first, out->queue_start);
+    for (size_t q = 0; q < nq; q++)
+        out->queue_start[q] += rest / (int64_t)nq + ((int64_t)q < rest % (int64_t)nq);
+    return 0;
+}
+
 int scale_decide(const struct scale_input *in, const struct scale_limits *lim,
                  struct scale_decision *out)
 {
@@ -122,7 +185,9 @@ int scale_decide(const struct scale_input *in, const struct scale_limits *lim,
         return JP_EINVAL;
     memset(out, 0, sizeof *out);
     out->reason = "idle";
-    if (!in || !lim || !limits_ok(lim) || (in->nworkers > 0 && !in->workers))
+    int64_t *need = NULL;
+    if (!in || !lim || !limits_ok(lim) || (in->nworkers > 0 && !in->workers) ||
+        (in->per_queue && in->nqueues > 0 && !in->queues))
         goto out;
 
     /* Classify. Counts are bounded by nworkers, which is far below INT64_MAX. */
@@ -200,6 +265,12 @@ int scale_decide(const struct scale_input *in, const struct scale_limits *lim,
         waiting = min64(nonneg(nonneg(in->consumers) - nonneg(in->unacked)), running);
         int64_t asked = sat_add(backlog, lim->spare_workers);
         int64_t want = nonneg(asked - (pending + waiting + unseen));
+        if (in->per_queue) {
+            rc = JP_ENOMEM;
+            if (!(need = calloc(in->nqueues ? in->nqueues : 1, sizeof *need)) ||
+                per_queue_want(in, lim, need, &want, &asked, &waiting) != 0)
+                goto out;
+        }
         int64_t limit = min64(min64(headroom, (int64_t)lim->max_start_per_tick), room);
         out->want = want;
         if (want <= limit) {
@@ -213,8 +284,12 @@ int scale_decide(const struct scale_input *in, const struct scale_limits *lim,
     } else {
         out->reason = "hold_no_data";
     }
-    /* Warm pool: top up to min_active, still within max_active and room. */
-    if (active + start < lim->min_active) {
+    /* Warm pool: top up to min_active, still within max_active and room. A per-queue pool
+     * with no queue has nothing to serve, so nothing to keep warm. */
+    if (in->per_queue && in->nqueues == 0) {
+        start = 0;
+        out->reason = in->depth_ok ? "idle" : "hold_no_data";
+    } else if (active + start < lim->min_active) {
         int64_t extra = min64(min64(lim->min_active - active - start, headroom - start),
                               room - start);
         if (extra > 0) {
@@ -225,6 +300,8 @@ int scale_decide(const struct scale_input *in, const struct scale_limits *lim,
     }
 
     out->start = clamp_int(start);
+    if (in->per_queue && (rc = split_queues(in, need, out->start, out)) != 0)
+        goto out;
     out->active = clamp_int(active);
     out->pending = clamp_int(pending);
     out->running = clamp_int(running);
@@ -235,6 +312,7 @@ int scale_decide(const struct scale_input *in, const struct scale_limits *lim,
     rc = 0;
 out:
     free(scratch);
+    free(need);
     if (rc != 0) {
         scale_decision_free(out);
         if (out)
@@ -248,6 +326,7 @@ void scale_decision_free(struct scale_decision *d)
     if (!d)
         return;
     free(d->deletes);
+    free(d->queue_start);
     memset(d, 0, sizeof *d);
 }
 

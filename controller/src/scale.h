@@ -18,6 +18,13 @@ struct scale_worker {
                                    when it was seen so; the latest it can have started); 0 if
                                    it has not */
     int64_t finished_ms;        /* when it finished; 0 if active */
+    int queue;                  /* per-queue pools: index into scale_input.queues, -1 when it
+                                 * serves none of them (a queue that stopped matching) */
+};
+
+/* One queue of a pool that serves several (a queueRegex pool), from the same sample. */
+struct scale_queue {
+    int64_t ready, unacked, consumers;
 };
 
 struct scale_input {
@@ -29,6 +36,11 @@ struct scale_input {
     const struct scale_worker *workers;
     size_t nworkers;
     int64_t now_ms;
+    /* A regex pool: its queues, counted one by one (ready/unacked/consumers above are then
+     * ignored). per_queue with nqueues 0: no queue matches, nothing can be started. */
+    bool per_queue;
+    const struct scale_queue *queues;
+    size_t nqueues;
 };
 
 struct scale_limits {
@@ -61,6 +73,8 @@ struct scale_decision {
     int64_t want;               /* workers the backlog asks for before caps */
     const char *reason;         /* static: "scale_up", "covered", "at_max", "max_per_tick",
                                    "global_cap", "min_active", "hold_no_data", "idle" */
+    int64_t *queue_start;       /* per_queue: workers to start on each queue, summing to
+                                   start; owned (scale_decision_free); NULL otherwise */
 };
 
 /* Decide one tick for one pool.
@@ -90,7 +104,20 @@ struct scale_decision {
  * JP_ENOMEM. *out is zeroed first, so it is always safe to free, also on failure. */
 int scale_decide(const struct scale_input *in, const struct scale_limits *lim,
                  struct scale_decision *out);
-/* Frees d->deletes and zeroes *d; NULL is fine. */
+/* Per-queue pools (in->per_queue), each queue q counted on its own from the workers whose
+ * .queue is q: backlog_q = ceil(ready_q / messages_per_worker), waiting_q = min(consumers_q -
+ * unacked_q, running_q), need_q = max(backlog_q - pending_q - waiting_q - unseen_q, 0), so a
+ * queue's own workers never cover another queue's messages. Workers of no queue (-1) still
+ * count as active. Coverage beyond a queue's backlog (and every pending/waiting worker of no
+ * queue) uses up spare_workers as it does for one queue:
+ *   want = sum(need_q) + max(spare - excess, 0)
+ * then the same caps and min_active top-up as above give start. With one queue this is exactly
+ * the single-queue formula. start is split into queue_start: first min(start, sum need) in
+ * proportion to need_q (scale_share: largest remainders, every needing queue at least one
+ * while they last), the rest (spare, min_active) evenly over all queues, lower indices first.
+ * per_queue with no queue: start 0 (nothing to serve), reason "idle". */
+
+/* Frees d->deletes and d->queue_start and zeroes *d; NULL is fine. */
 void scale_decision_free(struct scale_decision *d);
 
 /* Share a global cap: want[i] workers asked by pool i, room the free slots in total. Writes

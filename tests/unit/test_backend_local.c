@@ -83,12 +83,12 @@ static void test_outcomes(void **state)
     struct backend *b;
     assert_int_equal(backend_local_new(&c, NULL, &b), 0);
     int started = 0;
-    assert_int_equal(b->start(b, &p, 3, 3, &started), 0);
+    assert_int_equal(b->start(b, &p, NULL, 3, 3, &started), 0);
     assert_int_equal(started, 3);
     struct cfg_env_var code = {.name = "CODE", .value = "3"};
     p.worker_env = &code;
     p.worker_nenv = 1;
-    assert_int_equal(b->start(b, &p, 1, 1, &started), 0);
+    assert_int_equal(b->start(b, &p, NULL, 1, 1, &started), 0);
     struct backend_list l = {0};
     wait_idle(b, &p, &l);
     assert_int_equal(l.n, 4);
@@ -141,7 +141,7 @@ static void test_env_and_waste(void **state)
     struct backend *b;
     assert_int_equal(backend_local_new(&c, NULL, &b), 0);
     int started;
-    assert_int_equal(b->start(b, &p, 1, 1, &started), 0);
+    assert_int_equal(b->start(b, &p, NULL, 1, 1, &started), 0);
     struct backend_list l = {0};
     wait_idle(b, &p, &l);
     assert_int_equal(l.n, 1);
@@ -193,7 +193,7 @@ static void test_worker_flags(void **state)
     struct backend *b;
     assert_int_equal(backend_local_new(&c, fake, &b), 0);
     int started;
-    assert_int_equal(b->start(b, &p, 1, 1, &started), 0);
+    assert_int_equal(b->start(b, &p, NULL, 1, 1, &started), 0);
     struct backend_list l = {0};
     wait_idle(b, &p, &l);
     char *args = NULL;
@@ -202,7 +202,7 @@ static void test_worker_flags(void **state)
     free(args);
     /* A pool's taskTimeout goes along when set. */
     p.task_timeout_ms = 90000;
-    assert_int_equal(b->start(b, &p, 1, 1, &started), 0);
+    assert_int_equal(b->start(b, &p, NULL, 1, 1, &started), 0);
     wait_idle(b, &p, &l);
     assert_int_equal(util_read_file(out, 4096, true, &args), 0);
     assert_string_equal(args, "--idle-timeout=2s --max-attempts=3 --task-timeout=90s -- true");
@@ -234,7 +234,7 @@ static void test_pending_until_consuming(void **state)
     assert_int_equal(backend_local_new(&c, fake, &b), 0);
     assert_int_equal(b->start_lag_ms, 0);
     int started;
-    assert_int_equal(b->start(b, &p, 1, 1, &started), 0);
+    assert_int_equal(b->start(b, &p, NULL, 1, 1, &started), 0);
     struct backend_list l = {0};
     assert_int_equal(b->observe(b), 0);
     assert_int_equal(b->list(b, &p, &l), 0);
@@ -267,14 +267,14 @@ static void test_spawn_failure_and_running_not_removed(void **state)
     struct backend *b;
     assert_int_equal(backend_local_new(&c, NULL, &b), 0);
     int started = -1;
-    assert_int_equal(b->start(b, &p, 2, 2, &started), JP_ESPAWN);
+    assert_int_equal(b->start(b, &p, NULL, 2, 2, &started), JP_ESPAWN);
     assert_int_equal(started, 0);
     backend_free(b);
 
     char *slow[] = {"sleep", "30", NULL};
     make_cfg(&c, &p, slow, 2);
     assert_int_equal(backend_local_new(&c, NULL, &b), 0);
-    assert_int_equal(b->start(b, &p, 2, 2, &started), 0);
+    assert_int_equal(b->start(b, &p, NULL, 2, 2, &started), 0);
     struct backend_list l = {0};
     assert_int_equal(b->observe(b), 0);
     assert_int_equal(b->list(b, &p, &l), 0);
@@ -322,7 +322,7 @@ static void test_descriptors_closed(void **state)
     struct backend *b;
     assert_int_equal(backend_local_new(&c, NULL, &b), 0);
     int started;
-    assert_int_equal(b->start(b, &p, 1, 1, &started), 0);
+    assert_int_equal(b->start(b, &p, NULL, 1, 1, &started), 0);
     struct backend_list l = {0};
     wait_idle(b, &p, &l);
     close(leak);
@@ -348,7 +348,7 @@ static void test_env_reference_missing(void **state)
     struct backend *b;
     assert_int_equal(backend_local_new(&c, NULL, &b), 0);
     int started = -1;
-    assert_int_equal(b->start(b, &p, 1, 1, &started), JP_ENOTFOUND);
+    assert_int_equal(b->start(b, &p, NULL, 1, 1, &started), JP_ENOTFOUND);
     assert_int_equal(started, 0);
     struct backend_stats st;
     b->stats(b, &p, &st);
@@ -376,7 +376,7 @@ static void test_unobserved_worker_has_start(void **state)
     struct backend *b;
     assert_int_equal(backend_local_new(&c, NULL, &b), 0);
     int started;
-    assert_int_equal(b->start(b, &p, 1, 1, &started), 0);
+    assert_int_equal(b->start(b, &p, NULL, 1, 1, &started), 0);
     struct backend_list l = {0};
     assert_int_equal(b->list(b, &p, &l), 0);
     assert_int_equal(l.v[0].w.state, SCALE_PENDING);
@@ -407,7 +407,7 @@ static void test_unobserved_worker_has_start(void **state)
     fclose(f);
     make_cfg(&c, &p, early, 1);
     assert_int_equal(backend_local_new(&c, NULL, &b), 0);
-    assert_int_equal(b->start(b, &p, 1, 1, &started), 0);
+    assert_int_equal(b->start(b, &p, NULL, 1, 1, &started), 0);
     wait_idle(b, &p, &l);
     assert_int_equal(l.v[0].w.state, SCALE_FAILED);
     assert_int_equal(l.v[0].w.started_ms, 0);
@@ -442,7 +442,7 @@ static void test_shutdown_waitpid_eintr(void **state)
     struct backend *b;
     assert_int_equal(backend_local_new(&c, NULL, &b), 0);
     int started;
-    assert_int_equal(b->start(b, &p, 1, 1, &started), 0);
+    assert_int_equal(b->start(b, &p, NULL, 1, 1, &started), 0);
     usleep(100000); /* let the shell install its trap */
     eintr_left = 1;
     b->shutdown(b, 200); /* SIGTERM is ignored: SIGKILL, then the interrupted wait */

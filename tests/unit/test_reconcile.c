@@ -43,10 +43,22 @@ int __wrap_rmq_queue_depth(struct rmq_client *c, const char *vhost, const char *
         }
     return JP_ENOTFOUND;
 }
+/* A regex pool's matches, when a test sets them (rq_n > 0): sorted by name, as rmq gives them. */
+static struct rmq_qdepth rq[4];
+static size_t rq_n;
 int __wrap_rmq_regex_depth(struct rmq_client *c, const char *vhost, const char *re,
                            struct rmq_depth *out)
 {
-    return __wrap_rmq_queue_depth(c, vhost, re, out);
+    if (!rq_n) return __wrap_rmq_queue_depth(c, vhost, re, out);
+    memset(out, 0, sizeof *out);
+    for (size_t i = 0; i < rq_n; i++) {
+        out->ready += rq[i].ready;
+        out->consumers += rq[i].consumers;
+    }
+    out->nqueues = rq_n;
+    out->queues = rq;
+    out->sampled_wall_ms = util_wall_ms();
+    return 0;
 }
 
 /* ---- an allocator that fails on request (-Wl,--wrap=realloc) ------------------------------ */
@@ -89,8 +101,16 @@ static int f_list(struct backend *b, const struct cfg_pool *p, struct backend_li
     }
     return 0;
 }
-static int f_start(struct backend *b, const struct cfg_pool *p, int n, int64_t ready, int *started)
+/* The queue of each start call, in order, with its count. */
+static char start_queue[16][64];
+static int start_n[16], nstart_calls;
+static int f_start(struct backend *b, const struct cfg_pool *p, const char *queue, int n,
+                   int64_t ready, int *started)
 {
+    if (nstart_calls < 16) {
+        snprintf(start_queue[nstart_calls], sizeof start_queue[0], "%s", queue ? queue : "");
+        start_n[nstart_calls++] = n;
+    }
     struct fake *f = (struct fake *)b;
     (void)ready;
     *started = 0;
@@ -99,6 +119,7 @@ static int f_start(struct backend *b, const struct cfg_pool *p, int n, int64_t r
         struct backend_worker w;
         memset(&w, 0, sizeof w);
         snprintf(w.id, sizeof w.id, "w%lu", ++f->seq);
+        snprintf(w.queue, sizeof w.queue, "%s", queue ? queue : p->queue);
         w.w.state = SCALE_PENDING;
         w.w.created_ms = util_now_ms();
         backend_list_push(&f->w[pidx(f, p)], &w);
@@ -151,6 +172,9 @@ static struct reconcile *rec;
 static void setup_pools(int npools, int max_total)
 {
     memset(q, 0, sizeof q);
+    memset(rq, 0, sizeof rq);
+    rq_n = 0;
+    nstart_calls = 0;
     memset(&cfg, 0, sizeof cfg);
     memset(pools, 0, sizeof pools);
     static const char *names[] = {"a", "b", "c"};
@@ -521,9 +545,75 @@ static void test_task_figures_and_decision_published(void **state)
     metrics_free(m);
 }
 
+/* A regex pool: each queue gets its own workers, one queue's pending workers never cover
+ * another's messages, and the global cap re-splits in proportion. */
+static void test_regex_pool_per_queue(void **state)
+{
+    (void)state;
+    setup_pools(1, 0);
+    pools[0].queue = NULL;
+    pools[0].queue_regex = "^jobs[.]";
+    pools[0].max_active = 20;
+    rq_n = 3;
+    snprintf(rq[0].name, sizeof rq[0].name, "jobs.a");
+    snprintf(rq[1].name, sizeof rq[1].name, "jobs.b");
+    snprintf(rq[2].name, sizeof rq[2].name, "jobs.c");
+    rq[0].ready = 6;
+    rq[1].ready = 3;
+    rq[2].ready = 0;
+    make(false);
+    assert_int_equal(reconcile_pass(rec), 0);
+    assert_int_equal(nstart_calls, 2);
+    assert_string_equal(start_queue[0], "jobs.a");
+    assert_int_equal(start_n[0], 6);
+    assert_string_equal(start_queue[1], "jobs.b");
+    assert_int_equal(start_n[1], 3);
+    /* Same (lagging) figures: every queue is covered by its own pending workers. */
+    nstart_calls = 0;
+    assert_int_equal(reconcile_pass(rec), 0);
+    assert_int_equal(nstart_calls, 0);
+    /* jobs.c gets 4 messages: only it gets workers, though a and b hold 9 pending ones. */
+    rq[2].ready = 4;
+    assert_int_equal(reconcile_pass(rec), 0);
+    assert_int_equal(nstart_calls, 1);
+    assert_string_equal(start_queue[0], "jobs.c");
+    assert_int_equal(start_n[0], 4);
+    assert_int_equal(fk.starts[0], 13);
+    /* A queue that stops matching: its workers still count as active (maxActive 20: 7 left). */
+    rq_n = 2;
+    snprintf(rq[1].name, sizeof rq[1].name, "jobs.d");
+    rq[1].ready = 30;
+    nstart_calls = 0;
+    assert_int_equal(reconcile_pass(rec), 0);
+    assert_int_equal(nstart_calls, 1);
+    assert_string_equal(start_queue[0], "jobs.d");
+    assert_int_equal(start_n[0], 7);
+}
+
+/* maxActiveTotal grants a regex pool fewer than it asked: the grant is split in proportion. */
+static void test_regex_pool_global_cap(void **state)
+{
+    (void)state;
+    setup_pools(1, 4);
+    pools[0].queue = NULL;
+    pools[0].queue_regex = "^jobs[.]";
+    rq_n = 2;
+    snprintf(rq[0].name, sizeof rq[0].name, "jobs.a");
+    snprintf(rq[1].name, sizeof rq[1].name, "jobs.b");
+    rq[0].ready = 6;
+    rq[1].ready = 2;
+    make(false);
+    assert_int_equal(reconcile_pass(rec), 0);
+    assert_int_equal(nstart_calls, 2);
+    assert_int_equal(start_n[0], 3);
+    assert_int_equal(start_n[1], 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_regex_pool_per_queue, teardown),
+        cmocka_unit_test_teardown(test_regex_pool_global_cap, teardown),
         cmocka_unit_test_teardown(test_one_worker_per_message_no_duplicates, teardown),
         cmocka_unit_test_teardown(test_burst_capped_at_max_active, teardown),
         cmocka_unit_test_teardown(test_failed_read_holds_and_backs_off, teardown),

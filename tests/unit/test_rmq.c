@@ -347,6 +347,15 @@ static void test_regex(void **state)
     assert_int_equal(d.consumers, 4);
     assert_int_equal(d.nqueues, 2);
     assert_true(d.publish_rate == -1);
+    /* Each match on its own, across pages, sorted by name: the per-queue decision's input. */
+    assert_non_null(d.queues);
+    assert_string_equal(d.queues[0].name, "thumbs.a");
+    assert_int_equal(d.queues[0].ready, 4);
+    assert_int_equal(d.queues[0].unacked, 1);
+    assert_int_equal(d.queues[0].consumers, 1);
+    assert_string_equal(d.queues[1].name, "thumbs.b");
+    assert_int_equal(d.queues[1].ready, 6);
+    assert_int_equal(d.queues[1].consumers, 3);
     assert_int_equal(rmq_regex_depth(c, "paged", "^docs\\.", &d), 0);
     assert_int_equal(d.ready, 7);
     assert_int_equal(d.nqueues, 1);
@@ -369,6 +378,7 @@ static void test_regex(void **state)
     assert_int_equal(rmq_regex_depth(c, "shape", "^thumbs\\.", &d), JP_ESHAPE);
     assert_int_equal(rmq_regex_depth(c, "negative", "^thumbs\\.", &d), JP_ERANGE);
     assert_int_equal(d.ready, 0);
+    assert_null(d.queues);
     assert_int_equal(rmq_regex_depth(c, "novhost", "^thumbs\\.", &d), JP_ENOTFOUND);
     assert_int_equal(d.ready, 0);
     rmq_client_free(c);

@@ -18,11 +18,11 @@
 #define NDEL 32
 
 /* Worker shorthands. Busy/idle is not a worker attribute: it comes from the broker's figures. */
-#define PEND(c) {SCALE_PENDING, (c), 0, 0}
-#define RUN_OLD {SCALE_RUNNING, NOW - 60000, NOW - 50000, 0}      /* seen by the sample */
-#define RUN_NEW {SCALE_RUNNING, NOW - 20000, NOW - 2000, 0}       /* started after it */
-#define DONE(f) {SCALE_SUCCEEDED, (f) - 10000, (f) - 5000, (f)}
-#define FAIL(f) {SCALE_FAILED, (f) - 10000, (f) - 5000, (f)}
+#define PEND(c) {SCALE_PENDING, (c), 0, 0, 0}
+#define RUN_OLD {SCALE_RUNNING, NOW - 60000, NOW - 50000, 0, 0}      /* seen by the sample */
+#define RUN_NEW {SCALE_RUNNING, NOW - 20000, NOW - 2000, 0, 0}       /* started after it */
+#define DONE(f) {SCALE_SUCCEEDED, (f) - 10000, (f) - 5000, (f), 0}
+#define FAIL(f) {SCALE_FAILED, (f) - 10000, (f) - 5000, (f), 0}
 
 static const struct scale_limits base_limits = {
     .max_active = 50, .min_active = 0, .spare_workers = 0, .max_start_per_tick = 20,
@@ -160,9 +160,9 @@ static void run_start_case(const struct start_case *c)
     for (int i = 0; i < c->nrun_new; i++)
         ws[n++] = (struct scale_worker)RUN_NEW;
     for (int i = 0; i < c->ndone_new; i++)
-        ws[n++] = (struct scale_worker){SCALE_SUCCEEDED, NOW - 4000, NOW - 3000, NOW - 1000};
+        ws[n++] = (struct scale_worker){SCALE_SUCCEEDED, NOW - 4000, NOW - 3000, NOW - 1000, 0};
     for (int i = 0; i < c->ndone_old; i++)
-        ws[n++] = (struct scale_worker){SCALE_SUCCEEDED, NOW - 40000, NOW - 30000, NOW - 1000};
+        ws[n++] = (struct scale_worker){SCALE_SUCCEEDED, NOW - 40000, NOW - 30000, NOW - 1000, 0};
     struct scale_input in = {
         .depth_ok = !c->fail_read, .ready = c->ready, .unacked = c->unacked,
         .consumers = c->consumers, .sample_ms = SAMPLE, .workers = ws, .nworkers = n,
@@ -325,7 +325,7 @@ static void test_history_large(void **state)
     assert_non_null(w);
     for (size_t i = 0; i < N; i++) {
         int64_t f = (int64_t)((i * 7919) % N); /* a permutation of 0..N-1 */
-        w[i] = (struct scale_worker){i % 3 ? SCALE_SUCCEEDED : SCALE_FAILED, f, f, 1000 + f};
+        w[i] = (struct scale_worker){i % 3 ? SCALE_SUCCEEDED : SCALE_FAILED, f, f, 1000 + f, 0};
     }
     struct scale_input in = {.depth_ok = true, .workers = w, .nworkers = N, .now_ms = NOW,
                              .sample_ms = SAMPLE};
@@ -414,7 +414,7 @@ static void test_invalid(void **state)
     assert_int_equal(scale_decide(&in, &base_limits, &d), 0);
     scale_decision_free(&d);
     /* Unknown state: refused, nothing leaks (the deletes buffer is not yet allocated). */
-    struct scale_worker odd[2] = {DONE(NOW - 1), {(enum scale_state)9, 0, 0, 0}};
+    struct scale_worker odd[2] = {DONE(NOW - 1), {(enum scale_state)9, 0, 0, 0, 0}};
     in.workers = odd;
     in.nworkers = 2;
     struct scale_limits l0 = base_limits;
@@ -652,6 +652,140 @@ static void test_keda_table(void **state)
     assert_int_equal(scale_decide_keda(NULL, &p, &s), JP_EINVAL);
 }
 
+/* ---- per-queue pools (queueRegex) ---- */
+
+#define MAXQ 4
+struct queue_case {
+    const char *name;
+    int nq;
+    struct scale_queue q[MAXQ];
+    /* workers: count of pending / running-seen / finished-after-sample per queue index + 1
+     * (index 0: workers of no queue) */
+    int pend[MAXQ + 1], run[MAXQ + 1], unseen[MAXQ + 1];
+    int max_active, min_active, spare, max_per_tick;
+    int start;
+    int64_t split[MAXQ];
+    const char *reason;
+};
+
+static const struct queue_case queue_cases[] = {
+    {"each queue its backlog", 3, {{10, 0, 0}, {5, 0, 0}, {1, 0, 0}}, {0}, {0}, {0},
+     100, 0, 0, 100, 16, {10, 5, 1}, "scale_up"},
+    {"maxActive shared in proportion, none starves", 3, {{10, 0, 0}, {5, 0, 0}, {1, 0, 0}},
+     {0}, {0}, {0}, 8, 0, 0, 100, 8, {4, 3, 1}, "at_max"},
+    {"one queue's pending workers never cover another's messages", 2, {{0, 0, 0}, {5, 0, 0}},
+     {0, 5, 0}, {0}, {0}, 50, 0, 0, 20, 5, {0, 5}, "scale_up"},
+    {"pending counted per queue", 2, {{6, 0, 0}, {4, 0, 0}}, {0, 2, 4}, {0}, {0},
+     50, 0, 0, 20, 4, {4, 0}, "scale_up"},
+    {"waiting counted per queue", 2, {{0, 0, 3}, {3, 0, 0}}, {0}, {0, 3, 0}, {0},
+     50, 0, 0, 20, 3, {0, 3}, "scale_up"},
+    {"finished after the sample covers its own queue only", 2, {{2, 0, 0}, {2, 0, 0}}, {0},
+     {0}, {0, 2, 0}, 50, 0, 0, 20, 2, {0, 2}, "scale_up"},
+    {"spare after the needs, evenly", 2, {{3, 0, 0}, {0, 0, 0}}, {0}, {0}, {0},
+     50, 0, 2, 20, 5, {4, 1}, "scale_up"},
+    {"excess coverage uses up spare", 2, {{0, 0, 0}, {1, 0, 0}}, {0, 2, 0}, {0}, {0},
+     50, 0, 2, 20, 1, {0, 1}, "scale_up"},
+    {"workers of no queue are active and use up spare", 2, {{0, 0, 0}, {0, 0, 0}},
+     {3, 0, 0}, {0}, {0}, 4, 0, 2, 20, 0, {0, 0}, "covered"},
+    {"min_active top-up spread over the queues", 3, {{0, 0, 0}, {0, 0, 0}, {0, 0, 0}}, {0},
+     {0}, {0}, 50, 4, 0, 20, 4, {2, 1, 1}, "min_active"},
+    {"maxStartPerTick caps the split too", 2, {{30, 0, 0}, {10, 0, 0}}, {0}, {0}, {0},
+     100, 0, 0, 20, 20, {15, 5}, "max_per_tick"},
+    {"no queue matches: nothing to start, not even min_active", 0, {{0}}, {0}, {0}, {0},
+     50, 3, 1, 20, 0, {0}, "idle"},
+};
+
+static void test_queue_table(void **state)
+{
+    (void)state;
+    for (size_t c = 0; c < sizeof queue_cases / sizeof queue_cases[0]; c++) {
+        const struct queue_case *qc = &queue_cases[c];
+        struct scale_worker ws[64];
+        size_t n = 0;
+        for (int q = 0; q <= MAXQ; q++) {
+            for (int i = 0; i < qc->pend[q]; i++)
+                ws[n++] = (struct scale_worker){SCALE_PENDING, NOW - 1000, 0, 0, q - 1};
+            for (int i = 0; i < qc->run[q]; i++)
+                ws[n++] = (struct scale_worker){SCALE_RUNNING, NOW - 60000, NOW - 50000, 0, q - 1};
+            for (int i = 0; i < qc->unseen[q]; i++)
+                ws[n++] = (struct scale_worker){SCALE_SUCCEEDED, NOW - 4000, NOW - 3000,
+                                                NOW - 1000, q - 1};
+        }
+        struct scale_input in = {.depth_ok = true, .sample_ms = NOW - 10000, .workers = ws,
+                                 .nworkers = n, .now_ms = NOW, .per_queue = true,
+                                 .queues = qc->q, .nqueues = (size_t)qc->nq,
+                                 .ready = 999, .consumers = 0}; /* pool sums are ignored */
+        struct scale_limits lim = base_limits;
+        lim.max_active = qc->max_active;
+        lim.min_active = qc->min_active;
+        lim.spare_workers = qc->spare;
+        lim.max_start_per_tick = qc->max_per_tick;
+        struct scale_decision d;
+        assert_int_equal(scale_decide(&in, &lim, &d), 0);
+        if (d.start != qc->start || strcmp(d.reason, qc->reason) != 0)
+            fail_msg("%s: start %d (%s), want %d (%s)", qc->name, d.start, d.reason, qc->start,
+                     qc->reason);
+        assert_non_null(d.queue_start);
+        int64_t sum = 0;
+        for (int q = 0; q < qc->nq; q++) {
+            if (d.queue_start[q] != qc->split[q])
+                fail_msg("%s: queue %d gets %lld, want %lld", qc->name, q,
+                         (long long)d.queue_start[q], (long long)qc->split[q]);
+            sum += d.queue_start[q];
+        }
+        assert_int_equal(sum, d.start);
+        scale_decision_free(&d);
+        assert_null(d.queue_start);
+    }
+}
+
+static int lcg(unsigned *s)
+{
+    *s = *s * 1103515245u + 12345u;
+    return (int)((*s >> 16) & 0x7fff);
+}
+
+/* One queue counted per queue decides exactly as the pool's own sums do. */
+static void test_queue_single_equals_pool(void **state)
+{
+    (void)state;
+    unsigned seed = 7;
+    for (int c = 0; c < 5000; c++) {
+        struct scale_worker ws[40];
+        size_t n = (size_t)(lcg(&seed) % 40);
+        for (size_t i = 0; i < n; i++) {
+            int kind = lcg(&seed) % 4;
+            int64_t st = kind == 1 ? NOW - 50000 : NOW - 3000;
+            ws[i] = (struct scale_worker){kind == 0 ? SCALE_PENDING : kind == 3 ? SCALE_SUCCEEDED
+                                                                                : SCALE_RUNNING,
+                                          NOW - 60000, kind == 0 ? 0 : st,
+                                          kind == 3 ? NOW - 1000 : 0, 0};
+        }
+        struct scale_queue q = {lcg(&seed) % 60, lcg(&seed) % 3, lcg(&seed) % 20};
+        struct scale_input pool = {.depth_ok = true, .ready = q.ready, .unacked = q.unacked,
+                                   .consumers = q.consumers, .sample_ms = NOW - 10000,
+                                   .workers = ws, .nworkers = n, .now_ms = NOW};
+        struct scale_input per = pool;
+        per.per_queue = true;
+        per.queues = &q;
+        per.nqueues = 1;
+        struct scale_limits lim = base_limits;
+        lim.max_active = 1 + lcg(&seed) % 60;
+        lim.min_active = lcg(&seed) % (lim.max_active + 1);
+        lim.spare_workers = lcg(&seed) % 5;
+        lim.messages_per_worker = 1 + lcg(&seed) % 3;
+        struct scale_decision a, b;
+        assert_int_equal(scale_decide(&pool, &lim, &a), 0);
+        assert_int_equal(scale_decide(&per, &lim, &b), 0);
+        if (a.start != b.start || a.want != b.want || a.waiting != b.waiting ||
+            strcmp(a.reason, b.reason) != 0 || b.queue_start[0] != b.start)
+            fail_msg("case %d: pool %d/%lld/%s, per queue %d/%lld/%s", c, a.start,
+                     (long long)a.want, a.reason, b.start, (long long)b.want, b.reason);
+        scale_decision_free(&a);
+        scale_decision_free(&b);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -663,6 +797,8 @@ int main(void)
         cmocka_unit_test(test_share_properties),
         cmocka_unit_test(test_share_three_pools),
         cmocka_unit_test(test_keda_table),
+        cmocka_unit_test(test_queue_table),
+        cmocka_unit_test(test_queue_single_equals_pool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
