@@ -55,7 +55,7 @@ k POST "/api/v1/namespaces/$NS/secrets" "$(jq -n --arg u "$WUSER" --arg p "$WPAS
   '{metadata:{name:"jobpool-worker"},stringData:{username:$u,password:$p}}')" >/dev/null
 k POST "/api/v1/namespaces/$NS/secrets" \
   '{"metadata":{"name":"rabbitmq-ca"},"stringData":{"ca.crt":"not used by amqp://"}}' >/dev/null
-for q in inst.blue inst.green inst.broken; do
+for q in inst.blue inst.green inst.broken inst.rx.one inst.rx.two; do
   mq DELETE "/api/queues/%2F/$q" >/dev/null 2>&1
   mq PUT "/api/queues/%2F/$q" '{"durable":true}' >/dev/null
 done
@@ -105,11 +105,28 @@ EOC
 # green's template asks for more than "restricted": kept as written, and warned about once.
 config green inst.green 10 "              securityContext: {allowPrivilegeEscalation: true}" \
   > "$T/green.yaml"
+# And a regex pool: each Job is given one concrete queue.
+cat >> "$T/green.yaml" <<EOC
+  - name: rx
+    queueRegex: '^inst[.]rx[.]'
+    maxActive: 10
+    idleTimeout: 3s
+    jobTemplate:
+      template:
+        spec:
+          restartPolicy: Never
+          containers:
+            - name: worker
+              image: registry.example/worker:1
+              args: ["--", "$T/task.sh", "$T/ran.rx"]
+EOC
 
 echo "== two instances, one namespace, a pool named example each"
 seq -f "b%g" 1 $NB | "$B/jp-publish" "${JOBPOOL_TEST_AMQP_URL%/}" inst.blue --confirm 2>/dev/null
 seq -f "g%g" 1 $NG | "$B/jp-publish" "${JOBPOOL_TEST_AMQP_URL%/}" inst.green --confirm 2>/dev/null
 echo x | "$B/jp-publish" "${JOBPOOL_TEST_AMQP_URL%/}" inst.broken --confirm 2>/dev/null
+printf 'inst.rx.one 1\ninst.rx.one 2\n' | "$B/jp-publish" "${JOBPOOL_TEST_AMQP_URL%/}" inst.rx.one --confirm 2>/dev/null
+echo 'inst.rx.two 1' | "$B/jp-publish" "${JOBPOOL_TEST_AMQP_URL%/}" inst.rx.two --confirm 2>/dev/null
 for i in blue green; do
   env -u POD_NAME "$B/jobpool-controller" --config "$T/$i.yaml" >> "$T/$i.log" 2>&1 &
   pids+=($!)
@@ -124,6 +141,13 @@ for i in blue green; do
 done
 check "blue's rejected template: the Event without POD_NAME is warned about exactly once" \
   bash -c "[ \$(grep -c 'rejected (422)' '$T/blue.log') -ge 2 ] && [ \$(grep -c 'event TemplateRejected not recorded: POD_NAME is not set' '$T/blue.log') = 1 ]"
+
+rxq() { # the queue of each Job of pool rx, from its env and from its annotation, sorted
+  k GET "/apis/batch/v1/namespaces/$NS/jobs?labelSelector=jobpool.dev%2Fpool%3Drx" | jq -r \
+    '[.items[] | (.spec.template.spec.containers[0].env[] | select(.name == "JOBPOOL_QUEUE") | .value) + "=" + .metadata.annotations["jobpool.dev/queue"]] | sort | join(" ")'
+}
+check "the regex pool's Jobs get one concrete queue each, by backlog ($(rxq))" \
+  [ "$(rxq)" = "inst.rx.one=inst.rx.one inst.rx.one=inst.rx.one inst.rx.two=inst.rx.two" ]
 
 echo "== the Jobs: the broker login by reference, restricted by default"
 k GET "/apis/batch/v1/namespaces/$NS/jobs?labelSelector=jobpool.dev%2Fpool%3Dexample" > "$T/jobs.json"
@@ -185,12 +209,14 @@ python3 "$JOBPOOL_ROOT/tests/e2e/nodesim.py" --namespace "$NS" --worker "$B/jobp
   --log-dir "$T" > "$T/nodesim.log" 2>&1 &
 pids+=($!)
 ran() { cat "$T"/ran.* 2>/dev/null | grep -c .; }
-check "all $((NB + NG)) messages ran" wait_for 60 bash -c "[ \$(cat $T/ran.* 2>/dev/null | grep -c .) -ge $((NB + NG)) ]"
+check "all $((NB + NG + 3)) messages ran" wait_for 60 bash -c "[ \$(cat $T/ran.* 2>/dev/null | grep -c .) -ge $((NB + NG + 3)) ]"
 sleep 2
 check "each exactly once (blue: $(sort "$T/ran.blue" 2>/dev/null | grep . | tr '\n' ' '))" \
   [ "$(grep . "$T/ran.blue" 2>/dev/null | sort | tr '\n' ' ')" = "b1 b2 b3 " ]
 check "green: $(grep . "$T/ran.green" 2>/dev/null | sort | tr '\n' ' ')" \
   [ "$(grep . "$T/ran.green" 2>/dev/null | sort | tr '\n' ' ')" = "g1 g2 g3 g4 g5 " ]
+check "regex pool: each queue's messages once ($(sort "$T/ran.rx" 2>/dev/null | tr '\n' ' '))" \
+  [ "$(sort "$T/ran.rx" 2>/dev/null | tr '\n' ' ')" = "inst.rx.one 1 inst.rx.one 2 inst.rx.two 1 " ]
 logins=$(mq GET /api/connections 2>/dev/null | jq -r --arg u "$WUSER" '[.[] | select(.user == $u)] | length')
 check "workers logged in as $WUSER (no worker left connected: ${logins:-?})" [ "${logins:-x}" = 0 ]
 check "the workers never printed the password" bash -c "! cat '$T'/example-*.log | grep -qF '$WPASS'"
