@@ -15,6 +15,7 @@
 #include "config.h"
 #include "err.h"
 #include "log.h"
+#include "podsec.h"
 #include "util.h"
 
 struct bad_case {
@@ -1005,6 +1006,14 @@ static void test_examples_load(void **state)
         int rc = cfg_load(files[i], &c, err, sizeof err);
         if (rc) fail_msg("%s: %s", files[i], err);
         assert_string_equal(c->path, files[i]);
+        /* The shipped examples ask for nothing beyond Pod Security "restricted" (the
+         * controller fills in the rest: test_kube's test_manifest_restricted). */
+        for (size_t k = 0; i < 3 && k < c->npools; k++) {
+            char why[256];
+            if (c->pools[k].job_template &&
+                podsec_escalations(c->pools[k].job_template, why, sizeof why) != 0)
+                fail_msg("%s: pools[%zu]: %s", files[i], k, why);
+        }
         cfg_free(c);
     }
     struct cfg *c;
@@ -1030,6 +1039,13 @@ static void test_examples_load(void **state)
                      3600);
     assert_non_null(cJSON_GetObjectItem(c->pools[0].job_template, "template"));
     assert_string_equal(c->pools[0].hash[0] ? "set" : "", "set");
+    /* Workers get their login by reference and the CA from a Secret, no envFrom by hand. */
+    assert_string_equal(c->rabbitmq.worker_secret.name, "rabbitmq-worker");
+    assert_string_equal(c->rabbitmq.ca_secret.name, "rabbitmq-ca");
+    cfg_free(c);
+    assert_int_equal(cfg_load("docs/examples/kube.yaml", &c, err, sizeof err), 0);
+    assert_string_equal(c->rabbitmq.worker_secret.name, "rabbitmq-worker");
+    assert_null(c->kubernetes.namespace_); /* the service account's */
     cfg_free(c);
 }
 
