@@ -652,7 +652,7 @@ static void create_as(const char *kc, const char *ctx, const char *pool)
     if ((rc = kube_job_create(c, &s, &one)) != 0)
         fail_msg("%s: create: %s", ctx, kube_last_error(c));
     int created = 0;
-    if ((rc = kube_jobs_create(c, &s, 3, &created, batch)) != 0)
+    if ((rc = kube_jobs_create(c, &s, 3, &created, batch, NULL)) != 0)
         fail_msg("%s: batch create (%d of 3): %s", ctx, created, kube_last_error(c));
     assert_int_equal(created, 3);
     kube_client_free(c);
