@@ -10,7 +10,9 @@
 #   fields; a template that asks for more keeps it, and the controller warns once;
 # - the workers log in as a broker user whose password is S3cr:t@x/%y and drain both queues,
 #   every message run exactly once;
-# - blue (successfulHistory 0) deletes its finished Jobs; green's (history 10) all stay.
+# - blue (successfulHistory 0) deletes its finished Jobs; green's (history 10) all stay;
+# - blue's config names no namespace: it works in POD_NAMESPACE; without POD_NAME, its
+#   TemplateRejected Event is warned about once instead of dropped in silence.
 set -u
 : "${JOBPOOL_TEST_KUBE_SERVER:?run me through tests/integration/kube-run.sh}"
 : "${JOBPOOL_TEST_AMQP_URL:?run me through tests/integration/kube-run.sh}"
@@ -93,7 +95,9 @@ pools:
 ${4:-}
 EOC
 }
-config blue inst.blue 0 > "$T/blue.yaml"
+# blue names no namespace: it must take POD_NAMESPACE (the downward API), not the kubeconfig
+# context's "default".
+config blue inst.blue 0 | sed "s/, namespace: $NS//" > "$T/blue.yaml"
 # A pool whose template the API server rejects: its TemplateRejected Event has no object to
 # name without POD_NAME, which blue must say (once), not drop in silence.
 cat >> "$T/blue.yaml" <<EOC
@@ -128,7 +132,7 @@ echo x | "$B/jp-publish" "${JOBPOOL_TEST_AMQP_URL%/}" inst.broken --confirm 2>/d
 printf 'inst.rx.one 1\ninst.rx.one 2\n' | "$B/jp-publish" "${JOBPOOL_TEST_AMQP_URL%/}" inst.rx.one --confirm 2>/dev/null
 echo 'inst.rx.two 1' | "$B/jp-publish" "${JOBPOOL_TEST_AMQP_URL%/}" inst.rx.two --confirm 2>/dev/null
 for i in blue green; do
-  env -u POD_NAME "$B/jobpool-controller" --config "$T/$i.yaml" >> "$T/$i.log" 2>&1 &
+  env -u POD_NAME POD_NAMESPACE=$NS "$B/jobpool-controller" --config "$T/$i.yaml" >> "$T/$i.log" 2>&1 &
   pids+=($!)
 done
 check "blue makes $NB Jobs and green $NG, $((NB + NG)) in all" wait_for 30 counts_are $NB $NG $((NB + NG))
