@@ -56,9 +56,9 @@ pools:
     queueRegex: '^rx[.]'
     maxActive: $MAX
     idleTimeout: 3s
-    worker: {command: [jobpool-worker, --, $T/task.sh]}
+    worker: {command: [jobpool-worker, --, $T/task.sh], env: {TASK_LOG: $T/tasks}}
 EOC
-export TASK_LOG=$T/tasks; : > "$TASK_LOG"
+TASK_LOG=$T/tasks; : > "$TASK_LOG"
 seq -f "alpha-%g" 1 $NA | "$B/jp-publish" "${JOBPOOL_TEST_AMQP_URL%/}" rx.alpha --confirm 2>/dev/null
 seq -f "beta-%g" 1 $NB | "$B/jp-publish" "${JOBPOOL_TEST_AMQP_URL%/}" rx.beta --confirm 2>/dev/null
 seq -f "gamma-%g" 1 $NC | "$B/jp-publish" "${JOBPOOL_TEST_AMQP_URL%/}" rx.gamma --confirm 2>/dev/null
