@@ -103,9 +103,11 @@ $(B)/tests/it_%: tests/integration/it_%.c $$(addprefix $(B)/ctrl/,$$(addsuffix .
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Itests/unit $(filter %.c %.o,$^) -o $@ $(LDLIBS) $(CMOCKA_LIBS)
 
-# Worker unit tests (tests/unit/test_worker_<module>.c) link that worker module plus the
-# modules the worker shares with the controller. The shorter stem makes make prefer this rule.
-$(B)/tests/test_worker_%: tests/unit/test_worker_%.c $(B)/worker/%.o $(patsubst %,$(B)/ctrl/%.o,$(WORK_SHARED)) | build-deps
+# Worker unit tests (tests/unit/test_worker_<module>.c) link that worker module, the worker
+# modules it needs (WDEPS_), and the modules the worker shares with the controller. The shorter
+# stem makes make prefer this rule.
+WDEPS_test_worker_message = task
+$(B)/tests/test_worker_%: tests/unit/test_worker_%.c $(B)/worker/%.o $$(addprefix $(B)/worker/,$$(addsuffix .o,$$(WDEPS_test_worker_$$*))) $(patsubst %,$(B)/ctrl/%.o,$(WORK_SHARED)) | build-deps
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -Iworker-image/src -Itests/unit $(filter %.c %.o,$^) -o $@ $(LDLIBS) $(CMOCKA_LIBS)
 
@@ -259,7 +261,7 @@ FUZZ_DEPS_rmq         = $(DEPS_test_rmq)
 FUZZ_DEPS_kubeconfig  = $(DEPS_test_kubeconfig)
 FUZZ_DEPS_watch       = $(DEPS_kit_kube)
 FUZZ_DEPS_worker      = util log err
-FUZZ_WDEPS_worker     = amqp_conn
+FUZZ_WDEPS_worker     = amqp_conn message task
 # The client targets answer every request from the input (tests/fuzz/fuzz_seam.h).
 FUZZ_WRAP_kube        = -Wl,--wrap=http_request
 FUZZ_WRAP_rmq         = -Wl,--wrap=http_request

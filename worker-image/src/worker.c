@@ -3,6 +3,7 @@
 #include "amqp_conn.h"
 #include "err.h"
 #include "log.h"
+#include "message.h"
 #include "progress.h"
 #include "task.h"
 #include "util.h"
@@ -31,10 +32,6 @@ enum {
     EXIT_TASK_TIMEOUT = 124, /* a task stopped by --task-timeout that still exited 0 */
 };
 
-#define ATTEMPT_HEADER "x-jobpool-attempt"
-#define REDELIVERED_HEADER "x-jobpool-redelivered"
-#define MAX_HEADER_VALUE (128 * 1024)
-#define MAX_HEADERS 256
 
 static const char usage_[] =
     "usage: jobpool-worker [options] [--] COMMAND [ARG...]\n"
@@ -360,117 +357,6 @@ static int parse_args(int argc, char **argv, struct worker_opts *o)
     return 0;
 }
 
-static bool bytes_eq(amqp_bytes_t b, const char *s)
-{
-    return b.len == strlen(s) && memcmp(b.bytes, s, b.len) == 0;
-}
-
-/* Render a header value for the environment; false for kinds that have no flat form. */
-static bool field_text(const amqp_field_value_t *v, char *num, size_t numlen, const char **p,
-                       size_t *len)
-{
-    *p = num;
-    switch (v->kind) {
-    case AMQP_FIELD_KIND_UTF8:
-    case AMQP_FIELD_KIND_BYTES:
-        *p = v->value.bytes.bytes ? v->value.bytes.bytes : "";
-        *len = v->value.bytes.len;
-        return true;
-    case AMQP_FIELD_KIND_BOOLEAN: snprintf(num, numlen, "%s", v->value.boolean ? "true" : "false"); break;
-    case AMQP_FIELD_KIND_I8: snprintf(num, numlen, "%d", v->value.i8); break;
-    case AMQP_FIELD_KIND_U8: snprintf(num, numlen, "%u", v->value.u8); break;
-    case AMQP_FIELD_KIND_I16: snprintf(num, numlen, "%d", v->value.i16); break;
-    case AMQP_FIELD_KIND_U16: snprintf(num, numlen, "%u", v->value.u16); break;
-    case AMQP_FIELD_KIND_I32: snprintf(num, numlen, "%" PRId32, v->value.i32); break;
-    case AMQP_FIELD_KIND_U32: snprintf(num, numlen, "%" PRIu32, v->value.u32); break;
-    case AMQP_FIELD_KIND_I64: snprintf(num, numlen, "%" PRId64, v->value.i64); break;
-    case AMQP_FIELD_KIND_U64:
-    case AMQP_FIELD_KIND_TIMESTAMP: snprintf(num, numlen, "%" PRIu64, v->value.u64); break;
-    case AMQP_FIELD_KIND_F32: snprintf(num, numlen, "%g", (double)v->value.f32); break;
-    case AMQP_FIELD_KIND_F64: snprintf(num, numlen, "%g", v->value.f64); break;
-    case AMQP_FIELD_KIND_VOID: num[0] = '\0'; break;
-    default: return false;
-    }
-    *len = strlen(num);
-    return true;
-}
-
-/* The attempt number carried by the message: header x-jobpool-attempt, 1 when absent. */
-static int64_t message_attempt(const amqp_basic_properties_t *props)
-{
-    if (!(props->_flags & AMQP_BASIC_HEADERS_FLAG)) return 1;
-    for (int i = 0; i < props->headers.num_entries; i++) {
-        const amqp_table_entry_t *e = &props->headers.entries[i];
-        if (!bytes_eq(e->key, ATTEMPT_HEADER)) continue;
-        char num[64], text[64];
-        const char *p;
-        size_t len;
-        int64_t v;
-        if (!field_text(&e->value, num, sizeof num, &p, &len) || len >= sizeof text) return 1;
-        memcpy(text, p, len);
-        text[len] = '\0';
-        return util_parse_int64(text, 1, INT32_MAX, &v) == 0 ? v : 1;
-    }
-    return 1;
-}
-
-/* Did an earlier attempt of this message end unsettled? The broker says so for the delivery
- * itself; a copy that count_unsettled() requeued says so in its header. */
-static bool message_redelivered(const amqp_envelope_t *m)
-{
-    const amqp_basic_properties_t *props = &m->message.properties;
-    if (m->redelivered) return true;
-    if (!(props->_flags & AMQP_BASIC_HEADERS_FLAG)) return false;
-    for (int i = 0; i < props->headers.num_entries; i++) {
-        const amqp_table_entry_t *e = &props->headers.entries[i];
-        if (bytes_eq(e->key, REDELIVERED_HEADER))
-            return e->value.kind == AMQP_FIELD_KIND_BOOLEAN && e->value.value.boolean;
-    }
-    return false;
-}
-
-static int add_bytes_var(struct task_env *env, const char *name, amqp_bytes_t b, bool present)
-{
-    if (!present) return task_env_add(env, name, "", 0);
-    int rc = task_env_add(env, name, b.bytes ? b.bytes : "", b.len);
-    return rc == JP_EINVAL ? 0 : rc;
-}
-
-static int build_env(struct task_env *env, const amqp_envelope_t *m, int64_t attempt)
-{
-    extern char **environ;
-    const amqp_basic_properties_t *pr = &m->message.properties;
-    char num[64];
-    int rc = task_env_init(env, environ);
-    if (!rc) rc = add_bytes_var(env, "JOBPOOL_MESSAGE_ID", pr->message_id,
-                                pr->_flags & AMQP_BASIC_MESSAGE_ID_FLAG);
-    if (!rc) rc = add_bytes_var(env, "JOBPOOL_CORRELATION_ID", pr->correlation_id,
-                                pr->_flags & AMQP_BASIC_CORRELATION_ID_FLAG);
-    snprintf(num, sizeof num, "%" PRId64, attempt);
-    if (!rc) rc = task_env_add(env, "JOBPOOL_ATTEMPT", num, strlen(num));
-    const char *re = message_redelivered(m) ? "true" : "false";
-    if (!rc) rc = task_env_add(env, "JOBPOOL_REDELIVERED", re, strlen(re));
-    if (rc || !(pr->_flags & AMQP_BASIC_HEADERS_FLAG)) return rc;
-    for (int i = 0; i < pr->headers.num_entries && i < MAX_HEADERS; i++) {
-        const amqp_table_entry_t *e = &pr->headers.entries[i];
-        char name[256];
-        const char *p;
-        size_t len;
-        task_header_var(e->key.bytes, e->key.len, name, sizeof name);
-        if (!field_text(&e->value, num, sizeof num, &p, &len) || len > MAX_HEADER_VALUE) {
-            log_debug("header %s not passed to the task (nested or too long)", name);
-            continue;
-        }
-        rc = task_env_add(env, name, p, len);
-        if (rc == JP_EINVAL) {
-            log_debug("header %s not passed to the task (contains a NUL byte)", name);
-            rc = 0;
-        }
-        if (rc) return rc;
-    }
-    return 0;
-}
-
 static int conn_fd_cb(void *ctx) { return aconn_fd(ctx); }
 /* Keep the task running unless the broker took its delivery back (consumer_timeout). A lost
  * connection alone does not stop it: see docs/worker.md. */
@@ -684,7 +570,7 @@ int main(int argc, char **argv)
                             .wait_s = message_wait_s(&msg.message.properties, util_wall_ms())};
     report(&prog);
 
-    int64_t attempt = message_attempt(&msg.message.properties);
+    int64_t attempt = msg_attempt(&msg.message.properties);
     const amqp_basic_properties_t *pr = &msg.message.properties;
     log_info("took message id=%.*s attempt=%" PRId64 "/%" PRId64 " redelivered=%s bytes=%zu",
              (pr->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) ? (int)pr->message_id.len : 1,
@@ -695,7 +581,7 @@ int main(int argc, char **argv)
         c = NULL;
         goto out;
     }
-    if (build_env(&env, &msg, attempt) != 0) {
+    if (msg_task_env(&env, environ, &msg, attempt) != 0) {
         log_error("out of memory building the task environment");
         aconn_nack_requeue(c, msg.delivery_tag);
         code = finish(c, EXIT_SOFTWARE);
@@ -704,7 +590,7 @@ int main(int argc, char **argv)
     }
     /* Stopped between the message's arrival and the spawn: hand it back untouched. */
     if (pending_stop_signal()) {
-        if (requeue_same(c, &msg, attempt, message_redelivered(&msg)) == 0)
+        if (requeue_same(c, &msg, attempt, msg_redelivered(&msg)) == 0)
             log_info("stopped by a signal before the task started: message requeued");
         code = finish(c, EXIT_TERMINATED);
         c = NULL;
