@@ -62,21 +62,27 @@ drained() { # DIR QUEUE:BODY...: every queue 0 ready 0 unacked, every body run o
   ran_once "$d" "${@#*:}"
 }
 
-# run_env NS DEPLOYMENT TAG: the controller pod and a node simulator for NS (stopped by stop_pids).
-run_env() {
-  local ns=$1 dep=$2 tag=$3 port
-  port=$(free_port)
-  mkdir -p "$tmp/$tag/pods"
+# run_ctrl NS DEPLOYMENT TAG: the controller pod of that Deployment; run_sim NS TAG: a node
+# simulator for NS, pod logs in TAG/pods; run_env: both. stop_pids stops them.
+run_ctrl() {
+  local ns=$1 dep=$2 tag=$3
+  mkdir -p "$tmp/$tag"
   python3 "$here/podrun.py" --namespace "$ns" --deployment "$dep" --binary "$B/jobpool-controller" \
-    --workdir "$tmp/$tag" --metrics-address "127.0.0.1:$port" > "$tmp/$tag/controller.log" 2>&1 &
+    --workdir "$tmp/$tag" --metrics-address "127.0.0.1:$(free_port)" > "$tmp/$tag/controller.log" 2>&1 &
   pids+=($!)
+  sleep 2
+  kill -0 "${pids[-1]}" 2>/dev/null || { bad "$tag: the controller pod exited:"; tail -n 20 "$tmp/$tag/controller.log" | sed 's/^/    /'; return 1; }
+}
+run_sim() {
+  local ns=$1 tag=$2
+  mkdir -p "$tmp/$tag/pods"
   python3 "$root/tests/e2e/nodesim.py" --namespace "$ns" --worker "$B/jobpool-worker" \
     --events "$tmp/$tag/sim.events" --log-dir "$tmp/$tag/pods" > "$tmp/$tag/nodesim.log" 2>&1 &
   pids+=($!)
-  sleep 2
-  kill -0 "${pids[-2]}" 2>/dev/null || { bad "$tag: the controller pod exited:"; tail -n 20 "$tmp/$tag/controller.log" | sed 's/^/    /'; return 1; }
+  sleep 1
   kill -0 "${pids[-1]}" 2>/dev/null || { bad "$tag: the node simulator exited:"; tail -n 20 "$tmp/$tag/nodesim.log" | sed 's/^/    /'; return 1; }
 }
+run_env() { run_ctrl "$1" "$2" "$3" && run_sim "$1" "$3"; }
 show_logs() { # TAG
   echo "    -- controller (last lines)"; tail -n 15 "$tmp/$1/controller.log" | sed 's/^/    /'
   echo "    -- node simulator (last lines)"; tail -n 8 "$tmp/$1/nodesim.log" | sed 's/^/    /'
@@ -112,6 +118,48 @@ if run_env "$ns" jobpool helm; then
     || bad "instance labels on the Jobs: '$lbl'"
 fi
 stop_pids
+
+# -- two releases in one namespace, each with a pool called example, side by side ---------------
+# The second release keeps 1 finished Job (successfulHistory: 1). The first keeps 10, and its 6
+# from above. Each lists, counts and trims only Jobs with its own instance label: the second
+# never trims the first's, and neither counts the other's as covering its messages.
+cat > "$tmp/second.yaml" <<'V'
+pools:
+  - name: example
+    queue: jobpool-example-2
+    maxActive: 10
+    successfulHistory: 1
+    jobTemplate:
+      backoffLimit: 0
+      template:
+        spec:
+          restartPolicy: Never
+          containers:
+            - name: worker
+              image: localhost/jobpool-worker:0.1.0
+              args: ["--", "/bin/cat"]
+V
+if out=$("$helm" install second "$root/charts/jobpool" --namespace "$ns" -f "$tmp/second.yaml" \
+      --set rabbitmq.managementUrl="$JOBPOOL_TEST_MGMT_URL" --set rabbitmq.amqpUrl="$amqp" \
+      --set rabbitmq.auth.username="$JOBPOOL_TEST_RMQ_USER" --set rabbitmq.auth.password="$JOBPOOL_TEST_RMQ_PASS" 2>&1); then
+  declare_queue jobpool-example-2
+  two=("jobpool-example:userpath-first-1" "jobpool-example:userpath-first-2" "jobpool-example:userpath-first-3"
+       "jobpool-example-2:userpath-second-1" "jobpool-example-2:userpath-second-2" "jobpool-example-2:userpath-second-3")
+  if run_ctrl "$ns" jobpool two-first && run_ctrl "$ns" second-jobpool two-second && run_sim "$ns" two; then
+    for qb in "${two[@]}"; do publish "${qb%%:*}" "${qb#*:}" || bad "publish $qb"; done
+    if wait_until 150 drained "$tmp/two/pods" "${two[@]}"; then
+      ok "two releases in one namespace, both with a pool called example, drained their own queues"
+    else bad "two releases: not drained (jobpool-example: $(counts jobpool-example), -2: $(counts jobpool-example-2))"; show_logs two-first; show_logs two-second; fi
+    done_of() { "$kubectl" -n "$ns" get jobs -l "jobpool.dev/instance=$1" -o json |
+      python3 -c 'import json,sys; print(sum(1 for j in json.load(sys.stdin)["items"] if (j.get("status") or {}).get("succeeded")))'; }
+    settled() { [ "$(done_of second-jobpool)" = 1 ] && [ "$(done_of jobpool)" = 9 ]; }
+    if wait_until 60 settled; then
+      ok "each release trimmed only its own history: second keeps 1 finished Job, the first all 9 of its own"
+    else bad "histories: second has $(done_of second-jobpool) finished Jobs (want 1), the first $(done_of jobpool) (want 9)"; fi
+  fi
+  stop_pids
+  "$helm" uninstall second --namespace "$ns" >/dev/null 2>&1
+else bad "helm install of a second release: $out"; fi
 
 # -- 4. install.md: add a regex pool with helm upgrade; the new pod (the rollout) serves it ------
 # The values file install.md shows (docs/install.md, "More pools"), written out by the test:
