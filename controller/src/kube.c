@@ -260,11 +260,12 @@ void kube_client_free(struct kube_client *c)
     free(c);
 }
 
-int kube_client_clone(const struct kube_client *c, struct kube_client **out)
+int kube_client_clone(const struct kube_client *c, int page_size, struct kube_client **out)
 {
     struct kube_opts o = c->o;
     o.namespace_ = c->ns;
     o.user_agent = c->user_agent;
+    if (page_size > 0) o.page_size = page_size;
     return kube_client_new_auth(c->auth, &o, out);
 }
 
@@ -393,14 +394,6 @@ out:
     http_response_free(&r);
     dbuf_free(&url);
     return rc;
-}
-
-int kube_client_dup(const struct kube_client *c, int page_size, struct kube_client **out)
-{
-    struct kube_opts o = c->o;
-    o.namespace_ = c->ns;
-    if (page_size > 0) o.page_size = page_size;
-    return kube_client_new_auth(c->auth, &o, out);
 }
 
 /* Path "<prefix><ns>/<kind>[/<name>]" with escaped segments. */

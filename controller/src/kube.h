@@ -51,15 +51,13 @@ int kube_client_new_auth(const struct kube_auth *auth, const struct kube_opts *o
                          struct kube_client **out);
 void kube_client_free(struct kube_client *c);
 /* A second client with c's settings and its own connections, for another thread (the Lease
- * renewer). No fence is copied. Returns 0 or JP_ENOMEM; *out NULL on failure. */
-int kube_client_clone(const struct kube_client *c, struct kube_client **out);
+ * renewer, each watch's reflector); page_size > 0 overrides the list page size. No fence is
+ * copied. Returns 0 or JP_ENOMEM; *out NULL on failure. */
+int kube_client_clone(const struct kube_client *c, int page_size, struct kube_client **out);
 /* Fencing: before every write (POST, PUT, PATCH, DELETE, and each create of a batch) the client
  * asks allowed(ud); when it says no, the write is not sent and the call returns JP_ECANCELED
  * ("write withheld: ..." in kube_last_error). Reads are never fenced. NULL: no fence. */
 void kube_client_set_fence(struct kube_client *c, bool (*allowed)(void *ud), void *ud);
-/* A new client with its own connection and the same settings (page_size > 0 overrides the
- * list page size). Returns as kube_client_new_auth. */
-int kube_client_dup(const struct kube_client *c, int page_size, struct kube_client **out);
 /* The namespace every call works in. Owned by the client. */
 const char *kube_namespace(const struct kube_client *c);
 

@@ -142,7 +142,7 @@ int leader_new(struct kube_client *kc, const struct leader_opts *o, struct leade
     l->duration_ms = o && o->lease_duration_ms > 0 ? o->lease_duration_ms : 15000;
     l->deadline_ms = o && o->renew_deadline_ms > 0 ? o->renew_deadline_ms : 10000;
     l->retry_ms = o && o->retry_period_ms > 0 ? o->retry_period_ms : 2000;
-    if ((rc = kube_client_clone(kc, &l->kc)) != 0) goto out;
+    if ((rc = kube_client_clone(kc, 0, &l->kc)) != 0) goto out;
     if (pthread_create(&l->thread, NULL, renewer, l) != 0) {
         rc = JP_ENOMEM;
         goto out;

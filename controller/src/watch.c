@@ -21,7 +21,7 @@
  * sooner anyway: sleeping longer would only keep the cache stale. */
 #define RETRY_AFTER_MAX_MS 30000
 #define BACKOFF_MIN_MS 500
-#define BACKOFF_MAX_MS 30000
+#define BACKOFF_MAX_MS 10000     /* a server that is back is seen within this */
 #define WATCH_GONE 1            /* line callback: the server said 410, relist */
 #define WATCH_REC_MAX 1024      /* the largest record a kind may have */
 
@@ -373,7 +373,7 @@ int watch_new(const struct kube_client *c, const struct watch_kind *kind,
         const char *ns = o->namespaces ? o->namespaces[i] : kube_namespace(c);
         if (!(r->path = collection_path(kind, ns))) goto out;
         /* Small pages: a page's JSON tree is the largest thing the controller ever holds. */
-        if ((rc = kube_client_dup(c, o->page_size > 0 ? o->page_size : 100, &r->c)) != 0)
+        if ((rc = kube_client_clone(c, o->page_size > 0 ? o->page_size : 100, &r->c)) != 0)
             goto out;
     }
     rc = start_threads(w);
