@@ -181,10 +181,9 @@ static int decide_pool(struct reconcile *r, size_t i, bool depth_ok)
                       ? r->be->start_lag_ms
                       : STATS_LAG_MANAGEMENT_MS;
     if (ps->depth.age_ms > lag) lag = ps->depth.age_ms;
-    /* Every time below is on the monotonic clock, as the backend's are: the sample's wall time
-     * only tells how long ago it was taken, on this same machine's clock. */
+    /* Every time below is on the monotonic clock, as the backend's are. */
     int64_t now = util_now_ms();
-    int64_t sample_age = util_wall_ms() - ps->depth.sampled_wall_ms;
+    int64_t sample_age = now - ps->depth.sampled_ms;
     if (sample_age < 0) sample_age = 0;
     struct scale_input in = {
         .depth_ok = depth_ok,
@@ -258,7 +257,7 @@ static int observe_pool(struct reconcile *r, size_t i)
                     rmq_last_error(r->rmq));
         ps->missing = true;
         memset(&ps->depth, 0, sizeof ps->depth);
-        ps->depth.sampled_wall_ms = util_wall_ms();
+        ps->depth.sampled_ms = util_now_ms();
         depth_ok = true;
     } else if (rc == 0 && ps->missing) {
         log_msg(LOG_INFO, pool->name, 0, "queue found again");
@@ -445,12 +444,12 @@ static void publish(struct reconcile *r, size_t i)
 {
     const struct cfg_pool *pool = &r->cfg->pools[i];
     struct pool_state *ps = &r->p[i];
-    int64_t now = util_wall_ms();
+    int64_t now = util_now_ms();
     struct metrics_pool_state s = {
         .depth_ok = ps->st.depth_ok,
         .messages_ready = ps->st.ready,
         .messages_unacked = ps->st.unacked,
-        .depth_age_seconds = (double)(now - ps->depth.sampled_wall_ms +
+        .depth_age_seconds = (double)(now - ps->depth.sampled_ms +
                                       ps->depth.age_ms) / 1000.0,
         .workers_ok = true,
         .workers = {ps->d.pending, ps->d.running, ps->d.succeeded, ps->d.failed},

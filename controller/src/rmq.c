@@ -605,7 +605,7 @@ int rmq_queue_depth(struct rmq_client *c, const char *vhost, const char *queue,
     struct rmq_depth d;
     depth_zero(&d);
     int rc = mgmt_queue(c, vhost, queue, &d);
-    d.sampled_wall_ms = util_wall_ms();
+    d.sampled_ms = util_now_ms();
     /* With depthSource amqp the passive declare is the truth for ready and consumers, in real
      * time; the management API only adds unacked and the rates. A queue declared moments ago
      * has no management statistics yet (JP_ESTALE): the AMQP figures are enough then. */
@@ -617,7 +617,7 @@ int rmq_queue_depth(struct rmq_client *c, const char *vhost, const char *queue,
         int64_t ready = 0, consumers = 0;
         rc = amqp_ready(c, vhost, queue, &ready, &consumers);
         if (!rc) {
-            d.sampled_wall_ms = util_wall_ms();
+            d.sampled_ms = util_now_ms();
             d.ready = ready;
             d.consumers = consumers;
             d.total = ready + d.unacked;
@@ -625,7 +625,7 @@ int rmq_queue_depth(struct rmq_client *c, const char *vhost, const char *queue,
     }
     if (rc) {
         depth_zero(&d);
-        d.sampled_wall_ms = util_wall_ms();
+        d.sampled_ms = util_now_ms();
     }
     struct dbuf key;
     dbuf_init(&key, 4096);
@@ -813,7 +813,7 @@ static int list_vhost(struct rmq_client *c, const char *vhost)
     rc = 0;
 out:
     if (rc == JP_ENOMEM && !c->err[0]) set_err(c, NULL, "out of memory");
-    int64_t now = util_wall_ms();
+    int64_t now = util_now_ms();
     for (size_t i = 0; i < c->nrx; i++) {
         struct rxent *e = &c->rx[i];
         if (strcmp(e->vhost, vhost) != 0) continue;
@@ -821,7 +821,7 @@ out:
         e->rc = rc;
         if (sums && !rc) e->d = sums[i];
         else depth_zero(&e->d);
-        e->d.sampled_wall_ms = now;
+        e->d.sampled_ms = now;
         free(e->q);
         e->q = NULL;
         if (!rc && lists) {

@@ -21,7 +21,7 @@ struct rmq_depth {
     int64_t consumers;
     double publish_rate;        /* message_stats.publish_details.rate */
     double deliver_rate;        /* message_stats.deliver_get_details.rate */
-    int64_t sampled_wall_ms;    /* CLOCK_REALTIME ms when the sample was taken */
+    int64_t sampled_ms;         /* CLOCK_MONOTONIC ms when the sample was taken */
     int64_t age_ms;             /* how old the broker says its figures are, 0 when unknown */
     size_t nqueues;             /* queues that matched (1 for a named queue) */
     const struct rmq_qdepth *queues; /* regex: the nqueues matches, sorted by name; owned by

@@ -37,7 +37,7 @@ int __wrap_rmq_queue_depth(struct rmq_client *c, const char *vhost, const char *
             if (q[i].rc) return q[i].rc;
             out->ready = q[i].ready;
             out->consumers = q[i].consumers;
-            out->sampled_wall_ms = util_wall_ms();
+            out->sampled_ms = util_now_ms();
             out->nqueues = 1;
             return 0;
         }
@@ -57,7 +57,7 @@ int __wrap_rmq_regex_depth(struct rmq_client *c, const char *vhost, const char *
     }
     out->nqueues = rq_n;
     out->queues = rq;
-    out->sampled_wall_ms = util_wall_ms();
+    out->sampled_ms = util_now_ms();
     return 0;
 }
 

@@ -169,7 +169,7 @@ static void test_ok(void **state)
     (void)state;
     struct rmq_client *c = client();
     struct rmq_depth d;
-    int64_t before = util_wall_ms();
+    int64_t before = util_now_ms();
     assert_int_equal(rmq_queue_depth(c, "/", "ok", &d), 0);
     assert_int_equal(d.ready, 12);
     assert_int_equal(d.unacked, 3);
@@ -178,7 +178,7 @@ static void test_ok(void **state)
     assert_true(d.publish_rate == 4.5);
     assert_true(d.deliver_rate == 3.25);
     assert_int_equal(d.nqueues, 1);
-    assert_true(d.sampled_wall_ms >= before);
+    assert_true(d.sampled_ms >= before);
     assert_string_equal(rmq_last_error(c), "");
     rmq_client_free(c);
 }
