@@ -86,6 +86,7 @@ struct fake {
     unsigned long seq;
     struct backend_list orphans;
     int orphan_removes;
+    bool stale;                 /* list answers JP_ESTALE: the backend's view is too old */
 };
 
 static size_t pidx(struct fake *f, const struct cfg_pool *p) { return (size_t)(p - f->cfg->pools); }
@@ -94,6 +95,7 @@ static int f_list(struct backend *b, const struct cfg_pool *p, struct backend_li
 {
     struct fake *f = (struct fake *)b;
     out->n = 0;
+    if (f->stale) return JP_ESTALE;
     struct backend_list *l = &f->w[pidx(f, p)];
     for (size_t i = 0; i < l->n; i++) {
         backend_list_push(out, &l->v[i]);
@@ -261,6 +263,39 @@ static void test_failed_read_holds_and_backs_off(void **state)
     reconcile_pass(rec);
     assert_int_equal(q[0].reads, reads);
     assert_int_equal(q[1].reads, 2);
+}
+
+/* A backend whose view of the workers is too old: the pool holds (no start although messages
+ * wait, no delete although history is over its limit), backs off nothing, and resumes at once
+ * when the view is current again. Its last known workers keep counting for maxActiveTotal. */
+static void test_stale_backend_holds(void **state)
+{
+    (void)state;
+    setup_pools(2, 12);
+    q[0].ready = 5;
+    make(false);
+    assert_int_equal(reconcile_pass(rec), 0);
+    assert_int_equal(fk.starts[0], 5);
+    for (int i = 0; i < 4; i++) {
+        struct backend_worker w;
+        memset(&w, 0, sizeof w);
+        snprintf(w.id, sizeof w.id, "old%d", i);
+        w.w.state = SCALE_SUCCEEDED;
+        w.w.finished_ms = util_now_ms() - 1000 * (i + 1);
+        backend_list_push(&fk.w[0], &w);
+    }
+    q[0].ready = 20;
+    q[1].ready = 20;
+    fk.stale = true;
+    assert_int_equal(reconcile_pass(rec), JP_ESTALE);
+    assert_int_equal(fk.starts[0], 5);
+    assert_int_equal(fk.removes[0], 0);
+    assert_int_equal(fk.starts[1], 0);
+    assert_string_equal(reconcile_status(rec, 0)->reason, "cache_stale");
+    fk.stale = false;
+    assert_int_equal(reconcile_pass(rec), 0); /* no back-off: the very next pass acts */
+    assert_int_equal(fk.removes[0], 4 - 2);   /* successfulHistory 2 */
+    assert_int_equal(fk.starts[0] + fk.starts[1], 12); /* maxActiveTotal 12 */
 }
 
 static void test_missing_queue_is_zero(void **state)
@@ -618,6 +653,7 @@ int main(void)
         cmocka_unit_test_teardown(test_burst_capped_at_max_active, teardown),
         cmocka_unit_test_teardown(test_failed_read_holds_and_backs_off, teardown),
         cmocka_unit_test_teardown(test_missing_queue_is_zero, teardown),
+        cmocka_unit_test_teardown(test_stale_backend_holds, teardown),
         cmocka_unit_test_teardown(test_history_cleanup, teardown),
         cmocka_unit_test_teardown(test_recent_history_kept_until_seen, teardown),
         cmocka_unit_test_teardown(test_global_cap_shared, teardown),
