@@ -9,7 +9,8 @@
 # - every Job (and the Pod the Job controller makes of it) has the restricted Pod Security
 #   fields; a template that asks for more keeps it, and the controller warns once;
 # - the workers log in as a broker user whose password is S3cr:t@x/%y and drain both queues,
-#   every message run exactly once;
+#   every message run exactly once; green's over amqps:// with the CA from rabbitmq.caSecret
+#   (the node simulator mounts the Secret as a kubelet would);
 # - blue (successfulHistory 0) deletes its finished Jobs; green's (history 10) all stay;
 # - blue's config names no namespace: it works in POD_NAMESPACE; without POD_NAME, its
 #   TemplateRejected Event is warned about once instead of dropped in silence.
@@ -55,8 +56,22 @@ mq PUT "/api/users/$WUSER" "$(jq -n --arg p "$WPASS" '{password:$p,tags:""}')" >
 mq PUT "/api/permissions/%2F/$WUSER" '{"configure":".*","write":".*","read":".*"}' >/dev/null
 k POST "/api/v1/namespaces/$NS/secrets" "$(jq -n --arg u "$WUSER" --arg p "$WPASS" \
   '{metadata:{name:"jobpool-worker"},stringData:{username:$u,password:$p}}')" >/dev/null
-k POST "/api/v1/namespaces/$NS/secrets" \
-  '{"metadata":{"name":"rabbitmq-ca"},"stringData":{"ca.crt":"not used by amqp://"}}' >/dev/null
+# green's workers reach the broker over amqps:// (socat with a certificate of a private CA in
+# front of it): the CA only reaches them through rabbitmq.caSecret.
+mkdir -p "$T/tls"
+( cd "$T/tls" &&
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj "/CN=jobpool inst CA" &&
+  openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj "/CN=localhost" &&
+  printf 'subjectAltName=DNS:localhost\n' > ext &&
+  openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 -extfile ext
+) >/dev/null 2>&1 || bad "could not make a test CA and certificate with openssl"
+TLSPORT=$(free_port)
+command -v socat >/dev/null || bad "socat is not installed (tests/env/deps.sh test installs it)"
+socat "OPENSSL-LISTEN:$TLSPORT,bind=127.0.0.1,cert=$T/tls/srv.pem,key=$T/tls/srv.key,verify=0,reuseaddr,fork" \
+  "TCP:127.0.0.1:$JOBPOOL_TEST_AMQP_PORT" 2>/dev/null &
+pids+=($!)
+k POST "/api/v1/namespaces/$NS/secrets" "$(jq -n --rawfile ca "$T/tls/ca.pem" \
+  '{metadata:{name:"rabbitmq-ca"},stringData:{"ca.crt":$ca}}')" >/dev/null
 for q in inst.blue inst.green inst.broken inst.rx.one inst.rx.two; do
   mq DELETE "/api/queues/%2F/$q" >/dev/null 2>&1
   mq PUT "/api/queues/%2F/$q" '{"durable":true}' >/dev/null
@@ -107,8 +122,10 @@ cat >> "$T/blue.yaml" <<EOC
     jobTemplate: {template: {spec: {restartPolicy: Never, containers: []}}}
 EOC
 # green's template asks for more than "restricted": kept as written, and warned about once.
-config green inst.green 10 "              securityContext: {allowPrivilegeEscalation: true}" \
+config green inst.green 10 "              securityContext: {allowPrivilegeEscalation: true}" |
+  sed "s|amqpUrl: amqp://127.0.0.1:$JOBPOOL_TEST_AMQP_PORT|amqpUrl: amqps://localhost:$TLSPORT|" \
   > "$T/green.yaml"
+grep -q "amqpUrl: amqps://localhost:$TLSPORT" "$T/green.yaml" || bad "green's config has no amqps:// URL"
 # And a regex pool: each Job is given one concrete queue.
 cat >> "$T/green.yaml" <<EOC
   - name: rx
@@ -158,11 +175,11 @@ k GET "/apis/batch/v1/namespaces/$NS/jobs?labelSelector=jobpool.dev%2Fpool%3Dexa
 k GET "/api/v1/namespaces/$NS/pods?labelSelector=jobpool.dev%2Fpool%3Dexample" > "$T/pods.json"
 check "no Job or Pod holds the password, raw or encoded" bash -c \
   "! grep -qF -e '$WPASS' -e 'S3cr%3At%40x%2F%25y' -e '$RABBITMQ_PASSWORD' '$T/jobs.json' '$T/pods.json'"
-python3 - "$T/jobs.json" "$T/pods.json" "$JOBPOOL_TEST_AMQP_PORT" > "$T/shape.txt" <<'EOP'
+python3 - "$T/jobs.json" "$T/pods.json" "$JOBPOOL_TEST_AMQP_PORT" "$TLSPORT" > "$T/shape.txt" <<'EOP'
 import json, sys
 jobs = json.load(open(sys.argv[1]))["items"]
 pods = json.load(open(sys.argv[2]))["items"]
-url = "amqp://127.0.0.1:%s" % sys.argv[3]
+urls = {"blue": "amqp://127.0.0.1:%s" % sys.argv[3], "green": "amqps://localhost:%s" % sys.argv[4]}
 bad = []
 def need(ok, what):
     if not ok:
@@ -172,13 +189,13 @@ for j in jobs:
     need(inst in ("blue", "green"), "instance label")
     need(j["spec"]["template"]["metadata"]["labels"].get("jobpool.dev/instance") == inst,
          "pod template instance label")
-for o, ps in [(j["metadata"]["name"], j["spec"]["template"]["spec"]) for j in jobs] + \
-             [(p["metadata"]["name"], p["spec"]) for p in pods]:
-    green = o.startswith("example-") and any(
-        c.get("securityContext", {}).get("allowPrivilegeEscalation") for c in ps["containers"])
+for o, inst, ps in [(j["metadata"]["name"], j["metadata"]["labels"].get("jobpool.dev/instance"),
+                     j["spec"]["template"]["spec"]) for j in jobs] + \
+                   [(p["metadata"]["name"], p["metadata"]["labels"].get("jobpool.dev/instance"),
+                     p["spec"]) for p in pods]:
     c = ps["containers"][0]
     env = {e["name"]: e for e in c.get("env", [])}
-    need(env.get("JOBPOOL_AMQP_URL", {}).get("value") == url, o + " url")
+    need(env.get("JOBPOOL_AMQP_URL", {}).get("value") == urls.get(inst), o + " url")
     for v, key in (("JOBPOOL_AMQP_USERNAME", "username"), ("JOBPOOL_AMQP_PASSWORD", "password")):
         ref = env.get(v, {}).get("valueFrom", {}).get("secretKeyRef", {})
         need(ref == {"name": "jobpool-worker", "key": key} and "value" not in env.get(v, {}),
@@ -224,6 +241,8 @@ check "regex pool: each queue's messages once ($(sort "$T/ran.rx" 2>/dev/null | 
 logins=$(mq GET /api/connections 2>/dev/null | jq -r --arg u "$WUSER" '[.[] | select(.user == $u)] | length')
 check "workers logged in as $WUSER (no worker left connected: ${logins:-?})" [ "${logins:-x}" = 0 ]
 check "the workers never printed the password" bash -c "! cat '$T'/example-*.log | grep -qF '$WPASS'"
+check "green's workers verified the broker with the CA from caSecret (no TLS failure logged)" \
+  bash -c "! cat '$T'/example-*.log '$T'/rx-*.log 2>/dev/null | grep -qi 'verification failed'"
 wait_for 30 counts_are 0 $NG $NG
 check "blue (successfulHistory 0) deletes its finished Jobs; green keeps all $NG ($(njobs blue), $(njobs green))" \
   counts_are 0 $NG $NG
