@@ -6,7 +6,9 @@
                               (durations: a JSON schema cannot compare "1m30s" with "100ms", so
                               the chart's validate template does, from this table)
   charts/limits.py --check    write nothing; exit 1 and say what differs (the drift test)
-`make chart-limits` runs the first form.
+`make chart-limits` runs the first form. Both forms also hold the JobPool CRD
+(charts/jobpool/crds/, hand-written with its comments) to the table: a pool limit there that
+differs from the table is an error to fix by hand.
 """
 import collections
 import json
@@ -18,6 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADER = os.path.join(ROOT, "controller/src/config_limits.h")
 SCHEMA = os.path.join(ROOT, "charts/jobpool/values.schema.json")
 TPL = os.path.join(ROOT, "charts/jobpool/templates/_limits.tpl")
+CRD = os.path.join(ROOT, "charts/jobpool/crds/jobpools.jobpool.dev.yaml")
 DURATION_MAX_MS = 365 * 24 * 3600 * 1000
 
 
@@ -77,6 +80,31 @@ def tpl(durations):
             "{{- define \"jobpool.durationLimits\" -}}\n" + body + "\n{{- end -}}\n")
 
 
+def crd_drift(rows):
+    """Where the JobPool CRD's pool keys (spec.X; the pool name is metadata.name) disagree with
+    the table. Durations are not compared: OpenAPI cannot, the controller checks them."""
+    if not os.path.exists(CRD):
+        return []
+    import yaml   # python3-yaml (tests/env/deps.sh test); only needed for this check
+    crd = yaml.safe_load(open(CRD))
+    out = []
+    for ver in crd["spec"]["versions"]:
+        props = ver["schema"]["openAPIV3Schema"]["properties"]
+        for key, kind, lo, hi in rows:
+            if not key.startswith("pools.") or kind == "DURATION":
+                continue
+            k = key.split(".", 1)[1]
+            n = props["metadata"]["properties"].get("name") if k == "name" else \
+                props["spec"]["properties"].get(k)
+            if n is None:
+                continue
+            want = {"INT": {"minimum": lo, "maximum": hi}, "LENGTH": {"maxLength": hi}}[kind]
+            got = {f: n.get(f) for f in want}
+            if got != want:
+                out.append("%s %s: %s has %r, the table %r" % (ver["name"], key, os.path.relpath(CRD, ROOT), got, want))
+    return out
+
+
 def main():
     check = sys.argv[1:] == ["--check"]
     schema = json.load(open(SCHEMA), object_pairs_hook=collections.OrderedDict)
@@ -89,9 +117,14 @@ def main():
             drift.append(os.path.relpath(path, ROOT))
             if not check:
                 open(path, "w").write(text)
+    crd = crd_drift(table())
+    for line in crd:
+        print("limits.py: %s (edit the CRD)" % line, file=sys.stderr)
     if check and drift:
         sys.exit("limits.py: %s differ from controller/src/config_limits.h (run make chart-limits)"
                  % ", ".join(drift))
+    if crd:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

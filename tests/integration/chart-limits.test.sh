@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The chart and the controller agree on every limit (issue 12, item 7). The limits live in one
 # table, controller/src/config_limits.h; charts/limits.py writes the chart's side of it.
-#   1. no drift: values.schema.json and templates/_limits.tpl are what the table gives (and a
-#      changed table is noticed: the negative control);
+#   1. no drift: values.schema.json and templates/_limits.tpl are what the table gives, and the
+#      JobPool CRD's pool limits are the table's (a changed table or CRD is noticed: the negative
+#      controls);
 #   2. tests/integration/chart_limits.py renders every limit's boundary values on both sides through
 #      helm template and jobpool-controller --check-config, plus the cases seen to disagree.
 # Run by `make integration` (tests/integration/run.sh).
@@ -29,6 +30,12 @@ if cmp -s "$root/controller/src/config_limits.h" "$tmp/copy/controller/src/confi
 elif python3 "$tmp/copy/charts/limits.py" --check >/dev/null 2>&1; then
   bad "negative control: a changed limit went unnoticed"
 else ok "negative control: a changed limit in the table is reported as drift"; fi
+cp "$root/controller/src/config_limits.h" "$tmp/copy/controller/src/config_limits.h"
+sed -i '0,/maximum: 1000$/s//maximum: 999/' "$tmp/copy/charts/jobpool/crds/jobpools.jobpool.dev.yaml"
+out=$(python3 "$tmp/copy/charts/limits.py" --check 2>&1)
+if grep -q 'pools.maxAttempts: .*crds' <<<"$out"; then
+  ok "negative control: a JobPool CRD limit that differs from the table is reported"
+else bad "negative control: a changed limit in the JobPool CRD went unnoticed"; fi
 
 if python3 "$here/chart_limits.py" "$bin/helm" "$root/charts/jobpool" "$ctrl" > "$tmp/out" 2>&1; then
   ok "$(tail -n1 "$tmp/out")"
