@@ -525,6 +525,7 @@ int reconcile_pass(struct reconcile *r)
 
     rmq_tick_begin(r->rmq);
     int rc = r->be->observe(r->be);
+    if (r->be->report) r->be->report(r->be, r->m); /* before the first list too */
     if (rc == JP_ESTALE) {
         /* The backend has not listed its workers yet (the Job cache's first list): nothing
          * can be decided, and nothing is wrong with any pool. */
@@ -535,7 +536,6 @@ int reconcile_pass(struct reconcile *r)
     }
     if (rc) first = rc;
     r->fenced = false;
-    if (r->be->report) r->be->report(r->be, r->m);
 
     int64_t total_active = observe_orphans(r);
     for (size_t i = 0; i < cfg->npools; i++) {
