@@ -8,7 +8,7 @@
 #      kubelet does: the workers' login reaches them only that way);
 #   3. messages on the default pool's queue are drained, each run exactly once;
 #   4. helm upgrade adding a queueRegex pool, as install.md shows; a new controller pod (the
-#      rollout) runs it (its drain waits for regex pools on the kube backend: see step 4);
+#      rollout) drains two matching queues;
 #   5. kubectl apply -k of an overlay of deploy/ that moves everything to another namespace and
 #      sets the broker, as install.md shows; its controller drains the default queue there.
 # Queue counts are exact (rabbitmqctl through tests/env/rabbitmq.sh ctl), waited on with a deadline.
@@ -174,13 +174,13 @@ PY
 [ -s "$tmp/pools.yaml" ] || bad "docs/install.md lost its pools.yaml example"
 if out=$("$helm" upgrade jobpool "$root/charts/jobpool" --namespace "$ns" --reuse-values -f "$tmp/pools.yaml" 2>&1); then
   ok "helm upgrade --reuse-values -f pools.yaml (install.md's example, with a queueRegex pool)"
-  # The queueRegex pool's drain is not checked yet: the kube backend gives a regex pool's Jobs no
-  # JOBPOOL_QUEUE (issue 12, item 3), so its workers exit 2. What is checked: the rollout's new
-  # controller pod runs the upgraded config, both pools.
+  declare_queue reports.daily; declare_queue reports.weekly
+  rb=("reports.daily:userpath-regex-1" "reports.daily:userpath-regex-2" "reports.weekly:userpath-regex-3" "reports.weekly:userpath-regex-4")
   if run_env "$ns" jobpool upgrade; then
-    if wait_until 30 grep -q 'started: backend=kube pools=2 ' "$tmp/upgrade/controller.log"; then
-      ok "the new controller pod (the rollout) runs the upgraded config: 2 pools"
-    else bad "the new controller pod does not run 2 pools"; show_logs upgrade; fi
+    for qb in "${rb[@]}"; do publish "${qb%%:*}" "${qb#*:}" || bad "publish $qb"; done
+    if wait_until 150 drained "$tmp/upgrade/pods" "${rb[@]}"; then
+      ok "the queueRegex pool drained reports.daily and reports.weekly, each message run once"
+    else bad "the regex pool did not drain (daily: $(counts reports.daily), weekly: $(counts reports.weekly))"; show_logs upgrade; fi
   fi
   stop_pids
 else bad "helm upgrade: $out"; fi
