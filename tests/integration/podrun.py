@@ -152,12 +152,13 @@ def main():
     if a.metrics_address is not None:
         argv += ["--metrics-address", a.metrics_address]
     script = ("mount -t tmpfs podrun /run && mkdir -p %s && cp %s/token %s/ca.crt %s/namespace %s/ && "
-              "exec env -i \"$@\"" % (SA_DIR, sadir, sadir, sadir, SA_DIR))
-    full = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "podrun"] + \
-        ["%s=%s" % kv for kv in env.items()] + argv
+              "exec \"$@\"" % (SA_DIR, sadir, sadir, sadir, SA_DIR))
+    full = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "podrun"] + argv
     with open(os.path.join(a.workdir, "podrun.cmd"), "w") as f:   # for the test's log: no secrets
         f.write(" ".join(shlex.quote(x) for x in argv) + "\n")
-    os.execvp("unshare", full)
+    # The pod's environment only (as a container gets), passed as the environment: never on a
+    # command line, where ps would show the password.
+    os.execvpe("unshare", full, env)
 
 
 if __name__ == "__main__":
