@@ -7,7 +7,8 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 figs=$(mktemp -d /tmp/jobpool-bench-e2e.XXXXXX)
-trap 'rm -rf "$figs"' EXIT
+# KEEP=DIR keeps the figures and the recorded events there (to plot them again).
+trap '[ -z "${KEEP:-}" ] || { mkdir -p "$KEEP" && cp -r "$figs"/. "$KEEP"/; }; rm -rf "$figs"' EXIT
 E2E_FIGURES_OUT=$figs E2E_TIMELINE_OUT=$figs/timeline "$root/tests/e2e/run.sh" "$@"
 rc=$?
 # The baseline a user would otherwise pick: the same scenarios, the same harness, deciding with
