@@ -20,7 +20,7 @@ cd "$root" || exit 1
 # -- 1. order, for each target that compiles --------------------------------------------------
 # first_line REGEX FILE: the number of the first line matching, or 999999.
 first_line() { grep -nE -m1 -- "$1" "$2" | cut -d: -f1 | grep . || echo 999999; }
-for t in all demo unit asan valgrind integration kube-integration e2e bench chart-test fuzz; do
+for t in all demo unit asan valgrind tsan integration kube-integration e2e bench chart-test fuzz; do
   make -n -B B="$tmp/n-$t" "$t" > "$tmp/n-$t.out" 2>&1
   d=$(first_line 'deps\.sh' "$tmp/n-$t.out")
   c=$(first_line '(^| )(cc|gcc|clang|\$\(CC\))( |$).*(-c |-o )' "$tmp/n-$t.out")
