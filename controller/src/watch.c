@@ -262,6 +262,7 @@ static void *reflector_main(void *arg)
             }
             need_list = false;
             listed_at = util_now_ms();
+            backoff = BACKOFF_MIN_MS; /* the server answers again */
         }
         int64_t t0 = util_now_ms();
         rc = watch_once(r);
