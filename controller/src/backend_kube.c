@@ -221,7 +221,10 @@ static void to_worker(struct kb *K, const struct kube_job *j, struct backend_sta
         w->w.started_ms = s ? s->running_ms : now;
         break;
     default:
+        /* Between pod retries: it will take a message again, but it is not "pending" in the
+         * sense of pendingTimeout: its worker has run. */
         w->w.state = SCALE_PENDING;
+        w->w.ran = kube_job_ran(j);
         break;
     }
 }

@@ -468,10 +468,12 @@ void kube_job_set_state(struct kube_job *j)
 {
     if (j->complete) j->state = KUBE_JOB_SUCCEEDED;
     else if (j->failed_cond) j->state = KUBE_JOB_FAILED;
-    /* A Job with a finished pod and no final condition is between retries: its worker has
-     * run, so it is never "pending" (and never deleted as such). */
-    else if (j->running_pods > 0 || j->succeeded > 0 || j->failed > 0) j->state = KUBE_JOB_RUNNING;
-    else j->state = KUBE_JOB_PENDING;
+    else j->state = j->running_pods > 0 ? KUBE_JOB_RUNNING : KUBE_JOB_PENDING;
+}
+
+bool kube_job_ran(const struct kube_job *j)
+{
+    return j->succeeded > 0 || j->failed > 0;
 }
 
 bool kube_pod_running(const struct kube_pod *p)

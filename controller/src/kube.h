@@ -251,11 +251,13 @@ int kube_pods_list(struct kube_client *c, const char *label_selector, struct kub
 /* Whether a pod counts as a running worker: phase Running, or Unknown (its node stopped
  * reporting; the container may well be running, so it is never treated as pending). */
 bool kube_pod_running(const struct kube_pod *p);
+/* Whether a pod of the Job has already finished (status.succeeded or failed > 0): a Job with no
+ * final condition is then between pod retries, and its worker has run. */
+bool kube_job_ran(const struct kube_job *j);
 
 /* Fill running_pods and state of every job from pods (kube_pod_running, matched by job-name):
- * SUCCEEDED/FAILED from the conditions; RUNNING with a running pod, or when a pod of it has
- * already finished (status.succeeded/failed > 0 without a final condition: the Job is between
- * pod retries, its worker has run); PENDING otherwise. */
+ * SUCCEEDED/FAILED from the conditions, RUNNING with a running pod, PENDING otherwise. A
+ * PENDING Job with status.succeeded/failed > 0 is between pod retries: kube_job_ran. */
 void kube_job_states(struct kube_job *jobs, size_t n, const struct kube_pod *pods, size_t npods);
 /* The state of one job from its conditions and running_pods (as kube_job_states). */
 void kube_job_set_state(struct kube_job *j);

@@ -197,7 +197,7 @@ int scale_decide(const struct scale_input *in, const struct scale_limits *lim,
         switch (w->state) {
         case SCALE_PENDING:
             pending++;
-            if (in->depth_ok && lim->pending_timeout_ms > 0 &&
+            if (in->depth_ok && lim->pending_timeout_ms > 0 && !w->ran &&
                 age_ms(in->now_ms, w->created_ms) > lim->pending_timeout_ms)
                 timed_out++;
             break;
@@ -245,7 +245,7 @@ int scale_decide(const struct scale_input *in, const struct scale_limits *lim,
                        SCALE_DEL_FAILED_HISTORY, scratch, out);
         for (size_t i = 0; timed_out > 0 && i < in->nworkers; i++) {
             const struct scale_worker *w = &in->workers[i];
-            if (w->state == SCALE_PENDING &&
+            if (w->state == SCALE_PENDING && !w->ran &&
                 age_ms(in->now_ms, w->created_ms) > lim->pending_timeout_ms) {
                 out->deletes[out->ndeletes].idx = i;
                 out->deletes[out->ndeletes].reason = SCALE_DEL_PENDING_TIMEOUT;

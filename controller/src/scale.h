@@ -20,6 +20,9 @@ struct scale_worker {
     int64_t finished_ms;        /* when it finished; 0 if active */
     int queue;                  /* per-queue pools: index into scale_input.queues, -1 when it
                                  * serves none of them (a queue that stopped matching) */
+    bool ran;                   /* SCALE_PENDING only: it has run before and waits to run again
+                                   (a Job between pod retries). It will take a message, so it
+                                   counts as pending, but it is never deleted as timed out */
 };
 
 /* One queue of a pool that serves several (a queueRegex pool), from the same sample. */
@@ -93,7 +96,8 @@ struct scale_decision {
  *
  * Deletes: succeeded workers beyond successful_history and failed ones beyond failed_history,
  * oldest finished_ms first (ties: older created_ms, then lower index), listed in that order;
- * then SCALE_PENDING workers older than pending_timeout_ms (now_ms - created_ms; 0 disables),
+ * then SCALE_PENDING workers older than pending_timeout_ms (now_ms - created_ms; 0 disables)
+ * that have not run before (ran false),
  * which are still counted as active this tick. A SCALE_RUNNING worker is never deleted.
  * depth_ok false: no start beyond the min_active top-up, no pending-timeout deletes, history
  * cleanup still runs, reason "hold_no_data".

@@ -498,7 +498,9 @@ static void test_states_not_pending(void **state)
     assert_true(kube_pod_running(&pods[0]));
     kube_job_states(jobs, 2, pods, 1);
     assert_int_equal(jobs[0].state, KUBE_JOB_RUNNING);
-    assert_int_equal(jobs[1].state, KUBE_JOB_RUNNING);
+    assert_int_equal(jobs[1].state, KUBE_JOB_PENDING); /* it will take a message again... */
+    assert_true(kube_job_ran(&jobs[1]));                /* ...but its worker has run */
+    assert_false(kube_job_ran(&jobs[0]));
     /* Once the Job controller gives up, it is failed, not running. */
     jobs[1].failed_cond = true;
     kube_job_states(jobs, 2, pods, 1);

@@ -18,11 +18,11 @@
 #define NDEL 32
 
 /* Worker shorthands. Busy/idle is not a worker attribute: it comes from the broker's figures. */
-#define PEND(c) {SCALE_PENDING, (c), 0, 0, 0}
-#define RUN_OLD {SCALE_RUNNING, NOW - 60000, NOW - 50000, 0, 0}      /* seen by the sample */
-#define RUN_NEW {SCALE_RUNNING, NOW - 20000, NOW - 2000, 0, 0}       /* started after it */
-#define DONE(f) {SCALE_SUCCEEDED, (f) - 10000, (f) - 5000, (f), 0}
-#define FAIL(f) {SCALE_FAILED, (f) - 10000, (f) - 5000, (f), 0}
+#define PEND(c) {SCALE_PENDING, (c), 0, 0, 0, false}
+#define RUN_OLD {SCALE_RUNNING, NOW - 60000, NOW - 50000, 0, 0, false}      /* seen by the sample */
+#define RUN_NEW {SCALE_RUNNING, NOW - 20000, NOW - 2000, 0, 0, false}       /* started after it */
+#define DONE(f) {SCALE_SUCCEEDED, (f) - 10000, (f) - 5000, (f), 0, false}
+#define FAIL(f) {SCALE_FAILED, (f) - 10000, (f) - 5000, (f), 0, false}
 
 static const struct scale_limits base_limits = {
     .max_active = 50, .min_active = 0, .spare_workers = 0, .max_start_per_tick = 20,
@@ -160,9 +160,9 @@ static void run_start_case(const struct start_case *c)
     for (int i = 0; i < c->nrun_new; i++)
         ws[n++] = (struct scale_worker)RUN_NEW;
     for (int i = 0; i < c->ndone_new; i++)
-        ws[n++] = (struct scale_worker){SCALE_SUCCEEDED, NOW - 4000, NOW - 3000, NOW - 1000, 0};
+        ws[n++] = (struct scale_worker){SCALE_SUCCEEDED, NOW - 4000, NOW - 3000, NOW - 1000, 0, false};
     for (int i = 0; i < c->ndone_old; i++)
-        ws[n++] = (struct scale_worker){SCALE_SUCCEEDED, NOW - 40000, NOW - 30000, NOW - 1000, 0};
+        ws[n++] = (struct scale_worker){SCALE_SUCCEEDED, NOW - 40000, NOW - 30000, NOW - 1000, 0, false};
     struct scale_input in = {
         .depth_ok = !c->fail_read, .ready = c->ready, .unacked = c->unacked,
         .consumers = c->consumers, .sample_ms = SAMPLE, .workers = ws, .nworkers = n,
@@ -265,6 +265,10 @@ static const struct del_case del_cases[] = {
      .w = {PEND(NOW - 400000), PEND(NOW - 100000), PEND(NOW - 300000), PEND(NOW - 300001),
            {SCALE_RUNNING, NOW - 900000, NOW - 1000, 0, 0}},
      .n = 5, .ndel = 2, .idx = {0, 3}, .why = {T_, T_}},
+    {.name = "a Job between pod retries is pending but never timed out", .succ_hist = 10,
+     .fail_hist = 10, .pending_timeout_ms = 1000,
+     .w = {{SCALE_PENDING, NOW - 400000, 0, 0, 0, .ran = true}, PEND(NOW - 5000)},
+     .n = 2, .ndel = 1, .idx = {1}, .why = {T_}},
     {.name = "pending timeout 0 disables", .succ_hist = 10, .fail_hist = 10,
      .pending_timeout_ms = 0, .w = {PEND(0), PEND(NOW - 400000)}, .n = 2, .ndel = 0},
     {.name = "history before timeouts", .succ_hist = 0, .fail_hist = 10,
@@ -325,7 +329,7 @@ static void test_history_large(void **state)
     assert_non_null(w);
     for (size_t i = 0; i < N; i++) {
         int64_t f = (int64_t)((i * 7919) % N); /* a permutation of 0..N-1 */
-        w[i] = (struct scale_worker){i % 3 ? SCALE_SUCCEEDED : SCALE_FAILED, f, f, 1000 + f, 0};
+        w[i] = (struct scale_worker){i % 3 ? SCALE_SUCCEEDED : SCALE_FAILED, f, f, 1000 + f, 0, false};
     }
     struct scale_input in = {.depth_ok = true, .workers = w, .nworkers = N, .now_ms = NOW,
                              .sample_ms = SAMPLE};
@@ -414,7 +418,7 @@ static void test_invalid(void **state)
     assert_int_equal(scale_decide(&in, &base_limits, &d), 0);
     scale_decision_free(&d);
     /* Unknown state: refused, nothing leaks (the deletes buffer is not yet allocated). */
-    struct scale_worker odd[2] = {DONE(NOW - 1), {(enum scale_state)9, 0, 0, 0, 0}};
+    struct scale_worker odd[2] = {DONE(NOW - 1), {(enum scale_state)9, 0, 0, 0, 0, false}};
     in.workers = odd;
     in.nworkers = 2;
     struct scale_limits l0 = base_limits;
@@ -704,12 +708,12 @@ static void test_queue_table(void **state)
         size_t n = 0;
         for (int q = 0; q <= MAXQ; q++) {
             for (int i = 0; i < qc->pend[q]; i++)
-                ws[n++] = (struct scale_worker){SCALE_PENDING, NOW - 1000, 0, 0, q - 1};
+                ws[n++] = (struct scale_worker){SCALE_PENDING, NOW - 1000, 0, 0, q - 1, false};
             for (int i = 0; i < qc->run[q]; i++)
-                ws[n++] = (struct scale_worker){SCALE_RUNNING, NOW - 60000, NOW - 50000, 0, q - 1};
+                ws[n++] = (struct scale_worker){SCALE_RUNNING, NOW - 60000, NOW - 50000, 0, q - 1, false};
             for (int i = 0; i < qc->unseen[q]; i++)
                 ws[n++] = (struct scale_worker){SCALE_SUCCEEDED, NOW - 4000, NOW - 3000,
-                                                NOW - 1000, q - 1};
+                                                NOW - 1000, q - 1, false};
         }
         struct scale_input in = {.depth_ok = true, .sample_ms = NOW - 10000, .workers = ws,
                                  .nworkers = n, .now_ms = NOW, .per_queue = true,
@@ -759,7 +763,7 @@ static void test_queue_single_equals_pool(void **state)
             ws[i] = (struct scale_worker){kind == 0 ? SCALE_PENDING : kind == 3 ? SCALE_SUCCEEDED
                                                                                 : SCALE_RUNNING,
                                           NOW - 60000, kind == 0 ? 0 : st,
-                                          kind == 3 ? NOW - 1000 : 0, 0};
+                                          kind == 3 ? NOW - 1000 : 0, 0, false};
         }
         struct scale_queue q = {lcg(&seed) % 60, lcg(&seed) % 3, lcg(&seed) % 20};
         struct scale_input pool = {.depth_ok = true, .ready = q.ready, .unacked = q.unacked,

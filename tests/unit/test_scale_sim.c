@@ -223,7 +223,7 @@ static void control(struct sim *s, int64_t t)
     struct scale_worker sw[WCAP];
     for (size_t i = 0; i < s->nw; i++)
         sw[i] = (struct scale_worker){s->w[i].st, s->w[i].created, s->w[i].started,
-                                      s->w[i].finished, 0};
+                                      s->w[i].finished, 0, false};
     const struct snap *sn = visible_snapshot(s, t);
     bool read_ok = sn && rnd_unit(&s->rng_workers) >= c->p_read_fail;
     if (!read_ok)
