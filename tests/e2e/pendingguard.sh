@@ -59,12 +59,13 @@ unk_jobs=$(kapi GET "/apis/batch/v1/namespaces/$NS/jobs?labelSelector=jobpool.de
 check "guard-unk: the Job of the pod in phase Unknown is still there ($unk_jobs)" [ "$unk_jobs" = 1 ]
 ran() { [ "$(lines "$out/done")" -ge 1 ] && [ "$(lines "$out_unk/done")" -ge 1 ] && [ "$(lines "$out_retry/failed")" -ge 2 ]; }
 wait_until 90 ran
-jobs_in_ns() { kapi GET "/apis/batch/v1/namespaces/$NS/jobs" | jq -r '.items | length'; }
+jobs_in_ns() { kapi GET "/apis/batch/v1/namespaces/$NS/jobs?labelSelector=jobpool.dev/pool%3Dguard" | jq -r '.items | length'; }
 complete_in_ns() {
-  kapi GET "/apis/batch/v1/namespaces/$NS/jobs" |
+  kapi GET "/apis/batch/v1/namespaces/$NS/jobs?labelSelector=jobpool.dev/pool%3Dguard" |
     jq -r '[.items[] | select(any((.status.conditions // [])[]; .type == "Complete" and .status == "True"))] | length'
 }
-wait_until 30 bash -c "[ \"\$(kapi GET /apis/batch/v1/namespaces/$NS/jobs | jq -r '[.items[] | select(.status.succeeded == 1)] | length')\" = 1 ]" 2>/dev/null
+guard_done() { [ "$(complete_in_ns)" = 1 ]; }
+wait_until 30 guard_done
 sleep 3 # three more ticks: a late duplicate or delete would show now
 timeouts=$(ctrl_metrics | awk '/^jobpool_workers_deleted_total\{pool="guard",reason="pending_timeout"\}/ {print $2}')
 check "the controller decided the delete and its live check kept the Job" \
