@@ -36,11 +36,13 @@ pool_yaml guard e2e.guard "$out" "    maxActive: 5
 out_unk=$(scenario_dir pendingguard-unk); out_retry=$(scenario_dir pendingguard-retry)
 declare_queue e2e.guard.unk
 declare_queue e2e.guard.retry
+# pendingTimeout 8s: these pods start (at 5 s) before it, so only the Unknown phase and the
+# retry can make them look pending.
 pool_yaml guard-unk e2e.guard.unk "$out_unk" "    maxActive: 5
-    pendingTimeout: 3s
+    pendingTimeout: 8s
     idleTimeout: 10s" >> "$cfg"
 pool_yaml guard-retry e2e.guard.retry "$out_retry" "    maxActive: 5
-    pendingTimeout: 3s
+    pendingTimeout: 8s
     maxAttempts: 2
     idleTimeout: 10s" | sed 's/backoffLimit: 0/backoffLimit: 1/' >> "$cfg"
 $TOOL publish --queue e2e.guard --count 1 --sleep 2 --log "$out/pub" || bad "publish"
@@ -54,7 +56,7 @@ unk_pod=$(kapi GET "/api/v1/namespaces/$NS/pods?labelSelector=jobpool.dev/pool%3
 curl -fsS -m 20 --cacert "$JOBPOOL_TEST_KUBE_CA" -H "Authorization: Bearer $JOBPOOL_TEST_KUBE_TOKEN" \
   -X PATCH -H 'content-type: application/merge-patch+json' --data '{"status":{"phase":"Unknown"}}' \
   "$JOBPOOL_TEST_KUBE_SERVER/api/v1/namespaces/$NS/pods/$unk_pod/status" >/dev/null || bad "cannot set pod $unk_pod Unknown"
-sleep 8 # well past pendingTimeout: a Job taken for pending would be deleted by now
+sleep 10 # past pendingTimeout: a Job taken for pending would be deleted by now
 unk_jobs=$(kapi GET "/apis/batch/v1/namespaces/$NS/jobs?labelSelector=jobpool.dev/pool%3Dguard-unk" | jq '[.items[] | select(.metadata.deletionTimestamp == null)] | length')
 check "guard-unk: the Job of the pod in phase Unknown is still there ($unk_jobs)" [ "$unk_jobs" = 1 ]
 ran() { [ "$(lines "$out/done")" -ge 1 ] && [ "$(lines "$out_unk/done")" -ge 1 ] && [ "$(lines "$out_retry/failed")" -ge 2 ]; }
