@@ -53,12 +53,13 @@ CTRL_ENV=JOBPOOL_TEST_ACT_DELAY_MS=4000 ctrl_start "$cfg"
 unk_started() { [ "$(lines "$out_unk/started")" -ge 1 ]; }
 wait_until 60 unk_started || bad "the guard-unk task did not start"
 unk_pod=$(kapi GET "/api/v1/namespaces/$NS/pods?labelSelector=jobpool.dev/pool%3Dguard-unk" | jq -r '.items[0].metadata.name')
+unk_job=$(kapi GET "/api/v1/namespaces/$NS/pods/$unk_pod" | jq -r '.metadata.labels["job-name"]')
 curl -fsS -m 20 --cacert "$JOBPOOL_TEST_KUBE_CA" -H "Authorization: Bearer $JOBPOOL_TEST_KUBE_TOKEN" \
   -X PATCH -H 'content-type: application/merge-patch+json' --data '{"status":{"phase":"Unknown"}}' \
   "$JOBPOOL_TEST_KUBE_SERVER/api/v1/namespaces/$NS/pods/$unk_pod/status" >/dev/null || bad "cannot set pod $unk_pod Unknown"
 sleep 10 # past pendingTimeout: a Job taken for pending would be deleted by now
-unk_jobs=$(kapi GET "/apis/batch/v1/namespaces/$NS/jobs?labelSelector=jobpool.dev/pool%3Dguard-unk" | jq '[.items[] | select(.metadata.deletionTimestamp == null)] | length')
-check "guard-unk: the Job of the pod in phase Unknown is still there ($unk_jobs)" [ "$unk_jobs" = 1 ]
+unk_alive=$(kapi GET "/apis/batch/v1/namespaces/$NS/jobs/$unk_job" | jq -r 'if .metadata.deletionTimestamp == null then "yes" else "deleting" end' 2>/dev/null)
+check "guard-unk: Job $unk_job, whose pod is in phase Unknown, is still there (${unk_alive:-gone})" [ "$unk_alive" = yes ]
 ran() { [ "$(lines "$out/done")" -ge 1 ] && [ "$(lines "$out_unk/done")" -ge 1 ] && [ "$(lines "$out_retry/failed")" -ge 2 ]; }
 wait_until 90 ran
 jobs_in_ns() { kapi GET "/apis/batch/v1/namespaces/$NS/jobs?labelSelector=jobpool.dev/pool%3Dguard" | jq -r '.items | length'; }
