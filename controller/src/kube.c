@@ -913,11 +913,20 @@ int kube_list(struct kube_client *c, const char *path, const char *resource,
     struct dbuf page_path;
     char *sel = selector ? http_escape(selector) : NULL, *cont = NULL;
     bool restarted = false;
-    int rc = JP_ENOMEM;
+    int rc = JP_ENOMEM, pages = 0;
     dbuf_init(&page_path, 64 * 1024);
     if (selector && !sel) goto out;
     for (;;) {
         cJSON *page = NULL;
+        /* A server that answers every page with another continue token would otherwise keep
+         * this loop, and what item() collects, growing for ever. */
+        if (++pages > KUBE_LIST_MAX_PAGES) {
+            rc = JP_ERANGE;
+            snprintf(c->last_error, sizeof c->last_error, "list %s: more than %d pages (the "
+                     "server keeps answering with a continue token)", resource,
+                     KUBE_LIST_MAX_PAGES);
+            goto out;
+        }
         dbuf_reset(&page_path);
         rc = dbuf_printf(&page_path, "%s?limit=%d", path, c->o.page_size);
         if (!rc && sel) rc = dbuf_printf(&page_path, "&labelSelector=%s", sel);

@@ -88,6 +88,7 @@ int kube_request(struct kube_client *c, const char *method, const char *path, co
  * item(ud, NULL) when an expired continue token restarts the listing (once). selector may be
  * NULL (everything). rv (may be NULL) receives the list's resourceVersion. A non-zero value
  * from item stops the listing and is returned. resource names the kind in error messages. */
+#define KUBE_LIST_MAX_PAGES 10000 /* more is refused with JP_ERANGE: a runaway continue */
 typedef int (*kube_item_fn)(void *ud, const struct cJSON *obj);
 int kube_list(struct kube_client *c, const char *path, const char *resource,
               const char *selector, kube_item_fn item, void *ud, char *rv, size_t rvlen);

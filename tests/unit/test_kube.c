@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "err.h"
+#include "http.h"
 #include "kube.h"
 #include "log.h"
 
@@ -507,6 +508,53 @@ static void test_states_not_pending(void **state)
     assert_int_equal(jobs[1].state, KUBE_JOB_FAILED);
 }
 
+/* ---- an API server that never stops paging (-Wl,--wrap=http_request) --------------------- */
+/* While fake_body is set, every request gets it with status 200; otherwise the real call. */
+static const char *fake_body;
+static int fake_calls;
+int __real_http_request(struct http_client *c, const char *method, const char *url,
+                        const char *body, size_t body_len, struct http_response *resp);
+int __wrap_http_request(struct http_client *c, const char *method, const char *url,
+                        const char *body, size_t body_len, struct http_response *resp);
+int __wrap_http_request(struct http_client *c, const char *method, const char *url,
+                        const char *body, size_t body_len, struct http_response *resp)
+{
+    if (!fake_body) return __real_http_request(c, method, url, body, body_len, resp);
+    fake_calls++;
+    memset(resp, 0, sizeof *resp);
+    resp->retry_after_s = -1;
+    resp->status = 200;
+    resp->body = strdup(fake_body);
+    resp->len = strlen(fake_body);
+    return resp->body ? 0 : JP_ENOMEM;
+}
+
+/* A server (or a proxy) answering every page with another continue token: the listing stops
+ * at KUBE_LIST_MAX_PAGES with an error, instead of looping and collecting for ever. */
+static void test_list_endless_continue(void **state)
+{
+    (void)state;
+    struct kube_auth auth = {.server = (char *)"http://127.0.0.1:1"};
+    struct kube_opts o = {.namespace_ = "t"};
+    struct kube_client *c;
+    assert_int_equal(kube_client_new_auth(&auth, &o, &c), 0);
+    fake_body = "{\"kind\":\"JobList\",\"metadata\":{\"continue\":\"again\"},"
+                "\"items\":[{\"metadata\":{\"name\":\"j\"}}]}";
+    fake_calls = 0;
+    struct kube_job_list l = {0};
+    assert_int_equal(kube_jobs_list(c, NULL, &l), JP_ERANGE);
+    assert_int_equal(fake_calls, KUBE_LIST_MAX_PAGES);
+    assert_non_null(strstr(kube_last_error(c), "continue token"));
+    kube_job_list_free(&l);
+    /* A last page ends it as usual. */
+    fake_body = "{\"metadata\":{},\"items\":[{\"metadata\":{\"name\":\"j\"}}]}";
+    assert_int_equal(kube_jobs_list(c, NULL, &l), 0);
+    assert_int_equal(l.n, 1);
+    kube_job_list_free(&l);
+    fake_body = NULL;
+    kube_client_free(c);
+}
+
 int main(void)
 {
     log_setup(LOG_TEXT, LOG_ERROR, NULL);
@@ -518,6 +566,7 @@ int main(void)
         cmocka_unit_test(test_parse),
         cmocka_unit_test(test_states),
         cmocka_unit_test(test_token_rotation),
+        cmocka_unit_test(test_list_endless_continue),
         cmocka_unit_test(test_states_not_pending),
         cmocka_unit_test(test_job_names),
     };
