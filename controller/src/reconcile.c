@@ -84,6 +84,9 @@ int reconcile_new(const struct cfg *cfg, struct rmq_client *rmq, struct backend 
     for (size_t i = 0; i < cfg->npools; i++) {
         r->p[i].st.name = cfg->pools[i].name;
         r->p[i].st.reason = "none";
+        /* So that the first tick already reads a vhost's queues together (best effort). */
+        if (cfg->pools[i].queue && rmq)
+            rmq_watch_queue(rmq, cfg->pools[i].vhost, cfg->pools[i].queue);
     }
     *out = r;
     return 0;

@@ -20,7 +20,11 @@
 #define RMQ_MAX_COUNT 1e12          /* anything above is absurd for one queue or a sum */
 #define RMQ_PAGE_SIZE 500           /* the management API's largest page */
 #define RMQ_MAX_PAGES 10000         /* 5 million queues: beyond that the listing is refused */
-#define RMQ_MAX_CACHE 1024          /* named-queue results kept per tick */
+#define RMQ_MAX_CACHE 100000        /* named-queue results kept per tick */
+#define RMQ_LIST_MIN_POOLS 8        /* fewer named queues on a vhost: one GET each */
+#define RMQ_LIST_ROWS_PER_POOL 4    /* a listing row costs about 1/5 of a per-queue GET */
+#define RMQ_LIST_RECHECK 100        /* ticks before a vhost too big to list is tried again */
+#define RMQ_PIPELINE 256            /* passive declares in flight on one channel */
 #define RMQ_MAX_REGEX 256
 #define RMQ_MAX_REGEX_QUEUES 10000  /* queues one regex pool may match */
 #define RMQ_MAX_STATE 1024          /* error-transition memory for logging */
@@ -44,6 +48,19 @@ struct rxent {
     struct rmq_depth d;
     char *err;
     struct rmq_qdepth *q;       /* the matched queues of d (d.queues points here) */
+};
+
+/* A named queue some pool reads, and its vhost's batch state. */
+struct nqent {
+    char *vhost, *queue;
+};
+
+/* Per vhost: whether this tick's named queues were read in one batch, and the vhost's size. */
+struct vstate {
+    char *vhost;
+    uint64_t tick;              /* tick of the last batch decision */
+    int64_t queues;             /* queues the last listing counted; -1 unknown */
+    uint64_t queues_tick;       /* tick of that listing */
 };
 
 /* Matches of one regex while a listing is read. */
@@ -74,7 +91,11 @@ struct rmq_client {
     struct http_client *http;
     uint64_t tick;
     struct qcache *cache;
-    size_t ncache;
+    size_t ncache, ccache, hint; /* hint: where the next lookup starts (pools read in order) */
+    struct nqent *nq;           /* registered named queues */
+    size_t nnq, cnq;
+    struct vstate *vs;
+    size_t nvs, cvs;
     struct rxent *rx;
     size_t nrx;
     struct lstate *st;
@@ -151,6 +172,13 @@ static void note_result(struct rmq_client *c, const char *key, int rc)
         log_msg(LOG_INFO, NULL, 0, "rmq: depth read of %s recovered", key);
 }
 
+static void depth_zero(struct rmq_depth *d)
+{
+    memset(d, 0, sizeof *d);
+    d->publish_rate = -1;
+    d->deliver_rate = -1;
+}
+
 /* ---- client ------------------------------------------------------------------------------ */
 
 static void amqp_vconn_close(struct amqp_vconn *v)
@@ -172,6 +200,7 @@ static void cache_clear(struct rmq_client *c)
         free(c->cache[i].err);
     }
     c->ncache = 0;
+    c->hint = 0;
 }
 
 void rmq_client_free(struct rmq_client *c)
@@ -180,6 +209,13 @@ void rmq_client_free(struct rmq_client *c)
     http_client_free(c->http);
     cache_clear(c);
     free(c->cache);
+    for (size_t i = 0; i < c->nnq; i++) {
+        free(c->nq[i].vhost);
+        free(c->nq[i].queue);
+    }
+    free(c->nq);
+    for (size_t i = 0; i < c->nvs; i++) free(c->vs[i].vhost);
+    free(c->vs);
     for (size_t i = 0; i < c->nrx; i++) {
         regfree(&c->rx[i].re);
         free(c->rx[i].vhost);
@@ -229,7 +265,6 @@ int rmq_client_new(const struct cfg_rabbitmq *cfg, struct rmq_client **out)
     if (!(c->amqp_url = strdup(cfg->amqp_url ? cfg->amqp_url : "amqp://rabbitmq:5672")))
         goto out;
     if (cfg->ca_file && !(c->ca_file = strdup(cfg->ca_file))) goto out;
-    if (!(c->cache = calloc(RMQ_MAX_CACHE, sizeof *c->cache))) goto out;
     if (!(c->rx = calloc(RMQ_MAX_REGEX, sizeof *c->rx))) goto out;
     if (!(c->st = calloc(RMQ_MAX_STATE, sizeof *c->st))) goto out;
     c->source = cfg->depth_source;
@@ -554,6 +589,24 @@ fail:
     return rc;
 }
 
+/* The vhost's long-lived AMQP connection slot (opened lazily by the callers). */
+static int vconn_get(struct rmq_client *c, const char *vhost, struct amqp_vconn **out)
+{
+    *out = NULL;
+    for (size_t i = 0; i < c->namqp; i++)
+        if (strcmp(c->amqp[i].vhost, vhost) == 0) *out = &c->amqp[i];
+    if (*out) return 0;
+    if (c->namqp == RMQ_MAX_AMQP) {
+        set_err(c, NULL, "more than %d vhosts with depthSource amqp", RMQ_MAX_AMQP);
+        return JP_ERANGE;
+    }
+    struct amqp_vconn *v = &c->amqp[c->namqp];
+    if (!(v->vhost = strdup(vhost))) return JP_ENOMEM;
+    c->namqp++;
+    *out = v;
+    return 0;
+}
+
 static int amqp_ready(struct rmq_client *c, const char *vhost, const char *queue, int64_t *ready,
                       int64_t *consumers)
 {
@@ -562,44 +615,417 @@ static int amqp_ready(struct rmq_client *c, const char *vhost, const char *queue
         set_err(c, NULL, "queue name longer than 255 bytes");
         return JP_EINVAL;
     }
-    for (size_t i = 0; i < c->namqp; i++)
-        if (strcmp(c->amqp[i].vhost, vhost) == 0) v = &c->amqp[i];
-    if (!v) {
-        if (c->namqp == RMQ_MAX_AMQP) {
-            set_err(c, NULL, "more than %d vhosts with depthSource amqp", RMQ_MAX_AMQP);
-            return JP_ERANGE;
-        }
-        v = &c->amqp[c->namqp];
-        if (!(v->vhost = strdup(vhost))) return JP_ENOMEM;
-        c->namqp++;
-    }
+    int rc = vconn_get(c, vhost, &v);
+    if (rc) return rc;
     bool was_open = v->conn != NULL;
-    int rc = amqp_ready_once(c, v, queue, ready, consumers);
+    rc = amqp_ready_once(c, v, queue, ready, consumers);
     /* A long-lived connection may have died since the last tick: reconnect once at once. */
     if (rc && was_open && !v->conn) rc = amqp_ready_once(c, v, queue, ready, consumers);
     return rc;
 }
 
+/* One queue's result while a vhost is read in one batch. */
+struct qres {
+    const char *queue;          /* borrowed from the registration */
+    int rc;
+    struct rmq_depth d;
+    char *err;                  /* owned; NULL when rc is 0 */
+};
+
+static void qres_fail(struct rmq_client *c, struct qres *q, int rc)
+{
+    q->rc = rc;
+    free(q->err);
+    q->err = strdup(c->err);
+}
+
+/* The channel was closed by the broker for queue q (404 for a missing one): record it and
+ * acknowledge, so that the channel can be opened again. Returns a connection-level error. */
+static int pipe_chan_closed(struct rmq_client *c, struct amqp_vconn *v, struct qres *q,
+                            const amqp_channel_close_t *m)
+{
+    set_err(c, NULL, "amqp queue.declare(passive): channel closed by the broker: %u %.*s",
+            m->reply_code, (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+    qres_fail(c, q, m->reply_code == AMQP_NOT_FOUND ? JP_ENOTFOUND
+                    : m->reply_code == AMQP_ACCESS_REFUSED ? JP_EFORBIDDEN : JP_EAMQP);
+    amqp_channel_close_ok_t cok = {0};
+    v->chan_open = false;
+    if (amqp_send_method(v->conn, 1, AMQP_CHANNEL_CLOSE_OK_METHOD, &cok) == AMQP_STATUS_OK)
+        return 0;
+    set_err(c, NULL, "amqp channel.close-ok: could not be sent");
+    return JP_EAMQP;
+}
+
+/* Passive-declare q[*done..n) on one channel: up to RMQ_PIPELINE declares are sent before the
+ * first reply is read, so n queues cost about one round trip, not n. The broker answers in
+ * order; a missing queue closes the channel and the broker drops what was sent after it, so
+ * the channel is reopened and those are sent again. Advances *done past every queue answered;
+ * returns 0 or a connection-level error (the connection is then closed). */
+static int amqp_pipe_once(struct rmq_client *c, struct amqp_vconn *v, struct qres *q, size_t n,
+                          size_t *done)
+{
+    int rc = 0;
+    bool closed;
+    size_t next = *done;
+    struct timeval tv = {.tv_sec = c->timeout_ms / 1000, .tv_usec = (c->timeout_ms % 1000) * 1000};
+    if (!v->conn && (rc = amqp_connect(c, v)) != 0) return rc;
+    while (*done < n) {
+        if (!v->chan_open) {
+            amqp_channel_open(v->conn, 1);
+            rc = amqp_reply_err(c, amqp_get_rpc_reply(v->conn), "channel.open", &closed);
+            if (rc) goto out;
+            v->chan_open = true;
+            next = *done; /* anything sent on the closed channel was dropped */
+        }
+        for (; next < n && next - *done < RMQ_PIPELINE; next++) {
+            amqp_queue_declare_t m = {.queue = amqp_cstring_bytes(q[next].queue), .passive = 1,
+                                      .arguments = amqp_empty_table};
+            int st = amqp_send_method(v->conn, 1, AMQP_QUEUE_DECLARE_METHOD, &m);
+            if (st != AMQP_STATUS_OK) {
+                set_err(c, NULL, "amqp queue.declare(passive): %s", amqp_error_string2(st));
+                rc = amqp_status_err(st);
+                goto out;
+            }
+        }
+        amqp_frame_t f;
+        int st = amqp_simple_wait_frame_noblock(v->conn, &f, &tv);
+        if (st != AMQP_STATUS_OK) {
+            set_err(c, NULL, "amqp queue.declare(passive): %s", amqp_error_string2(st));
+            rc = amqp_status_err(st);
+            goto out;
+        }
+        if (f.frame_type != AMQP_FRAME_METHOD) continue;
+        amqp_method_number_t id = f.payload.method.id;
+        if (f.channel == 1 && id == AMQP_QUEUE_DECLARE_OK_METHOD) {
+            const amqp_queue_declare_ok_t *ok = f.payload.method.decoded;
+            q[*done].rc = 0;
+            q[*done].d.ready = (int64_t)ok->message_count;
+            q[*done].d.consumers = (int64_t)ok->consumer_count;
+            (*done)++;
+        } else if (f.channel == 1 && id == AMQP_CHANNEL_CLOSE_METHOD) {
+            if ((rc = pipe_chan_closed(c, v, &q[*done], f.payload.method.decoded))) goto out;
+            (*done)++;
+        } else {
+            amqp_rpc_reply_t r = {.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION,
+                                  .reply = f.payload.method};
+            rc = amqp_reply_err(c, r, "queue.declare(passive)", &closed);
+            goto out;
+        }
+    }
+    amqp_maybe_release_buffers(v->conn);
+out:
+    if (rc) amqp_vconn_close(v);
+    return rc;
+}
+
+/* Passive declares for every queue the listing could read (rc 0, no statistics yet, or not
+ * listed: the declare, not the listing, is the truth for ready and for existence). */
+static void amqp_pipe(struct rmq_client *c, const char *vhost, struct qres *q, size_t n)
+{
+    struct qres **w = calloc(n ? n : 1, sizeof *w);
+    struct qres *sub = calloc(n ? n : 1, sizeof *sub);
+    struct amqp_vconn *v = NULL;
+    size_t m = 0, done = 0;
+    int rc = w && sub ? vconn_get(c, vhost, &v) : JP_ENOMEM;
+    if (rc == JP_ENOMEM) set_err(c, NULL, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        if (q[i].rc != 0 && q[i].rc != JP_ESTALE && q[i].rc != JP_ENOTFOUND) continue;
+        if (rc) qres_fail(c, &q[i], rc);
+        else {
+            w[m] = &q[i];
+            sub[m++] = (struct qres){.queue = q[i].queue, .rc = JP_EAMQP};
+        }
+    }
+    if (!rc && m) {
+        bool was_open = v->conn != NULL;
+        rc = amqp_pipe_once(c, v, sub, m, &done);
+        /* A long-lived connection may have died since the last tick: reconnect once. */
+        if (rc && was_open && done == 0) rc = amqp_pipe_once(c, v, sub, m, &done);
+    }
+    for (size_t i = 0; i < m; i++) {
+        struct qres *t = w[i];
+        if (i >= done) {
+            qres_fail(c, t, rc);
+            depth_zero(&t->d);
+        } else if (sub[i].rc) {
+            t->rc = sub[i].rc;
+            free(t->err);
+            t->err = sub[i].err;
+            sub[i].err = NULL;
+            depth_zero(&t->d);
+        } else {
+            if (t->rc) depth_zero(&t->d); /* the declare alone is enough */
+            t->rc = 0;
+            free(t->err);
+            t->err = NULL;
+            t->d.ready = sub[i].d.ready;
+            t->d.consumers = sub[i].d.consumers;
+            t->d.total = t->d.ready + t->d.unacked;
+            t->d.nqueues = 1;
+            t->d.sampled_ms = util_now_ms();
+        }
+    }
+    for (size_t i = 0; sub && i < m; i++) free(sub[i].err);
+    free(w);
+    free(sub);
+}
+
 /* ---- public: one queue ------------------------------------------------------------------- */
 
-static void depth_zero(struct rmq_depth *d)
+static void note_queue(struct rmq_client *c, const char *vhost, const char *queue, int rc)
 {
-    memset(d, 0, sizeof *d);
-    d->publish_rate = -1;
-    d->deliver_rate = -1;
+    struct dbuf key;
+    dbuf_init(&key, 4096);
+    if (dbuf_printf(&key, "queue \"%s\" in vhost \"%s\"", queue, vhost) == 0)
+        note_result(c, key.data, rc);
+    dbuf_free(&key);
+}
+
+/* Keep a result for the rest of the tick (best effort: a full cache only costs a re-read). */
+static void cache_put(struct rmq_client *c, const char *vhost, const char *queue, int rc,
+                      const struct rmq_depth *d, const char *err)
+{
+    if (c->ncache == c->ccache) {
+        size_t cap = c->ccache ? c->ccache * 2 : 64;
+        struct qcache *nc = cap <= RMQ_MAX_CACHE ? realloc(c->cache, cap * sizeof *nc) : NULL;
+        if (!nc) return;
+        c->cache = nc;
+        c->ccache = cap;
+    }
+    struct qcache *q = &c->cache[c->ncache];
+    q->vhost = strdup(vhost);
+    q->queue = strdup(queue);
+    q->err = err && err[0] ? strdup(err) : NULL;
+    q->rc = rc;
+    q->d = *d;
+    if (q->vhost && q->queue && (q->err || !err || !err[0])) c->ncache++;
+    else {
+        free(q->vhost);
+        free(q->queue);
+        free(q->err);
+    }
+}
+
+static struct qcache *cache_find(struct rmq_client *c, const char *vhost, const char *queue)
+{
+    for (size_t k = 0; k < c->ncache; k++) {
+        size_t i = (c->hint + k) % c->ncache;
+        struct qcache *q = &c->cache[i];
+        if (strcmp(q->queue, queue) == 0 && strcmp(q->vhost, vhost) == 0) {
+            c->hint = i + 1;
+            return q;
+        }
+    }
+    return NULL;
+}
+
+int rmq_watch_queue(struct rmq_client *c, const char *vhost, const char *queue)
+{
+    for (size_t i = 0; i < c->nnq; i++)
+        if (strcmp(c->nq[i].queue, queue) == 0 && strcmp(c->nq[i].vhost, vhost) == 0) return 0;
+    if (c->nnq == c->cnq) {
+        size_t cap = c->cnq ? c->cnq * 2 : 64;
+        struct nqent *n = realloc(c->nq, cap * sizeof *n);
+        if (!n) return JP_ENOMEM;
+        c->nq = n;
+        c->cnq = cap;
+    }
+    char *v = strdup(vhost), *q = strdup(queue);
+    if (!v || !q) {
+        free(v);
+        free(q);
+        return JP_ENOMEM;
+    }
+    c->nq[c->nnq++] = (struct nqent){.vhost = v, .queue = q};
+    return 0;
+}
+
+static struct vstate *vstate_get(struct rmq_client *c, const char *vhost)
+{
+    for (size_t i = 0; i < c->nvs; i++)
+        if (strcmp(c->vs[i].vhost, vhost) == 0) return &c->vs[i];
+    if (c->nvs == c->cvs) {
+        size_t cap = c->cvs ? c->cvs * 2 : 8;
+        struct vstate *n = realloc(c->vs, cap * sizeof *n);
+        if (!n) return NULL;
+        c->vs = n;
+        c->cvs = cap;
+    }
+    char *v = strdup(vhost);
+    if (!v) return NULL;
+    c->vs[c->nvs] = (struct vstate){.vhost = v, .queues = -1};
+    return &c->vs[c->nvs++];
+}
+
+/* The rule: one GET per queue costs about five listing rows (docs/performance.md), so a vhost
+ * is listed when at least RMQ_LIST_MIN_POOLS of its queues are read and it holds at most
+ * RMQ_LIST_ROWS_PER_POOL queues per queue read. Its size comes from the last listing (unknown:
+ * list, and learn it); a vhost found too big is tried again after RMQ_LIST_RECHECK ticks. */
+static bool list_worth(const struct rmq_client *c, const struct vstate *v, size_t pools)
+{
+    if (pools < RMQ_LIST_MIN_POOLS) return false;
+    if (v->queues < 0 || c->tick - v->queues_tick >= RMQ_LIST_RECHECK) return true;
+    return v->queues <= (int64_t)(RMQ_LIST_ROWS_PER_POOL * pools);
+}
+
+static int cmp_qres(const void *a, const void *b)
+{
+    return strcmp(((const struct qres *)a)->queue, ((const struct qres *)b)->queue);
+}
+
+/* One listing page: fill the results of the queues it names. */
+static int batch_page(struct rmq_client *c, const char *url, const cJSON *j, struct qres *q,
+                      size_t n, int64_t *page_count, int64_t *total)
+{
+    const cJSON *items = cJSON_GetObjectItemCaseSensitive(j, "items");
+    const cJSON *pc = cJSON_GetObjectItemCaseSensitive(j, "page_count");
+    const cJSON *tc = cJSON_GetObjectItemCaseSensitive(j, "total_count");
+    if (!cJSON_IsObject(j) || !cJSON_IsArray(items) || !cJSON_IsNumber(pc)) {
+        set_err(c, url, "the listing is not an object with an \"items\" array and a "
+                        "\"page_count\" number");
+        return JP_ESHAPE;
+    }
+    if (pc->valuedouble < 0 || pc->valuedouble > RMQ_MAX_PAGES) {
+        set_err(c, url, "page_count out of range: %.17g", pc->valuedouble);
+        return JP_ERANGE;
+    }
+    *page_count = (int64_t)pc->valuedouble;
+    if (cJSON_IsNumber(tc) && tc->valuedouble >= 0 && tc->valuedouble < 1e9)
+        *total = (int64_t)tc->valuedouble;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, items)
+    {
+        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(it, "name");
+        if (!cJSON_IsObject(it) || !cJSON_IsString(nm)) {
+            set_err(c, url, "a listing item has no \"name\" string");
+            return JP_ESHAPE;
+        }
+        struct qres key = {.queue = nm->valuestring};
+        struct qres *r = bsearch(&key, q, n, sizeof *q, cmp_qres);
+        if (!r) continue; /* a queue no pool reads */
+        char why[160] = "";
+        struct rmq_depth *d = &r->d;
+        int r1 = get_count(it, "messages_ready", &d->ready, why, sizeof why);
+        int r2 = r1 < 0 ? r1
+                        : get_count(it, "messages_unacknowledged", &d->unacked, why, sizeof why);
+        int r3 = r2 < 0 ? r2 : get_count(it, "messages", &d->total, why, sizeof why);
+        int r4 = r3 < 0 ? r3 : get_count(it, "consumers", &d->consumers, why, sizeof why);
+        if (r4 < 0) {
+            set_err(c, url, "queue \"%s\": %s", r->queue, why);
+            qres_fail(c, r, r4);
+        } else if (r1 || r2 || r3) {
+            set_err(c, url, "the broker has no message counts for this queue yet");
+            qres_fail(c, r, JP_ESTALE);
+        } else {
+            r->rc = 0;
+            if (r4) d->consumers = 0;
+            d->nqueues = 1;
+        }
+        d->sampled_ms = util_now_ms();
+    }
+    return 0;
+}
+
+/* The whole vhost in pages of RMQ_PAGE_SIZE, trimmed to the columns a depth needs. */
+static int batch_list(struct rmq_client *c, const char *vhost, struct qres *q, size_t n,
+                      int64_t *total)
+{
+    struct dbuf url;
+    dbuf_init(&url, 64 * 1024);
+    char *ev = http_escape(vhost);
+    int rc = JP_ENOMEM;
+    if (!ev) goto out;
+    int64_t page_count = 1;
+    for (int64_t page = 1; page <= page_count; page++) {
+        dbuf_reset(&url);
+        if (dbuf_printf(&url, "%s/api/queues/%s?page=%lld&page_size=%d&columns=name,"
+                              "messages_ready,messages_unacknowledged,messages,consumers",
+                        c->base, ev, (long long)page, RMQ_PAGE_SIZE))
+            goto out;
+        cJSON *j = NULL;
+        if ((rc = get_json(c, url.data, &j)) != 0) goto out;
+        rc = batch_page(c, url.data, j, q, n, &page_count, total);
+        cJSON_Delete(j);
+        if (rc) goto out;
+    }
+    /* Not listed: no such queue (the per-queue GET's 404). */
+    for (size_t i = 0; i < n; i++)
+        if (q[i].rc == JP_ENOTFOUND && !q[i].err) {
+            set_err(c, url.data, "queue \"%s\" is not in the listing of vhost \"%s\"",
+                    q[i].queue, vhost);
+            qres_fail(c, &q[i], JP_ENOTFOUND);
+        }
+    rc = 0;
+out:
+    if (rc == JP_ENOMEM && !c->err[0]) set_err(c, NULL, "out of memory");
+    free(ev);
+    dbuf_free(&url);
+    return rc;
+}
+
+/* Read every registered named queue of vhost in one go when list_worth says so: one paged
+ * listing and, with depthSource amqp, one pipelined run of passive declares. The results go
+ * into the tick's cache, so each pool's rmq_queue_depth finds its own. */
+static void batch_vhost(struct rmq_client *c, const char *vhost)
+{
+    struct vstate *v = vstate_get(c, vhost);
+    if (!v || v->tick == c->tick) return;
+    v->tick = c->tick;
+    size_t n = 0;
+    for (size_t i = 0; i < c->nnq; i++) n += strcmp(c->nq[i].vhost, vhost) == 0;
+    if (!list_worth(c, v, n)) return;
+    struct qres *q = calloc(n, sizeof *q);
+    if (!q) return; /* the per-queue path still works */
+    for (size_t i = 0, k = 0; i < c->nnq; i++)
+        if (strcmp(c->nq[i].vhost, vhost) == 0) {
+            q[k].queue = c->nq[i].queue;
+            q[k].rc = JP_ENOTFOUND;
+            depth_zero(&q[k++].d);
+        }
+    qsort(q, n, sizeof *q, cmp_qres);
+    int64_t total = -1;
+    c->err[0] = '\0';
+    int rc = batch_list(c, vhost, q, n, &total);
+    if (!rc) {
+        v->queues = total >= 0 ? total : (int64_t)n;
+        v->queues_tick = c->tick;
+    }
+    for (size_t i = 0; rc && i < n; i++) {
+        qres_fail(c, &q[i], rc);
+        depth_zero(&q[i].d);
+    }
+    if (!rc && c->source == CFG_DEPTH_AMQP) amqp_pipe(c, vhost, q, n);
+    int64_t now = util_now_ms();
+    /* Cached in registration order, the order the pools read them in (see cache_find). */
+    for (size_t i = 0; i < c->nnq; i++) {
+        if (strcmp(c->nq[i].vhost, vhost) != 0) continue;
+        struct qres key = {.queue = c->nq[i].queue};
+        struct qres *r = bsearch(&key, q, n, sizeof *q, cmp_qres);
+        if (r->rc) {
+            depth_zero(&r->d);
+            r->d.sampled_ms = now;
+        }
+        snprintf(c->err, sizeof c->err, "%s", r->err ? r->err : "");
+        note_queue(c, vhost, r->queue, r->rc);
+        cache_put(c, vhost, r->queue, r->rc, &r->d, r->err);
+    }
+    for (size_t i = 0; i < n; i++) free(q[i].err);
+    free(q);
 }
 
 int rmq_queue_depth(struct rmq_client *c, const char *vhost, const char *queue,
                     struct rmq_depth *out)
 {
     depth_zero(out);
-    for (size_t i = 0; i < c->ncache; i++) {
-        struct qcache *q = &c->cache[i];
-        if (strcmp(q->vhost, vhost) == 0 && strcmp(q->queue, queue) == 0) {
-            *out = q->d;
-            snprintf(c->err, sizeof c->err, "%s", q->err ? q->err : "");
-            return q->rc;
-        }
+    struct qcache *hit = cache_find(c, vhost, queue);
+    if (!hit && rmq_watch_queue(c, vhost, queue) == 0) {
+        batch_vhost(c, vhost);
+        hit = cache_find(c, vhost, queue);
+    }
+    if (hit) {
+        *out = hit->d;
+        snprintf(c->err, sizeof c->err, "%s", hit->err ? hit->err : "");
+        return hit->rc;
     }
     c->err[0] = '\0';
     struct rmq_depth d;
@@ -627,25 +1053,8 @@ int rmq_queue_depth(struct rmq_client *c, const char *vhost, const char *queue,
         depth_zero(&d);
         d.sampled_ms = util_now_ms();
     }
-    struct dbuf key;
-    dbuf_init(&key, 4096);
-    if (dbuf_printf(&key, "queue \"%s\" in vhost \"%s\"", queue, vhost) == 0)
-        note_result(c, key.data, rc);
-    dbuf_free(&key);
-    if (c->ncache < RMQ_MAX_CACHE) {
-        struct qcache *q = &c->cache[c->ncache];
-        q->vhost = strdup(vhost);
-        q->queue = strdup(queue);
-        q->err = c->err[0] ? strdup(c->err) : NULL;
-        q->rc = rc;
-        q->d = d;
-        if (q->vhost && q->queue && (q->err || !c->err[0])) c->ncache++;
-        else {
-            free(q->vhost);
-            free(q->queue);
-            free(q->err);
-        }
-    }
+    note_queue(c, vhost, queue, rc);
+    cache_put(c, vhost, queue, rc, &d, c->err);
     *out = d;
     return rc;
 }

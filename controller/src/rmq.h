@@ -49,6 +49,15 @@ void rmq_tick_begin(struct rmq_client *c);
 int rmq_queue_depth(struct rmq_client *c, const char *vhost, const char *queue,
                     struct rmq_depth *out);
 
+/* Announce a named queue a pool reads (rmq_queue_depth registers unknown ones itself, a tick
+ * later). When a vhost has enough registered queues for a listing to be cheaper than one GET
+ * each (at least 8, and the vhost holds at most 4 queues per registered one; the rule is in
+ * docs/performance.md), the first rmq_queue_depth of a tick on that vhost reads all of them
+ * with one paged, column-trimmed listing of the vhost (2 requests at 1,000 queues) and, with
+ * depthSource amqp, one pipelined run of passive declares on one channel; every other read in
+ * that tick is served from the results. Returns 0 or JP_ENOMEM. */
+int rmq_watch_queue(struct rmq_client *c, const char *vhost, const char *queue);
+
 /* Sum over the queues of vhost whose name matches the POSIX extended regex. One filtered,
  * paged, column-trimmed listing per vhost per tick is shared by every regex pool. */
 int rmq_regex_depth(struct rmq_client *c, const char *vhost, const char *regex,

@@ -366,6 +366,73 @@ static void test_least_privilege_and_bad_password(void **state)
     rmq_client_free(c);
 }
 
+/* Many pools on one vhost: one listing serves them all (1 request for 20 queues, where one GET
+ * each took 20), and with depthSource amqp the passive declares go out pipelined on one
+ * channel; the two missing queues close that channel (404) mid-run and every queue after them
+ * is still read right. On the old main this took one request per queue. */
+static void test_vhost_batch(void **state)
+{
+    (void)state;
+    enum { NQ = 20 };
+    char names[NQ][32];
+    amqp_connection_state_t a = amqp_open("/", user, pass);
+    for (int i = 0; i < NQ; i++) {
+        snprintf(names[i], sizeof names[i], "it.batch.%02d", i);
+        if (i == 5 || i == 13) continue; /* missing */
+        declare(a, names[i]);
+        publish(a, names[i], i);
+    }
+    struct rmq_client *mg = client(CFG_DEPTH_MANAGEMENT), *rt = client(CFG_DEPTH_AMQP);
+    for (int i = 0; i < NQ; i++) {
+        assert_int_equal(rmq_watch_queue(mg, "/", names[i]), 0);
+        assert_int_equal(rmq_watch_queue(rt, "/", names[i]), 0);
+    }
+    wait_depth(mg, "/", names[NQ - 1], NQ - 1, 0, 0); /* statistics exist */
+    struct rmq_depth d;
+    for (int src = 0; src < 2; src++) {
+        struct rmq_client *c = src ? rt : mg;
+        int64_t end = util_now_ms() + WAIT_MS;
+        for (int settled = 0; !settled;) {
+            /* The management figures lag; a tick where all are right must come. */
+            rmq_tick_begin(c);
+            unsigned long r0 = http_request_count();
+            settled = 1;
+            for (int i = 0; i < NQ; i++) {
+                int rc = rmq_queue_depth(c, "/", names[i], &d);
+                if (i == 5 || i == 13) {
+                    if (rc != JP_ENOTFOUND)
+                        fail_msg("%s: %s (%s)", names[i], jp_errname(rc), rmq_last_error(c));
+                    assert_int_equal(d.ready, 0);
+                    if (src) assert_non_null(strstr(rmq_last_error(c), "404"));
+                    continue;
+                }
+                if (rc) fail_msg("%s: %s (%s)", names[i], jp_errname(rc), rmq_last_error(c));
+                if (d.ready != i) settled = 0;
+                if (src) assert_int_equal(d.ready, i); /* the declare is exact at once */
+            }
+            printf("it_rmq: %s source, %d queues on one vhost: %lu management requests\n",
+                   src ? "amqp" : "management", NQ, http_request_count() - r0);
+            assert_int_equal(http_request_count() - r0, 1);
+            if (!settled && util_now_ms() > end) fail_msg("depths never matched");
+            if (!settled) sleep_ms(500);
+        }
+    }
+    /* A publish is seen by the next tick's pipelined declares, with no wait for statistics. */
+    publish(a, names[19], 3);
+    rmq_tick_begin(rt);
+    assert_int_equal(rmq_queue_depth(rt, "/", names[0], &d), 0);
+    assert_int_equal(rmq_queue_depth(rt, "/", names[19], &d), 0);
+    assert_int_equal(d.ready, NQ - 1 + 3);
+    for (int i = 0; i < NQ; i++) {
+        if (i == 5 || i == 13) continue;
+        amqp_queue_delete(a, 1, amqp_cstring_bytes(names[i]), 0, 0);
+        amqp_get_rpc_reply(a);
+    }
+    rmq_client_free(mg);
+    rmq_client_free(rt);
+    amqp_done(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -373,6 +440,7 @@ int main(void)
         cmocka_unit_test(test_regex_sums),
         cmocka_unit_test(test_amqp_source_is_real_time),
         cmocka_unit_test(test_least_privilege_and_bad_password),
+        cmocka_unit_test(test_vhost_batch),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }

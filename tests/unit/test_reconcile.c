@@ -20,6 +20,13 @@
 static struct { const char *queue; int rc; int64_t ready, consumers; int reads; } q[NQ];
 
 void __wrap_rmq_tick_begin(struct rmq_client *c) { (void)c; }
+int __wrap_rmq_watch_queue(struct rmq_client *c, const char *vhost, const char *queue)
+{
+    (void)c;
+    (void)vhost;
+    (void)queue;
+    return 0;
+}
 const char *__wrap_rmq_last_error(const struct rmq_client *c)
 {
     (void)c;

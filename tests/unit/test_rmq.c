@@ -447,20 +447,27 @@ static void test_password_never_shown(void **state)
     log_setup(LOG_TEXT, LOG_DEBUG, f);
     char url[128];
     snprintf(url, sizeof url, "http://%s:%s@127.0.0.1:%d", USER, PASS, plain.port);
-    struct rmq_client *c = client_opts(url, NULL, NULL);
-    log_clear_secrets();
+    struct rmq_client *c;
     struct rmq_depth d;
-    for (int round = 0; round < 2; round++) {
+    /* Round 0 and 1 read each queue with its own GET (a fresh client has registered too few
+     * queues for a listing); round 2 has them all registered, so one vhost listing is tried
+     * (the fake server answers it 404) and its error must hide the password too. */
+    for (int round = 0; round < 3; round++) {
+        c = client_opts(url, NULL, NULL);
+        log_clear_secrets();
+        for (size_t i = 0; round == 2 && i < sizeof faults / sizeof faults[0]; i++)
+            assert_int_equal(rmq_watch_queue(c, "/", faults[i].queue), 0);
         rmq_tick_begin(c);
-        run_faults(c);
+        if (round < 2) run_faults(c);
         for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++) {
             rmq_queue_depth(c, "/", faults[i].queue, &d);
             assert_int_equal(dbuf_printf(&errs, "%s\n", rmq_last_error(c)), 0);
         }
+        if (round == 2) assert_non_null(strstr(rmq_last_error(c), "page_size=500&columns="));
         rmq_regex_depth(c, "negative", "^thumbs\\.", &d);
         assert_int_equal(dbuf_printf(&errs, "%s\n", rmq_last_error(c)), 0);
+        rmq_client_free(c);
     }
-    rmq_client_free(c);
     char aurl[128];
     snprintf(aurl, sizeof aurl, "amqp://%s:%s@127.0.0.1:%d/", USER, PASS, free_port());
     snprintf(url, sizeof url, "http://127.0.0.1:%d", plain.port);
