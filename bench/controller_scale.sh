@@ -5,6 +5,9 @@
 # private dirty memory (smaps_rollup), CPU per tick, and API requests per tick (from the API
 # server's audit log, by the controller's user agent). Prints figures, asserts nothing.
 #   P=100 M=50 W=60 bench/controller_scale.sh
+# CALLGRIND=1: afterwards, a second controller under callgrind (Debian's valgrind) against the
+# same Jobs, collecting only inside reconcile_pass and dumping after each one, so that each dump
+# is one tick; prints the instructions of the last tick it finished and its largest costs.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/tests/env/common.sh"
@@ -60,6 +63,7 @@ for _ in $(seq 1 600); do
   [ "$(count_jobs)" -ge $((P * M)) ] && [ "$(count_pods)" -ge $((P * M)) ] && break
   sleep 2
 done
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "bench: $(count_jobs) Jobs and $(count_pods) pods after $(( $(date +%s) - t0 )) s"
 sleep 10 # let the last events settle
 hz=$(getconf CLK_TCK)
@@ -77,3 +81,25 @@ printf '  %-34s %s\n' "private dirty (smaps_rollup)" "$(awk '/Private_Dirty/ {pr
 printf '  %-34s %s\n' "CPU per tick" "$(awk -v d=$((c1 - c0)) -v hz="$hz" -v t="$ticks" 'BEGIN { printf "%.1f ms", 1000 * d / hz / t }')"
 printf '  %-34s %s\n' "API requests per tick (steady)" "$(awk -v d=$((r1 - r0)) -v t="$ticks" 'BEGIN { printf "%.2f", d / t }')"
 printf '  %-34s %s\n' "threads" "$(awk '/Threads/ {print $2}' /proc/$ctl/status)"
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+[ "${CALLGRIND:-0}" = 1 ] || exit 0
+kill -TERM "$ctl"; wait "$ctl" 2>/dev/null || true; ctl=""
+cg=${CG_OUT:-$work/cg}; mkdir -p "$cg"
+valgrind --tool=callgrind --toggle-collect=reconcile_pass --dump-after=reconcile_pass \
+  --callgrind-out-file="$cg/callgrind.out" \
+  "$B/jobpool-controller" --config "$work/config.yaml" --log-level warn 2> "$work/cg.log" &
+ctl=$!
+# Until two ticks after the first one that saw the Job cache (ticks before it return early).
+for _ in $(seq 1 ${CG_WAIT:-300}); do
+  [ "$(find "$cg" -name 'callgrind.out.*' -size +20k | wc -l)" -ge 3 ] && break
+  sleep 2
+done
+kill -TERM "$ctl"; wait "$ctl" 2>/dev/null || true; ctl=""
+last=$(find "$cg" -name 'callgrind.out.*' -size +20k | sort -t. -k3 -n | tail -n 2 | head -n 1)
+[ -n "$last" ] || { echo "callgrind: no full tick dumped (see $work/cg.log)"; exit 1; }
+echo
+echo "callgrind, one tick ($P pools, $((P * M)) Jobs): $(basename "$last")"
+callgrind_annotate --inclusive=yes "$last" 2>/dev/null | sed -n '1,40p' | grep -v '^$'
+echo "-- self cost --"
+callgrind_annotate "$last" 2>/dev/null | sed -n '/^Ir/,$p' | sed -n '1,20p'

@@ -18,10 +18,10 @@ static const char *TEMPLATE =
     "{\"parallelism\":0,\"backoffLimit\":0,\"template\":{\"spec\":{\"restartPolicy\":\"Never\","
     "\"containers\":[{\"name\":\"w\",\"image\":\"registry.example/w:1\"}]}}}";
 
-static struct kube_client *client(int concurrency, double qps, int page)
+static struct kube_client *client_b(int concurrency, double qps, int burst, int page)
 {
     struct kube_opts o = {.kubeconfig = getenv("KUBECONFIG"), .concurrency = concurrency,
-                          .qps = qps, .burst = 10, .page_size = page};
+                          .qps = qps, .burst = burst, .page_size = page};
     struct kube_client *c = NULL;
     char err[256] = "";
     if (!o.kubeconfig || kube_client_new(&o, &c, err, sizeof err) != 0) {
@@ -29,6 +29,49 @@ static struct kube_client *client(int concurrency, double qps, int page)
         exit(1);
     }
     return c;
+}
+
+static struct kube_client *client(int concurrency, double qps, int page)
+{
+    return client_b(concurrency, qps, 10, page);
+}
+
+/* A burst as the controller makes it: n creates for n ready messages through one client
+ * (concurrency 8, the default), with qps and burst as given (0: the client's defaults). A batch
+ * stops at the first 429; the rest are sent again after the server's Retry-After (the controller
+ * would retry on a later tick). Prints the time until all n exist, and the 429s. */
+static void burst_run(const char *pool, int n, double qps, int burst, const cJSON *t)
+{
+    struct kube_client *c = client_b(8, qps, burst, 500);
+    struct kube_job_spec s = {.pool = pool, .job_template = t, .ttl_seconds_after_finished = -1};
+    int *rcs = calloc((size_t)n, sizeof *rcs);
+    unsigned long r0 = http_request_count();
+    int64_t t0 = util_now_ms(), waited = 0;
+    int total = 0, throttled = 0, rounds = 0;
+    while (total < n && rounds < 1000) {
+        int created = 0, want = n - total;
+        rounds++;
+        kube_jobs_create(c, &s, want, &created, NULL, rcs);
+        for (int i = 0; i < want; i++) throttled += rcs[i] == JP_ETHROTTLED;
+        total += created;
+        if (total < n) {
+            long ra = kube_last_retry_after(c);
+            long ms = ra > 0 ? ra * 1000 : 1000;
+            struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+            waited += ms;
+        }
+    }
+    int64_t ms = util_now_ms() - t0;
+    char q[64];
+    if (qps < 0) snprintf(q, sizeof q, "none");
+    else if (qps == 0) snprintf(q, sizeof q, "default");
+    else snprintf(q, sizeof q, "%.0f/s, burst %d", qps, burst);
+    printf("| %d Jobs | %s | %.2f s | %.0f Jobs/s | %lu | %d | %d | %.1f s |\n", total, q,
+           (double)ms / 1000.0, ms ? total * 1000.0 / (double)ms : 0.0,
+           http_request_count() - r0, throttled, rounds, (double)waited / 1000.0);
+    free(rcs);
+    kube_client_free(c);
 }
 
 static void wipe(const char *pool)
@@ -127,6 +170,20 @@ int main(int argc, char **argv)
     int nlist = argc > 2 ? (int)strtol(argv[2], NULL, 10) : 5000;
     log_setup(LOG_TEXT, LOG_ERROR, NULL);
     cJSON *t = cJSON_Parse(TEMPLATE);
+    if (argc > 1 && strcmp(argv[1], "burst") == 0) {
+        /* kube_bench burst N QPS BURST [QPS BURST ...]; QPS 0: the client's defaults. */
+        int n = argc > 2 ? (int)strtol(argv[2], NULL, 10) : 1000;
+        printf("| burst | client limit | time to create all | rate | requests | 429s | "
+               "rounds | waited on Retry-After |\n|---|---|---:|---:|---:|---:|---:|---:|\n");
+        wipe("bench-burst");
+        for (int i = 3; i + 1 < argc; i += 2) {
+            burst_run("bench-burst", n, strtod(argv[i], NULL), (int)strtol(argv[i + 1], NULL, 10),
+                      t);
+            wipe("bench-burst");
+        }
+        cJSON_Delete(t);
+        return 0;
+    }
     wipe("bench-create");
     wipe("bench-list");
     printf("| operation | concurrency | rate limit | time | throughput | requests |\n");

@@ -152,6 +152,46 @@ static void measure(struct rmq_client *c, const char *label, enum kind k, const 
     free(t);
 }
 
+/* One tick's depth reads for npools pools, one per queue of vhost, as the controller makes
+ * them. batched: the pools are registered (rmq_watch_queue, as reconcile does), so the vhost
+ * is listed once and, with amqp, declared in one pipelined run. Not batched: a fresh client
+ * every tick, which reads each queue with its own GET (and declare), as main did before. */
+static void tick_cost(const char *label, enum cfg_depth_source src, bool batched,
+                      const char *vhost, int npools, int ticks)
+{
+    int64_t *t = calloc((size_t)ticks, sizeof *t);
+    unsigned long reqs = 0;
+    char q[64];
+    struct rmq_client *c = NULL;
+    for (int k = 0; k < ticks; k++) {
+        if (!c) c = client(src);
+        for (int i = 0; batched && k == 0 && i < npools; i++) {
+            snprintf(q, sizeof q, "bench.q%d", i);
+            rmq_watch_queue(c, vhost, q);
+        }
+        rmq_tick_begin(c);
+        unsigned long r0 = http_request_count();
+        int64_t s = now_us();
+        for (int i = 0; i < npools; i++) {
+            struct rmq_depth d;
+            snprintf(q, sizeof q, "bench.q%d", i);
+            if (rmq_queue_depth(c, vhost, q, &d)) die(label, rmq_last_error(c));
+            if (d.ready != 1) die(label, "wrong depth");
+        }
+        t[k] = now_us() - s;
+        reqs += http_request_count() - r0;
+        if (!batched) {
+            rmq_client_free(c);
+            c = NULL;
+        }
+    }
+    rmq_client_free(c);
+    qsort(t, (size_t)ticks, sizeof *t, cmp_i64);
+    printf("| %5d | %-44s | %5d | %9.1f | %9.1f | %7.1f |\n", npools, label, ticks,
+           pct(t, ticks, 50) / 1000.0, t[ticks - 1] / 1000.0, (double)reqs / ticks);
+    free(t);
+}
+
 /* Publish one message and poll until the reading shows it; returns the lag in ms. */
 static double lag_once(struct rmq_client *c, amqp_connection_state_t a, int64_t before,
                        int poll_ms)
@@ -261,6 +301,19 @@ int main(void)
         measure(c, "per-queue GET + passive declare", K_QUEUE, vhost, sizes[s], 500);
         rmq_client_free(c);
     }
+
+    printf("\n### One tick at 1,000 pools on one vhost (one pool per queue)\n\n");
+    printf("| pools | how | ticks | median ms per tick | max ms | management requests per "
+           "tick |\n");
+    printf("|---:|---|---:|---:|---:|---:|\n");
+    tick_cost("management: one listing per vhost", CFG_DEPTH_MANAGEMENT, true, "bench1000",
+              1000, 20);
+    tick_cost("amqp: listing + pipelined passive declares", CFG_DEPTH_AMQP, true, "bench1000",
+              1000, 20);
+    tick_cost("management: one GET per pool (before)", CFG_DEPTH_MANAGEMENT, false,
+              "bench1000", 1000, 3);
+    tick_cost("amqp: one GET + one declare per pool (before)", CFG_DEPTH_AMQP, false,
+              "bench1000", 1000, 3);
 
     printf("\n### Publish-to-visible lag\n\n");
     printf("| depth source | runs | poll every | min ms | median ms | max ms |\n");

@@ -19,4 +19,7 @@ echo "- machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/
 curl -fsS -u "$JOBPOOL_TEST_RMQ_USER:$JOBPOOL_TEST_RMQ_PASS" "$JOBPOOL_TEST_MGMT_URL/api/overview" |
   python3 -c 'import json,sys; o=json.load(sys.stdin); print("- broker: RabbitMQ %s on Erlang %s, default statistics interval" % (o["rabbitmq_version"], o["erlang_version"]))'
 echo "- client: libcurl $(pkg-config --modversion libcurl), librabbitmq $(pkg-config --modversion librabbitmq), broker and client on the same loopback"
+echo "- load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$root/$B/bench/rmq_depth"
+echo
+echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

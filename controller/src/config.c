@@ -1134,7 +1134,7 @@ static int set_defaults(struct cfg *c, const char *name)
     c->rabbitmq.max_body = (size_t)8 << 20;
     c->rabbitmq.depth_source = CFG_DEPTH_MANAGEMENT;
     c->kubernetes.in_cluster = true;
-    c->kubernetes.qps = 50;
+    c->kubernetes.qps = 100;
     c->kubernetes.concurrency = 8;
     c->leader.enabled = false;
     c->leader.lease_duration_ms = 15000;

@@ -192,8 +192,11 @@ int kube_client_new_auth(const struct kube_auth *auth, const struct kube_opts *o
     c->o = *o;
     c->o.kubeconfig = c->o.context = c->o.sa_dir = c->o.namespace_ = c->o.user_agent = NULL;
     if (o->user_agent && !(c->user_agent = strdup(o->user_agent))) goto out;
-    if (c->o.qps == 0) c->o.qps = 50;
-    if (c->o.burst <= 0) c->o.burst = 10;
+    if (c->o.qps == 0) c->o.qps = 100;
+    /* Ten seconds' worth at once: a burst of ready messages (1,000 at the default) gets its
+     * Jobs at the API server's pace, while qps bounds the sustained rate (docs/performance.md). */
+    if (c->o.burst <= 0) c->o.burst = c->o.qps > 0 && c->o.qps < 10000 ? (int)(c->o.qps * 10)
+                                                                       : 100000;
     if (c->o.concurrency <= 0) c->o.concurrency = 8;
     if (c->o.page_size <= 0) c->o.page_size = 500;
     if (c->o.timeout_ms <= 0) c->o.timeout_ms = 10000;

@@ -27,8 +27,8 @@ struct kube_opts {
     const char *context;        /* NULL: current-context */
     const char *sa_dir;         /* in-cluster base dir override (tests); NULL: the standard one */
     const char *namespace_;     /* NULL: the context's / service account's namespace, "default" */
-    double qps;                 /* client-side create rate limit, default 50 (<0: unlimited) */
-    int burst;                  /* token bucket size, default 10 */
+    double qps;                 /* client-side create rate limit, default 100 (<0: unlimited) */
+    int burst;                  /* token bucket size, default 10 x qps */
     int concurrency;            /* parallel creates over keep-alive connections, default 8 */
     int page_size;              /* list page size (limit=), default 500 */
     long timeout_ms;            /* per request, default 10000 */

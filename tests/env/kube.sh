@@ -8,6 +8,9 @@
 #   tests/env/kube.sh apiserver-stop|apiserver-start [DIR]   fault injection (the e2e faults test)
 #   JOBPOOL_KUBE_AUDIT=1 at start: audit every request's metadata to DIR/log/audit.log
 #   JOBPOOL_KUBE_KCM_QPS=N: the controller-manager's client rate (upstream default 20)
+#   JOBPOOL_KUBE_MAX_MUTATING=N at start: kube-apiserver --max-mutating-requests-inflight N
+#     with priority and fairness off (which would otherwise pool the limit with the read one),
+#     so a bench can provoke the server's 429s (upstream default 200, fairness on)
 # No kubelet runs: Jobs get real Pods from the Job controller, but nothing runs them.
 # Errors go to stderr with the logs' tails; the exit code is then non-zero.
 set -euo pipefail
@@ -80,6 +83,9 @@ launch_apiserver() { # (re)start the API server of instance $dir; ready when /re
     audit=(--audit-policy-file "$dir/audit-policy.yaml" --audit-log-path "$dir/log/audit.log"
            --audit-log-format json --audit-log-maxsize 2000 --audit-log-maxbackup 1)
   fi
+  local inflight=()
+  [ -z "${MAX_MUTATING:-}" ] ||
+    inflight=(--max-mutating-requests-inflight "$MAX_MUTATING" --enable-priority-and-fairness=false)
   setsid "$BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
@@ -97,6 +103,7 @@ launch_apiserver() { # (re)start the API server of instance $dir; ready when /re
     --feature-gates TTLAfterFinished=true \
     --enable-admission-plugins NamespaceLifecycle,ServiceAccount \
     --allow-privileged=false --profiling=false \
+    "${inflight[@]}" \
     --logtostderr=true --v=1 "${audit[@]}" \
     >>"$dir/log/kube-apiserver.log" 2>&1 </dev/null &
   echo $! > "$dir/apiserver.pid"
@@ -124,6 +131,7 @@ API_PORT=$api_port
 KCM_PORT=$kcm_port
 BIN=$bin
 AUDIT=${JOBPOOL_KUBE_AUDIT:-0}
+MAX_MUTATING=${JOBPOOL_KUBE_MAX_MUTATING:-}
 EOF
   trap 'rc=$?; if [ $rc -ne 0 ]; then halt; rm -rf "$dir"; fi' EXIT
 

@@ -1088,7 +1088,7 @@ static void test_defaults(void **state)
     assert_string_equal(c->kubernetes.instance, "jobpool");
     assert_null(c->rabbitmq.worker_secret.name);
     assert_null(c->rabbitmq.ca_secret.name);
-    assert_true(c->kubernetes.qps == 50.0);
+    assert_true(c->kubernetes.qps == 100.0);
     assert_int_equal(c->kubernetes.concurrency, 8);
     assert_false(c->leader.enabled);
     assert_string_equal(c->leader.lease_name, "jobpool-leader");
