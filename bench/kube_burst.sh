@@ -41,4 +41,3 @@ echo
 KUBECONFIG=$kc "$root/$B/bench/kube_bench" burst "$N" "$@"
 echo
 echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "- 429s the API server logged: $(grep -c ' 429 ' "$JOBPOOL_KUBE_DIR/log/kube-apiserver.log" || true)"
