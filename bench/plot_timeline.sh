@@ -29,7 +29,7 @@ set key top right
 plot $top
 set ylabel "publish to task start, s"
 set yrange [0:*]
-set key top right
+set key top left
 plot $bottom
 unset multiplot
 EOG
