@@ -466,7 +466,7 @@ static void publish(struct reconcile *r, size_t i)
         .deletes = (int64_t)ps->d.ndeletes,
         .reason = ps->st.reason,
         .last_err = ps->st.last_err,
-        .decided_wall_ms = now,
+        .decided_wall_ms = util_wall_ms(), /* shown to people: unix time, not the loop clock */
     };
     metrics_pool_publish(r->m, pool->name, &s);
     struct backend_stats bs;

@@ -581,6 +581,12 @@ static void test_task_figures_and_decision_published(void **state)
     assert_non_null(strstr(text, "\"pending\":2,"));      /* the two started on the first pass */
     assert_non_null(strstr(text, "\"reason\":\"covered\""));
     assert_non_null(strstr(text, "\"tasks_total\":2}"));
+    /* decided_at is unix time (status prints "N s ago" from it), not the loop's clock. */
+    const char *at = strstr(text, "\"decided_at\":");
+    assert_non_null(at);
+    double decided = strtod(at + 13, NULL);
+    assert_true(decided > (double)util_wall_ms() / 1000.0 - 60 &&
+                decided <= (double)util_wall_ms() / 1000.0 + 1);
     free(text);
     reconcile_free(rec);
     rec = NULL;
