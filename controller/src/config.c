@@ -44,6 +44,7 @@ struct ld {
     char *err;
     size_t errlen;
     struct yamljson_budget budget; /* what the file has expanded to so far */
+    bool jobpool;   /* a JobPool: errors name "spec.KEY", without a file position */
 };
 
 /* ---- error lines ---------------------------------------------------------------------------- */
@@ -58,7 +59,15 @@ static void one_line(char *s)
 static int vfail_at(struct ld *l, int line, int col, const char *path, const char *fmt,
                     va_list ap)
 {
-    if (l->err && l->errlen) {
+    if (l->err && l->errlen && l->jobpool) {
+        /* The pool is a JobPool's spec, so "pools[0].minActive" is "spec.minActive" there. */
+        const char *rest = path && !strncmp(path, "pools[0]", 8) ? path + 8 : NULL;
+        int n = !rest ? snprintf(l->err, l->errlen, "%s: ", path && *path ? path : "spec")
+                : !strcmp(rest, ".name") ? snprintf(l->err, l->errlen, "metadata.name: ")
+                : snprintf(l->err, l->errlen, "spec%s: ", rest);
+        if (n >= 0 && (size_t)n < l->errlen) vsnprintf(l->err + n, l->errlen - (size_t)n, fmt, ap);
+        one_line(l->err);
+    } else if (l->err && l->errlen) {
         int n = snprintf(l->err, l->errlen, "%s:%d:%d: %s: ", l->name, line, col,
                          path && *path ? path : "(root)");
         if (n >= 0 && (size_t)n < l->errlen) vsnprintf(l->err + n, l->errlen - (size_t)n, fmt, ap);
@@ -664,11 +673,38 @@ static int parse_rabbitmq(struct ld *l, yaml_node_t *n, struct cfg_rabbitmq *r)
     return 0;
 }
 
+/* kubernetes.watchNamespaces: distinct DNS-1123 labels; an empty list means every namespace. */
+static int parse_watch_namespaces(struct ld *l, yaml_node_t *seq, const char *path,
+                                  struct cfg_kubernetes *kc)
+{
+    char p[KEYPATH_MAX], b[64];
+    if (seq->type != YAML_SEQUENCE_NODE) return want(l, seq, path, "a sequence of namespaces");
+    size_t cnt = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+    if (cnt > 255) return fail(l, seq, path, "at most 255 namespaces, got %zu", cnt);
+    if (!cnt) return 0;
+    if (!(kc->watch_namespaces = calloc(cnt, sizeof *kc->watch_namespaces))) return JP_ENOMEM;
+    for (size_t i = 0; i < cnt; i++) {
+        yaml_node_t *a = yaml_document_get_node(l->doc, seq->data.sequence.items.start[i]);
+        if (!a) return fail(l, seq, path, "malformed document");
+        int rc = get_str(l, a, pindex(p, sizeof p, path, i), false, &kc->watch_namespaces[i]);
+        kc->nwatch_namespaces = i + 1;
+        if (rc) return rc;
+        if (!dns_label(kc->watch_namespaces[i], 63))
+            return fail(l, a, p, "must be a DNS-1123 label (lowercase letters, digits and '-', "
+                        "at most 63), got %s", show(a, b, sizeof b));
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(kc->watch_namespaces[j], kc->watch_namespaces[i]))
+                return fail(l, a, p, "'%s' is listed twice", kc->watch_namespaces[i]);
+    }
+    return 0;
+}
+
 static int parse_kubernetes(struct ld *l, yaml_node_t *n, struct cfg_kubernetes *kc)
 {
-    enum { INCLUSTER, KUBECONFIG, CONTEXT, NS, QPS, CONC, INSTANCE, N };
+    enum { INCLUSTER, KUBECONFIG, CONTEXT, NS, QPS, CONC, INSTANCE, JOBPOOLS, WATCHNS, N };
     static const char *const keys[N] = {"inCluster", "kubeconfig", "context", "namespace", "qps",
-                                        "concurrency", "instance"};
+                                        "concurrency", "instance", "jobPools",
+                                        "watchNamespaces"};
     yaml_node_t *v[N], *k[N];
     char p[KEYPATH_MAX], b[64];
     int rc = collect(l, n, "kubernetes", keys, N, v, k);
@@ -715,6 +751,10 @@ static int parse_kubernetes(struct ld *l, yaml_node_t *n, struct cfg_kubernetes 
                         "and '-', at most %d), got %s", (int)CFG_LIM_MAX(INSTANCE),
                         show(v[INSTANCE], b, sizeof b));
     }
+    if (v[JOBPOOLS] && (rc = get_bool(l, v[JOBPOOLS], KP(JOBPOOLS), &kc->jobpools))) return rc;
+    if (v[WATCHNS] && !is_null(v[WATCHNS]) &&
+        (rc = parse_watch_namespaces(l, v[WATCHNS], KP(WATCHNS), kc)))
+        return rc;
 #undef KP
     return 0;
 }
@@ -1097,10 +1137,16 @@ static int parse_root(struct ld *l, yaml_node_t *root, struct cfg *c)
         return JP_ENOMEM;
 
     yaml_node_t *pools = v[POOLS];
-    if (!pools) return fail(l, root, "pools", "at least one pool is required");
+    /* On Kubernetes, pools may all be JobPool objects: "pools: []" says so explicitly. */
+    bool jobpools = c->backend == CFG_BACKEND_KUBE && c->kubernetes.jobpools;
+    if (!pools) return fail(l, root, "pools", jobpools ? "required; 'pools: []' serves JobPool "
+                            "objects only" : "at least one pool is required");
     if (pools->type != YAML_SEQUENCE_NODE) return want(l, pools, "pools", "a sequence of pools");
     size_t np = (size_t)(pools->data.sequence.items.top - pools->data.sequence.items.start);
-    if (!np) return fail(l, pools, "pools", "at least one pool is required");
+    if (!np && !jobpools)
+        return fail(l, pools, "pools", "at least one pool is required%s",
+                    c->backend == CFG_BACKEND_KUBE ? " (or kubernetes.jobPools: true, to serve "
+                    "JobPool objects)" : "");
     if (np > (size_t)CFG_LIM_MAX(POOLS))
         return fail(l, pools, "pools", "at most %d pools, got %zu", (int)CFG_LIM_MAX(POOLS), np);
     if (!(c->pools = calloc(np, sizeof *c->pools))) return JP_ENOMEM;
@@ -1136,6 +1182,7 @@ static int set_defaults(struct cfg *c, const char *name)
     c->kubernetes.in_cluster = true;
     c->kubernetes.qps = 100;
     c->kubernetes.concurrency = 8;
+    c->kubernetes.jobpools = true;
     c->leader.enabled = false;
     c->leader.lease_duration_ms = 15000;
     c->leader.renew_deadline_ms = 10000;
@@ -1185,7 +1232,7 @@ int cfg_load_string(const char *yaml, size_t len, const char *name, struct cfg *
     yaml_document_t doc, extra;
     bool have_parser = false, have_doc = false;
     struct ld l = {name ? name : "<string>", &doc, err, errlen,
-                   {.max_nodes = CFG_NODES_MAX, .max_bytes = CFG_EXPANDED_MAX}};
+                   {.max_nodes = CFG_NODES_MAX, .max_bytes = CFG_EXPANDED_MAX}, false};
     *out = NULL;
     if (err && errlen) err[0] = '\0';
     if (!yaml) {
@@ -1254,6 +1301,8 @@ int cfg_load(const char *path, struct cfg **out, char *err, size_t errlen)
 
 static void pool_free(struct cfg_pool *p)
 {
+    free(p->namespace_);
+    free(p->connection_secret);
     free(p->name);
     free(p->queue);
     free(p->queue_regex);
@@ -1290,6 +1339,9 @@ void cfg_free(struct cfg *c)
     free(c->kubernetes.context);
     free(c->kubernetes.namespace_);
     free(c->kubernetes.instance);
+    for (size_t i = 0; i < c->kubernetes.nwatch_namespaces; i++)
+        free(c->kubernetes.watch_namespaces[i]);
+    free(c->kubernetes.watch_namespaces);
     free(c->rabbitmq.worker_secret.name);
     free(c->rabbitmq.worker_secret.username_key);
     free(c->rabbitmq.worker_secret.password_key);
@@ -1343,5 +1395,92 @@ out:
         v = NULL;
     }
     *out = v;
+    return rc;
+}
+
+void cfg_pool_free(struct cfg_pool *p)
+{
+    if (!p) return;
+    pool_free(p);
+    memset(p, 0, sizeof *p);
+}
+
+/* The JobPool's spec with its name, as the JSON text of one pools[] entry: JSON is YAML, so the
+ * config's own parser reads it with every rule and message of the file. */
+static char *jobpool_as_pool(const cJSON *spec, const char *name)
+{
+    cJSON *pool = cJSON_CreateObject();
+    if (!pool || !cJSON_AddStringToObject(pool, "name", name)) {
+        cJSON_Delete(pool);
+        return NULL;
+    }
+    const cJSON *e;
+    cJSON_ArrayForEach(e, spec) {
+        /* connectionSecretRef is the JobPool's own; a stray "name" would clash with ours. */
+        if (!strcmp(e->string, "connectionSecretRef") || !strcmp(e->string, "name")) continue;
+        cJSON *d = cJSON_Duplicate(e, 1);
+        if (!d) {
+            cJSON_Delete(pool);
+            return NULL;
+        }
+        cJSON_AddItemToObject(pool, e->string, d);
+    }
+    char *text = cJSON_PrintUnformatted(pool);
+    cJSON_Delete(pool);
+    return text;
+}
+
+int cfg_pool_from_jobpool(const struct cfg *c, const cJSON *jobpool, struct cfg_pool *out,
+                          char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (err && errlen) err[0] = '\0';
+    const cJSON *md = cJSON_GetObjectItemCaseSensitive(jobpool, "metadata");
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(md, "name");
+    const cJSON *ns = cJSON_GetObjectItemCaseSensitive(md, "namespace");
+    const cJSON *spec = cJSON_GetObjectItemCaseSensitive(jobpool, "spec");
+    if (!cJSON_IsString(name) || !cJSON_IsString(ns) || !cJSON_IsObject(spec)) {
+        if (err && errlen) snprintf(err, errlen, "%s: required", !cJSON_IsObject(spec)
+                                    ? "spec" : "metadata.name and metadata.namespace");
+        return JP_ECONFIG;
+    }
+    const cJSON *ref = cJSON_GetObjectItemCaseSensitive(spec, "connectionSecretRef");
+    const cJSON *refname = cJSON_GetObjectItemCaseSensitive(ref, "name");
+    if (ref && (!cJSON_IsString(refname) || !*refname->valuestring)) {
+        if (err && errlen) snprintf(err, errlen, "spec.connectionSecretRef.name: required");
+        return JP_ECONFIG;
+    }
+    int rc = JP_ENOMEM;
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    bool have_parser = false, have_doc = false;
+    char *text = jobpool_as_pool(spec, name->valuestring);
+    if (!text || !yaml_parser_initialize(&parser)) goto out;
+    have_parser = true;
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, strlen(text));
+    if (!yaml_parser_load(&parser, &doc)) goto out;
+    have_doc = true;
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    if (!root) goto out;
+    /* A config of one pool: the controller's default vhost, the kube backend. */
+    struct cfg tmp;
+    memset(&tmp, 0, sizeof tmp);
+    tmp.backend = CFG_BACKEND_KUBE;
+    tmp.rabbitmq.vhost = c->rabbitmq.vhost;
+    tmp.pools = out;
+    tmp.npools = 1;
+    struct ld l = {"JobPool", &doc, err, errlen,
+                   {.max_nodes = CFG_NODES_MAX, .max_bytes = CFG_EXPANDED_MAX}, true};
+    if ((rc = parse_pool(&l, root, 0, &tmp))) goto out;
+    rc = JP_ENOMEM;
+    if (!(out->namespace_ = util_strdup(ns->valuestring))) goto out;
+    if (ref && !(out->connection_secret = util_strdup(refname->valuestring))) goto out;
+    rc = 0;
+out:
+    if (have_doc) yaml_document_delete(&doc);
+    if (have_parser) yaml_parser_delete(&parser);
+    free(text);
+    if (rc) cfg_pool_free(out);
+    if (rc == JP_ENOMEM && err && errlen) snprintf(err, errlen, "out of memory");
     return rc;
 }

@@ -65,6 +65,9 @@ struct cfg_kubernetes {
     char *namespace_;              /* NULL: POD_NAMESPACE, the service account's or the
                                     * context's namespace, else "default" */
     char *instance;                /* label jobpool.dev/instance on every Job, default "jobpool" */
+    bool jobpools;                 /* serve JobPool objects too, default true (backend kube) */
+    char **watch_namespaces;       /* JobPools are watched here; NULL: in every namespace */
+    size_t nwatch_namespaces;
     double qps;                    /* client-side create rate limit, default 50 */
     int concurrency;               /* parallel creates, default 8 */
 };
@@ -103,6 +106,9 @@ struct cfg_pool {
     struct yamljson_src *template_src; /* source positions of job_template's nodes; owned */
     char hash[17];                 /* hex FNV-1a of the pool's settings, for annotations */
     int line;                      /* source line of the pool entry */
+    /* Set for a pool that comes from a JobPool (cfg_pool_from_jobpool); NULL for the file's. */
+    char *namespace_;              /* the JobPool's namespace: its Jobs are created there */
+    char *connection_secret;       /* spec.connectionSecretRef.name, or NULL */
 };
 
 struct cfg {
@@ -128,6 +134,16 @@ int cfg_load(const char *path, struct cfg **out, char *err, size_t errlen);
 int cfg_load_string(const char *yaml, size_t len, const char *name, struct cfg **out, char *err,
                     size_t errlen);
 void cfg_free(struct cfg *c);
+
+/* Validate a JobPool (the object as the API server returns it: metadata.name and .namespace,
+ * spec) as one pool of c, with the same rules and messages as a pools[] entry, and fill *out
+ * (freed with cfg_pool_free; zeroed first). The pool's name is metadata.name, its vhost
+ * defaults to c's, namespace_ and connection_secret are set. Returns 0, or JP_ECONFIG with err
+ * one line naming the field as the object has it: "spec.minActive: must be <= maxActive (2),
+ * got 5"; or JP_ENOMEM. */
+int cfg_pool_from_jobpool(const struct cfg *c, const struct cJSON *jobpool, struct cfg_pool *out,
+                          char *err, size_t errlen);
+void cfg_pool_free(struct cfg_pool *p);
 
 /* Format one error line about a node of pool p's jobTemplate, e.g. for an API server rejection:
  * path is relative to the JobSpec ("template.spec.containers[0].image"), and the line names the

@@ -1488,10 +1488,93 @@ static void test_alias_expansion_capped(void **state)
     free(y);
 }
 
+/* A JobPool's spec is a pool with the file's rules: defaults filled in, the controller's vhost
+ * by default, namespace and connection Secret kept, and each error naming the field as the
+ * object has it (spec.X, metadata.name), including the checks the CRD's schema cannot make. */
+static void test_pool_from_jobpool(void **state)
+{
+    (void)state;
+    struct cfg *c = NULL;
+    char err[256];
+    const char *yaml = "rabbitmq: {vhost: media}\npools: []\n";
+    assert_int_equal(cfg_load_string(yaml, strlen(yaml), "c.yaml", &c, err, sizeof err), 0);
+    assert_int_equal(c->npools, 0);
+    assert_true(c->kubernetes.jobpools);
+    assert_null(c->kubernetes.watch_namespaces);
+    struct cfg_pool p;
+    cJSON *jp = cJSON_Parse("{\"metadata\":{\"name\":\"thumbs\",\"namespace\":\"team-a\"},"
+                            "\"spec\":{\"queue\":\"t\",\"maxActive\":4,\"minActive\":1,"
+                            "\"pendingTimeout\":\"1m30s\",\"ttlSecondsAfterFinished\":null,"
+                            "\"connectionSecretRef\":{\"name\":\"conn\"},"
+                            "\"jobTemplate\":{\"template\":{\"spec\":{}}}}}");
+    assert_int_equal(cfg_pool_from_jobpool(c, jp, &p, err, sizeof err), 0);
+    assert_string_equal(p.name, "thumbs");
+    assert_string_equal(p.namespace_, "team-a");
+    assert_string_equal(p.connection_secret, "conn");
+    assert_string_equal(p.vhost, "media");
+    assert_int_equal(p.max_active, 4);
+    assert_int_equal(p.min_active, 1);
+    assert_int_equal(p.max_start_per_tick, 20);
+    assert_int_equal(p.pending_timeout_ms, 90000);
+    assert_int_equal(p.ttl_seconds_after_finished, -1);
+    assert_non_null(p.job_template);
+    assert_int_equal(strlen(p.hash), 16);
+    cfg_pool_free(&p);
+    cJSON_Delete(jp);
+
+    static const struct {
+        const char *json, *want;
+    } bad[] = {
+        {"{\"metadata\":{\"name\":\"a\",\"namespace\":\"n\"},\"spec\":{\"queue\":\"q\","
+         "\"maxActive\":2,\"minActive\":5,\"jobTemplate\":{\"template\":{}}}}",
+         "spec.minActive: must be <= maxActive (2), got 5"},
+        {"{\"metadata\":{\"name\":\"a\",\"namespace\":\"n\"},\"spec\":{\"queue\":\"q\","
+         "\"maxActive\":2,\"pendingTimeout\":\"500ms\",\"jobTemplate\":{\"template\":{}}}}",
+         "spec.pendingTimeout: must be at least 1s, got 500ms"},
+        {"{\"metadata\":{\"name\":\"a\",\"namespace\":\"n\"},\"spec\":{\"queueRegex\":\"a(\","
+         "\"maxActive\":2,\"jobTemplate\":{\"template\":{}}}}",
+         "spec.queueRegex: invalid regular expression"},
+        {"{\"metadata\":{\"name\":\"Bad_Name\",\"namespace\":\"n\"},\"spec\":{\"queue\":\"q\","
+         "\"maxActive\":2,\"jobTemplate\":{\"template\":{}}}}", "metadata.name: must be a DNS"},
+        {"{\"metadata\":{\"name\":\"a\",\"namespace\":\"n\"},\"spec\":{\"queue\":\"q\","
+         "\"maxActive\":2}}", "spec.jobTemplate: required with backend kube"},
+        {"{\"metadata\":{\"name\":\"a\",\"namespace\":\"n\"},\"spec\":{\"queue\":\"q\","
+         "\"maxActive\":2,\"connectionSecretRef\":{},\"jobTemplate\":{\"template\":{}}}}",
+         "spec.connectionSecretRef.name: required"},
+        {"{\"metadata\":{\"name\":\"a\",\"namespace\":\"n\"}}", "spec: required"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        jp = cJSON_Parse(bad[i].json);
+        assert_non_null(jp);
+        assert_int_equal(cfg_pool_from_jobpool(c, jp, &p, err, sizeof err), JP_ECONFIG);
+        if (strncmp(err, bad[i].want, strlen(bad[i].want)))
+            fail_msg("case %zu: got '%s', want '%s...'", i, err, bad[i].want);
+        assert_null(p.name);
+        cJSON_Delete(jp);
+    }
+    cfg_free(c);
+
+    /* watchNamespaces: listed, or refused with the entry's path. */
+    yaml = "kubernetes: {watchNamespaces: [team-a, team-b]}\npools: []\n";
+    assert_int_equal(cfg_load_string(yaml, strlen(yaml), "c.yaml", &c, err, sizeof err), 0);
+    assert_int_equal(c->kubernetes.nwatch_namespaces, 2);
+    assert_string_equal(c->kubernetes.watch_namespaces[1], "team-b");
+    cfg_free(c);
+    yaml = "kubernetes: {watchNamespaces: [team-a, team-a]}\npools: []\n";
+    assert_int_equal(cfg_load_string(yaml, strlen(yaml), "c.yaml", &c, err, sizeof err),
+                     JP_ECONFIG);
+    assert_string_equal(err, "c.yaml:1:40: kubernetes.watchNamespaces[1]: 'team-a' is listed twice");
+    yaml = "kubernetes: {jobPools: false}\npools: []\n";
+    assert_int_equal(cfg_load_string(yaml, strlen(yaml), "c.yaml", &c, err, sizeof err),
+                     JP_ECONFIG);
+    assert_non_null(strstr(err, "pools: at least one pool is required"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_alias_expansion_capped),
+        cmocka_unit_test(test_pool_from_jobpool),
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_bad_encoding),
         cmocka_unit_test(test_small_error_buffer),
