@@ -88,6 +88,11 @@ struct kube_client;
 /* Kubernetes Jobs through kc (not owned). */
 int backend_kube_new(const struct cfg *cfg, struct kube_client *kc, struct backend **out);
 
+struct pools;
+/* The pool set the kube backend serves besides the config file's (borrowed): Jobs of its pools
+ * are not orphans. */
+void backend_kube_serve(struct backend *b, const struct pools *ps);
+
 static inline void backend_free(struct backend *b)
 {
     if (b) b->destroy(b);

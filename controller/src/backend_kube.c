@@ -6,6 +6,7 @@
 #include "kube_cache.h"
 #include "log.h"
 #include "podsec.h"
+#include "pools.h"
 #include "metrics.h"
 #include "util.h"
 
@@ -53,14 +54,21 @@ struct pool_env {
  * about one watch timeout (10 s) old. */
 #define CACHE_MAX_AGE_MS 30000
 
+/* What the backend keeps per pool, in the pool's slot (pools_slot). A slot taken over by
+ * another pool starts afresh. */
+struct kslot {
+    char key[192];              /* namespace/name of the pool that holds it */
+    struct ev_bucket ev[EV_N];
+    struct backend_stats stats;
+};
+
 struct kb {
     struct backend base;
-    struct ev_bucket (*ev)[EV_N]; /* per pool */
     const struct cfg *cfg;
     struct kube_client *kc;
     struct kube_cache *cache;
-    struct pool_env *env;       /* per pool: the worker settings handed to every Job */
-    struct backend_stats *stats;
+    struct kslot *slots;        /* pools_slots(cfg) of them */
+    const struct pools *pools;  /* JobPools served besides the file's (backend_kube_serve) */
     struct kube_job_list jobs;  /* this tick's snapshot of every Job, sorted by pool */
     int snap_rc;                /* the snapshot's result: JP_ESTALE before the first sync */
     bool stale;                 /* the cache is older than CACHE_MAX_AGE_MS: every pool holds */
@@ -76,9 +84,16 @@ struct kb {
     const char **pool_names;    /* the configured pools' names, sorted: orphans are the rest */
 };
 
-static size_t pool_index(const struct kb *K, const struct cfg_pool *p)
+static struct kslot *slot_of(struct kb *K, const struct cfg_pool *p)
 {
-    return (size_t)(p - K->cfg->pools);
+    struct kslot *s = &K->slots[pools_slot(K->cfg, p)];
+    char key[sizeof s->key];
+    snprintf(key, sizeof key, "%s/%s", p->namespace_ ? p->namespace_ : "", p->name);
+    if (strcmp(s->key, key)) {
+        memset(s, 0, sizeof *s);
+        memcpy(s->key, key, sizeof key);
+    }
+    return s;
 }
 
 static struct seen *seen_slot(struct kb *K, const char *name, bool insert)
@@ -167,7 +182,16 @@ static int cmp_str(const void *a, const void *b)
 
 static bool pool_configured(const struct kb *K, const char *name)
 {
-    return bsearch(&name, K->pool_names, K->cfg->npools, sizeof *K->pool_names, cmp_str) != NULL;
+    if (bsearch(&name, K->pool_names, K->cfg->npools, sizeof *K->pool_names, cmp_str)) return true;
+    /* A served JobPool (a paused one too); a deleted one's Jobs are orphans from now on. */
+    for (size_t i = 0; K->pools && i < pools_count(K->pools); i++)
+        if (!strcmp(pools_at(K->pools, i)->cfg->name, name)) return true;
+    return false;
+}
+
+void backend_kube_serve(struct backend *b, const struct pools *ps)
+{
+    ((struct kb *)b)->pools = ps;
 }
 
 /* One Job of the snapshot as a worker, with times from what this controller saw. */
@@ -241,7 +265,7 @@ static int kb_list(struct backend *b, const struct cfg_pool *pool, struct backen
         const struct kube_job *j = &K->jobs.items[i];
         if (j->deleting_ms) continue; /* on its way out: neither active nor history */
         struct backend_worker w;
-        to_worker(K, j, &K->stats[pool_index(K, pool)], &w);
+        to_worker(K, j, &slot_of(K, pool)->stats, &w);
         if ((rc = backend_list_push(out, &w)) != 0) return rc;
     }
     return 0;
@@ -272,9 +296,9 @@ static int kb_list_orphans(struct backend *b, struct backend_list *out)
     return 0;
 }
 
-static bool ev_allow(struct kb *K, size_t pool, int kind)
+static bool ev_allow(struct kb *K, const struct cfg_pool *pool, int kind)
 {
-    struct ev_bucket *e = &K->ev[pool][kind];
+    struct ev_bucket *e = &slot_of(K, pool)->ev[kind];
     int64_t now = util_now_ms();
     if (!e->at_ms) e->tokens = EV_BURST;
     else e->tokens += (double)(now - e->at_ms) / EV_REFILL_MS;
@@ -289,8 +313,8 @@ static bool ev_allow(struct kb *K, size_t pool, int kind)
  * API) when job is NULL. Without POD_NAME a pool-level Event has no object to name in this
  * namespace: that is said once, at warn, rather than dropped in silence. Failures are logged
  * at debug: events are best effort. */
-static void event(struct kb *K, size_t pool, int kind, const char *job, const char *type,
-                  const char *reason, const char *msg)
+static void event(struct kb *K, const struct cfg_pool *pool, int kind, const char *job,
+                  const char *type, const char *reason, const char *msg)
 {
     if (!ev_allow(K, pool, kind)) return;
     const char *pod = getenv("POD_NAME");
@@ -301,13 +325,13 @@ static void event(struct kb *K, size_t pool, int kind, const char *job, const ch
         rc = kube_event_create(K->kc, "Pod", "v1", pod, NULL, type, reason, msg);
     } else {
         if (!K->event_warned)
-            log_msg(LOG_WARN, K->cfg->pools[pool].name, 0, "event %s not recorded: POD_NAME is "
+            log_msg(LOG_WARN, pool->name, 0, "event %s not recorded: POD_NAME is "
                     "not set (give the controller its pod name through the downward API); "
                     "such events are only logged", reason);
         K->event_warned = true;
         return;
     }
-    if (rc) log_msg(LOG_DEBUG, K->cfg->pools[pool].name, rc, "event %s not recorded", reason);
+    if (rc) log_msg(LOG_DEBUG, pool->name, rc, "event %s not recorded", reason);
 }
 
 static void kb_report(struct backend *b, struct metrics *m)
@@ -371,11 +395,13 @@ static void settle_jobs(struct kb *K, const struct cfg_pool *pool, int n, char (
     }
 }
 
+static void pool_env(const struct cfg_pool *pool, struct pool_env *pe);
+
 static int kb_start(struct backend *b, const struct cfg_pool *pool, const char *queue, int n,
                     int64_t ready, int *started)
 {
     struct kb *K = (struct kb *)b;
-    size_t pi = pool_index(K, pool);
+    struct pool_env pe;
     *started = 0;
     if (!queue) queue = pool->queue;
     if (!pool->job_template) {
@@ -392,6 +418,7 @@ static int kb_start(struct backend *b, const struct cfg_pool *pool, const char *
             if (np[i]) kube_cache_forget_created(K->cache, np[i]);
         goto out;
     }
+    pool_env(pool, &pe);
     struct kube_job_spec spec = {
         .pool = pool->name,
         .instance = K->cfg->kubernetes.instance,
@@ -400,7 +427,7 @@ static int kb_start(struct backend *b, const struct cfg_pool *pool, const char *
         .config_hash = pool->hash,
         .job_template = pool->job_template,
         .ttl_seconds_after_finished = pool->ttl_seconds_after_finished,
-        .env = K->env[pi].kv,
+        .env = pe.kv,
         .conn = K->conn.secret ? &K->conn : NULL,
         .names = np,
     };
@@ -411,19 +438,19 @@ static int kb_start(struct backend *b, const struct cfg_pool *pool, const char *
     for (int i = 0; i < n && !first; i++)
         if (made[i].name[0]) first = made[i].name;
     *started = created;
-    K->stats[pi].started += (unsigned long)created;
+    slot_of(K, pool)->stats.started += (unsigned long)created;
     char msg[1280];
     if (rc) {
         snprintf(msg, sizeof msg, "%s", kube_last_error(K->kc));
         log_msg(LOG_ERROR, pool->name, rc, "created %d of %d jobs: %s", created, n, msg);
         if (rc == JP_EINVALID)
-            event(K, pi, EV_TEMPLATE_REJECTED, NULL, "Warning", "TemplateRejected", msg);
+            event(K, pool, EV_TEMPLATE_REJECTED, NULL, "Warning", "TemplateRejected", msg);
     }
     if (created && first) {
         snprintf(msg, sizeof msg, "Started %d worker%s for %lld ready message%s (pool %s)",
                  created, created == 1 ? "" : "s", (long long)ready, ready == 1 ? "" : "s",
                  pool->name);
-        event(K, pi, EV_SCALED_UP, first, "Normal", "ScaledUp", msg);
+        event(K, pool, EV_SCALED_UP, first, "Normal", "ScaledUp", msg);
     }
 out:
     free(made);
@@ -477,7 +504,7 @@ static int kb_remove(struct backend *b, const struct cfg_pool *pool, const struc
         return JP_ECANCELED;
     }
     if (rc == 0 && w->w.state == SCALE_PENDING && pool)
-        event(K, pool_index(K, pool), EV_PENDING_TIMEOUT, w->id, "Warning", "PendingTimeout",
+        event(K, pool, EV_PENDING_TIMEOUT, w->id, "Warning", "PendingTimeout",
               "Deleted: no pod ran within the pool's pendingTimeout");
 out:
     if (rc == 0 || rc == JP_ENOTFOUND) kube_cache_note_deleted(K->cache, w->id);
@@ -489,7 +516,7 @@ out:
 static void kb_stats(struct backend *b, const struct cfg_pool *pool, struct backend_stats *out)
 {
     struct kb *K = (struct kb *)b;
-    *out = K->stats[pool_index(K, pool)];
+    *out = slot_of(K, pool)->stats;
 }
 
 static void kb_shutdown(struct backend *b, long grace_ms)
@@ -504,9 +531,7 @@ static void kb_destroy(struct backend *b)
     if (!K) return;
     kube_cache_free(K->cache);
     free(K->amqp_url);
-    free(K->env);
-    free(K->stats);
-    free(K->ev);
+    free(K->slots);
     kube_job_list_free(&K->jobs);
     free(K->seen);
     free(K->pool_names);
@@ -574,14 +599,10 @@ int backend_kube_new(const struct cfg *cfg, struct kube_client *kc, struct backe
                                .start = kb_start, .remove = kb_remove, .stats = kb_stats, .report = kb_report,
                                .shutdown = kb_shutdown, .destroy = kb_destroy};
     size_t np = cfg->npools ? cfg->npools : 1;
-    if (!(K->env = calloc(np, sizeof *K->env))) goto out;
-    if (!(K->stats = calloc(np, sizeof *K->stats))) goto out;
-    if (!(K->ev = calloc(np, sizeof *K->ev))) goto out;
+    if (!(K->slots = calloc(pools_slots(cfg), sizeof *K->slots))) goto out;
     if (!(K->pool_names = calloc(np, sizeof *K->pool_names))) goto out;
     for (size_t i = 0; i < cfg->npools; i++) K->pool_names[i] = cfg->pools[i].name;
     if (cfg->npools > 1) qsort(K->pool_names, cfg->npools, sizeof *K->pool_names, cmp_str);
-    for (size_t i = 0; i < cfg->npools; i++)
-        pool_env(&cfg->pools[i], &K->env[i]);
     if ((rc = worker_conn(K)) != 0) goto out;
     if (!cfg->rabbitmq.worker_secret.name)
         log_warn("rabbitmq.workerSecret is not set: Jobs get no broker connection from the "

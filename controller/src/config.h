@@ -109,6 +109,7 @@ struct cfg_pool {
     /* Set for a pool that comes from a JobPool (cfg_pool_from_jobpool); NULL for the file's. */
     char *namespace_;              /* the JobPool's namespace: its Jobs are created there */
     char *connection_secret;       /* spec.connectionSecretRef.name, or NULL */
+    size_t slot;                   /* set by pools.c (pools_slot) */
 };
 
 struct cfg {

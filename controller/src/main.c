@@ -3,11 +3,13 @@
 #include "backend.h"
 #include "config.h"
 #include "err.h"
+#include "jobpools.h"
 #include "keda.h"
 #include "kube.h"
 #include "leader.h"
 #include "log.h"
 #include "metrics.h"
+#include "pools.h"
 #include "reconcile.h"
 #include "rmq.h"
 #include "status.h"
@@ -155,6 +157,21 @@ static char *default_worker(void)
     return strdup("jobpool-worker");
 }
 
+/* The pool set of the file and the JobPool objects, read at the start of every pass, with
+ * status written at its end. */
+static int serve_jobpools(const struct cfg *cfg, struct kube_client *kc, struct reconcile_opts *ro,
+                          struct pools **pools, struct jobpools **jps)
+{
+    int rc = pools_new(cfg, kube_namespace(kc), pools);
+    if (!rc) rc = jobpools_new(kc, cfg, *pools, jps);
+    if (rc) return rc;
+    ro->pools = *pools;
+    ro->refresh = jobpools_refresh;
+    ro->report = jobpools_report;
+    ro->hook_ud = *jps;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     /* One malloc arena for every thread: the cache threads' short peaks (a list page) are then
@@ -260,6 +277,8 @@ int main(int argc, char **argv)
     struct metrics *m = NULL;
     struct reconcile *r = NULL;
     struct leader *lead = NULL;
+    struct pools *pools = NULL;
+    struct jobpools *jps = NULL;
     char *worker = NULL;
     char ident[128] = "", ua[200];
 
@@ -334,6 +353,9 @@ int main(int argc, char **argv)
                  leader_identity(lead));
     }
     metrics_set_leader(m, lead == NULL);
+    if (kc && cfg->kubernetes.jobpools && (rc = serve_jobpools(cfg, kc, &ro, &pools, &jps)) != 0)
+        goto out;
+    if (pools) backend_kube_serve(be, pools);
     if ((rc = reconcile_new(cfg, rmq, be, m, &ro, &r)) != 0) goto out;
 
     log_info("jobpool %s started: backend=%s pools=%zu poll=%lldms%s", JP_VERSION, be->name,
@@ -359,6 +381,8 @@ int main(int argc, char **argv)
 out:
     leader_free(lead);
     reconcile_free(r);
+    jobpools_free(jps);
+    pools_free(pools);
     metrics_free(m);
     backend_free(be);
     kube_client_free(kc);

@@ -4,6 +4,7 @@
 #include "err.h"
 #include "log.h"
 #include "metrics.h"
+#include "pools.h"
 #include "scale.h"
 #include "util.h"
 
@@ -22,6 +23,8 @@
 #define BACKOFF_MAX_MS 60000
 
 struct pool_state {
+    const struct pool *pool;    /* this pass's pool (pools_at); its settings in pool->cfg */
+    char key[192];              /* "name" for the file's pools, "ns/name" for JobPools */
     struct reconcile_pool_status st;
     bool missing;               /* queue was 404 on the last read: warn once per transition */
     int failures;               /* consecutive failed passes */
@@ -45,7 +48,10 @@ struct reconcile {
     struct metrics *m;
     enum metrics_error_source be_src; /* errors_total{source} of the backend's failures */
     struct reconcile_opts o;
-    struct pool_state *p;
+    struct pools *pools;        /* o.pools, or own_pools */
+    struct pools *own_pools;
+    struct pool_state *p;       /* one per pool of the current pass, in pools_at order */
+    size_t np;
     unsigned int seed;
     bool ready_reported;
     bool waiting_logged;
@@ -55,23 +61,72 @@ struct reconcile {
     bool fenced;                 /* the gate said no mid-pass: act no more this pass */
 };
 
+static void state_free(struct pool_state *ps)
+{
+    backend_list_free(&ps->workers);
+    free(ps->sw);
+    free(ps->sq);
+    scale_decision_free(&ps->d);
+}
+
+static void pool_key(const struct pool *p, char *out, size_t len)
+{
+    if (p->from_file) snprintf(out, len, "%s", p->cfg->name);
+    else snprintf(out, len, "%s/%s", p->ns, p->name);
+}
+
+/* Line the per-pool state up with the current pool set: a pool keeps its state (backoff,
+ * counters) by key across passes and changes of its settings; the state of a pool that left
+ * the set is dropped. */
+static int sync_pools(struct reconcile *r)
+{
+    size_t n = pools_count(r->pools);
+    struct pool_state *np = calloc(n ? n : 1, sizeof *np);
+    if (!np) return JP_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        const struct pool *p = pools_at(r->pools, i);
+        char key[sizeof np->key];
+        pool_key(p, key, sizeof key);
+        size_t j;
+        for (j = 0; j < r->np && (!r->p[j].pool || strcmp(r->p[j].key, key)); j++) {
+        }
+        if (j < r->np) {
+            np[i] = r->p[j];
+            memset(&r->p[j], 0, sizeof r->p[j]);  /* moved */
+        } else {
+            np[i].st.reason = "none";
+            memcpy(np[i].key, key, sizeof key);
+            /* So that its first tick already reads its vhost's queues together (best effort). */
+            if (p->cfg->queue && r->rmq) rmq_watch_queue(r->rmq, p->cfg->vhost, p->cfg->queue);
+        }
+        np[i].pool = p;
+        np[i].st.name = p->cfg->name;
+    }
+    for (size_t j = 0; j < r->np; j++) state_free(&r->p[j]);
+    free(r->p);
+    r->p = np;
+    r->np = n;
+    return 0;
+}
+
 int reconcile_new(const struct cfg *cfg, struct rmq_client *rmq, struct backend *be,
                   struct metrics *m, const struct reconcile_opts *o, struct reconcile **out)
 {
     *out = NULL;
     struct reconcile *r = calloc(1, sizeof *r);
     if (!r) return JP_ENOMEM;
-    r->p = calloc(cfg->npools ? cfg->npools : 1, sizeof *r->p);
-    if (!r->p) {
+    if (o) r->o = *o;
+    r->pools = r->o.pools;
+    if (!r->pools && pools_new(cfg, NULL, &r->own_pools)) {
         free(r);
         return JP_ENOMEM;
     }
+    if (!r->pools) r->pools = r->own_pools;
     r->cfg = cfg;
     r->rmq = rmq;
     r->be = be;
     r->m = m;
     r->be_src = strcmp(be->name, "kube") == 0 ? METRICS_SRC_KUBERNETES : METRICS_SRC_LOCAL;
-    if (o) r->o = *o;
     r->seed = (unsigned int)util_wall_ms();
     /* Tests only: a delay between deciding a pending-timeout delete and acting on it, so that
      * a test can start the pod in between. It only inserts a delay, never changes a decision. */
@@ -81,12 +136,9 @@ int reconcile_new(const struct cfg *cfg, struct rmq_client *rmq, struct backend 
         log_warn("JOBPOOL_TEST_ACT_DELAY_MS=%lld: pending-timeout deletes are delayed (tests "
                  "only)", (long long)r->act_delay_ms);
     }
-    for (size_t i = 0; i < cfg->npools; i++) {
-        r->p[i].st.name = cfg->pools[i].name;
-        r->p[i].st.reason = "none";
-        /* So that the first tick already reads a vhost's queues together (best effort). */
-        if (cfg->pools[i].queue && rmq)
-            rmq_watch_queue(rmq, cfg->pools[i].vhost, cfg->pools[i].queue);
+    if (sync_pools(r)) {
+        reconcile_free(r);
+        return JP_ENOMEM;
     }
     *out = r;
     return 0;
@@ -95,20 +147,16 @@ int reconcile_new(const struct cfg *cfg, struct rmq_client *rmq, struct backend 
 void reconcile_free(struct reconcile *r)
 {
     if (!r) return;
-    for (size_t i = 0; i < r->cfg->npools; i++) {
-        backend_list_free(&r->p[i].workers);
-        free(r->p[i].sw);
-        free(r->p[i].sq);
-        scale_decision_free(&r->p[i].d);
-    }
+    for (size_t i = 0; i < r->np; i++) state_free(&r->p[i]);
     backend_list_free(&r->orphans);
     free(r->p);
+    pools_free(r->own_pools);
     free(r);
 }
 
 const struct reconcile_pool_status *reconcile_status(const struct reconcile *r, size_t i)
 {
-    return i < r->cfg->npools ? &r->p[i].st : NULL;
+    return i < r->np ? &r->p[i].st : NULL;
 }
 
 static void backoff(struct reconcile *r, struct pool_state *ps)
@@ -169,8 +217,8 @@ static int queues_of(struct pool_state *ps)
 
 static int decide_pool(struct reconcile *r, size_t i, bool depth_ok)
 {
-    const struct cfg_pool *pool = &r->cfg->pools[i];
     struct pool_state *ps = &r->p[i];
+    const struct cfg_pool *pool = ps->pool->cfg;
     if (ps->workers.n > ps->sw_cap) {
         struct scale_worker *sw = realloc(ps->sw, ps->workers.n * sizeof *sw);
         if (!sw) return JP_ENOMEM;
@@ -243,8 +291,8 @@ static int decide_pool(struct reconcile *r, size_t i, bool depth_ok)
 /* Observe one pool: depth and workers. Fills ps->d (uncapped by the global cap). */
 static int observe_pool(struct reconcile *r, size_t i)
 {
-    const struct cfg_pool *pool = &r->cfg->pools[i];
     struct pool_state *ps = &r->p[i];
+    const struct cfg_pool *pool = ps->pool->cfg;
     int rc;
 
     if (pool->queue_regex)
@@ -303,6 +351,11 @@ static int observe_pool(struct reconcile *r, size_t i)
         return rc;
     }
     ps->start = ps->d.start;
+    if (ps->pool->paused) {
+        /* jobpool.dev/paused: no new workers; running ones finish, history is still kept. */
+        ps->start = 0;
+        ps->d.reason = "paused";
+    }
 
     ps->st.depth_ok = depth_ok;
     if (depth_ok) {
@@ -371,8 +424,8 @@ static int start_per_queue(struct reconcile *r, const struct cfg_pool *pool,
 /* Act on one pool's decision: deletes first (they free slots and history), then starts. */
 static int act_pool(struct reconcile *r, size_t i)
 {
-    const struct cfg_pool *pool = &r->cfg->pools[i];
     struct pool_state *ps = &r->p[i];
+    const struct cfg_pool *pool = ps->pool->cfg;
     int first = 0;
     enum metrics_error_source src = r->be_src;
 
@@ -426,6 +479,7 @@ static int act_pool(struct reconcile *r, size_t i)
     }
     ps->st.last_start = started;
     ps->st.started += (unsigned long)started;
+    if (started) ps->st.last_start_wall_ms = util_wall_ms();
     metrics_count_started(r->m, pool->name, started);
     return first;
 }
@@ -445,8 +499,8 @@ static double oldest_pending_s(const struct pool_state *ps, int64_t now_ms)
 
 static void publish(struct reconcile *r, size_t i)
 {
-    const struct cfg_pool *pool = &r->cfg->pools[i];
     struct pool_state *ps = &r->p[i];
+    const struct cfg_pool *pool = ps->pool->cfg;
     int64_t now = util_now_ms();
     struct metrics_pool_state s = {
         .depth_ok = ps->st.depth_ok,
@@ -472,7 +526,8 @@ static void publish(struct reconcile *r, size_t i)
     struct backend_stats bs;
     r->be->stats(r->be, pool, &bs);
     if (bs.wasted > ps->wasted_seen) {
-        metrics_count_wasted(r->m, pool->name, (int64_t)(bs.wasted - ps->wasted_seen));
+        ps->st.wasted_new = bs.wasted - ps->wasted_seen;
+        metrics_count_wasted(r->m, pool->name, (int64_t)ps->st.wasted_new);
         ps->wasted_seen = bs.wasted;
     }
 }
@@ -539,10 +594,15 @@ int reconcile_pass(struct reconcile *r)
     }
     if (rc) first = rc;
     r->fenced = false;
+    /* The pool set may change between passes (JobPools), never within one; the orphans are
+     * the Jobs of pools not in it. */
+    if (r->o.refresh && (rc = r->o.refresh(r->o.hook_ud)) != 0 && !first) first = rc;
+    if ((rc = sync_pools(r)) != 0) return rc;
 
     int64_t total_active = observe_orphans(r);
-    for (size_t i = 0; i < cfg->npools; i++) {
+    for (size_t i = 0; i < r->np; i++) {
         struct pool_state *ps = &r->p[i];
+        ps->st.wasted_new = 0;
         ps->skipped = ps->retry_at_ms && now < ps->retry_at_ms;
         if (ps->skipped) {
             /* Backing off: the pool keeps what it has; its workers still count for the cap. */
@@ -557,33 +617,36 @@ int reconcile_pass(struct reconcile *r)
             total_active += ps->d.active; /* as last seen: they still count for the cap */
             continue;
         }
-        metrics_observe_reconcile(r->m, cfg->pools[i].name, (double)(util_now_ms() - t0) / 1e3);
+        metrics_observe_reconcile(r->m, ps->pool->cfg->name, (double)(util_now_ms() - t0) / 1e3);
         total_active += ps->d.active;
         metrics_tick(r->m); /* alive: a long pass (a slow broker, many pools) is not a stall */
     }
 
     /* The global cap: pools share the free room in proportion to what they ask for. */
-    if (cfg->max_active_total > 0 && cfg->npools) {
-        int64_t *want = calloc(cfg->npools, sizeof *want);
-        int64_t *grant = calloc(cfg->npools, sizeof *grant);
+    if (cfg->max_active_total > 0 && r->np) {
+        int64_t *want = calloc(r->np, sizeof *want);
+        int64_t *grant = calloc(r->np, sizeof *grant);
         if (want && grant) {
-            for (size_t i = 0; i < cfg->npools; i++)
-                want[i] = r->p[i].skipped ? 0 : r->p[i].d.start;
+            for (size_t i = 0; i < r->np; i++)
+                want[i] = r->p[i].skipped ? 0 : r->p[i].start;
             int64_t room = cfg->max_active_total - total_active;
-            scale_share(want, cfg->npools, room > 0 ? room : 0, grant);
-            for (size_t i = 0; i < cfg->npools; i++)
+            scale_share(want, r->np, room > 0 ? room : 0, grant);
+            for (size_t i = 0; i < r->np; i++)
                 if (!r->p[i].skipped) r->p[i].start = (int)grant[i];
         } else {
-            for (size_t i = 0; i < cfg->npools; i++) r->p[i].start = 0;
+            for (size_t i = 0; i < r->np; i++) r->p[i].start = 0;
             if (!first) first = JP_ENOMEM;
         }
         free(want);
         free(grant);
     }
 
-    for (size_t i = 0; i < cfg->npools; i++) {
+    for (size_t i = 0; i < r->np; i++) {
         struct pool_state *ps = &r->p[i];
-        if (ps->skipped) continue;
+        if (ps->skipped) {
+            if (r->o.report && !r->fenced) r->o.report(r->o.hook_ud, ps->pool, &ps->st);
+            continue;
+        }
         if (!r->o.dry_run && gate_closed(r)) break;
         rc = act_pool(r, i);
         if (rc && !first) first = rc;
@@ -593,6 +656,7 @@ int reconcile_pass(struct reconcile *r)
             ps->st.last_err = 0;
         }
         publish(r, i);
+        if (r->o.report && !r->fenced && !r->o.dry_run) r->o.report(r->o.hook_ud, ps->pool, &ps->st);
         metrics_tick(r->m);
     }
     rc = trim_orphans(r);

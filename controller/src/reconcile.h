@@ -12,6 +12,8 @@
 #include "scale.h"
 
 struct metrics;
+struct pool;
+struct pools;
 struct reconcile;
 
 /* What the loop last saw of one pool (for summaries and tests). */
@@ -21,6 +23,8 @@ struct reconcile_pool_status {
     int64_t ready, unacked, consumers;
     int pending, running, succeeded, failed;
     int last_start;
+    int64_t last_start_wall_ms; /* when workers were last started (0: never) */
+    unsigned long wasted_new;   /* wasted workers seen in the last pass */
     const char *reason;         /* the last decision's reason, static */
     int last_err;               /* 0 or the last error code */
     unsigned long started, deleted, errors;
@@ -38,6 +42,14 @@ struct reconcile_opts {
      * idle; a leader whose lease lapsed mid-pass writes nothing more). NULL: always act. */
     bool (*gate)(void *ud);
     void *gate_ud;
+    /* The pool set (borrowed). NULL: the config file's pools, from an internal set. */
+    struct pools *pools;
+    /* Called at the start of every pass that acts, before the pools are read (JobPools are
+     * listed there); an error is counted but the pass goes on with the set it has. */
+    int (*refresh)(void *ud);
+    /* Called once per pool at the end of every pass that acts (status is written there). */
+    void (*report)(void *ud, const struct pool *p, const struct reconcile_pool_status *st);
+    void *hook_ud;
 };
 
 /* Borrow cfg, rmq, backend and metrics (metrics may be NULL); they must outlive the loop. */
@@ -53,7 +65,7 @@ int reconcile_pass(struct reconcile *r);
  * handler (SIGCHLD) asks for an early pass. Returns 0. The loop never sleeps past a signal. */
 int reconcile_run(struct reconcile *r, volatile sig_atomic_t *stop, volatile sig_atomic_t *wake);
 
-/* Status of pool i (0 <= i < cfg->npools). */
+/* Status of the i-th pool of the last pass (the file's pools first, in file order). */
 const struct reconcile_pool_status *reconcile_status(const struct reconcile *r, size_t i);
 
 #endif
