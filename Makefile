@@ -35,6 +35,7 @@ DEPS_test_log       = log err
 DEPS_test_config    = config podsec yamljson util log err
 DEPS_test_yamljson  = yamljson util err
 DEPS_test_keda      = keda yamljson util err
+DEPS_test_pools     = pools jobpools kube kubeconfig http podsec config yamljson util log err
 DEPS_test_http      = http util log err
 DEPS_test_rmq       = rmq http config yamljson util log err
 DEPS_test_kube      = kube podsec progress kubeconfig yamljson http util log err

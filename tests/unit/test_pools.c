@@ -1,0 +1,212 @@
+/* test_pools.c: the pool set: the file's pools and JobPools together; an unchanged JobPool keeps
+ * its settings (same pointer), a changed one is validated again and keeps its slot, a deleted one
+ * leaves the set; invalid specs, name clashes with the file and other namespaces are not served
+ * and say why; the pause annotation. And the status written for a JobPool: figures, the three
+ * conditions with stable transition times, wasted accumulating on the object's own total. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "config.h"
+#include "err.h"
+#include "jobpools.h"
+#include "pools.h"
+
+static struct cfg *load(const char *yaml)
+{
+    struct cfg *c = NULL;
+    char err[256];
+    if (cfg_load_string(yaml, strlen(yaml), "c.yaml", &c, err, sizeof err))
+        fail_msg("config: %s", err);
+    return c;
+}
+
+/* A JobPool object as the API server lists it. */
+static cJSON *jobpool(const char *ns, const char *name, const char *uid, int gen, int max,
+                      const char *extra_meta)
+{
+    char buf[1024];
+    snprintf(buf, sizeof buf,
+             "{\"metadata\":{\"namespace\":\"%s\",\"name\":\"%s\",\"uid\":\"%s\",\"generation\":%d%s},"
+             "\"spec\":{\"queue\":\"%s\",\"maxActive\":%d,\"jobTemplate\":{\"template\":{}}}}",
+             ns, name, uid, gen, extra_meta ? extra_meta : "", name, max);
+    cJSON *j = cJSON_Parse(buf);
+    assert_non_null(j);
+    return j;
+}
+
+static const struct pool *find(const struct pools *ps, const char *name, bool served)
+{
+    size_t n = served ? pools_count(ps) : pools_jobpool_count(ps);
+    for (size_t i = 0; i < n; i++) {
+        const struct pool *p = served ? pools_at(ps, i) : pools_jobpool_at(ps, i);
+        if (!strcmp(p->name, name)) return p;
+    }
+    return NULL;
+}
+
+static void test_pool_set(void **state)
+{
+    (void)state;
+    struct cfg *c = load("pools:\n  - {name: files, queue: f, maxActive: 2, jobTemplate: "
+                         "{template: {}}}\n");
+    struct pools *ps = NULL;
+    assert_int_equal(pools_new(c, "home", &ps), 0);
+    assert_int_equal(pools_count(ps), 1);
+    assert_true(pools_at(ps, 0)->from_file);
+    assert_int_equal(pools_slot(c, pools_at(ps, 0)->cfg), 0);
+
+    cJSON *items = cJSON_CreateArray();
+    cJSON_AddItemToArray(items, jobpool("home", "thumbs", "u1", 1, 5, NULL));
+    cJSON_AddItemToArray(items, jobpool("home", "files", "u2", 1, 5, NULL));       /* clash */
+    cJSON_AddItemToArray(items, jobpool("elsewhere", "other", "u3", 1, 5, NULL));  /* ns */
+    cJSON *bad = jobpool("home", "bad", "u4", 1, 5, NULL);
+    cJSON_AddNumberToObject(cJSON_GetObjectItem(bad, "spec"), "minActive", 9);
+    cJSON_AddItemToArray(items, bad);
+    cJSON_AddItemToArray(items, jobpool("home", "quiet", "u5", 1, 5,
+                                        ",\"annotations\":{\"jobpool.dev/paused\":\"true\"}"));
+    assert_int_equal(pools_set_jobpools(ps, items), 0);
+    assert_int_equal(pools_jobpool_count(ps), 5);
+    assert_int_equal(pools_count(ps), 3);          /* files, quiet, thumbs */
+    assert_true(pools_at(ps, 0)->from_file);
+    const struct pool *t = find(ps, "thumbs", true);
+    assert_non_null(t);
+    assert_int_equal(t->cfg->max_active, 5);
+    assert_string_equal(t->cfg->namespace_, "home");
+    assert_true(pools_slot(c, t->cfg) >= 1);
+    assert_true(find(ps, "quiet", true)->paused);
+    assert_false(t->paused);
+    const struct pool *p = find(ps, "files", false);
+    assert_false(p->served);
+    assert_string_equal(p->reason, "NameClash");
+    assert_non_null(strstr(p->message, "config file defines a pool named files"));
+    assert_string_equal(find(ps, "other", false)->reason, "NamespaceNotServed");
+    p = find(ps, "bad", false);
+    assert_string_equal(p->reason, "InvalidSpec");
+    assert_string_equal(p->message, "spec.minActive: must be <= maxActive (5), got 9");
+    cJSON_Delete(items);
+
+    /* Same generation: same settings. A new generation: new settings in the same slot. */
+    const struct cfg_pool *before = t->cfg;
+    size_t slot = pools_slot(c, before);
+    items = cJSON_CreateArray();
+    cJSON_AddItemToArray(items, jobpool("home", "thumbs", "u1", 1, 5, NULL));
+    cJSON_AddItemToArray(items, jobpool("home", "quiet", "u5", 2, 7, NULL));
+    assert_int_equal(pools_set_jobpools(ps, items), 0);
+    cJSON_Delete(items);
+    assert_ptr_equal(find(ps, "thumbs", true)->cfg, before);
+    size_t qslot = pools_slot(c, find(ps, "quiet", true)->cfg);
+    items = cJSON_CreateArray();
+    cJSON_AddItemToArray(items, jobpool("home", "thumbs", "u1", 2, 8, NULL));
+    cJSON_AddItemToArray(items, jobpool("home", "quiet", "u5", 2, 7, NULL));
+    assert_int_equal(pools_set_jobpools(ps, items), 0);
+    cJSON_Delete(items);
+    t = find(ps, "thumbs", true);
+    assert_int_equal(t->cfg->max_active, 8);
+    assert_int_equal(pools_slot(c, t->cfg), slot);
+    assert_false(find(ps, "quiet", true)->paused);  /* the annotation went */
+    assert_int_equal(pools_slot(c, find(ps, "quiet", true)->cfg), qslot);
+    assert_int_not_equal(slot, qslot);
+
+    /* Deleted: gone from the set; the file's pool stays. */
+    items = cJSON_CreateArray();
+    assert_int_equal(pools_set_jobpools(ps, items), 0);
+    cJSON_Delete(items);
+    assert_int_equal(pools_count(ps), 1);
+    assert_int_equal(pools_jobpool_count(ps), 0);
+    pools_free(ps);
+    cfg_free(c);
+}
+
+static const cJSON *cond(const cJSON *s, const char *type)
+{
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(s, "conditions"))
+        if (!strcmp(cJSON_GetObjectItem(c, "type")->valuestring, type)) return c;
+    fail_msg("no condition %s", type);
+    return NULL;
+}
+
+static const char *cstr(const cJSON *c, const char *k)
+{
+    return cJSON_GetObjectItem(c, k)->valuestring;
+}
+
+static void test_status(void **state)
+{
+    (void)state;
+    struct pool p;
+    memset(&p, 0, sizeof p);
+    snprintf(p.ns, sizeof p.ns, "home");
+    snprintf(p.name, sizeof p.name, "thumbs");
+    p.generation = 4;
+    p.served = true;
+    /* The object's status as the last writer left it. */
+    p.status = cJSON_Parse("{\"wasted\":5,\"lastScaleTime\":\"2026-01-01T00:00:00Z\","
+                           "\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\","
+                           "\"lastTransitionTime\":\"2026-01-01T00:00:01Z\"},"
+                           "{\"type\":\"Active\",\"status\":\"True\","
+                           "\"lastTransitionTime\":\"2026-01-01T00:00:02Z\"}]}");
+    struct reconcile_pool_status st;
+    memset(&st, 0, sizeof st);
+    st.depth_ok = true;
+    st.ready = 0;
+    st.pending = 1;
+    st.running = 2;
+    st.succeeded = 3;
+    st.failed = 1;
+    st.wasted_new = 2;
+    cJSON *s = NULL;
+    assert_int_equal(jobpools_status(&p, &st, 1800000000000LL, &s), 0);
+    assert_int_equal(cJSON_GetObjectItem(s, "observedGeneration")->valueint, 4);
+    assert_int_equal(cJSON_GetObjectItem(s, "active")->valueint, 3);
+    assert_int_equal(cJSON_GetObjectItem(s, "pending")->valueint, 1);
+    assert_int_equal(cJSON_GetObjectItem(s, "wasted")->valueint, 7);
+    assert_string_equal(cstr(s, "lastScaleTime"), "2026-01-01T00:00:00Z");
+    const cJSON *r = cond(s, "Ready");
+    assert_string_equal(cstr(r, "status"), "True");
+    assert_string_equal(cstr(r, "lastTransitionTime"), "2026-01-01T00:00:01Z");
+    assert_int_equal(cJSON_GetObjectItem(r, "observedGeneration")->valueint, 4);
+    assert_string_equal(cstr(cond(s, "Active"), "reason"), "Workers");
+    assert_string_equal(cstr(cond(s, "Active"), "lastTransitionTime"), "2026-01-01T00:00:02Z");
+    assert_string_equal(cstr(cond(s, "Paused"), "status"), "False");
+    cJSON_Delete(s);
+
+    /* The depth unreadable: Ready turns False now; a start: lastScaleTime moves. */
+    st.depth_ok = false;
+    st.last_err = JP_ETIMEOUT;
+    st.last_start_wall_ms = 1800000000000LL;
+    p.paused = true;
+    assert_int_equal(jobpools_status(&p, &st, 1800000005000LL, &s), 0);
+    r = cond(s, "Ready");
+    assert_string_equal(cstr(r, "status"), "False");
+    assert_string_equal(cstr(r, "reason"), "DepthUnavailable");
+    assert_string_equal(cstr(r, "lastTransitionTime"), "2027-01-15T08:00:05Z");
+    assert_string_equal(cstr(s, "lastScaleTime"), "2027-01-15T08:00:00Z");
+    assert_string_equal(cstr(cond(s, "Paused"), "status"), "True");
+    cJSON_Delete(s);
+
+    /* Not served: Ready False with the pool set's reason and message, no figures. */
+    p.served = false;
+    snprintf(p.reason, sizeof p.reason, "NameClash");
+    snprintf(p.message, sizeof p.message, "the file wins");
+    assert_int_equal(jobpools_status(&p, NULL, 1800000005000LL, &s), 0);
+    assert_string_equal(cstr(cond(s, "Ready"), "reason"), "NameClash");
+    assert_string_equal(cstr(cond(s, "Ready"), "message"), "the file wins");
+    assert_null(cJSON_GetObjectItem(s, "ready"));
+    cJSON_Delete(s);
+    cJSON_Delete(p.status);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pool_set),
+        cmocka_unit_test(test_status),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
