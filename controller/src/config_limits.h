@@ -25,7 +25,7 @@
     X(LEASE_DURATION, "leaderElection.leaseDuration", DURATION, 1000, CFG_DURATION_MAX_MS)    \
     X(RENEW_DEADLINE, "leaderElection.renewDeadline", DURATION, 500, CFG_DURATION_MAX_MS)     \
     X(RETRY_PERIOD, "leaderElection.retryPeriod", DURATION, 100, CFG_DURATION_MAX_MS)         \
-    X(POOLS, "pools", ITEMS, 1, 1000)                                                         \
+    X(POOLS, "pools", ITEMS, 0, 1000)  /* 0: JobPool objects only (backend kube) */          \
     /* a pool name + generateName's 5 random characters and '-' + the pod's suffix fit 63 */ \
     X(POOL_NAME, "pools.name", LENGTH, 1, 52)                                                 \
     X(POOL_QUEUE, "pools.queue", LENGTH, 1, 255)                                              \

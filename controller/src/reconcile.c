@@ -596,7 +596,9 @@ int reconcile_pass(struct reconcile *r)
     r->fenced = false;
     /* The pool set may change between passes (JobPools), never within one; the orphans are
      * the Jobs of pools not in it. */
-    if (r->o.refresh && (rc = r->o.refresh(r->o.hook_ud)) != 0 && !first) first = rc;
+    /* A failed read of the JobPools keeps the set as it was (logged there); it is no failure
+     * of the pools that are served. */
+    if (r->o.refresh) r->o.refresh(r->o.hook_ud);
     if ((rc = sync_pools(r)) != 0) return rc;
 
     int64_t total_active = observe_orphans(r);

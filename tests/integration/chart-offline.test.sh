@@ -104,7 +104,9 @@ else bad "checksum/config: defaults=$c0 pollInterval=5s:$c1 podLabels:$c2; passw
 # The rendered config is accepted by the controller's own loader, when the controller is built.
 ctrl=${JOBPOOL_BUILD:-${B:-$root/build}}/jobpool-controller
 if [ -x "$ctrl" ] && "$ctrl" --help 2>&1 | grep -q -- --check-config; then
-  for f in defaults three; do
+  printf 'pools: []\n' > "$tmp/nopools-values.yaml"
+  render -f "$tmp/nopools-values.yaml" > "$tmp/nopools.yaml" 2>"$tmp/err" || cat "$tmp/err"
+  for f in defaults three nopools; do
     $check config "$tmp/$f.yaml" > "$tmp/$f.config.yaml"
     if out=$("$ctrl" --check-config "$tmp/$f.config.yaml" 2>&1); then ok "jobpool-controller --check-config accepts the $f render's config"
     else bad "jobpool-controller --check-config rejects the $f render's config: $out"; fi

@@ -120,10 +120,11 @@ import sys, yaml
 r = yaml.safe_load(open(sys.argv[1]))
 got = {(g, res, tuple(v.get("resourceNames") or ())): v["verbs"] for v in r["rules"] for g in v["apiGroups"] for res in v["resources"]}
 want = {("batch", "jobs", ()): ["create", "get", "list", "watch", "delete"], ("", "pods", ()): ["list", "watch"],
-        ("", "events", ()): ["create"], ("coordination.k8s.io", "leases", ("jobpool-leader",)): ["get", "update"]}
+        ("", "events", ()): ["create"], ("coordination.k8s.io", "leases", ("jobpool-leader",)): ["get", "update"],
+        ("jobpool.dev", "jobpools", ()): ["list", "watch"], ("jobpool.dev", "jobpools/status", ()): ["patch"]}
 sys.exit(0 if got == want else "server-side Role rules: %r" % got)
 PY
-  then ok "the Role stored by the API server has exactly the four rules (the Lease by name)"; else bad "Role rules on the server differ"; fi
+  then ok "the Role stored by the API server has exactly the six rules (the Lease by name)"; else bad "Role rules on the server differ"; fi
   # An upgrade with a value the controller would reject never reaches the cluster, and the
   # stored rollout keeps the old pod until the new one is ready (no kubelet here runs pods, so
   # the rollout itself cannot be watched; what the API server's Deployment controller is given
@@ -216,7 +217,7 @@ if sa_kubeconfig "$ns" jobpool "$tmp/sa"; then
 import sys, yaml
 p, kc, ns = sys.argv[1:]
 c = yaml.safe_load(open(p))
-c["kubernetes"] = {"inCluster": False, "kubeconfig": kc, "namespace": ns}
+c["kubernetes"].update({"inCluster": False, "kubeconfig": kc, "namespace": ns})
 c["metrics"] = {"address": ""}
 c["log"] = {"format": "text", "level": "debug"}   # a failed Event is logged at debug
 yaml.safe_dump(c, open(p, "w"), sort_keys=False)

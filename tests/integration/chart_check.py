@@ -52,6 +52,8 @@ WANT_RULES = {
     ("", "pods", None): ["list", "watch"],
     ("", "events", None): ["create"],
     ("coordination.k8s.io", "leases", "LEASE"): ["get", "update"],
+    ("jobpool.dev", "jobpools", None): ["list", "watch"],
+    ("jobpool.dev", "jobpools/status", None): ["patch"],
 }
 
 

@@ -261,6 +261,9 @@ kubernetes:
   {{- end }}
   # Labels this release's Jobs; the controller counts and deletes only its own.
   instance: {{ include "jobpool.instance" . }}
+  # JobPool objects are read where the Jobs are created.
+  watchNamespaces:
+    - {{ first .Values.watchNamespaces | default .Release.Namespace }}
 # Always on, even with one replica: during a rollout the new pod waits for the Lease while the
 # old one still works, so an upgrade never runs two controllers at once, nor none.
 leaderElection:
@@ -269,7 +272,7 @@ leaderElection:
   leaseDuration: {{ .Values.leaderElection.leaseDuration | quote }}
   renewDeadline: {{ .Values.leaderElection.renewDeadline | quote }}
   retryPeriod: {{ .Values.leaderElection.retryPeriod | quote }}
-pools:
+pools:{{ if not .Values.pools }} []{{ end }}
 {{- range .Values.pools }}
   - name: {{ .name }}
     {{- $p := omit . "name" }}
@@ -294,6 +297,14 @@ no Secrets. */}}
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# Pools may be JobPool objects: the controller watches them, lists them when one changed, and
+# writes their status.
+- apiGroups: ["jobpool.dev"]
+  resources: ["jobpools"]
+  verbs: ["list", "watch"]
+- apiGroups: ["jobpool.dev"]
+  resources: ["jobpools/status"]
+  verbs: ["patch"]
 # Leader election: the chart creates the Lease (create cannot be limited by resourceNames, so the
 # controller is given no create at all); the controller reads and renews that one Lease only.
 - apiGroups: ["coordination.k8s.io"]
