@@ -228,6 +228,12 @@ static void decide_served(struct pools *ps)
             set_reason(p, "NameClash", "the controller's config file defines a pool named %s, "
                        "and the file wins; rename this JobPool or remove the file's pool",
                        p->name);
+        } else if (p->cfg->connection_secret) {
+            /* Its own broker is not read yet: serving it on the controller's broker would
+             * count the wrong queue, so it is not served. */
+            set_reason(p, "ConnectionSecretUnsupported", "spec.connectionSecretRef (Secret %s) "
+                       "is not supported by this controller version yet; remove it to use the "
+                       "controller's broker", p->cfg->connection_secret);
         } else if (strcmp(p->ns, ps->home_ns)) {
             set_reason(p, "NamespaceNotServed", "this controller creates workers in namespace "
                        "%s only; create the JobPool there", ps->home_ns);

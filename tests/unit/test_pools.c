@@ -69,8 +69,12 @@ static void test_pool_set(void **state)
     cJSON_AddItemToArray(items, bad);
     cJSON_AddItemToArray(items, jobpool("home", "quiet", "u5", 1, 5,
                                         ",\"annotations\":{\"jobpool.dev/paused\":\"true\"}"));
+    cJSON *own = jobpool("home", "own", "u6", 1, 5, NULL);
+    cJSON_AddItemToObject(cJSON_GetObjectItem(own, "spec"), "connectionSecretRef",
+                          cJSON_Parse("{\"name\":\"conn\"}"));
+    cJSON_AddItemToArray(items, own);
     assert_int_equal(pools_set_jobpools(ps, items), 0);
-    assert_int_equal(pools_jobpool_count(ps), 5);
+    assert_int_equal(pools_jobpool_count(ps), 6);
     assert_int_equal(pools_count(ps), 3);          /* files, quiet, thumbs */
     assert_true(pools_at(ps, 0)->from_file);
     const struct pool *t = find(ps, "thumbs", true);
@@ -85,6 +89,7 @@ static void test_pool_set(void **state)
     assert_string_equal(p->reason, "NameClash");
     assert_non_null(strstr(p->message, "config file defines a pool named files"));
     assert_string_equal(find(ps, "other", false)->reason, "NamespaceNotServed");
+    assert_string_equal(find(ps, "own", false)->reason, "ConnectionSecretUnsupported");
     p = find(ps, "bad", false);
     assert_string_equal(p->reason, "InvalidSpec");
     assert_string_equal(p->message, "spec.minActive: must be <= maxActive (5), got 9");
