@@ -13,13 +13,44 @@
 #include "log.h"
 #include "pools.h"
 #include "util.h"
+#include "watch.h"
 
 #define LIST_PAGE 500
+
+/* What the watch keeps of a JobPool: enough to know that something changed. The objects
+ * themselves (a jobTemplate has no size bound a record could hold) are listed when it did. */
+struct jp_rec {
+    char key[128];              /* namespace/name */
+    char uid[40];
+    int64_t generation;
+};
+
+static int parse_jp(const cJSON *obj, void *rec)
+{
+    struct jp_rec *r = rec;
+    const cJSON *md = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
+    const cJSON *ns = cJSON_GetObjectItemCaseSensitive(md, "namespace");
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(md, "name");
+    const cJSON *uid = cJSON_GetObjectItemCaseSensitive(md, "uid");
+    const cJSON *gen = cJSON_GetObjectItemCaseSensitive(md, "generation");
+    if (!cJSON_IsString(ns) || !cJSON_IsString(name)) return JP_ESHAPE;
+    memset(r, 0, sizeof *r);
+    snprintf(r->key, sizeof r->key, "%s/%s", ns->valuestring, name->valuestring);
+    if (cJSON_IsString(uid)) snprintf(r->uid, sizeof r->uid, "%s", uid->valuestring);
+    r->generation = cJSON_IsNumber(gen) ? (int64_t)gen->valuedouble : 0;
+    return 0;
+}
+
+static const struct watch_kind jp_kind = {"jobpools", "jobpools.jobpool.dev", JOBPOOLS_API,
+                                          "jobpools", sizeof(struct jp_rec), parse_jp};
 
 struct jobpools {
     struct kube_client *kc;
     const struct cfg *cfg;
     struct pools *ps;
+    struct watch *w;            /* NULL: list every pass */
+    unsigned long listed_gen;   /* the watch's generation when the last list began */
+    bool listed;                /* a list has succeeded since the watch synced */
     bool crd_missing_logged;
     int last_list_err;
     struct jobpools_stats stats;
@@ -28,16 +59,32 @@ struct jobpools {
 int jobpools_new(struct kube_client *kc, const struct cfg *cfg, struct pools *ps,
                  struct jobpools **out)
 {
-    *out = calloc(1, sizeof **out);
-    if (!*out) return JP_ENOMEM;
-    (*out)->kc = kc;
-    (*out)->cfg = cfg;
-    (*out)->ps = ps;
+    struct jobpools *J = calloc(1, sizeof *J);
+    *out = NULL;
+    if (!J) return JP_ENOMEM;
+    J->kc = kc;
+    J->cfg = cfg;
+    J->ps = ps;
+    /* One reflector across all namespaces, or one per listed namespace. */
+    static const char *const all[] = {""};
+    struct watch_opts wo = {
+        .namespaces = cfg->kubernetes.nwatch_namespaces
+                          ? (const char *const *)cfg->kubernetes.watch_namespaces : all,
+        .nnamespaces = cfg->kubernetes.nwatch_namespaces ? cfg->kubernetes.nwatch_namespaces : 1,
+    };
+    int rc = watch_new(kc, &jp_kind, &wo, &J->w);
+    if (rc) {
+        free(J);
+        return rc;
+    }
+    *out = J;
     return 0;
 }
 
 void jobpools_free(struct jobpools *j)
 {
+    if (!j) return;
+    watch_free(j->w);
     free(j);
 }
 
@@ -81,6 +128,15 @@ int jobpools_refresh(void *ud)
 {
     struct jobpools *J = ud;
     const struct cfg_kubernetes *k = &J->cfg->kubernetes;
+    /* The watch says whether anything changed since the last list; until it has synced, and
+     * after a failed list, every pass lists. */
+    bool synced = J->w && watch_synced(J->w);
+    unsigned long gen = J->w ? watch_generation(J->w) : 0;
+    if (synced && J->listed && gen == J->listed_gen) {
+        J->stats.skipped++;
+        return 0;
+    }
+    J->listed = false;
     cJSON *items = cJSON_CreateArray();
     if (!items) return JP_ENOMEM;
     int rc = 0;
@@ -116,6 +172,8 @@ int jobpools_refresh(void *ud)
         J->crd_missing_logged = false;
     }
     J->last_list_err = 0;
+    J->listed = synced;
+    J->listed_gen = gen;
     rc = pools_set_jobpools(J->ps, items);
     cJSON_Delete(items);
     for (size_t i = 0; !rc && i < pools_jobpool_count(J->ps); i++) {

@@ -17,12 +17,14 @@ struct pools;
 struct jobpools;
 
 /* Serve the JobPools of cfg->kubernetes.watchNamespaces (every namespace when unset) into ps.
+ * A watch of them (watch.h) tells when something changed; only then are they listed again.
  * kc, cfg and ps are borrowed and must outlive it. 0 or JP_ENOMEM. */
 int jobpools_new(struct kube_client *kc, const struct cfg *cfg, struct pools *ps,
                  struct jobpools **out);
 void jobpools_free(struct jobpools *j);
 
-/* Read the JobPools (one list per namespace, or one across all) and hand them to the pool set
+/* When the watch saw a change since the last list (or has not synced yet), read the JobPools
+ * (one list per namespace, or one across all) and hand them to the pool set
  * (pools_set_jobpools). Then write the status of each JobPool that is not served (invalid,
  * name clash), since reconcile never sees those. A missing CRD (404) is logged once and leaves
  * the set empty; any other failure keeps the set as it was. Returns 0 or the error. Meant as
@@ -42,6 +44,7 @@ int jobpools_status(const struct pool *p, const struct reconcile_pool_status *st
 
 struct jobpools_stats {
     unsigned long lists, list_errors, writes, write_errors, unchanged;
+    unsigned long skipped;      /* passes that did not list: the watch saw no change */
 };
 void jobpools_get_stats(const struct jobpools *j, struct jobpools_stats *out);
 
