@@ -18,8 +18,12 @@ pool_yaml faults e2e.faults "$out" "    maxActive: $MAXA
     successfulHistory: 10
     failedHistory: 10" >> "$cfg"
 ctrl_start "$cfg"
-say "publishing $N persistent messages (task: sleep 1 s)"
-$TOOL publish --queue e2e.faults --count "$N" --sleep 1 --log "$out/pub" || bad "publish"
+# Tasks of 3 s: the SIGKILL below must land while tasks run. With 1 s tasks on a loaded machine
+# the runs seen in flight could all end before the simulator acted on the signal, and the kill
+# then hit only workers still waiting for a message (seen twice: 0 runs cut short).
+TASK_S=${E2E_FAULT_TASK_S:-3}
+say "publishing $N persistent messages (task: sleep $TASK_S s)"
+$TOOL publish --queue e2e.faults --count "$N" --sleep "$TASK_S" --log "$out/pub" || bad "publish"
 ndone() { cut -d' ' -f1 "$out/done" | sort -u | wc -l; }
 at_least() { [ "$(ndone)" -ge "$1" ]; }
 
