@@ -140,16 +140,9 @@ static void seen_prune(struct kb *K)
     free(old);
 }
 
-static int cmp_pool_created(const void *a, const void *b)
-{
-    const struct kube_job *x = a, *y = b;
-    int c = strcmp(x->pool, y->pool);
-    if (c) return c;
-    return (x->created_ms > y->created_ms) - (x->created_ms < y->created_ms);
-}
-
-/* One snapshot of every Job per tick, sorted by pool: each pool's list is then a binary search
- * away, so a tick costs O(jobs log jobs), not O(pools x jobs). */
+/* One snapshot of every Job per tick, sorted by pool (kube_cache_pool_jobs with no pool): each
+ * pool's list is then a binary search away, so a tick costs O(jobs log jobs), not
+ * O(pools x jobs). */
 static int kb_observe(struct backend *b)
 {
     struct kb *K = (struct kb *)b;
@@ -158,8 +151,6 @@ static int kb_observe(struct backend *b)
     K->snap_rc = kube_cache_pool_jobs(K->cache, NULL, &K->jobs);
     if (!K->snap_rc && !K->first_snap_gen) K->first_snap_gen = K->gen;
     K->stale = !K->snap_rc && kube_cache_stale(K->cache, CACHE_MAX_AGE_MS);
-    if (!K->snap_rc && K->jobs.n > 1)
-        qsort(K->jobs.items, K->jobs.n, sizeof *K->jobs.items, cmp_pool_created);
     return K->snap_rc;
 }
 

@@ -103,6 +103,15 @@ static int cmp_created(const void *a, const void *b)
     return strcmp(x->name, y->name);
 }
 
+/* Every pool's Jobs together (the backend then finds a pool by binary search), each pool's
+ * oldest first: one sort serves both, where a sort by time and a second by pool cost twice. */
+static int cmp_pool_created(const void *a, const void *b)
+{
+    const struct kube_job *x = a, *y = b;
+    int c = strcmp(x->pool, y->pool);
+    return c ? c : cmp_created(a, b);
+}
+
 /* A Running pod, or a finished one with the worker's last word (no message found, or a task's
  * wait and duration), marks its Job, found by name. */
 static int add_pod(void *ud, const void *rec)
@@ -137,7 +146,8 @@ int kube_cache_pool_jobs(struct kube_cache *k, const char *pool, struct kube_job
     rc = watch_visit(k->w[K_PODS], add_pod, &s);
     if (rc) goto out;
     for (size_t i = 0; i < out->n; i++) kube_job_set_state(&out->items[i]);
-    if (out->n > 1) qsort(out->items, out->n, sizeof *out->items, cmp_created);
+    if (out->n > 1)
+        qsort(out->items, out->n, sizeof *out->items, pool ? cmp_created : cmp_pool_created);
 out:
     if (rc) out->n = 0;
     return rc;

@@ -34,7 +34,8 @@ bool kube_cache_synced(struct kube_cache *k);
 int kube_cache_wait_synced(struct kube_cache *k, int64_t timeout_ms);
 
 /* Replace out's contents with a snapshot of the Jobs of pool (NULL: every Job), states
- * computed (kube_job_states), sorted by creation time, oldest first. Creates the controller
+ * computed (kube_job_states), sorted by creation time, oldest first (NULL: by pool name, then
+ * by creation time). Creates the controller
  * sent and the watch has not shown yet are included (as pending Jobs); deletes it sent and the
  * watch has not shown are left out. Returns 0, JP_ESTALE when the cache has not synced yet (out
  * emptied) or JP_ENOMEM. */
