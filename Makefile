@@ -46,7 +46,7 @@ DEPS_test_store     = store util err
 DEPS_test_scale_sim = scale util err
 DEPS_test_backend_local = backend backend_local progress http util log err config yamljson
 DEPS_test_metrics   = metrics util log err
-DEPS_test_reconcile = reconcile pools config yamljson backend scale metrics util log err
+DEPS_test_reconcile = reconcile pools podsec config yamljson backend scale metrics util log err
 WRAP_test_backend_local = -Wl,--wrap=waitpid
 # The kube test answers some requests itself (an API server that never stops paging).
 WRAP_test_kube = -Wl,--wrap=http_request

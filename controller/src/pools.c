@@ -10,6 +10,7 @@
 
 #include "err.h"
 #include "log.h"
+#include "podsec.h"
 #include "util.h"
 
 #define PAUSE_ANNOTATION "jobpool.dev/paused"
@@ -202,6 +203,14 @@ static int jp_make(struct pools *ps, struct jp *j, const cJSON *obj, struct jp *
     if (old) log_info("JobPool %s/%s changed (generation %lld)", j->p.ns, j->p.name,
                       (long long)j->p.generation);
     else log_info("JobPool %s/%s added", j->p.ns, j->p.name);
+    /* As for the file's pools at start: a template asking for more than Pod Security
+     * "restricted" is passed through as written, and said so once per spec. */
+    char why[512];
+    int n = cp->job_template ? podsec_escalations(cp->job_template, why, sizeof why) : 0;
+    if (n)
+        log_msg(LOG_WARN, cp->name, 0, "JobPool %s/%s: jobTemplate asks for more than Pod "
+                "Security \"restricted\" (%d setting%s, kept as written): %s", j->p.ns, j->p.name,
+                n, n == 1 ? "" : "s", why);
     return 0;
 }
 
