@@ -172,13 +172,32 @@ static int serve_jobpools(const struct cfg *cfg, struct kube_client *kc, struct 
     return 0;
 }
 
-int main(int argc, char **argv)
+/* What the flags ask for; the config file's values stand where a flag is not given. */
+struct flags {
+    const char *config_path, *check_path, *backend_name, *log_fmt, *log_lvl, *metrics_addr;
+    const char *worker, *policy;
+    bool once, dry_run;
+};
+
+/* The running controller's parts; app_free releases them in the reverse order of start. */
+struct app {
+    struct cfg *cfg;
+    struct rmq_client *rmq;
+    struct kube_client *kc;
+    struct backend *be;
+    struct metrics *m;
+    struct leader *lead;
+    struct pools *pools;
+    struct jobpools *jps;
+    struct reconcile *r;
+    struct reconcile_opts ro;
+    char *worker;
+    char ident[128], ua[200];
+};
+
+/* Fills f. Returns -1 to go on, else the exit code (--help, --version, a bad flag). */
+static int parse_flags(int argc, char **argv, struct flags *f)
 {
-    /* One malloc arena for every thread: the cache threads' short peaks (a list page) are then
-     * reused by the loop instead of each thread keeping its own high-water mark. */
-    mallopt(M_ARENA_MAX, 1);
-    if (argc >= 2 && strcmp(argv[1], "convert") == 0) return keda_convert_main(argc - 1, argv + 1);
-    if (argc > 1 && strcmp(argv[1], "status") == 0) return status_main(argc - 1, argv + 1, stdout);
     enum { OPT_ONCE = 256, OPT_CHECK, OPT_LOGFMT, OPT_LOGLVL, OPT_METRICS, OPT_WORKER,
            OPT_POLICY };
     static const struct option opts[] = {
@@ -196,23 +215,19 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *config_path = NULL, *check_path = NULL, *backend_name = NULL;
-    const char *log_fmt = NULL, *log_lvl = NULL, *metrics_addr = NULL, *worker_flag = NULL;
-    const char *policy = NULL;
-    bool once = false, dry_run = false;
     int c;
     while ((c = getopt_long(argc, argv, "c:b:nVh", opts, NULL)) != -1) {
         switch (c) {
-        case 'c': config_path = optarg; break;
-        case 'b': backend_name = optarg; break;
-        case OPT_ONCE: once = true; break;
-        case 'n': dry_run = true; break;
-        case OPT_CHECK: check_path = optarg; break;
-        case OPT_LOGFMT: log_fmt = optarg; break;
-        case OPT_LOGLVL: log_lvl = optarg; break;
-        case OPT_METRICS: metrics_addr = optarg; break;
-        case OPT_WORKER: worker_flag = optarg; break;
-        case OPT_POLICY: policy = optarg; break;
+        case 'c': f->config_path = optarg; break;
+        case 'b': f->backend_name = optarg; break;
+        case OPT_ONCE: f->once = true; break;
+        case 'n': f->dry_run = true; break;
+        case OPT_CHECK: f->check_path = optarg; break;
+        case OPT_LOGFMT: f->log_fmt = optarg; break;
+        case OPT_LOGLVL: f->log_lvl = optarg; break;
+        case OPT_METRICS: f->metrics_addr = optarg; break;
+        case OPT_WORKER: f->worker = optarg; break;
+        case OPT_POLICY: f->policy = optarg; break;
         case 'V': printf("jobpool-controller %s\n", JP_VERSION); return EXIT_OK;
         case 'h': usage(stdout); return EXIT_OK;
         default: usage(stderr); return EXIT_USAGE;
@@ -222,173 +237,228 @@ int main(int argc, char **argv)
         fprintf(stderr, "jobpool-controller: unexpected argument '%s'\n", argv[optind]);
         return EXIT_USAGE;
     }
-
-    char err[1024];
-    struct cfg *cfg = NULL;
-    if (check_path) {
-        if (cfg_load(check_path, &cfg, err, sizeof err) != 0) {
-            fprintf(stderr, "%s\n", err);
-            return EXIT_USAGE;
-        }
-        printf("%s: ok (%zu pool%s)\n", check_path, cfg->npools, cfg->npools == 1 ? "" : "s");
-        cfg_free(cfg);
-        return EXIT_OK;
-    }
-    if (!config_path) {
+    if (!f->check_path && !f->config_path) {
         fprintf(stderr, "jobpool-controller: --config FILE is required (see --help)\n");
         return EXIT_USAGE;
     }
-    if (cfg_load(config_path, &cfg, err, sizeof err) != 0) {
+    return -1;
+}
+
+/* --check-config FILE: validate and say so. */
+static int check_config(const char *path)
+{
+    char err[1024];
+    struct cfg *cfg = NULL;
+    if (cfg_load(path, &cfg, err, sizeof err) != 0) {
         fprintf(stderr, "%s\n", err);
         return EXIT_USAGE;
     }
+    printf("%s: ok (%zu pool%s)\n", path, cfg->npools, cfg->npools == 1 ? "" : "s");
+    cfg_free(cfg);
+    return EXIT_OK;
+}
 
+/* The config file with the flags' overrides, and the log set up from both. Returns EXIT_OK
+ * with *out set, or EXIT_USAGE with the reason on stderr and *out NULL. */
+static int load_config(const struct flags *f, struct cfg **out)
+{
+    char err[1024];
+    struct cfg *cfg = NULL;
+    *out = NULL;
+    if (cfg_load(f->config_path, &cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return EXIT_USAGE;
+    }
     enum log_format lf = cfg->log_format;
     enum log_level ll = cfg->log_level;
-    if (log_fmt && log_parse_format(log_fmt, &lf) != 0) {
+    if (f->log_fmt && log_parse_format(f->log_fmt, &lf) != 0) {
         fprintf(stderr, "jobpool-controller: --log-format: must be text or json, got '%s'\n",
-                log_fmt);
-        cfg_free(cfg);
-        return EXIT_USAGE;
+                f->log_fmt);
+        goto bad;
     }
-    if (log_lvl && log_parse_level(log_lvl, &ll) != 0) {
+    if (f->log_lvl && log_parse_level(f->log_lvl, &ll) != 0) {
         fprintf(stderr, "jobpool-controller: --log-level: must be debug, info, warn or error, "
-                        "got '%s'\n", log_lvl);
-        cfg_free(cfg);
-        return EXIT_USAGE;
+                        "got '%s'\n", f->log_lvl);
+        goto bad;
     }
-    if (backend_name) {
-        if (strcmp(backend_name, "kube") == 0) cfg->backend = CFG_BACKEND_KUBE;
-        else if (strcmp(backend_name, "local") == 0) cfg->backend = CFG_BACKEND_LOCAL;
+    if (f->backend_name) {
+        if (strcmp(f->backend_name, "kube") == 0) cfg->backend = CFG_BACKEND_KUBE;
+        else if (strcmp(f->backend_name, "local") == 0) cfg->backend = CFG_BACKEND_LOCAL;
         else {
             fprintf(stderr, "jobpool-controller: --backend: must be kube or local, got '%s'\n",
-                    backend_name);
-            cfg_free(cfg);
-            return EXIT_USAGE;
+                    f->backend_name);
+            goto bad;
         }
     }
     log_setup(lf, ll, NULL);
-    install_signals();
+    *out = cfg;
+    return EXIT_OK;
+bad:
+    cfg_free(cfg);
+    return EXIT_USAGE;
+}
 
-    int exit_code = EXIT_RUNTIME, rc;
-    struct rmq_client *rmq = NULL;
-    struct kube_client *kc = NULL;
-    struct backend *be = NULL;
-    struct metrics *m = NULL;
-    struct reconcile *r = NULL;
-    struct leader *lead = NULL;
-    struct pools *pools = NULL;
-    struct jobpools *jps = NULL;
-    char *worker = NULL;
-    char ident[128] = "", ua[200];
+/* --scale-policy: jobpool's own decision, or KEDA's formula for comparison benchmarks. */
+static int parse_policy(const char *policy, struct reconcile_opts *ro)
+{
+    static const char *const names[] = {"keda-default", "keda-accurate", "keda-eager"};
+    if (!policy || strcmp(policy, "jobpool") == 0) return 0;
+    size_t i;
+    for (i = 0; i < 3 && strcmp(policy, names[i]) != 0; i++) {
+    }
+    if (i == 3) {
+        log_error("--scale-policy: must be jobpool, keda-default, keda-accurate or keda-eager, "
+                  "got '%s'", policy);
+        return JP_EINVAL;
+    }
+    ro->keda = true;
+    ro->keda_strategy = (enum scale_keda_strategy)i;
+    log_warn("scale policy %s: KEDA's formula, for comparison benchmarks only", policy);
+    return 0;
+}
 
-    if ((rc = rmq_client_new(&cfg->rabbitmq, &rmq)) != 0) {
+/* The broker client and the backend: local processes, or Jobs through a Kubernetes client. */
+static int start_backend(struct app *a, const struct flags *f)
+{
+    const struct cfg *cfg = a->cfg;
+    char err[1024];
+    int rc = rmq_client_new(&cfg->rabbitmq, &a->rmq);
+    if (rc) {
         log_msg(LOG_ERROR, NULL, rc, "rabbitmq: cannot set up the client (check "
                 "rabbitmq.managementUrl and the credentials' env/file)");
-        goto out;
+        return rc;
     }
     if (cfg->backend == CFG_BACKEND_LOCAL) {
-        worker = worker_flag ? strdup(worker_flag) : default_worker();
-        if ((rc = backend_local_new(cfg, worker, &be)) != 0) goto out;
-    } else {
-        /* The replica's identity (also its Lease holder name) travels in the user agent, so
-         * the API server's audit log tells which replica sent each write. */
-        replica_identity(ident, sizeof ident);
-        snprintf(ua, sizeof ua, "jobpool/%s (%s)", JP_VERSION, ident);
-        struct kube_opts ko = {
-            .user_agent = ua,
-            .in_cluster = cfg->kubernetes.in_cluster,
-            .kubeconfig = cfg->kubernetes.kubeconfig,
-            .context = cfg->kubernetes.context,
-            .namespace_ = kube_namespace_choice(cfg),
-            .qps = cfg->kubernetes.qps,
-            .concurrency = cfg->kubernetes.concurrency,
-        };
-        if ((rc = kube_client_new(&ko, &kc, err, sizeof err)) != 0) {
-            log_msg(LOG_ERROR, NULL, rc, "kubernetes: %s", err);
-            goto out;
-        }
-        if ((rc = backend_kube_new(cfg, kc, &be)) != 0) {
-            log_msg(LOG_ERROR, NULL, rc, "kubernetes: cannot start the job cache");
-            goto out;
-        }
+        a->worker = f->worker ? strdup(f->worker) : default_worker();
+        return backend_local_new(cfg, a->worker, &a->be);
     }
-    const char *addr = metrics_addr ? metrics_addr : cfg->metrics_address;
-    struct metrics_opts mo = {.poll_interval_ms = cfg->poll_interval_ms, .version = JP_VERSION};
-    if ((rc = metrics_new_opts(addr ? addr : "", &mo, &m)) != 0) {
-        log_msg(LOG_ERROR, NULL, rc, "metrics: cannot listen on '%s'", addr ? addr : "");
-        goto out;
+    /* The replica's identity (also its Lease holder name) travels in the user agent, so the
+     * API server's audit log tells which replica sent each write. */
+    replica_identity(a->ident, sizeof a->ident);
+    snprintf(a->ua, sizeof a->ua, "jobpool/%s (%s)", JP_VERSION, a->ident);
+    struct kube_opts ko = {
+        .user_agent = a->ua,
+        .in_cluster = cfg->kubernetes.in_cluster,
+        .kubeconfig = cfg->kubernetes.kubeconfig,
+        .context = cfg->kubernetes.context,
+        .namespace_ = kube_namespace_choice(cfg),
+        .qps = cfg->kubernetes.qps,
+        .concurrency = cfg->kubernetes.concurrency,
+    };
+    if ((rc = kube_client_new(&ko, &a->kc, err, sizeof err)) != 0) {
+        log_msg(LOG_ERROR, NULL, rc, "kubernetes: %s", err);
+        return rc;
     }
-    struct reconcile_opts ro = {.dry_run = dry_run};
-    if (policy && strcmp(policy, "jobpool") != 0) {
-        static const char *const names[] = {"keda-default", "keda-accurate", "keda-eager"};
-        ro.keda = true;
-        ro.keda_strategy = SCALE_KEDA_DEFAULT;
-        size_t i;
-        for (i = 0; i < 3 && strcmp(policy, names[i]) != 0; i++) {
-        }
-        if (i == 3) {
-            log_error("--scale-policy: must be jobpool, keda-default, keda-accurate or "
-                      "keda-eager, got '%s'", policy);
-            exit_code = EXIT_USAGE;
-            goto out;
-        }
-        ro.keda_strategy = (enum scale_keda_strategy)i;
-        log_warn("scale policy %s: KEDA's formula, for comparison benchmarks only", policy);
-    }
-    if (cfg->leader.enabled && kc && !once) {
-        struct leader_opts lo = {
-            .lease_name = cfg->leader.lease_name,
-            .lease_duration_ms = cfg->leader.lease_duration_ms,
-            .renew_deadline_ms = cfg->leader.renew_deadline_ms,
-            .retry_period_ms = cfg->leader.retry_period_ms,
-            .identity = ident,
-        };
-        if ((rc = leader_new(kc, &lo, &lead)) != 0) goto out;
-        /* Fencing: no write of the loop's client leaves once the lease is no longer valid. */
-        kube_client_set_fence(kc, leader_fence, lead);
-        ro.gate = gate_leader;
-        ro.gate_ud = lead;
-        log_info("leader election on lease %s as %s", cfg->leader.lease_name,
-                 leader_identity(lead));
-    }
-    metrics_set_leader(m, lead == NULL);
-    if (kc && cfg->kubernetes.jobpools && (rc = serve_jobpools(cfg, kc, &ro, &pools, &jps)) != 0)
-        goto out;
-    if (pools) backend_kube_serve(be, pools);
-    if ((rc = reconcile_new(cfg, rmq, be, m, &ro, &r)) != 0) goto out;
+    if ((rc = backend_kube_new(cfg, a->kc, &a->be)) != 0)
+        log_msg(LOG_ERROR, NULL, rc, "kubernetes: cannot start the job cache");
+    return rc;
+}
 
-    log_info("jobpool %s started: backend=%s pools=%zu poll=%lldms%s", JP_VERSION, be->name,
-             cfg->npools, (long long)cfg->poll_interval_ms, dry_run ? " dry-run" : "");
+/* Leader election: only the Lease holder acts, and no write leaves once the Lease lapsed. */
+static int start_leader(struct app *a)
+{
+    const struct cfg_leader *l = &a->cfg->leader;
+    struct leader_opts lo = {
+        .lease_name = l->lease_name,
+        .lease_duration_ms = l->lease_duration_ms,
+        .renew_deadline_ms = l->renew_deadline_ms,
+        .retry_period_ms = l->retry_period_ms,
+        .identity = a->ident,
+    };
+    int rc = leader_new(a->kc, &lo, &a->lead);
+    if (rc) return rc;
+    /* Fencing: no write of the loop's client leaves once the lease is no longer valid. */
+    kube_client_set_fence(a->kc, leader_fence, a->lead);
+    a->ro.gate = gate_leader;
+    a->ro.gate_ud = a->lead;
+    log_info("leader election on lease %s as %s", l->lease_name, leader_identity(a->lead));
+    return 0;
+}
+
+/* Everything the loop needs, in order: backend, metrics, policy, leader, JobPools, loop.
+ * Returns EXIT_OK or the exit code to leave with. */
+static int start(struct app *a, const struct flags *f)
+{
+    const struct cfg *cfg = a->cfg;
+    if (start_backend(a, f)) return EXIT_RUNTIME;
+    const char *addr = f->metrics_addr ? f->metrics_addr : cfg->metrics_address;
+    struct metrics_opts mo = {.poll_interval_ms = cfg->poll_interval_ms, .version = JP_VERSION};
+    int rc = metrics_new_opts(addr ? addr : "", &mo, &a->m);
+    if (rc) {
+        log_msg(LOG_ERROR, NULL, rc, "metrics: cannot listen on '%s'", addr ? addr : "");
+        return EXIT_RUNTIME;
+    }
+    a->ro.dry_run = f->dry_run;
+    if (parse_policy(f->policy, &a->ro)) return EXIT_USAGE;
+    if (cfg->leader.enabled && a->kc && !f->once && start_leader(a)) return EXIT_RUNTIME;
+    metrics_set_leader(a->m, a->lead == NULL);
+    if (a->kc && cfg->kubernetes.jobpools &&
+        serve_jobpools(cfg, a->kc, &a->ro, &a->pools, &a->jps) != 0)
+        return EXIT_RUNTIME;
+    if (a->pools) backend_kube_serve(a->be, a->pools);
+    if (reconcile_new(cfg, a->rmq, a->be, a->m, &a->ro, &a->r)) return EXIT_RUNTIME;
+    log_info("jobpool %s started: backend=%s pools=%zu poll=%lldms%s", JP_VERSION, a->be->name,
+             cfg->npools, (long long)cfg->poll_interval_ms, f->dry_run ? " dry-run" : "");
     warn_task_timeouts(cfg);
-    if (once) {
-        if (kc) {
+    return EXIT_OK;
+}
+
+/* One pass (--once), or the loop until SIGTERM/SIGINT; then local workers drain and the Lease
+ * is handed over. Returns the exit code. */
+static int run(struct app *a, const struct flags *f)
+{
+    int code;
+    if (f->once) {
+        if (a->kc) {
             /* --once needs the first list of Jobs before it can decide anything. */
-            for (int i = 0; i < 100 && be->observe(be) == JP_ESTALE && !stop_flag; i++)
+            for (int i = 0; i < 100 && a->be->observe(a->be) == JP_ESTALE && !stop_flag; i++)
                 usleep(100 * 1000);
         }
-        rc = reconcile_pass(r);
-        exit_code = rc ? EXIT_RUNTIME : EXIT_OK;
+        int rc = reconcile_pass(a->r);
+        code = rc ? EXIT_RUNTIME : EXIT_OK;
         if (rc) log_msg(LOG_ERROR, NULL, rc, "the reconcile pass did not complete");
     } else {
-        reconcile_run(r, &stop_flag, cfg->backend == CFG_BACKEND_LOCAL ? &wake_flag : NULL);
+        bool local = a->cfg->backend == CFG_BACKEND_LOCAL;
+        reconcile_run(a->r, &stop_flag, local ? &wake_flag : NULL);
         log_info("shutting down: no new workers");
-        exit_code = EXIT_OK;
+        code = EXIT_OK;
+        if (local) a->be->shutdown(a->be, 25000);
     }
-    if (cfg->backend == CFG_BACKEND_LOCAL && !once) be->shutdown(be, 25000);
-    leader_release(lead);
+    leader_release(a->lead);
+    return code;
+}
 
-out:
-    leader_free(lead);
-    reconcile_free(r);
-    jobpools_free(jps);
-    pools_free(pools);
-    metrics_free(m);
-    backend_free(be);
-    kube_client_free(kc);
-    rmq_client_free(rmq);
-    free(worker);
-    cfg_free(cfg);
+static void app_free(struct app *a)
+{
+    leader_free(a->lead);
+    reconcile_free(a->r);
+    jobpools_free(a->jps);
+    pools_free(a->pools);
+    metrics_free(a->m);
+    backend_free(a->be);
+    kube_client_free(a->kc);
+    rmq_client_free(a->rmq);
+    free(a->worker);
+    cfg_free(a->cfg);
     log_clear_secrets();
-    return exit_code;
+}
+
+int main(int argc, char **argv)
+{
+    /* One malloc arena for every thread: the cache threads' short peaks (a list page) are then
+     * reused by the loop instead of each thread keeping its own high-water mark. */
+    mallopt(M_ARENA_MAX, 1);
+    if (argc >= 2 && strcmp(argv[1], "convert") == 0) return keda_convert_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "status") == 0) return status_main(argc - 1, argv + 1, stdout);
+    struct flags f = {0};
+    int code = parse_flags(argc, argv, &f);
+    if (code >= 0) return code;
+    if (f.check_path) return check_config(f.check_path);
+    struct app a = {0};
+    if ((code = load_config(&f, &a.cfg)) != EXIT_OK) return code;
+    install_signals();
+    code = start(&a, &f);
+    if (code == EXIT_OK) code = run(&a, &f);
+    app_free(&a);
+    return code;
 }
