@@ -127,6 +127,12 @@ static void test_errors(void **state)
     assert_int_equal(kubeconfig_parse(http_url, strlen(http_url), NULL, NULL, &a, err, sizeof err),
                      JP_ECONFIG);
     assert_non_null(strstr(err, "http(s) URL"));
+    /* A name from the file that holds a newline (a block scalar) still gives a one-line error. */
+    const char *nl_name = "current-context: |\n  two\n  lines\n";
+    assert_int_equal(kubeconfig_parse(nl_name, strlen(nl_name), NULL, NULL, &a, err, sizeof err),
+                     JP_ECONFIG);
+    assert_non_null(strstr(err, "context \"two?lines?\" not found"));
+    assert_null(strchr(err, '\n'));
 }
 
 static void write_file(const char *path, const char *text)
