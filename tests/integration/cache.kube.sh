@@ -14,12 +14,8 @@
 set -u
 : "${JOBPOOL_TEST_KUBE_SERVER:?run me through tests/integration/kube-run.sh}"
 : "${JOBPOOL_TEST_AMQP_URL:?run me through tests/integration/kube-run.sh}"
-JOBPOOL_ROOT=${JOBPOOL_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
-. "$JOBPOOL_ROOT/tests/env/common.sh"
-B=${JOBPOOL_BUILD:-$JOBPOOL_ROOT/build}
+. "$(dirname "$0")/lib.sh" cache cache
 NS=cache-it
-T=$(mktemp -d /tmp/jobpool-cache.XXXXXX)
-pass=0; fail=0; failed=()
 ctl=""; proxy=""
 stop_ctl() { [ -z "$ctl" ] || { kill -TERM "$ctl" 2>/dev/null; wait "$ctl" 2>/dev/null; }; ctl=""; }
 cleanup() {
@@ -28,9 +24,6 @@ cleanup() {
   rm -rf "$T"
 }
 trap cleanup EXIT
-ok() { pass=$((pass + 1)); echo "  ok: $*"; }
-bad() { fail=$((fail + 1)); failed+=("$*"); echo "  FAIL: $*"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
 k() { # METHOD PATH [BODY [CONTENT-TYPE]]: straight to the API server, not through the proxy
   curl -sS --cacert "$JOBPOOL_TEST_KUBE_CA" -H "Authorization: Bearer $JOBPOOL_TEST_KUBE_TOKEN" \
     -X "$1" -H "content-type: ${4:-application/json}" ${3:+--data "$3"} "$JOBPOOL_TEST_KUBE_SERVER$2"
@@ -44,12 +37,9 @@ for j in json.load(sys.stdin)["items"]:
     print(j["metadata"]["name"], int(done))'
 }
 njobs() { jobs "$1" | wc -l; }
-export RABBITMQ_USERNAME=$JOBPOOL_TEST_RMQ_USER RABBITMQ_PASSWORD=$JOBPOOL_TEST_RMQ_PASS
-mq() { curl -fsS -u "$RABBITMQ_USERNAME:$RABBITMQ_PASSWORD" -X "$1" -H 'content-type: application/json' ${3:+--data "$3"} "$JOBPOOL_TEST_MGMT_URL$2"; }
+it_broker_login
 publish() { seq -f "m%g" 1 "$2" | "$B/jp-publish" "${JOBPOOL_TEST_AMQP_URL%/}" "$1" --confirm 2>/dev/null; }
-for b in jobpool-controller jp-publish; do
-  [ -x "$B/$b" ] || { echo "cache: FAILED: no $b in $B"; exit 1; }
-done
+it_need jobpool-controller jp-publish
 # wait_for SECS CMD...: true as soon as CMD succeeds within SECS seconds.
 wait_for() { local end=$(( $(date +%s) + $1 )); shift; while ! "$@"; do [ "$(date +%s)" -lt "$end" ] || return 1; sleep 0.5; done; }
 
@@ -190,7 +180,4 @@ check "the pool resumed: the finished Job deleted, 5 pending Jobs for 5 messages
 stop_ctl
 k DELETE "/api/v1/namespaces/$NS" >/dev/null
 for q in cache-burst cache-lost cache-stale; do mq DELETE "/api/queues/%2F/$q" >/dev/null 2>&1; done
-echo
-[ $fail -eq 0 ] || { printf 'cache: failed: %s\n' "${failed[@]}"; tail -40 "$T/ctl.log"; }
-echo "cache: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+it_end "$T/ctl.log"

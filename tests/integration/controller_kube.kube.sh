@@ -9,30 +9,16 @@
 set -u
 : "${JOBPOOL_TEST_KUBE_SERVER:?run me through tests/integration/kube-run.sh}"
 : "${JOBPOOL_TEST_AMQP_URL:?run me through tests/integration/kube-run.sh}"
-JOBPOOL_ROOT=${JOBPOOL_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
-. "$JOBPOOL_ROOT/tests/env/common.sh"
-B=${JOBPOOL_BUILD:-$JOBPOOL_ROOT/build}
+. "$(dirname "$0")/lib.sh" controller_kube ctlkube
 N=7; HIST=3; NS=ctl-it
-T=$(mktemp -d /tmp/jobpool-ctlkube.XXXXXX)
-pass=0; fail=0; failed=()
 ctl=""
 stop_ctl() { [ -z "$ctl" ] || { kill -"${1:-TERM}" "$ctl" 2>/dev/null; wait "$ctl" 2>/dev/null; }; ctl=""; }
 cleanup() { stop_ctl; rm -rf "$T"; }
 trap cleanup EXIT
-ok() { pass=$((pass + 1)); echo "  ok: $*"; }
-bad() { fail=$((fail + 1)); failed+=("$*"); echo "  FAIL: $*"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
-k() { # METHOD PATH [BODY [CONTENT-TYPE]]
-  curl -sS --cacert "$JOBPOOL_TEST_KUBE_CA" -H "Authorization: Bearer $JOBPOOL_TEST_KUBE_TOKEN" \
-    -X "$1" -H "content-type: ${4:-application/json}" ${3:+--data "$3"} "$JOBPOOL_TEST_KUBE_SERVER$2"
-}
 jobs() { k GET "/apis/batch/v1/namespaces/$NS/jobs?labelSelector=jobpool.dev%2Fpool%3Dthumbs"; }
 njobs() { jobs | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))'; }
-export RABBITMQ_USERNAME=$JOBPOOL_TEST_RMQ_USER RABBITMQ_PASSWORD=$JOBPOOL_TEST_RMQ_PASS
-mq() { curl -fsS -u "$RABBITMQ_USERNAME:$RABBITMQ_PASSWORD" -X "$1" -H 'content-type: application/json' ${3:+--data "$3"} "$JOBPOOL_TEST_MGMT_URL$2"; }
-for b in jobpool-controller jp-publish; do
-  [ -x "$B/$b" ] || { echo "controller_kube: FAILED: no $b in $B"; exit 1; }
-done
+it_broker_login
+it_need jobpool-controller jp-publish
 
 k POST /api/v1/namespaces "{\"metadata\":{\"name\":\"$NS\"}}" >/dev/null
 mq PUT /api/queues/%2F/thumbs '{"durable":true}' >/dev/null
@@ -137,7 +123,4 @@ check "the password never reached the log" bash -c "! grep -qF '$RABBITMQ_PASSWO
 check "the API token never reached the log" bash -c "! grep -qF '$JOBPOOL_TEST_KUBE_TOKEN' '$T/ctl.log'"
 check "ScaledUp event recorded" bash -c "k() { :; }; curl -sS --cacert '$JOBPOOL_TEST_KUBE_CA' -H 'Authorization: Bearer $JOBPOOL_TEST_KUBE_TOKEN' '$JOBPOOL_TEST_KUBE_SERVER/api/v1/namespaces/$NS/events' | grep -q ScaledUp"
 k DELETE "/api/v1/namespaces/$NS" >/dev/null
-echo
-[ $fail -eq 0 ] || { printf 'controller_kube: failed: %s\n' "${failed[@]}"; tail -30 "$T/ctl.log"; }
-echo "controller_kube: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+it_end "$T/ctl.log"

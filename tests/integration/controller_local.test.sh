@@ -5,23 +5,13 @@
 # and the broker password never reaches the controller's log.
 set -u
 : "${JOBPOOL_TEST_AMQP_URL:?run me through tests/integration/run.sh}"
-JOBPOOL_ROOT=${JOBPOOL_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
-. "$JOBPOOL_ROOT/tests/env/common.sh"
-B=${JOBPOOL_BUILD:-$JOBPOOL_ROOT/build}
+. "$(dirname "$0")/lib.sh" controller_local.test ctl-test
 N=${N:-300}; MAX=20
-T=$(mktemp -d /tmp/jobpool-ctl-test.XXXXXX)
-pass=0; fail=0; failed=()
 ctl=""
 cleanup() { [ -z "$ctl" ] || { kill -TERM "$ctl" 2>/dev/null; wait "$ctl" 2>/dev/null; }; rm -rf "$T"; }
 trap cleanup EXIT
-ok() { pass=$((pass + 1)); echo "  ok: $*"; }
-bad() { fail=$((fail + 1)); failed+=("$*"); echo "  FAIL: $*"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
-for b in jobpool-controller jobpool-worker jp-publish; do
-  [ -x "$B/$b" ] || { echo "controller_local.test: FAILED: no $b in $B"; exit 1; }
-done
-export RABBITMQ_USERNAME=$JOBPOOL_TEST_RMQ_USER RABBITMQ_PASSWORD=$JOBPOOL_TEST_RMQ_PASS
-api() { curl -fsS -u "$RABBITMQ_USERNAME:$RABBITMQ_PASSWORD" -X "$1" -H 'content-type: application/json' ${3:+--data "$3"} "$JOBPOOL_TEST_MGMT_URL$2"; }
+it_need jobpool-controller jobpool-worker jp-publish
+it_broker_login
 cat > "$T/task.sh" <<'EOT'
 #!/bin/sh
 read -r id
@@ -113,7 +103,4 @@ echo "  figures: second SIGTERM: exit $rc after $(( (t1 - t0) / 1000000 )) ms"
 check "a second SIGTERM exits at once with 130 (got $rc)" [ "$rc" = 130 ]
 kill -KILL "$task" 2>/dev/null; pkill -KILL -f "jobpool-worker.*$T/slow.sh" 2>/dev/null; sleep 0.3
 
-echo
-[ $fail -eq 0 ] || printf 'controller_local.test: failed: %s\n' "${failed[@]}"
-echo "controller_local.test: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+it_end

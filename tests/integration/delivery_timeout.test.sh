@@ -8,11 +8,7 @@
 #     two attempts, then the dead-letter queue, and the broker never has to step in. The
 #     controller warns that 1s plus the worker's 25s grace reaches the 3 s consumer_timeout.
 set -u
-JOBPOOL_ROOT=${JOBPOOL_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
-. "$JOBPOOL_ROOT/tests/env/common.sh"
-B=${JOBPOOL_BUILD:-$JOBPOOL_ROOT/build}
-T=$(mktemp -d /tmp/jobpool-dt-test.XXXXXX)
-pass=0; fail=0; failed=()
+. "$(dirname "$0")/lib.sh" delivery_timeout.test dt-test
 ctl=""; rmq_dir=""
 cleanup() {
   [ -z "$ctl" ] || { kill -TERM "$ctl" 2>/dev/null; wait "$ctl" 2>/dev/null; }
@@ -20,12 +16,7 @@ cleanup() {
   rm -rf "$T"
 }
 trap cleanup EXIT
-ok() { pass=$((pass + 1)); echo "  ok: $*"; }
-bad() { fail=$((fail + 1)); failed+=("$*"); echo "  FAIL: $*"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
-for b in jobpool-controller jobpool-worker jp-publish; do
-  [ -x "$B/$b" ] || { echo "delivery_timeout.test: FAILED: no $b in $B"; exit 1; }
-done
+it_need jobpool-controller jobpool-worker jp-publish
 # RabbitMQ 3.10 checks consumer_timeout on each channel's tick (60 s by default); tick faster so
 # the test need not wait a minute per attempt.
 if ! JOBPOOL_RMQ_CONF='consumer_timeout = 3000' JOBPOOL_RMQ_RABBIT_ENV='{channel_tick_interval, 500}' \
@@ -34,8 +25,7 @@ if ! JOBPOOL_RMQ_CONF='consumer_timeout = 3000' JOBPOOL_RMQ_RABBIT_ENV='{channel
   exit 1
 fi
 . "$T/rmq.env"; rmq_dir=$JOBPOOL_RMQ_DIR
-export RABBITMQ_USERNAME=$JOBPOOL_TEST_RMQ_USER RABBITMQ_PASSWORD=$JOBPOOL_TEST_RMQ_PASS
-api() { curl -fsS -u "$RABBITMQ_USERNAME:$RABBITMQ_PASSWORD" -X "$1" -H 'content-type: application/json' ${3:+--data "$3"} "$JOBPOOL_TEST_MGMT_URL$2"; }
+it_broker_login
 take() { # QUEUE: every ready message as JSON, taken out
   api POST "/api/queues/%2F/$1/get" '{"count":100,"ackmode":"ack_requeue_false","encoding":"auto"}'
 }
@@ -119,7 +109,4 @@ check "task-timeout: the controller warns that 1s + 25s grace reaches consumer_t
 check "task-timeout: the worker stopped the task itself; the broker never stepped in" \
   bash -c "grep -q 'task ran past its timeout' '$T/task-timeout/ctl.log' && ! grep -q PRECONDITION_FAILED '$T/task-timeout/ctl.log'"
 
-echo
-[ $fail -eq 0 ] || printf 'delivery_timeout.test: failed: %s\n' "${failed[@]}"
-echo "delivery_timeout.test: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+it_end

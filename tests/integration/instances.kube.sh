@@ -17,27 +17,15 @@
 set -u
 : "${JOBPOOL_TEST_KUBE_SERVER:?run me through tests/integration/kube-run.sh}"
 : "${JOBPOOL_TEST_AMQP_URL:?run me through tests/integration/kube-run.sh}"
-JOBPOOL_ROOT=${JOBPOOL_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
-. "$JOBPOOL_ROOT/tests/env/common.sh"
-B=${JOBPOOL_BUILD:-$JOBPOOL_ROOT/build}
+. "$(dirname "$0")/lib.sh" instances inst
 NS=inst-it-$RANDOM; NB=3; NG=5
 WUSER=inst-worker; WPASS='S3cr:t@x/%y'
-T=$(mktemp -d /tmp/jobpool-inst.XXXXXX)
 chmod 0755 "$T"
-pass=0; fail=0; failed=()
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; [ -z "${KEEP:-}" ] || cp -r "$T" "$KEEP"; rm -rf "$T"; }
 trap cleanup EXIT
-ok() { pass=$((pass + 1)); echo "  ok: $*"; }
-bad() { fail=$((fail + 1)); failed+=("$*"); echo "  FAIL: $*"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
-k() { curl -sS --cacert "$JOBPOOL_TEST_KUBE_CA" -H "Authorization: Bearer $JOBPOOL_TEST_KUBE_TOKEN" \
-  -X "$1" -H 'content-type: application/json' ${3:+--data "$3"} "$JOBPOOL_TEST_KUBE_SERVER$2"; }
-export RABBITMQ_USERNAME=$JOBPOOL_TEST_RMQ_USER RABBITMQ_PASSWORD=$JOBPOOL_TEST_RMQ_PASS
-mq() { curl -fsS -u "$RABBITMQ_USERNAME:$RABBITMQ_PASSWORD" -X "$1" -H 'content-type: application/json' ${3:+--data "$3"} "$JOBPOOL_TEST_MGMT_URL$2"; }
-for b in jobpool-controller jobpool-worker jp-publish; do
-  [ -x "$B/$b" ] || { echo "instances: FAILED: no $b in $B"; exit 1; }
-done
+it_broker_login
+it_need jobpool-controller jobpool-worker jp-publish
 # Jobs of one instance ("" for every Job of pool example): the count
 njobs() {
   local sel="jobpool.dev%2Fpool%3Dexample${1:+%2Cjobpool.dev%2Finstance%3D$1}"
@@ -257,7 +245,4 @@ done
 for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; pids=()
 mq DELETE "/api/users/$WUSER" >/dev/null
 k DELETE "/api/v1/namespaces/$NS" >/dev/null
-echo
-[ $fail -eq 0 ] || { printf 'instances: failed: %s\n' "${failed[@]}"; tail -n 20 "$T/blue.log" "$T/green.log" "$T/nodesim.log"; }
-echo "instances: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+it_end "$T/blue.log" "$T/green.log" "$T/nodesim.log"

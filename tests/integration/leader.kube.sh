@@ -8,25 +8,14 @@
 set -u
 : "${JOBPOOL_TEST_KUBE_SERVER:?run me through tests/integration/kube-run.sh}"
 : "${JOBPOOL_TEST_AMQP_URL:?run me through tests/integration/kube-run.sh}"
-JOBPOOL_ROOT=${JOBPOOL_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
-. "$JOBPOOL_ROOT/tests/env/common.sh"
-B=${JOBPOOL_BUILD:-$JOBPOOL_ROOT/build}
+. "$(dirname "$0")/lib.sh" leader leader
 N=5; NS=leader-it; LEASE_S=4; RETRY_S=1
-T=$(mktemp -d /tmp/jobpool-leader.XXXXXX)
-pass=0; fail=0; failed=()
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; rm -rf "$T"; }
 trap cleanup EXIT
-ok() { pass=$((pass + 1)); echo "  ok: $*"; }
-bad() { fail=$((fail + 1)); failed+=("$*"); echo "  FAIL: $*"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
-k() { curl -sS --cacert "$JOBPOOL_TEST_KUBE_CA" -H "Authorization: Bearer $JOBPOOL_TEST_KUBE_TOKEN" \
-  -X "$1" -H 'content-type: application/json' ${3:+--data "$3"} "$JOBPOOL_TEST_KUBE_SERVER$2"; }
 njobs() { k GET "/apis/batch/v1/namespaces/$NS/jobs" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))'; }
-export RABBITMQ_USERNAME=$JOBPOOL_TEST_RMQ_USER RABBITMQ_PASSWORD=$JOBPOOL_TEST_RMQ_PASS
-mq() { curl -fsS -u "$RABBITMQ_USERNAME:$RABBITMQ_PASSWORD" -X "$1" -H 'content-type: application/json' ${3:+--data "$3"} "$JOBPOOL_TEST_MGMT_URL$2"; }
-ms() { echo $(( $(date +%s%N) / 1000000 )); }
-[ -x "$B/jobpool-controller" ] || { echo "leader: FAILED: no controller in $B"; exit 1; }
+it_broker_login
+it_need jobpool-controller
 
 k POST /api/v1/namespaces "{\"metadata\":{\"name\":\"$NS\"}}" >/dev/null
 mq PUT /api/queues/%2F/leader-q '{"durable":true}' >/dev/null
@@ -105,7 +94,4 @@ check "it logged the release" grep -q "released lease jobpool-it" "$T/$old.log"
 check "no password in either log" bash -c "! cat '$T'/*.log | grep -qF '$RABBITMQ_PASSWORD'"
 kill -TERM "${pid[$new]}"; wait "${pid[$new]}" 2>/dev/null
 k DELETE "/api/v1/namespaces/$NS" >/dev/null
-echo
-[ $fail -eq 0 ] || { printf 'leader: failed: %s\n' "${failed[@]}"; tail -20 "$T"/*.log; }
-echo "leader: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+it_end "$T"/*.log

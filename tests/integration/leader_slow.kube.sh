@@ -15,28 +15,18 @@
 set -u
 : "${JOBPOOL_TEST_KUBE_SERVER:?run me through tests/integration/kube-run.sh}"
 : "${JOBPOOL_KUBE_DIR:?run me through tests/integration/kube-run.sh}"
-JOBPOOL_ROOT=${JOBPOOL_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
-. "$JOBPOOL_ROOT/tests/env/common.sh"
-B=${JOBPOOL_BUILD:-$JOBPOOL_ROOT/build}
+. "$(dirname "$0")/lib.sh" leader_slow leader-slow
 NS=leader-slow; POOLS=20; DELAY=2.9
 AUDIT="$JOBPOOL_KUBE_DIR/log/audit.log"
-T=$(mktemp -d /tmp/jobpool-leader-slow.XXXXXX)
-pass=0; fail=0; failed=()
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   rm -rf "$T"
 }
 trap cleanup EXIT
-ok() { pass=$((pass + 1)); echo "  ok: $*"; }
-bad() { fail=$((fail + 1)); failed+=("$*"); echo "  FAIL: $*"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
-k() { curl -sS --cacert "$JOBPOOL_TEST_KUBE_CA" -H "Authorization: Bearer $JOBPOOL_TEST_KUBE_TOKEN" \
-  -X "$1" -H 'content-type: application/json' ${3:+--data "$3"} "$JOBPOOL_TEST_KUBE_SERVER$2"; }
 njobs() { k GET "/apis/batch/v1/namespaces/$NS/jobs" | jq '.items | length'; }
-export RABBITMQ_USERNAME=$JOBPOOL_TEST_RMQ_USER RABBITMQ_PASSWORD=$JOBPOOL_TEST_RMQ_PASS
-mq() { curl -fsS -u "$RABBITMQ_USERNAME:$RABBITMQ_PASSWORD" -X "$1" -H 'content-type: application/json' ${3:+--data "$3"} "$JOBPOOL_TEST_MGMT_URL$2"; }
-[ -x "$B/jobpool-controller" ] || { echo "leader_slow: FAILED: no controller in $B"; exit 1; }
+it_broker_login
+it_need jobpool-controller
 [ -f "$AUDIT" ] || { echo "leader_slow: FAILED: no audit log at $AUDIT (kube.sh with JOBPOOL_KUBE_AUDIT=1)"; exit 1; }
 
 k POST /api/v1/namespaces "{\"metadata\":{\"name\":\"$NS\"}}" >/dev/null
@@ -161,7 +151,4 @@ check "no password in either log" bash -c "! cat '$T'/*.log | grep -qF '$RABBITM
 for n in a b; do kill -TERM "${pid[$n]}" 2>/dev/null; wait "${pid[$n]}" 2>/dev/null; done
 k DELETE "/api/v1/namespaces/$NS" >/dev/null
 for i in $(seq -w 0 $((POOLS - 1))); do mq DELETE "/api/queues/%2F/slow-$i" >/dev/null 2>&1; done
-echo
-[ $fail -eq 0 ] || { printf 'leader_slow: failed: %s\n' "${failed[@]}"; for f in "$T"/a.log "$T"/b.log; do echo "-- $f"; tail -n 15 "$f"; done; }
-echo "leader_slow: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+it_end "$T/a.log" "$T/b.log"

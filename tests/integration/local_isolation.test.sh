@@ -7,24 +7,14 @@
 # not the controller's keep-alive connection to the management API.
 set -u
 : "${JOBPOOL_TEST_AMQP_URL:?run me through tests/integration/run.sh}"
-JOBPOOL_ROOT=${JOBPOOL_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
-. "$JOBPOOL_ROOT/tests/env/common.sh"
-B=${JOBPOOL_BUILD:-$JOBPOOL_ROOT/build}
-T=$(mktemp -d /tmp/jobpool-iso-test.XXXXXX)
-pass=0; fail=0; failed=()
+. "$(dirname "$0")/lib.sh" local_isolation.test iso-test
 ctl=""
 cleanup() { [ -z "$ctl" ] || { kill -TERM "$ctl" 2>/dev/null; wait "$ctl" 2>/dev/null; }; rm -rf "$T"; }
 trap cleanup EXIT
-ok() { pass=$((pass + 1)); echo "  ok: $*"; }
-bad() { fail=$((fail + 1)); failed+=("$*"); echo "  FAIL: $*"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
-for b in jobpool-controller jobpool-worker jp-publish; do
-  [ -x "$B/$b" ] || { echo "local_isolation.test: FAILED: no $b in $B"; exit 1; }
-done
-export RABBITMQ_USERNAME=$JOBPOOL_TEST_RMQ_USER RABBITMQ_PASSWORD=$JOBPOOL_TEST_RMQ_PASS
+it_need jobpool-controller jobpool-worker jp-publish
+it_broker_login
 # Stand-ins for what a controller's environment holds: another credential, an API token.
 export JP_CANARY_TOKEN=canary-$RANDOM$RANDOM LC_MESSAGES=C TZ=UTC
-api() { curl -fsS -u "$RABBITMQ_USERNAME:$RABBITMQ_PASSWORD" -X "$1" -H 'content-type: application/json' ${3:+--data "$3"} "$JOBPOOL_TEST_MGMT_URL$2"; }
 
 # The task: its own environment and descriptors, then its worker's, seen from /proc.
 cat > "$T/task.sh" <<'EOT'
@@ -88,7 +78,4 @@ for f in "$T"/task-env.*; do
 done
 check "password absent from the controller log" bash -c "! grep -qF '$RABBITMQ_PASSWORD' '$T/ctl.log'"
 
-echo
-[ $fail -eq 0 ] || printf 'local_isolation.test: failed: %s\n' "${failed[@]}"
-echo "local_isolation.test: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+it_end

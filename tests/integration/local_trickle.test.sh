@@ -6,23 +6,13 @@
 # every message runs exactly once, one worker per message, none wasted (docs/scaling.md).
 set -u
 : "${JOBPOOL_TEST_AMQP_URL:?run me through tests/integration/run.sh}"
-JOBPOOL_ROOT=${JOBPOOL_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
-. "$JOBPOOL_ROOT/tests/env/common.sh"
-B=${JOBPOOL_BUILD:-$JOBPOOL_ROOT/build}
+. "$(dirname "$0")/lib.sh" local_trickle.test trickle-test
 N=${TRICKLE_N:-40}
-T=$(mktemp -d /tmp/jobpool-trickle-test.XXXXXX)
-pass=0; fail=0; failed=()
 ctl=""
 cleanup() { [ -z "$ctl" ] || { kill -TERM "$ctl" 2>/dev/null; wait "$ctl" 2>/dev/null; }; rm -rf "$T"; }
 trap cleanup EXIT
-ok() { pass=$((pass + 1)); echo "  ok: $*"; }
-bad() { fail=$((fail + 1)); failed+=("$*"); echo "  FAIL: $*"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
-for b in jobpool-controller jobpool-worker jp-publish; do
-  [ -x "$B/$b" ] || { echo "local_trickle.test: FAILED: no $b in $B"; exit 1; }
-done
-export RABBITMQ_USERNAME=$JOBPOOL_TEST_RMQ_USER RABBITMQ_PASSWORD=$JOBPOOL_TEST_RMQ_PASS
-api() { curl -fsS -u "$RABBITMQ_USERNAME:$RABBITMQ_PASSWORD" -X "$1" -H 'content-type: application/json' ${3:+--data "$3"} "$JOBPOOL_TEST_MGMT_URL$2"; }
+it_need jobpool-controller jobpool-worker jp-publish
+it_broker_login
 
 cat > "$T/task.sh" <<'EOT'
 #!/bin/sh
@@ -85,7 +75,4 @@ check "one worker per message: $workers workers for $N messages" [ "$workers" = 
 check "no worker wasted (found no message): $wasted" [ "$wasted" = 0 ]
 check "no worker failed: $failed_w" [ "$failed_w" = 0 ]
 
-echo
-[ $fail -eq 0 ] || printf 'local_trickle.test: failed: %s\n' "${failed[@]}"
-echo "local_trickle.test: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+it_end

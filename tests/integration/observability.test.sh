@@ -10,22 +10,12 @@
 #   proves on the same scrape that it reports an unknown metric, label or value).
 set -u
 : "${JOBPOOL_TEST_AMQP_URL:?run me through tests/integration/run.sh}"
-JOBPOOL_ROOT=${JOBPOOL_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
-. "$JOBPOOL_ROOT/tests/env/common.sh"
-B=${JOBPOOL_BUILD:-$JOBPOOL_ROOT/build}
-T=$(mktemp -d /tmp/jobpool-obs-test.XXXXXX)
-pass=0; fail=0; failed=()
+. "$(dirname "$0")/lib.sh" observability.test obs-test
 ctl=""
 cleanup() { [ -z "$ctl" ] || { kill -TERM "$ctl" 2>/dev/null; wait "$ctl" 2>/dev/null; }; rm -rf "$T"; }
 trap cleanup EXIT
-ok() { pass=$((pass + 1)); echo "  ok: $*"; }
-bad() { fail=$((fail + 1)); failed+=("$*"); echo "  FAIL: $*"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
-for b in jobpool-controller jobpool-worker jp-publish; do
-  [ -x "$B/$b" ] || { echo "observability.test: FAILED: no $b in $B"; exit 1; }
-done
-export RABBITMQ_USERNAME=$JOBPOOL_TEST_RMQ_USER RABBITMQ_PASSWORD=$JOBPOOL_TEST_RMQ_PASS
-api() { curl -fsS -u "$RABBITMQ_USERNAME:$RABBITMQ_PASSWORD" -X "$1" -H 'content-type: application/json' ${3:+--data "$3"} "$JOBPOOL_TEST_MGMT_URL$2"; }
+it_need jobpool-controller jobpool-worker jp-publish
+it_broker_login
 # The task runs one second and records that it ran.
 printf '#!/bin/sh\ncat > /dev/null\nsleep 1\necho done >> "$TASK_LOG"\n' > "$T/task.sh"
 chmod +x "$T/task.sh"
@@ -147,7 +137,4 @@ bin=$("$JOBPOOL_ROOT/tests/env/tools.sh")
 check "every dashboard expression names exported metrics, labels and values" \
   $refs --dashboard "$JOBPOOL_ROOT/charts/jobpool/dashboards/jobpool.json"
 check "every alert expression names exported metrics, labels and values" $refs --rules "$T/rule.yaml"
-echo
-[ $fail -eq 0 ] || { printf 'observability.test: failed: %s\n' "${failed[@]}"; tail -20 "$T/ctl.log"; }
-echo "observability.test: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+it_end "$T/ctl.log"

@@ -9,13 +9,9 @@
 # - the queue that does not match is left alone; no worker is left at the end.
 set -u
 : "${JOBPOOL_TEST_AMQP_URL:?run me through tests/integration/run.sh}"
-JOBPOOL_ROOT=${JOBPOOL_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
-. "$JOBPOOL_ROOT/tests/env/common.sh"
-B=${JOBPOOL_BUILD:-$JOBPOOL_ROOT/build}
+. "$(dirname "$0")/lib.sh" regex_local.test regex-test
 MAX=6; NA=30; NB=12; NC=3
 RUSER=jp-regex; RPASS='S3cr:t@x/%y'
-T=$(mktemp -d /tmp/jobpool-regex-test.XXXXXX)
-pass=0; fail=0; failed=()
 ctl=""
 admin() { curl -fsS -u "$JOBPOOL_TEST_RMQ_USER:$JOBPOOL_TEST_RMQ_PASS" -X "$1" -H 'content-type: application/json' ${3:+--data "$3"} "$JOBPOOL_TEST_MGMT_URL$2"; }
 cleanup() {
@@ -24,12 +20,7 @@ cleanup() {
   rm -rf "$T"
 }
 trap cleanup EXIT
-ok() { pass=$((pass + 1)); echo "  ok: $*"; }
-bad() { fail=$((fail + 1)); failed+=("$*"); echo "  FAIL: $*"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
-for b in jobpool-controller jobpool-worker jp-publish; do
-  [ -x "$B/$b" ] || { echo "regex_local.test: FAILED: no $b in $B"; exit 1; }
-done
+it_need jobpool-controller jobpool-worker jp-publish
 # The controller's own user: the management API for the queue listing (monitoring), and the
 # workers' login through the URL the local backend builds.
 admin PUT "/api/users/$RUSER" "$(jq -n --arg p "$RPASS" '{password:$p,tags:"monitoring"}')" >/dev/null
@@ -99,7 +90,4 @@ check "the password never reached the log, raw or encoded" bash -c \
   "! grep -qF -e '$RPASS' -e 'S3cr%3At%40x%2F%25y' '$T/ctl.log'"
 kill -TERM "$ctl" 2>/dev/null; wait "$ctl" 2>/dev/null; ctl=""
 for q in rx.alpha rx.beta rx.gamma rx-other; do admin DELETE "/api/queues/%2F/$q" >/dev/null 2>&1; done
-echo
-[ $fail -eq 0 ] || { printf 'regex_local.test: failed: %s\n' "${failed[@]}"; tail -n 30 "$T/ctl.log"; }
-echo "regex_local.test: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+it_end "$T/ctl.log"
