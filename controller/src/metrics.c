@@ -648,7 +648,30 @@ static int put_json_pool(struct dbuf *b, const struct pool_entry *p)
     return rc;
 }
 
-int metrics_render_pools(struct metrics *m, char **out, size_t *len)
+/* The /debug/pools body: every pool with a decision. Called with m->lock held. */
+static int render_pools_locked(struct metrics *m, struct dbuf *b)
+{
+    char tick[40];
+    fmt_double((double)m->last_tick_wall_ms / 1000.0, tick, sizeof tick);
+    int rc = dbuf_append(b, "{\"version\":", 11);
+    if (rc == 0) rc = put_json_str(b, m->version);
+    if (rc == 0)
+        rc = dbuf_printf(b, ",\"leader\":%s,\"ready\":%s,\"last_tick\":%s,\"pools\":[",
+                         m->leader ? "true" : "false", m->ready ? "true" : "false", tick);
+    bool first = true;
+    for (size_t i = 0; rc == 0 && i < m->npools; i++) {
+        if (!m->pools[i].has_state) continue;
+        if (!first) rc = dbuf_append(b, ",", 1);
+        first = false;
+        if (rc == 0) rc = put_json_pool(b, &m->pools[i]);
+    }
+    if (rc == 0) rc = dbuf_append(b, "]}\n", 3);
+    return rc;
+}
+
+/* Render one body under the lock into a fresh buffer the caller frees. */
+static int render_with(struct metrics *m, int (*body)(struct metrics *, struct dbuf *),
+                       char **out, size_t *len)
 {
     int rc = JP_EINVAL;
     struct dbuf b;
@@ -657,21 +680,7 @@ int metrics_render_pools(struct metrics *m, char **out, size_t *len)
     if (len) *len = 0;
     if (!m || !out) goto out;
     pthread_mutex_lock(&m->lock);
-    char tick[40];
-    fmt_double((double)m->last_tick_wall_ms / 1000.0, tick, sizeof tick);
-    rc = dbuf_append(&b, "{\"version\":", 11);
-    if (rc == 0) rc = put_json_str(&b, m->version);
-    if (rc == 0)
-        rc = dbuf_printf(&b, ",\"leader\":%s,\"ready\":%s,\"last_tick\":%s,\"pools\":[",
-                         m->leader ? "true" : "false", m->ready ? "true" : "false", tick);
-    bool first = true;
-    for (size_t i = 0; rc == 0 && i < m->npools; i++) {
-        if (!m->pools[i].has_state) continue;
-        if (!first) rc = dbuf_append(&b, ",", 1);
-        first = false;
-        if (rc == 0) rc = put_json_pool(&b, &m->pools[i]);
-    }
-    if (rc == 0) rc = dbuf_append(&b, "]}\n", 3);
+    rc = body(m, &b);
     pthread_mutex_unlock(&m->lock);
     if (rc) goto out;
     if (len) *len = b.len;
@@ -682,24 +691,14 @@ out:
     return rc;
 }
 
+int metrics_render_pools(struct metrics *m, char **out, size_t *len)
+{
+    return render_with(m, render_pools_locked, out, len);
+}
+
 int metrics_render(struct metrics *m, char **out, size_t *len)
 {
-    int rc = JP_EINVAL;
-    struct dbuf b;
-    dbuf_init(&b, RENDER_CAP);
-    if (out) *out = NULL;
-    if (len) *len = 0;
-    if (!m || !out) goto out;
-    pthread_mutex_lock(&m->lock);
-    rc = render_locked(m, &b);
-    pthread_mutex_unlock(&m->lock);
-    if (rc) goto out;
-    if (len) *len = b.len;
-    *out = dbuf_take(&b);
-    if (!*out) rc = JP_ENOMEM;
-out:
-    dbuf_free(&b);
-    return rc;
+    return render_with(m, render_locked, out, len);
 }
 
 /* ---- HTTP --------------------------------------------------------------------------------- */
