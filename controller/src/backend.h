@@ -67,6 +67,10 @@ struct backend {
      * and returns JP_ECANCELED (nothing deleted) when it has or when it changed meanwhile.
      * pool is NULL for an orphan. */
     int (*remove)(struct backend *b, const struct cfg_pool *pool, const struct backend_worker *w);
+    /* After a failed call: how long the server asked to wait (a 429's or 503's Retry-After),
+     * in ms, or -1 when it did not say. The pool backs off that long instead of doubling. May
+     * be NULL. */
+    int64_t (*retry_hint_ms)(struct backend *b);
     /* Report the backend's own gauges (the kube cache's age) once per pass; may be NULL. */
     void (*report)(struct backend *b, struct metrics *m);
     /* Per-pool counters. */

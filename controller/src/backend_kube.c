@@ -325,6 +325,12 @@ static void event(struct kb *K, const struct cfg_pool *pool, int kind, const cha
     if (rc) log_msg(LOG_DEBUG, pool->name, rc, "event %s not recorded", reason);
 }
 
+static int64_t kb_retry_hint_ms(struct backend *b)
+{
+    long s = kube_last_retry_after(((struct kb *)b)->kc);
+    return s < 0 ? -1 : (int64_t)s * 1000;
+}
+
 static void kb_report(struct backend *b, struct metrics *m)
 {
     struct kb *K = (struct kb *)b;
@@ -588,6 +594,7 @@ int backend_kube_new(const struct cfg *cfg, struct kube_client *kc, struct backe
     K->base = (struct backend){.name = "kube", .start_lag_ms = 1000, .observe = kb_observe, .list = kb_list,
                                .list_orphans = kb_list_orphans,
                                .start = kb_start, .remove = kb_remove, .stats = kb_stats, .report = kb_report,
+                               .retry_hint_ms = kb_retry_hint_ms,
                                .shutdown = kb_shutdown, .destroy = kb_destroy};
     size_t np = cfg->npools ? cfg->npools : 1;
     if (!(K->slots = calloc(pools_slots(cfg), sizeof *K->slots))) goto out;

@@ -159,15 +159,33 @@ const struct reconcile_pool_status *reconcile_status(const struct reconcile *r, 
     return i < r->np ? &r->p[i].st : NULL;
 }
 
-static void backoff(struct reconcile *r, struct pool_state *ps)
+/* Skip the pool for a while after a failure. hint_ms is how long the server asked to wait
+ * (Retry-After), or -1: a throttled pool comes back when the server said, not after a doubling
+ * that soon exceeds it; without a hint, 1 s doubling to 60 s. */
+static void backoff(struct reconcile *r, struct pool_state *ps, int64_t hint_ms)
 {
     ps->failures++;
     int64_t d = BACKOFF_MIN_MS;
     for (int i = 1; i < ps->failures && d < BACKOFF_MAX_MS; i++) d *= 2;
     if (d > BACKOFF_MAX_MS) d = BACKOFF_MAX_MS;
-    /* +-20% jitter so that pools failing together do not retry together */
-    d = d * (80 + rand_r(&r->seed) % 41) / 100;
+    if (hint_ms >= 0) {
+        /* Never before the server's time; up to 20% after, so that pools do not all return
+         * at once. */
+        d = hint_ms < BACKOFF_MIN_MS ? BACKOFF_MIN_MS : hint_ms > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
+                                                                                 : hint_ms;
+        d = d * (100 + rand_r(&r->seed) % 21) / 100;
+    } else {
+        /* +-20% jitter so that pools failing together do not retry together */
+        d = d * (80 + rand_r(&r->seed) % 41) / 100;
+    }
+    ps->st.backoff_ms = d;
     ps->retry_at_ms = util_now_ms() + d;
+}
+
+static int64_t retry_hint(struct reconcile *r, enum metrics_error_source src)
+{
+    if (src != r->be_src || !r->be->retry_hint_ms) return -1;
+    return r->be->retry_hint_ms(r->be);
 }
 
 /* Count an error of pool, back off, and log it at level. */
@@ -178,7 +196,7 @@ static void pool_error(struct reconcile *r, const struct cfg_pool *pool, struct 
     ps->st.last_err = err;
     ps->st.errors++;
     metrics_count_error(r->m, pool->name, src, err);
-    backoff(r, ps);
+    backoff(r, ps, jp_err_transient(err) ? retry_hint(r, src) : -1);
     log_msg(level, pool->name, err, "%s (retry in %lld ms)", what,
             (long long)(ps->retry_at_ms - util_now_ms()));
 }
@@ -345,7 +363,7 @@ static int observe_pool(struct reconcile *r, size_t i)
         ps->skipped = true;
         ps->st.last_err = rc;
         ps->st.errors++;
-        backoff(r, ps);
+        backoff(r, ps, -1);
         log_msg(LOG_WARN, pool->name, rc, "deciding failed; holding (retry in %lld ms)",
                 (long long)(ps->retry_at_ms - util_now_ms()));
         return rc;

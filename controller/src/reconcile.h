@@ -28,6 +28,7 @@ struct reconcile_pool_status {
     const char *reason;         /* the last decision's reason, static */
     int last_err;               /* 0 or the last error code */
     unsigned long started, deleted, errors;
+    int64_t backoff_ms;         /* the last back-off chosen after a failure (0: none yet) */
 };
 
 struct reconcile_opts {

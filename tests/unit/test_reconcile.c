@@ -94,10 +94,12 @@ struct fake {
     struct backend_list orphans;
     int orphan_removes;
     bool stale;                 /* list answers JP_ESTALE: the backend's view is too old */
+    int64_t hint_ms;            /* what retry_hint_ms answers (-1: the server said nothing) */
 };
 
 static size_t pidx(struct fake *f, const struct cfg_pool *p) { return (size_t)(p - f->cfg->pools); }
 static int f_observe(struct backend *b) { (void)b; return 0; }
+static int64_t f_hint(struct backend *b) { return ((struct fake *)b)->hint_ms; }
 static int f_list(struct backend *b, const struct cfg_pool *p, struct backend_list *out)
 {
     struct fake *f = (struct fake *)b;
@@ -207,7 +209,9 @@ static void setup_pools(int npools, int max_total)
     fk.base = (struct backend){.name = "fake", .observe = f_observe, .list = f_list,
                                .list_orphans = f_list_orphans,
                                .start = f_start, .remove = f_remove, .stats = f_stats,
+                               .retry_hint_ms = f_hint,
                                .shutdown = f_shutdown, .destroy = f_destroy};
+    fk.hint_ms = -1;
 }
 
 static void make(bool dry)
@@ -436,6 +440,42 @@ static void test_start_error_is_reported(void **state)
     assert_int_equal(reconcile_status(rec, 0)->errors, 1);
 }
 
+/* A throttled start (429) waits what the server's Retry-After said, up to 20% more, and not
+ * the 1 s first back-off; without a hint the back-off doubles from 1 s; a hint over the 60 s
+ * ceiling is held to it. A rejected template (not transient) ignores any hint. */
+static void test_throttled_start_waits_retry_after(void **state)
+{
+    (void)state;
+    setup_pools(1, 0);
+    q[0].ready = 2;
+    fk.fail_start = JP_ETHROTTLED;
+    fk.hint_ms = 7000;
+    make(false);
+    assert_int_equal(reconcile_pass(rec), JP_ETHROTTLED);
+    int64_t d = reconcile_status(rec, 0)->backoff_ms;
+    print_message("backoff with Retry-After 7 s: %lld ms\n", (long long)d);
+    assert_true(d >= 7000 && d <= 8400);
+    reconcile_free(rec);
+    fk.hint_ms = -1;
+    make(false);
+    reconcile_pass(rec);
+    d = reconcile_status(rec, 0)->backoff_ms;
+    assert_true(d >= 800 && d <= 1200);
+    reconcile_free(rec);
+    fk.hint_ms = 3600 * 1000;
+    make(false);
+    reconcile_pass(rec);
+    d = reconcile_status(rec, 0)->backoff_ms;
+    assert_true(d >= 60000 && d <= 72000);
+    reconcile_free(rec);
+    fk.fail_start = JP_EINVALID;
+    fk.hint_ms = 30000;
+    make(false);
+    reconcile_pass(rec);
+    d = reconcile_status(rec, 0)->backoff_ms;
+    assert_true(d >= 800 && d <= 1200);
+}
+
 static struct backend_worker orphan(const char *id, enum scale_state st)
 {
     struct backend_worker w;
@@ -661,6 +701,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_regex_pool_per_queue, teardown),
+        cmocka_unit_test_teardown(test_throttled_start_waits_retry_after, teardown),
         cmocka_unit_test_teardown(test_regex_pool_global_cap, teardown),
         cmocka_unit_test_teardown(test_one_worker_per_message_no_duplicates, teardown),
         cmocka_unit_test_teardown(test_burst_capped_at_max_active, teardown),
