@@ -425,7 +425,8 @@ static int kb_start(struct backend *b, const struct cfg_pool *pool, const char *
         .job_template = pool->job_template,
         .ttl_seconds_after_finished = pool->ttl_seconds_after_finished,
         .env = pe.kv,
-        .conn = K->conn.secret ? &K->conn : NULL,
+        /* A JobPool with its own broker gives its Jobs that one (connectionSecretRef). */
+        .conn = pool->connection_secret ? pool->worker_conn : K->conn.secret ? &K->conn : NULL,
         .names = np,
     };
     int created = 0;

@@ -1475,6 +1475,7 @@ int cfg_pool_from_jobpool(const struct cfg *c, const cJSON *jobpool, struct cfg_
     rc = JP_ENOMEM;
     if (!(out->namespace_ = util_strdup(ns->valuestring))) goto out;
     if (ref && !(out->connection_secret = util_strdup(refname->valuestring))) goto out;
+    out->vhost_default = !cJSON_GetObjectItemCaseSensitive(spec, "vhost");
     rc = 0;
 out:
     if (have_doc) yaml_document_delete(&doc);

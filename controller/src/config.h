@@ -9,6 +9,8 @@
 #include "log.h"
 
 struct cJSON;
+struct kube_worker_conn;
+struct rmq_client;
 struct yamljson_src;
 
 enum cfg_backend { CFG_BACKEND_KUBE = 0, CFG_BACKEND_LOCAL };
@@ -109,6 +111,11 @@ struct cfg_pool {
     /* Set for a pool that comes from a JobPool (cfg_pool_from_jobpool); NULL for the file's. */
     char *namespace_;              /* the JobPool's namespace: its Jobs are created there */
     char *connection_secret;       /* spec.connectionSecretRef.name, or NULL */
+    bool vhost_default;            /* spec.vhost unset: the connection's vhost applies */
+    /* With connection_secret, while the Secret gives a usable connection (set by pools.c,
+     * borrowed from conns.h; NULL otherwise): where its depth is read, what its Jobs get. */
+    struct rmq_client *rmq;
+    const struct kube_worker_conn *worker_conn;
     size_t slot;                   /* set by pools.c (pools_slot) */
 };
 

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "conns.h"
 #include "err.h"
 #include "kube.h"
 #include "log.h"
@@ -49,6 +50,7 @@ struct jobpools {
     const struct cfg *cfg;
     struct pools *ps;
     struct watch *w;            /* NULL: list every pass */
+    struct conns *conns;        /* the Secrets JobPools name (connectionSecretRef) */
     unsigned long listed_gen;   /* the watch's generation when the last list began */
     bool listed;                /* a list has succeeded since the watch synced */
     bool crd_missing_logged;
@@ -72,8 +74,10 @@ int jobpools_new(struct kube_client *kc, const struct cfg *cfg, struct pools *ps
                           ? (const char *const *)cfg->kubernetes.watch_namespaces : all,
         .nnamespaces = cfg->kubernetes.nwatch_namespaces ? cfg->kubernetes.nwatch_namespaces : 1,
     };
-    int rc = watch_new(kc, &jp_kind, &wo, &J->w);
+    int rc = conns_new(kc, &cfg->rabbitmq, &J->conns);
+    if (!rc) rc = watch_new(kc, &jp_kind, &wo, &J->w);
     if (rc) {
+        conns_free(J->conns);
         free(J);
         return rc;
     }
@@ -85,6 +89,7 @@ void jobpools_free(struct jobpools *j)
 {
     if (!j) return;
     watch_free(j->w);
+    conns_free(j->conns);
     free(j);
 }
 
@@ -124,9 +129,9 @@ static int list_into(struct jobpools *J, const char *path, cJSON *items)
     return rc;
 }
 
-int jobpools_refresh(void *ud)
+/* List the JobPools into the pool set when the watch saw a change. */
+static int list_jobpools(struct jobpools *J)
 {
-    struct jobpools *J = ud;
     const struct cfg_kubernetes *k = &J->cfg->kubernetes;
     /* The watch says whether anything changed since the last list; until it has synced, and
      * after a failed list, every pass lists. */
@@ -176,11 +181,43 @@ int jobpools_refresh(void *ud)
     J->listed_gen = gen;
     rc = pools_set_jobpools(J->ps, items);
     cJSON_Delete(items);
-    for (size_t i = 0; !rc && i < pools_jobpool_count(J->ps); i++) {
+    return rc;
+}
+
+/* Give every JobPool that names a Secret its connection (conns.h), or the reason it has none.
+ * The Secrets are read here, by name, when due; clients no pool uses any more are freed. */
+static int connect_pools(struct jobpools *J)
+{
+    int first = 0;
+    int64_t now = util_now_ms();
+    conns_begin(J->conns);
+    for (size_t i = 0; i < pools_jobpool_count(J->ps); i++) {
+        const struct pool *p = pools_jobpool_at(J->ps, i);
+        if (!p->cfg || !p->cfg->connection_secret) continue;
+        struct conn_use use;
+        char reason[POOLS_REASON_LEN] = "", msg[POOLS_MESSAGE_LEN] = "";
+        int rc = conns_get(J->conns, p->ns, p->cfg->connection_secret, now, &use, reason,
+                           sizeof reason, msg, sizeof msg);
+        if (rc == JP_ENOMEM) snprintf(reason, sizeof reason, "ConnectionSecretUnavailable");
+        if ((rc = pools_set_conn(J->ps, i, rc ? NULL : &use, reason, msg)) && !first) first = rc;
+    }
+    pools_conns_done(J->ps);
+    conns_end(J->conns);
+    return first;
+}
+
+int jobpools_refresh(void *ud)
+{
+    struct jobpools *J = ud;
+    int rc = list_jobpools(J);
+    int crc = connect_pools(J);
+    /* Reconcile never sees the pools it does not serve: their status is written here (only
+     * when it changed). */
+    for (size_t i = 0; i < pools_jobpool_count(J->ps); i++) {
         const struct pool *p = pools_jobpool_at(J->ps, i);
         if (!p->served) jobpools_report(J, p, NULL);
     }
-    return rc;
+    return rc ? rc : crc;
 }
 
 static void rfc3339(int64_t ms, char *out, size_t len)

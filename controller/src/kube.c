@@ -676,6 +676,8 @@ static int add_ca(cJSON *podspec, const struct kube_worker_conn *w)
 static int add_conn(cJSON *ctrs, const struct kube_worker_conn *w)
 {
     int rc;
+    if (w->secret && w->amqp_url_key)
+        return add_env_to(ctrs, "JOBPOOL_AMQP_URL", NULL, w->secret, w->amqp_url_key);
     if ((rc = add_env(ctrs, "JOBPOOL_AMQP_URL", w->amqp_url)) != 0) return rc;
     if (!w->secret) return 0;
     if ((rc = add_env_to(ctrs, "JOBPOOL_AMQP_USERNAME", NULL, w->secret,

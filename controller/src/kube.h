@@ -149,6 +149,9 @@ struct kube_worker_conn {
     const char *amqp_url;              /* env JOBPOOL_AMQP_URL; must hold no user info */
     const char *secret;                /* env JOBPOOL_AMQP_USERNAME/PASSWORD from this Secret */
     const char *username_key, *password_key;
+    /* Set: JOBPOOL_AMQP_URL comes from this key of secret instead (a URL with the login in its
+     * user info), and amqp_url, username_key and password_key are not used. */
+    const char *amqp_url_key;
     const char *ca_secret;             /* NULL: none; else a volume at KUBE_CA_MOUNT and env
                                         * JOBPOOL_CA_FILE=KUBE_CA_MOUNT/<ca_key> */
     const char *ca_key;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conns.h"
 #include "err.h"
 #include "log.h"
 #include "podsec.h"
@@ -18,6 +19,8 @@
 struct jp {                      /* one JobPool and what was made of it */
     struct pool p;
     struct cfg_pool *owned;      /* valid spec: the settings, slot assigned */
+    /* connectionSecretRef not usable (pools_set_conn): why; "" when usable or not asked yet */
+    char conn_reason[POOLS_REASON_LEN], conn_message[POOLS_MESSAGE_LEN];
 };
 
 struct pools {
@@ -237,15 +240,15 @@ static void decide_served(struct pools *ps)
             set_reason(p, "NameClash", "the controller's config file defines a pool named %s, "
                        "and the file wins; rename this JobPool or remove the file's pool",
                        p->name);
-        } else if (p->cfg->connection_secret) {
-            /* Its own broker is not read yet: serving it on the controller's broker would
-             * count the wrong queue, so it is not served. */
-            set_reason(p, "ConnectionSecretUnsupported", "spec.connectionSecretRef (Secret %s) "
-                       "is not supported by this controller version yet; remove it to use the "
-                       "controller's broker", p->cfg->connection_secret);
         } else if (strcmp(p->ns, ps->home_ns)) {
             set_reason(p, "NamespaceNotServed", "this controller creates workers in namespace "
                        "%s only; create the JobPool there", ps->home_ns);
+        } else if (p->cfg->connection_secret && !p->cfg->rmq) {
+            /* Its own broker cannot be read: serving it on the controller's broker would count
+             * the wrong queue, so it is not served. */
+            const struct jp *j = &ps->jps[i];
+            set_reason(p, j->conn_reason[0] ? j->conn_reason : "ConnectionSecretPending", "%s",
+                       j->conn_reason[0] ? j->conn_message : "the Secret has not been read yet");
         } else {
             p->served = true;
             ps->served[ps->nserved++] = p;
@@ -309,4 +312,42 @@ int pools_set_jobpools(struct pools *ps, const cJSON *items)
     for (size_t i = 0; i < ps->cfg->npools; i++) served[i] = &ps->file[i];
     decide_served(ps);
     return 0;
+}
+
+/* The vhost a JobPool without spec.vhost reads: its connection's, else the controller's. */
+static int set_vhost(struct pools *ps, struct cfg_pool *cp, const char *conn_vhost)
+{
+    const char *want = conn_vhost ? conn_vhost : ps->cfg->rabbitmq.vhost;
+    if (!cp->vhost_default || !want || (cp->vhost && !strcmp(cp->vhost, want))) return 0;
+    char *v = strdup(want);
+    if (!v) return JP_ENOMEM;
+    free(cp->vhost);
+    cp->vhost = v;
+    return 0;
+}
+
+int pools_set_conn(struct pools *ps, size_t i, const struct conn_use *use, const char *reason,
+                   const char *message)
+{
+    if (i >= ps->njps || !ps->jps[i].owned) return 0;
+    struct jp *j = &ps->jps[i];
+    struct cfg_pool *cp = j->owned;
+    int rc = 0;
+    if (use && use->rmq && (rc = set_vhost(ps, cp, use->vhost)) == 0) {
+        cp->rmq = use->rmq;
+        cp->worker_conn = use->worker;
+        j->conn_reason[0] = j->conn_message[0] = '\0';
+        return 0;
+    }
+    cp->rmq = NULL;
+    cp->worker_conn = NULL;
+    snprintf(j->conn_reason, sizeof j->conn_reason, "%s",
+             rc ? "ConnectionSecretUnavailable" : reason ? reason : "");
+    snprintf(j->conn_message, sizeof j->conn_message, "%s", rc ? "out of memory" : message ? message : "");
+    return rc;
+}
+
+void pools_conns_done(struct pools *ps)
+{
+    decide_served(ps);
 }

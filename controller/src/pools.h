@@ -44,10 +44,22 @@ void pools_free(struct pools *ps);
  * its struct cfg_pool (so a pass in progress and the backend see the same pointer); a changed one
  * is validated again (cfg_pool_from_jobpool); one no longer listed is dropped: it gets no new
  * workers, and its running Jobs finish. On a name clash with the file, the file wins and the
- * JobPool is not served (reason NameClash). Workers are created in the controller's own
+ * JobPool is not served (reason NameClash). A JobPool that names a connectionSecretRef is not
+ * served until pools_set_conn gives it a usable connection. Workers are created in the controller's own
  * namespace, so a JobPool elsewhere is not served either (reason NamespaceNotServed). Returns 0
  * or JP_ENOMEM (the set is then unchanged). */
 int pools_set_jobpools(struct pools *ps, const struct cJSON *items);
+
+/* The connection of the i-th JobPool (pools_jobpool_at) that names a Secret
+ * (cfg->connection_secret): use (borrowed from conns.h, valid until the next call) when the
+ * Secret gives a usable one, else NULL with the reason and message its status shows. A JobPool
+ * without spec.vhost takes the connection's vhost. Call pools_conns_done after the last one.
+ * Returns 0 or JP_ENOMEM (the pool is then not served). */
+struct conn_use;
+int pools_set_conn(struct pools *ps, size_t i, const struct conn_use *use, const char *reason,
+                   const char *message);
+/* Decide again which JobPools are served, now that their connections are known. */
+void pools_conns_done(struct pools *ps);
 
 /* Served pools: the file's first, in file order, then JobPools by namespace/name. The pointers
  * are valid until the next pools_set_jobpools. */

@@ -97,7 +97,8 @@ static int sync_pools(struct reconcile *r)
             np[i].st.reason = "none";
             memcpy(np[i].key, key, sizeof key);
             /* So that its first tick already reads its vhost's queues together (best effort). */
-            if (p->cfg->queue && r->rmq) rmq_watch_queue(r->rmq, p->cfg->vhost, p->cfg->queue);
+            struct rmq_client *rmq = p->cfg->rmq ? p->cfg->rmq : r->rmq;
+            if (p->cfg->queue && rmq) rmq_watch_queue(rmq, p->cfg->vhost, p->cfg->queue);
         }
         np[i].pool = p;
         np[i].st.name = p->cfg->name;
@@ -311,19 +312,21 @@ static int observe_pool(struct reconcile *r, size_t i)
 {
     struct pool_state *ps = &r->p[i];
     const struct cfg_pool *pool = ps->pool->cfg;
+    /* A JobPool with its own broker (connectionSecretRef) reads it there. */
+    struct rmq_client *rmq = pool->rmq ? pool->rmq : r->rmq;
     int rc;
 
     if (pool->queue_regex)
-        rc = rmq_regex_depth(r->rmq, pool->vhost, pool->queue_regex, &ps->depth);
+        rc = rmq_regex_depth(rmq, pool->vhost, pool->queue_regex, &ps->depth);
     else
-        rc = rmq_queue_depth(r->rmq, pool->vhost, pool->queue, &ps->depth);
+        rc = rmq_queue_depth(rmq, pool->vhost, pool->queue, &ps->depth);
     bool depth_ok = rc == 0;
     if (rc == JP_ENOTFOUND) {
         /* A missing queue has no backlog; say so once, not every tick. */
         if (!ps->missing)
             log_msg(LOG_WARN, pool->name, rc, "queue %s in vhost %s not found: depth 0 (%s)",
                     pool->queue ? pool->queue : pool->queue_regex, pool->vhost,
-                    rmq_last_error(r->rmq));
+                    rmq_last_error(rmq));
         ps->missing = true;
         memset(&ps->depth, 0, sizeof ps->depth);
         ps->depth.sampled_ms = util_now_ms();

@@ -235,6 +235,7 @@ void rmq_client_free(struct rmq_client *c)
     free(c->ca_file);
     free(c->user);
     if (c->pass) {
+        log_drop_secret(c->pass);
         explicit_bzero(c->pass, strlen(c->pass));
         free(c->pass);
     }
@@ -248,12 +249,22 @@ static int read_secret(const struct cfg_secret *s, bool secret, char **out)
     return cfg_ref_read(s, secret, out); /* a user name is not masked: errors name the user */
 }
 
-int rmq_client_new(const struct cfg_rabbitmq *cfg, struct rmq_client **out)
+/* The client for cfg with the login user and pass (taken over: freed with the client). */
+static int client_new(const struct cfg_rabbitmq *cfg, char *user, char *pass,
+                      struct rmq_client **out)
 {
     *out = NULL;
     int rc = JP_ENOMEM;
     struct rmq_client *c = calloc(1, sizeof *c);
-    if (!c) return rc;
+    if (!c) {
+        free(user);
+        if (pass) explicit_bzero(pass, strlen(pass));
+        free(pass);
+        return rc;
+    }
+    c->user = user;
+    c->pass = pass;
+    log_add_secret(c->pass); /* dropped again by rmq_client_free */
     const char *mu = cfg->management_url ? cfg->management_url : "http://rabbitmq:15672";
     if (strncmp(mu, "http://", 7) != 0 && strncmp(mu, "https://", 8) != 0) {
         rc = JP_EINVAL;
@@ -271,9 +282,6 @@ int rmq_client_new(const struct cfg_rabbitmq *cfg, struct rmq_client **out)
     c->timeout_ms = cfg->timeout_ms > 0 ? (long)cfg->timeout_ms : 3000;
     c->connect_timeout_ms = cfg->connect_timeout_ms > 0 ? (long)cfg->connect_timeout_ms : 1000;
     if (c->connect_timeout_ms > c->timeout_ms) c->connect_timeout_ms = c->timeout_ms;
-    if ((rc = read_secret(&cfg->username, false, &c->user)) != 0) goto out;
-    if ((rc = read_secret(&cfg->password, true, &c->pass)) != 0) goto out;
-    log_add_secret(c->pass); /* cfg_secret_read does too; repeating it is harmless */
 
     struct http_opts o = {
         .timeout_ms = c->timeout_ms,
@@ -289,6 +297,31 @@ out:
     if (rc) rmq_client_free(c);
     else *out = c;
     return rc;
+}
+
+int rmq_client_new(const struct cfg_rabbitmq *cfg, struct rmq_client **out)
+{
+    *out = NULL;
+    char *user = NULL, *pass = NULL;
+    int rc = read_secret(&cfg->username, false, &user);
+    if (!rc && (rc = read_secret(&cfg->password, true, &pass)) != 0) {
+        free(user);
+        return rc;
+    }
+    return rc ? rc : client_new(cfg, user, pass, out);
+}
+
+int rmq_client_new_login(const struct cfg_rabbitmq *cfg, const char *user, const char *pass,
+                         struct rmq_client **out)
+{
+    *out = NULL;
+    char *u = util_strdup(user), *p = util_strdup(pass);
+    if ((user && !u) || (pass && !p)) {
+        free(u);
+        free(p);
+        return JP_ENOMEM;
+    }
+    return client_new(cfg, u, p, out);
 }
 
 void rmq_tick_begin(struct rmq_client *c)

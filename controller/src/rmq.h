@@ -36,6 +36,10 @@ struct rmq_client;
  * *out NULL on failure. The client owns one keep-alive HTTP connection (and, for
  * depthSource amqp, one long-lived AMQP connection opened lazily). */
 int rmq_client_new(const struct cfg_rabbitmq *cfg, struct rmq_client **out);
+/* As rmq_client_new, with the login given (copied; the password masked in the log while the
+ * client lives) instead of read through cfg->username and cfg->password. */
+int rmq_client_new_login(const struct cfg_rabbitmq *cfg, const char *user, const char *pass,
+                         struct rmq_client **out);
 void rmq_client_free(struct rmq_client *c);
 
 /* Start a new tick: forget cached listings so nothing is fetched twice within a tick but

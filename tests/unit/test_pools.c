@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "conns.h"
 #include "err.h"
 #include "jobpools.h"
 #include "pools.h"
@@ -89,7 +90,9 @@ static void test_pool_set(void **state)
     assert_string_equal(p->reason, "NameClash");
     assert_non_null(strstr(p->message, "config file defines a pool named files"));
     assert_string_equal(find(ps, "other", false)->reason, "NamespaceNotServed");
-    assert_string_equal(find(ps, "own", false)->reason, "ConnectionSecretUnsupported");
+    /* Its Secret not read yet: not served, and not on the controller's broker either. */
+    assert_string_equal(find(ps, "own", false)->reason, "ConnectionSecretPending");
+    assert_false(find(ps, "own", false)->served);
     p = find(ps, "bad", false);
     assert_string_equal(p->reason, "InvalidSpec");
     assert_string_equal(p->message, "spec.minActive: must be <= maxActive (5), got 9");
@@ -207,10 +210,70 @@ static void test_status(void **state)
     cJSON_Delete(p.status);
 }
 
+/* A JobPool naming a Secret is served once its connection is usable, reads there, takes the
+ * connection's vhost when its spec sets none, and says why when the Secret is not usable. */
+static void test_pool_conn(void **state)
+{
+    (void)state;
+    struct cfg *c = load("rabbitmq: {vhost: main}\npools: []\n");
+    struct pools *ps = NULL;
+    assert_int_equal(pools_new(c, "home", &ps), 0);
+    cJSON *items = cJSON_CreateArray();
+    cJSON *own = jobpool("home", "own", "u1", 1, 5, NULL);
+    cJSON_AddItemToObject(cJSON_GetObjectItem(own, "spec"), "connectionSecretRef",
+                          cJSON_Parse("{\"name\":\"conn\"}"));
+    cJSON *fixed = jobpool("home", "fixed", "u2", 1, 5, NULL);
+    cJSON_AddItemToObject(cJSON_GetObjectItem(fixed, "spec"), "connectionSecretRef",
+                          cJSON_Parse("{\"name\":\"conn\"}"));
+    cJSON_AddStringToObject(cJSON_GetObjectItem(fixed, "spec"), "vhost", "mine");
+    cJSON_AddItemToArray(items, own);
+    cJSON_AddItemToArray(items, fixed);
+    assert_int_equal(pools_set_jobpools(ps, items), 0);
+    cJSON_Delete(items);
+    assert_int_equal(pools_count(ps), 0);
+    assert_string_equal(find(ps, "own", false)->cfg->vhost, "main");
+
+    struct kube_worker_conn wc = {.amqp_url = "amqp://b:5672", .secret = "conn"};
+    struct conn_use use = {.rmq = (struct rmq_client *)&wc, .worker = &wc, .vhost = "theirs"};
+    for (size_t i = 0; i < pools_jobpool_count(ps); i++)
+        assert_int_equal(pools_set_conn(ps, i, &use, NULL, NULL), 0);
+    pools_conns_done(ps);
+    assert_int_equal(pools_count(ps), 2);
+    const struct pool *p = find(ps, "own", true);
+    assert_ptr_equal(p->cfg->rmq, use.rmq);
+    assert_ptr_equal(p->cfg->worker_conn, &wc);
+    assert_string_equal(p->cfg->vhost, "theirs");        /* the connection's */
+    assert_string_equal(find(ps, "fixed", true)->cfg->vhost, "mine"); /* spec.vhost wins */
+
+    /* The Secret broke: neither pool is served, both say why, nothing points at the client. */
+    for (size_t i = 0; i < pools_jobpool_count(ps); i++)
+        assert_int_equal(pools_set_conn(ps, i, NULL, "ConnectionSecretInvalid",
+                                        "Secret home/conn: key managementUrl: required"), 0);
+    pools_conns_done(ps);
+    assert_int_equal(pools_count(ps), 0);
+    p = find(ps, "own", false);
+    assert_string_equal(p->reason, "ConnectionSecretInvalid");
+    assert_string_equal(p->message, "Secret home/conn: key managementUrl: required");
+    assert_null(p->cfg->rmq);
+    assert_null(p->cfg->worker_conn);
+
+    /* Fixed again, with no vhost of its own: back to the controller's. */
+    use.vhost = NULL;
+    for (size_t i = 0; i < pools_jobpool_count(ps); i++)
+        assert_int_equal(pools_set_conn(ps, i, &use, NULL, NULL), 0);
+    pools_conns_done(ps);
+    assert_int_equal(pools_count(ps), 2);
+    assert_string_equal(find(ps, "own", true)->cfg->vhost, "main");
+    assert_string_equal(find(ps, "own", true)->reason, "");
+    pools_free(ps);
+    cfg_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pool_set),
+        cmocka_unit_test(test_pool_conn),
         cmocka_unit_test(test_status),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
