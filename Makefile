@@ -36,6 +36,8 @@ DEPS_test_config    = config podsec yamljson util log err
 DEPS_test_yamljson  = yamljson util err
 DEPS_test_keda      = keda yamljson util err
 DEPS_test_pools     = pools jobpools conns rmq watch store kube podsec progress kubeconfig http config yamljson util log err
+DEPS_test_conns     = conns rmq kube podsec progress kubeconfig yamljson http config util log err
+WRAP_test_conns = -Wl,--wrap=kube_request,--wrap=kube_last_error
 DEPS_test_http      = http util log err
 DEPS_test_rmq       = rmq http config yamljson util log err
 DEPS_test_kube      = kube podsec progress kubeconfig yamljson http util log err
