@@ -34,10 +34,24 @@ struct sj {
     struct dbuf dropped; /* comment lines for fields that have no JobPool counterpart */
     bool need_secret;    /* the trigger names its own broker: write connectionSecretRef */
     const char *secret_why;
+    const struct run *run;
+    char secret[254];    /* the Secret connectionSecretRef names: a TriggerAuthentication's own
+                          * when its keys are the JobPool's, else "" (<name>-rabbitmq) */
+};
+
+/* A TriggerAuthentication of the input, as far as connectionSecretRef needs it. */
+struct ta {
+    bool cluster;        /* ClusterTriggerAuthentication */
+    char ns[254], name[254];
+    char secret[254];    /* the one Secret all its secretTargetRefs read, or "" */
+    bool as_is;          /* every parameter's key is the JobPool Secret's key of that name */
+    char how[768];       /* otherwise: which key of which Secret goes where */
 };
 
 struct run {
     const char *file;
+    struct ta *tas;      /* the input's TriggerAuthentications (first pass) */
+    size_t ntas, tacap;
     struct dbuf *out;
     struct dbuf *notes;
     struct dbuf *errs;
@@ -349,6 +363,116 @@ static void describe_env(struct sj *s, const char *var, char *out, size_t len)
     }
 }
 
+/* The key of a JobPool's Secret that takes KEDA's RabbitMQ auth parameter, or NULL. */
+static const char *ta_key(const char *param)
+{
+    static const char *const map[][2] = {
+        {"host", "host"}, {"username", "username"}, {"password", "password"}, {"ca", "ca.crt"}};
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (!strcmp(param, map[i][0])) return map[i][1];
+    return NULL;
+}
+
+/* Read one TriggerAuthentication (or ClusterTriggerAuthentication) into t. */
+static void ta_read(const cJSON *root, bool cluster, struct ta *t)
+{
+    memset(t, 0, sizeof *t);
+    t->cluster = cluster;
+    const char *ns = get_s(get(root, "metadata"), "namespace");
+    snprintf(t->ns, sizeof t->ns, "%s", ns ? ns : "");
+    snprintf(t->name, sizeof t->name, "%s", get_s(get(root, "metadata"), "name"));
+    const cJSON *spec = get(root, "spec"), *e;
+    bool other = false, one = true;
+    size_t o = 0;
+    cJSON_ArrayForEach(e, spec) {
+        if (strcmp(e->string, "secretTargetRef")) other = true; /* env, a vault, a pod identity */
+    }
+    t->as_is = !other && !cluster;
+    cJSON_ArrayForEach(e, get(spec, "secretTargetRef")) {
+        const char *param = get_s(e, "parameter"), *name = get_s(e, "name"), *key = get_s(e, "key");
+        if (!param || !name || !key) continue;
+        const char *want = ta_key(param);
+        if (!t->secret[0]) snprintf(t->secret, sizeof t->secret, "%s", name);
+        else if (strcmp(t->secret, name)) one = false;
+        if (!want || strcmp(want, key)) t->as_is = false;
+        if (o < sizeof t->how)
+            o += (size_t)snprintf(t->how + o, sizeof t->how - o, "%s%s from Secret %s key %s",
+                                  o ? "; " : "", want ? want : param, name, key);
+        if (!want && o < sizeof t->how)
+            o += (size_t)snprintf(t->how + o, sizeof t->how - o, " (parameter %s: not "
+                                  "supported)", param);
+    }
+    if (other && o < sizeof t->how)
+        snprintf(t->how + o, sizeof t->how - o, "%sits other sources (env, a vault, a pod "
+                 "identity): copy their values", o ? "; " : "");
+    if (!one || !t->secret[0]) {
+        t->as_is = false;
+        if (!one) t->secret[0] = '\0';
+    }
+}
+
+static int on_doc_ta(void *ud, const cJSON *root, const struct yamljson_src *src, int line)
+{
+    (void)src;
+    (void)line;
+    struct run *r = ud;
+    const char *kind = get_s(root, "kind"), *api = get_s(root, "apiVersion");
+    if (!cJSON_IsObject(root) || !kind || !api || strncmp(api, "keda.sh/", 8) ||
+        !get_s(get(root, "metadata"), "name"))
+        return 0;
+    bool cluster = !strcmp(kind, "ClusterTriggerAuthentication");
+    if (!cluster && strcmp(kind, "TriggerAuthentication")) return 0;
+    if (r->ntas == r->tacap) {
+        size_t cap = r->tacap ? r->tacap * 2 : 4;
+        struct ta *t = realloc(r->tas, cap * sizeof *t);
+        if (!t) return JP_ENOMEM;
+        r->tas = t;
+        r->tacap = cap;
+    }
+    ta_read(root, cluster, &r->tas[r->ntas++]);
+    return 0;
+}
+
+static const struct ta *ta_find(const struct sj *s, const char *kind, const char *name)
+{
+    bool cluster = kind && !strcmp(kind, "ClusterTriggerAuthentication");
+    const char *ns = get_s(get(s->root, "metadata"), "namespace");
+    for (size_t i = 0; i < s->run->ntas; i++) {
+        const struct ta *t = &s->run->tas[i];
+        if (t->cluster != cluster || strcmp(t->name, name)) continue;
+        if (cluster || !strcmp(t->ns, ns ? ns : "")) return t;
+    }
+    return NULL;
+}
+
+/* authenticationRef: name its TriggerAuthentication's Secret when its keys are the JobPool's,
+ * else say which key goes where. */
+static void map_auth(struct sj *s, const cJSON *auth)
+{
+    const char *an = get_s(auth, "name");
+    const char *kind = get_s(auth, "kind");
+    const char *k = kind ? kind : "TriggerAuthentication";
+    const struct ta *t = an ? ta_find(s, kind, an) : NULL;
+    if (t && t->as_is) {
+        snprintf(s->secret, sizeof s->secret, "%s", t->secret);
+        drop(s, "authenticationRef %s %s: connectionSecretRef names its Secret %s, whose keys "
+             "(%s) jobpool reads as they are; add key managementUrl (the management API's "
+             "http[s]:// URL) unless host is that URL", k, an, t->secret, t->how);
+    } else if (t) {
+        drop(s, "authenticationRef %s %s: maps differently: put into the Secret named by "
+             "connectionSecretRef: %s; and key managementUrl (the management API's URL)%s", k,
+             an, t->how[0] ? t->how : "its values",
+             t->cluster ? " (a ClusterTriggerAuthentication's Secret may live elsewhere: "
+             "jobpool reads the JobPool's namespace only)" : "");
+    } else {
+        drop(s, "authenticationRef %s %s: maps differently (not in this input): if its Secret "
+             "holds keys host, username, password (and managementUrl), name it in "
+             "connectionSecretRef; else put them into the Secret named there", k,
+             an ? an : "(unnamed)");
+    }
+    s->need_secret = true;
+}
+
 /* host, hostFromEnv, authenticationRef, vhostName, protocol: which broker and vhost. */
 static void map_connection(struct sj *s, const cJSON *t, const cJSON *md, const char *tp)
 {
@@ -371,25 +495,17 @@ static void map_connection(struct sj *s, const cJSON *t, const cJSON *md, const 
     if (host && *host) {
         strip_credentials(host, clean, sizeof clean);
         drop(s, "host %s%s: maps differently: this pool's broker goes in the Secret named by "
-             "connectionSecretRef (amqpUrl or managementUrl without credentials, username, "
-             "password)", clean, strcmp(clean, host) ? " (credentials left out here)" : "");
+             "connectionSecretRef (key host, credentials and all, plus managementUrl)", clean,
+             strcmp(clean, host) ? " (credentials left out here)" : "");
         s->need_secret = true;
     }
     if (env && *env) {
         describe_env(s, env, why, sizeof why);
-        drop(s, "hostFromEnv %s: maps differently: %s; put that broker's URL and credentials in "
-             "the Secret named by connectionSecretRef (keys amqpUrl, managementUrl, username, "
-             "password)", env, why);
+        drop(s, "hostFromEnv %s: maps differently: %s; put that URL in the Secret named by "
+             "connectionSecretRef (key host, credentials and all, plus managementUrl)", env, why);
         s->need_secret = true;
     }
-    if (auth) {
-        const char *an = get_s(auth, "name");
-        const char *kind = get_s(auth, "kind");
-        drop(s, "authenticationRef %s %s: maps differently: put the host, username and password "
-             "its Secret holds into the Secret named by connectionSecretRef",
-             kind ? kind : "TriggerAuthentication", an ? an : "(unnamed)");
-        s->need_secret = true;
-    }
+    if (auth) map_auth(s, auth);
     if (!s->need_secret)
         drop(s, "no host, hostFromEnv or authenticationRef: the pool uses the controller's broker");
     snprintf(p, sizeof p, "%s.metadata.protocol", tp);
@@ -627,7 +743,10 @@ static int convert_one(struct run *r, struct sj *s, const cJSON *spec, int line)
     }
     map_queue(s, md, tp);
     map_connection(s, t, md, tp);
-    if (s->need_secret) {
+    if (s->need_secret && s->secret[0]) {
+        dbuf_printf(&s->spec, "  connectionSecretRef:\n    name: %s  # the TriggerAuthentication's "
+                    "Secret (docs/migrating-from-keda.md)\n", s->secret);
+    } else if (s->need_secret) {
         dbuf_printf(&s->spec, "  connectionSecretRef:\n    name: %s-rabbitmq  # create this "
                     "Secret (docs/migrating-from-keda.md), or remove this to use the "
                     "controller's broker\n", s->name);
@@ -667,7 +786,8 @@ static int on_doc(void *ud, const cJSON *root, const struct yamljson_src *src, i
                     kind ? kind : "(no kind)", name ? name : "(unnamed)");
         return 0;
     }
-    struct sj s = {.file = r->file, .root = root, .src = src, .name = name, .errs = r->errs};
+    struct sj s = {.file = r->file, .root = root, .src = src, .name = name, .errs = r->errs,
+                   .run = r};
     dbuf_init(&s.spec, 0);
     dbuf_init(&s.dropped, 0);
     int rc = 0;
@@ -694,7 +814,10 @@ int keda_convert(const char *yaml, size_t len, const char *name, struct dbuf *ou
     struct yamljson_error e;
     memset(&e, 0, sizeof e);
     size_t start = out->len;
-    int rc = yamljson_parse_each(yaml, len, NULL, on_doc, &r, &e);
+    /* First the TriggerAuthentications, wherever they stand, then the ScaledJobs. */
+    int rc = yamljson_parse_each(yaml, len, NULL, on_doc_ta, &r, &e);
+    if (!rc) rc = yamljson_parse_each(yaml, len, NULL, on_doc, &r, &e);
+    free(r.tas);
     if (rc == JP_EPARSE)
         dbuf_printf(errs, "%s:%d:%d: %s%s%s\n", name, e.line, e.col, e.path,
                     e.path[0] ? ": " : "yaml: ", e.msg);

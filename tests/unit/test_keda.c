@@ -246,6 +246,67 @@ static void test_skipped(void **state)
     done(&r);
 }
 
+/* authenticationRef: a TriggerAuthentication of the input (before or after the ScaledJob) whose
+ * secretTargetRefs read one Secret under the JobPool Secret's own key names is named as it is;
+ * any other shape gets <name>-rabbitmq and a comment saying which key of which Secret goes
+ * where; one not in the input says what to check. */
+#define TA(name, refs) "apiVersion: keda.sh/v1alpha1\nkind: TriggerAuthentication\n" \
+    "metadata: {name: " name ", namespace: shop}\nspec:\n  secretTargetRef:\n" refs
+#define SJ_AUTH(name, auth) SJ_HEAD "metadata: {name: " name ", namespace: shop}\nspec:\n" \
+    TEMPLATE "  triggers:\n  - type: rabbitmq\n    metadata: {queueName: q}\n" \
+    "    authenticationRef: {name: " auth "}\n"
+static void test_auth_ref(void **state)
+{
+    (void)state;
+    struct result r;
+    struct docs d;
+    run(SJ_AUTH("same", "ta-same") "---\n"
+        TA("ta-same", "  - {parameter: host, name: conn, key: host}\n"
+                      "  - {parameter: username, name: conn, key: username}\n"
+                      "  - {parameter: password, name: conn, key: password}\n"
+                      "  - {parameter: ca, name: conn, key: ca.crt}\n") "---\n"
+        TA("ta-other", "  - {parameter: host, name: conn, key: url}\n"
+                       "  - {parameter: password, name: pw, key: password}\n"
+                       "  - {parameter: cert, name: conn, key: tls.crt}\n") "---\n"
+        SJ_AUTH("other", "ta-other") "---\n" SJ_AUTH("missing", "ta-nowhere"), &r);
+    assert_int_equal(r.rc, 0);
+    parse_out(&r, &d);
+    assert_int_equal(d.n, 3);
+    want_str(d.d[0], "spec.connectionSecretRef.name", "conn");
+    want_in(&r.out, "connectionSecretRef names its Secret conn, whose keys (host from Secret conn "
+            "key host; username from Secret conn key username; password from Secret conn key "
+            "password; ca.crt from Secret conn key ca.crt) jobpool reads as they are; add key "
+            "managementUrl");
+    want_str(d.d[1], "spec.connectionSecretRef.name", "other-rabbitmq");
+    want_in(&r.out, "# authenticationRef TriggerAuthentication ta-other: maps differently: put "
+            "into the Secret named by connectionSecretRef: host from Secret conn key url; "
+            "password from Secret pw key password; cert from Secret conn key tls.crt (parameter "
+            "cert: not supported)");
+    want_str(d.d[2], "spec.connectionSecretRef.name", "missing-rabbitmq");
+    want_in(&r.out, "ta-nowhere: maps differently (not in this input)");
+    free_docs(&d);
+    done(&r);
+
+    /* Same name in another namespace, or a ClusterTriggerAuthentication: not named as it is. */
+    run(SJ_AUTH("ns", "ta") "---\n"
+        "apiVersion: keda.sh/v1alpha1\nkind: TriggerAuthentication\n"
+        "metadata: {name: ta, namespace: elsewhere}\n"
+        "spec: {secretTargetRef: [{parameter: host, name: conn, key: host}]}\n---\n"
+        SJ_HEAD "metadata: {name: cl, namespace: shop}\nspec:\n" TEMPLATE
+        "  triggers:\n  - type: rabbitmq\n    metadata: {queueName: q}\n"
+        "    authenticationRef: {name: cta, kind: ClusterTriggerAuthentication}\n---\n"
+        "apiVersion: keda.sh/v1alpha1\nkind: ClusterTriggerAuthentication\nmetadata: {name: cta}\n"
+        "spec: {secretTargetRef: [{parameter: host, name: conn, key: host}]}\n", &r);
+    assert_int_equal(r.rc, 0);
+    parse_out(&r, &d);
+    assert_int_equal(d.n, 2);
+    want_str(d.d[0], "spec.connectionSecretRef.name", "ns-rabbitmq");
+    want_str(d.d[1], "spec.connectionSecretRef.name", "cl-rabbitmq");
+    want_in(&r.out, "jobpool reads the JobPool's namespace only");
+    free_docs(&d);
+    done(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -253,6 +314,7 @@ int main(void)
         cmocka_unit_test(test_defaults_regex_host),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_skipped),
+        cmocka_unit_test(test_auth_ref),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
