@@ -10,7 +10,15 @@
 # - deleting the JobPool mid-run starts nothing more, its running Jobs finish, and no message
 #   is lost (recreated, the pool drains the rest);
 # - an invalid spec (minActive > maxActive), a name the config file holds, and a JobPool in
-#   another namespace are not served, and their Ready condition says why.
+#   another namespace are not served, and their Ready condition says why;
+# - a JobPool with its own broker connection (spec.connectionSecretRef): with the Secret missing
+#   it is not served (ConnectionSecretNotFound) and starts nothing; once the Secret exists it
+#   drains a queue on a vhost only the Secret's user may use (the controller's own user has no
+#   permission there, so the workers must log in as that user); its depth is read with the
+#   Secret's login (a wrong password on the broker gives DepthUnavailable); its Jobs get the URL
+#   and the login by secretKeyRef, no password in any Job or in the controller's log; a broken
+#   Secret gives ConnectionSecretInvalid naming the key, starts nothing while the other pool
+#   goes on, and recovers when fixed.
 . "$(dirname "$0")/lib.sh"
 POLL=1
 out=$(scenario_dir jobpool)
@@ -178,7 +186,105 @@ wait_until 10 why elsewhere e2e-other NamespaceNotServed
 check "another namespace: Ready False, NamespaceNotServed" [ "$(cond Ready reason elsewhere e2e-other)" = NamespaceNotServed ]
 check "no Jobs for the unserved JobPools" [ "$(awk '$2 == "ADDED" && ($4 == "bad" || $4 == "elsewhere")' "$E2E_WORK/jobs.events" | wc -l)" = 0 ]
 
+# -- its own broker connection (connectionSecretRef) -------------------------------------------
+own=$(scenario_dir jobpool-own)
+opw=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+mgmt PUT /api/vhosts/e2e-own '{}' >/dev/null
+mgmt PUT /api/users/e2e-own "{\"password\":\"$opw\",\"tags\":\"management\"}" >/dev/null
+mgmt PUT /api/permissions/e2e-own/e2e-own '{"configure":".*","write":".*","read":".*"}' >/dev/null
+mgmt DELETE "/api/permissions/e2e-own/$JOBPOOL_TEST_RMQ_USER" >/dev/null 2>&1 || true
+omgmt() { JOBPOOL_TEST_RMQ_USER=e2e-own JOBPOOL_TEST_RMQ_PASS=$opw mgmt "$@"; }
+omgmt PUT /api/queues/e2e-own/e2e.own '{"durable":true}' >/dev/null || bad "declare e2e.own as the Secret's user"
+opublish() { JOBPOOL_TEST_RMQ_USER=e2e-own JOBPOOL_TEST_RMQ_PASS=$opw \
+  $TOOL publish --vhost e2e-own --queue e2e.own --count "$1" --start "$2" --sleep 0 --log "$own/pub"; }
+own_secret() { # KEY=VALUE...: the Secret own-rabbitmq as exactly these keys (created or replaced)
+  local args=() kv
+  for kv in "$@"; do args+=(--from-literal="$kv"); done
+  kc create secret generic own-rabbitmq -n default "${args[@]}" --dry-run=client -o json |
+    kc apply -f - >/dev/null
+}
+good_secret() { own_secret managementUrl="$JOBPOOL_TEST_MGMT_URL" \
+  amqpUrl="amqp://127.0.0.1:$JOBPOOL_TEST_AMQP_PORT/e2e-own" username=e2e-own password="$opw"; }
+kc apply -f - >/dev/null <<EOF || bad "kubectl apply of JobPool own failed"
+apiVersion: jobpool.dev/v1alpha1
+kind: JobPool
+metadata: {name: own, namespace: default}
+spec:
+  queue: e2e.own
+  maxActive: 4
+  idleTimeout: 10s
+  connectionSecretRef: {name: own-rabbitmq}
+  jobTemplate:
+    backoffLimit: 0
+    template:
+      spec:
+        restartPolicy: Never
+        terminationGracePeriodSeconds: 5
+        containers:
+          - name: worker
+            image: jobpool/worker:e2e
+            args: [--, $TASK, $own]
+EOF
+owned() { awk '$2 == "ADDED" && $4 == "own"' "$E2E_WORK/jobs.events" | wc -l; }
+own_done() { [ "$(lines "$own/done")" -ge "$1" ]; }
+wait_until 20 why own default ConnectionSecretNotFound
+check "no Secret: Ready False, ConnectionSecretNotFound: $(cond Ready message own)" \
+  [ "$(cond Ready status own)/$(cond Ready message own)" = "False/Secret default/own-rabbitmq (spec.connectionSecretRef) not found" ]
+opublish 3 1 || bad "publish to e2e.own"
+sleep $((4 * POLL))
+check "no Secret: no Job started with 3 messages waiting ($(owned))" [ "$(owned)" = 0 ]
+good_secret
+wait_until 60 own_done 3
+opublish 5 4 || bad "publish to e2e.own"
+wait_until 60 own_done 8
+check "with its Secret: the JobPool drained e2e.own on vhost e2e-own ($(lines "$own/done") of 8 done)" [ "$(lines "$own/done")" = 8 ]
+check "each exactly once" bash -c "cut -d' ' -f1 '$own/done' | sort -n | diff -q - <(seq 1 8) >/dev/null"
+check "the controller's own user has no permission on vhost e2e-own: the workers logged in as the Secret's" \
+  bash -c "! curl -fsS -m 5 -u '$JOBPOOL_TEST_RMQ_USER:$JOBPOOL_TEST_RMQ_PASS' '$JOBPOOL_TEST_MGMT_URL/api/permissions/e2e-own/$JOBPOOL_TEST_RMQ_USER' >/dev/null 2>&1"
+wait_until 20 why own default Serving
+check "with its Secret: Ready True, Serving" [ "$(cond Ready status own)/$(cond Ready reason own)" = "True/Serving" ]
+job=$(kc get jobs -n default -l jobpool.dev/pool=own -o json)
+env_of() { jq -c --arg n "$1" '[.items[0].spec.template.spec.containers[0].env[] | select(.name == $n)][0]' <<< "$job"; }
+check "its Jobs: JOBPOOL_AMQP_URL is the Secret's URL, no login in it ($(env_of JOBPOOL_AMQP_URL))" \
+  [ "$(env_of JOBPOOL_AMQP_URL | jq -r .value)" = "amqp://127.0.0.1:$JOBPOOL_TEST_AMQP_PORT/e2e-own" ]
+check "its Jobs: the login by secretKeyRef to own-rabbitmq ($(env_of JOBPOOL_AMQP_PASSWORD))" \
+  [ "$(env_of JOBPOOL_AMQP_USERNAME | jq -c .valueFrom)/$(env_of JOBPOOL_AMQP_PASSWORD | jq -c .valueFrom)" = \
+    '{"secretKeyRef":{"key":"username","name":"own-rabbitmq"}}/{"secretKeyRef":{"key":"password","name":"own-rabbitmq"}}' ]
+check "its Jobs: JOBPOOL_VHOST is the URL's vhost e2e-own" [ "$(env_of JOBPOOL_VHOST | jq -r .value)" = e2e-own ]
+check "no password in any Job" bash -c "! grep -qF '$opw' <<< '$job'"
+# The depth is read with the Secret's login: change the user's password on the broker only.
+mgmt PUT /api/users/e2e-own '{"password":"not-the-secrets","tags":"management"}' >/dev/null
+wait_until 20 why own default DepthUnavailable
+check "a wrong password on the broker: Ready False, DepthUnavailable ($(cond Ready message own))" \
+  [ "$(cond Ready reason own)" = DepthUnavailable ]
+mgmt PUT /api/users/e2e-own "{\"password\":\"$opw\",\"tags\":\"management\"}" >/dev/null
+wait_until 30 why own default Serving
+check "the password back: Ready True again" [ "$(cond Ready reason own)" = Serving ]
+# A broken Secret: read again within 30 s (CONNS_REREAD_MS).
+own_secret amqpUrl="amqp://127.0.0.1:$JOBPOOL_TEST_AMQP_PORT/e2e-own" username=e2e-own password="$opw"
+t_break=$(now_ms)
+wait_until 60 why own default ConnectionSecretInvalid
+msg=$(cond Ready message own)
+check "Secret without managementUrl: ConnectionSecretInvalid within $(( ($(now_ms) - t_break) / 1000 )) s: $msg" \
+  bash -c "[ '$(cond Ready status own)' = False ] && grep -q '^Secret default/own-rabbitmq: key managementUrl: required' <<< '$msg'"
+c_own=$(owned)
+opublish 2 9 || bad "publish to e2e.own"
+$TOOL publish --queue e2e.jp --count 2 --start $((T + 1)) --sleep 0 --log "$out/pub5" || bad "publish"
+wait_until 60 done_n $((T + 2))
+check "broken Secret: the other JobPool goes on (2 more done on e2e.jp)" [ "$(lines "$out/done")" = $((T + 2)) ]
+check "broken Secret: no Job started for own ($(( $(owned) - c_own )))" [ "$(owned)" = "$c_own" ]
+good_secret
+t_fix=$(now_ms)
+wait_until 60 own_done 10
+check "fixed Secret: the 2 waiting messages ran within $(( ($(now_ms) - t_fix) / 1000 )) s ($(lines "$own/done") of 10)" \
+  bash -c "cut -d' ' -f1 '$own/done' | sort -n | diff -q - <(seq 1 10) >/dev/null"
+wait_until 20 why own default Serving
+check "fixed Secret: Ready True" [ "$(cond Ready reason own)" = Serving ]
+check "the Secret's password never in the controller's log" bash -c "! grep -qF '$opw' '$CTRL_LOG'"
+
 kc delete jobpool --all -n default --wait=false >/dev/null 2>&1
 kc delete namespace e2e-other --wait=false >/dev/null 2>&1
+kc delete secret own-rabbitmq -n default >/dev/null 2>&1
 delete_jobs jp
+delete_jobs own
 finish
