@@ -217,6 +217,24 @@ static void test_manifest_conn(void **state)
     assert_string_equal(at(b, "volumeMounts.0.name")->valuestring, "own");
     cJSON_Delete(m);
 
+    /* A JobPool's Secret with the login in its URL: the URL itself by reference, nothing else
+     * (no USERNAME/PASSWORD keys to point at). */
+    struct kube_worker_conn wu = {.secret = "own", .amqp_url_key = "host",
+                                  .username_key = "username", .password_key = "password"};
+    s.conn = &wu;
+    assert_int_equal(kube_job_manifest(&s, &m), 0);
+    a = at(m, "spec.template.spec.containers.0");
+    assert_null(cJSON_GetObjectItem(env_item(a, "JOBPOOL_AMQP_URL"), "value"));
+    assert_string_equal(at(env_item(a, "JOBPOOL_AMQP_URL"), "valueFrom.secretKeyRef.name")
+                            ->valuestring, "own");
+    assert_string_equal(at(env_item(a, "JOBPOOL_AMQP_URL"), "valueFrom.secretKeyRef.key")
+                            ->valuestring, "host");
+    assert_null(env_item(a, "JOBPOOL_AMQP_USERNAME"));
+    assert_null(env_item(a, "JOBPOOL_AMQP_PASSWORD"));
+    b = at(m, "spec.template.spec.containers.1");
+    assert_string_equal(env_value(b, "JOBPOOL_AMQP_URL"), "amqp://mine:5672"); /* template's */
+    cJSON_Delete(m);
+
     /* No worker Secret: no connection is added at all. */
     s.conn = NULL;
     s.instance = NULL;
