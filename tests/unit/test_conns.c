@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <cjson/cJSON.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -326,6 +327,49 @@ static void test_set(void **state)
     for (int i = 0; i < 4; i++) set_secret(i, NULL);
 }
 
+static int open_fds(void)
+{
+    int n = 0;
+    for (int fd = 0; fd < 1024; fd++)
+        if (fcntl(fd, F_GETFD) != -1) n++;
+    return n;
+}
+
+/* ca.crt: the client trusts it (held in memory: the root filesystem is read-only) and the
+ * workers mount the JobPool's Secret for it; the copy goes with the client. */
+static void test_ca(void **state)
+{
+    (void)state;
+    struct cfg_rabbitmq base = {.timeout_ms = 1000};
+    struct conns *C = NULL;
+    assert_int_equal(conns_new(NULL, &base, &C), 0);
+    set_secret(1, secret("1", "managementUrl", "https://127.0.0.1:1", "amqpUrl",
+                         "amqps://127.0.0.1:1", "username", "u", "password", "p", "ca.crt",
+                         "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+                         NULL));
+    int fds = open_fds();
+    struct conn_use u;
+    char reason[40];
+    conns_begin(C);
+    assert_int_equal(get(C, "ns", "s1", 0, &u, reason), 0);
+    conns_end(C);
+    assert_string_equal(u.worker->ca_secret, "s1");
+    assert_string_equal(u.worker->ca_key, "ca.crt");
+    assert_int_equal(open_fds(), fds + 1);                /* the in-memory copy */
+    /* A Secret without one: no CA for the workers either. */
+    set_secret(1, secret("2", "managementUrl", "https://127.0.0.1:1", "amqpUrl",
+                         "amqps://127.0.0.1:1", "username", "u", "password", "p", NULL));
+    conns_begin(C);
+    assert_int_equal(get(C, "ns", "s1", CONNS_REREAD_MS, &u, reason), 0);
+    conns_end(C);
+    assert_null(u.worker->ca_secret);
+    assert_int_equal(open_fds(), fds);                    /* the old client closed it */
+    conns_begin(C);
+    conns_end(C);
+    conns_free(C);
+    set_secret(1, NULL);
+}
+
 /* A password read from a Secret is masked in the log while its client lives. */
 static void test_password_masked(void **state)
 {
@@ -356,6 +400,7 @@ int main(void)
         cmocka_unit_test(test_parse_keys),
         cmocka_unit_test(test_parse_errors),
         cmocka_unit_test(test_set),
+        cmocka_unit_test(test_ca),
         cmocka_unit_test(test_password_masked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
