@@ -584,6 +584,15 @@ static void drop_conn(struct conns *C, struct csecret *s)
     s->have = false;
 }
 
+/* CONNS_REREAD_MS less up to a fifth, fixed per Secret: Secrets first read in the same pass
+ * (all of them, at start) are not all read again in one later pass. */
+static int64_t reread_ms(const struct csecret *s)
+{
+    uint64_t h = util_fnv1a(s->ns, strlen(s->ns), 0);
+    h = util_fnv1a(s->name, strlen(s->name), h);
+    return CONNS_REREAD_MS - (int64_t)(h % (CONNS_REREAD_MS / 5));
+}
+
 /* GET the Secret and act on the answer. */
 static void read_secret(struct conns *C, struct csecret *s, int64_t now_ms)
 {
@@ -615,7 +624,7 @@ static void read_secret(struct conns *C, struct csecret *s, int64_t now_ms)
         struct conn_spec spec;
         char why[256];
         if (s->have && v && s->rv && !strcmp(v, s->rv)) {
-            s->next_ms = now_ms + CONNS_REREAD_MS; /* unchanged */
+            s->next_ms = now_ms + reread_ms(s); /* unchanged */
         } else if ((rc = conn_parse_secret(body, &spec, why, sizeof why)) != 0) {
             drop_conn(C, s);
             set_state(s, rc, "ConnectionSecretInvalid", "Secret %s/%s: %s", s->ns, s->name,
@@ -625,7 +634,7 @@ static void read_secret(struct conns *C, struct csecret *s, int64_t now_ms)
             set_state(s, rc, "ConnectionSecretInvalid", "Secret %s/%s: no client for it: %s",
                       s->ns, s->name, jp_strerror(rc));
         } else {
-            s->next_ms = now_ms + CONNS_REREAD_MS;
+            s->next_ms = now_ms + reread_ms(s);
         }
     }
     /* The body held the Secret's values in the clear. */

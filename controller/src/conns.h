@@ -22,8 +22,9 @@ struct rmq_client;
 #define CONN_KEY_PASSWORD "password"
 #define CONN_KEY_CA "ca.crt"
 
-/* How often a Secret that was read is read again; one that could not be read (or was invalid)
- * is tried again sooner. A Secret name not seen before is read at once. */
+/* How often a Secret that was read is read again (less up to a fifth, fixed per Secret, so that
+ * Secrets read together at start spread out); one that could not be read (or was invalid) is
+ * tried again sooner. A Secret name not seen before is read at once. */
 #define CONNS_REREAD_MS 30000
 #define CONNS_RETRY_MS 5000
 

@@ -260,7 +260,7 @@ check "a wrong password on the broker: Ready False, DepthUnavailable ($(cond Rea
 mgmt PUT /api/users/e2e-own "{\"password\":\"$opw\",\"tags\":\"management\"}" >/dev/null
 wait_until 30 why own default Serving
 check "the password back: Ready True again" [ "$(cond Ready reason own)" = Serving ]
-# A broken Secret: read again within 30 s (CONNS_REREAD_MS).
+# A broken Secret: read again within 30 s (CONNS_REREAD_MS, less up to a fifth).
 own_secret amqpUrl="amqp://127.0.0.1:$JOBPOOL_TEST_AMQP_PORT/e2e-own" username=e2e-own password="$opw"
 t_break=$(now_ms)
 wait_until 60 why own default ConnectionSecretInvalid
