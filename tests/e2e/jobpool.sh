@@ -18,7 +18,8 @@
 #   Secret's login (a wrong password on the broker gives DepthUnavailable); its Jobs get the URL
 #   and the login by secretKeyRef, no password in any Job or in the controller's log; a broken
 #   Secret gives ConnectionSecretInvalid naming the key, starts nothing while the other pool
-#   goes on, and recovers when fixed.
+#   goes on, and recovers when fixed; with the broker behind TLS, the Secret's ca.crt is what
+#   the depth reads (https) and the workers (amqps) trust, and another CA is refused.
 . "$(dirname "$0")/lib.sh"
 POLL=1
 out=$(scenario_dir jobpool)
@@ -280,11 +281,57 @@ check "fixed Secret: the 2 waiting messages ran within $(( ($(now_ms) - t_fix) /
   bash -c "cut -d' ' -f1 '$own/done' | sort -n | diff -q - <(seq 1 10) >/dev/null"
 wait_until 20 why own default Serving
 check "fixed Secret: Ready True" [ "$(cond Ready reason own)" = Serving ]
+# -- its own CA: the broker behind TLS (socat), trusted through the Secret's ca.crt -------------
+# The controller reads the depth over https and the workers consume over amqps, both verifying
+# against the CA the Secret holds (the system's CAs do not know it); another CA is refused.
+tls="$own/tls"; mkdir -p "$tls"
+( cd "$tls" &&
+  for ca in ca other; do
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout $ca.key -out $ca.pem -days 2 -subj "/CN=jobpool $ca CA" || exit 1
+  done &&
+  openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj "/CN=localhost" &&
+  printf 'subjectAltName=DNS:localhost\n' > ext &&
+  openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 -extfile ext
+) >/dev/null 2>&1 || bad "could not make a test CA and certificate with openssl"
+tls_m=$(free_port); tls_a=$(free_port)
+socat "OPENSSL-LISTEN:$tls_m,bind=127.0.0.1,cert=$tls/srv.pem,key=$tls/srv.key,verify=0,reuseaddr,fork" \
+  "TCP:127.0.0.1:${JOBPOOL_TEST_MGMT_URL##*:}" 2>/dev/null &
+socat_m=$!
+socat "OPENSSL-LISTEN:$tls_a,bind=127.0.0.1,cert=$tls/srv.pem,key=$tls/srv.key,verify=0,reuseaddr,fork" \
+  "TCP:127.0.0.1:$JOBPOOL_TEST_AMQP_PORT" 2>/dev/null &
+socat_a=$!
+tls_secret() { # NAME CA-FILE: a Secret for the broker behind TLS, trusting CA-FILE
+  kc create secret generic "$1" -n default --from-literal=managementUrl="https://localhost:$tls_m" \
+    --from-literal=amqpUrl="amqps://localhost:$tls_a/e2e-own" --from-literal=username=e2e-own \
+    --from-literal=password="$opw" --from-file=ca.crt="$2" --dry-run=client -o json | kc apply -f - >/dev/null
+}
+tls_secret own-tls "$tls/ca.pem"
+tls_secret own-otherca "$tls/other.pem"
+# A Secret name not read before is read at once.
+kc patch jobpool own -n default --type merge -p '{"spec":{"connectionSecretRef":{"name":"own-otherca"}}}' >/dev/null
+wait_until 20 why own default DepthUnavailable
+check "ca.crt of another CA: Ready False, DepthUnavailable ($(cond Ready message own))" \
+  [ "$(cond Ready reason own)" = DepthUnavailable ]
+kc patch jobpool own -n default --type merge -p '{"spec":{"connectionSecretRef":{"name":"own-tls"}}}' >/dev/null
+wait_until 20 why own default Serving
+check "ca.crt of the broker's CA: the depth is read over https (Ready $(cond Ready reason own))" \
+  [ "$(cond Ready reason own)" = Serving ]
+opublish 3 11 || bad "publish to e2e.own"
+wait_until 60 own_done 13
+check "over amqps with the Secret's CA: the 3 messages ran ($(lines "$own/done") of 13)" \
+  bash -c "cut -d' ' -f1 '$own/done' | sort -n | diff -q - <(seq 1 13) >/dev/null"
+job=$(kc get jobs -n default -l jobpool.dev/pool=own -o json)
+tls_jobs=$(jq -c '[.items[] | select(any(.spec.template.spec.volumes[]?; .secret.secretName == "own-tls"))
+  | .spec.template.spec.containers[0].env[] | select(.name == "JOBPOOL_CA_FILE") | .value] | unique' <<< "$job")
+check "its Jobs: the Secret own-tls mounted for the CA, JOBPOOL_CA_FILE pointing into it ($tls_jobs)" \
+  [ "$tls_jobs" = '["/etc/jobpool/ca/ca.crt"]' ]
+kill "$socat_m" "$socat_a" 2>/dev/null; wait "$socat_m" "$socat_a" 2>/dev/null
+
 check "the Secret's password never in the controller's log" bash -c "! grep -qF '$opw' '$CTRL_LOG'"
 
 kc delete jobpool --all -n default --wait=false >/dev/null 2>&1
 kc delete namespace e2e-other --wait=false >/dev/null 2>&1
-kc delete secret own-rabbitmq -n default >/dev/null 2>&1
+kc delete secret own-rabbitmq own-tls own-otherca -n default >/dev/null 2>&1
 delete_jobs jp
 delete_jobs own
 finish
