@@ -35,20 +35,21 @@ DEPS_test_log       = log err
 DEPS_test_config    = config podsec yamljson util log err
 DEPS_test_yamljson  = yamljson util err
 DEPS_test_keda      = keda yamljson util err
-DEPS_test_pools     = pools jobpools conns rmq watch store kube podsec progress kubeconfig http config yamljson util log err
-DEPS_test_conns     = conns rmq kube podsec progress kubeconfig yamljson http config util log err
+DEPS_test_pools     = pools jobpools conns rmq watch store kube podsec progress kubeconfig http config yamljson intern util log err
+DEPS_test_conns     = conns rmq kube podsec progress kubeconfig yamljson http config intern util log err
 WRAP_test_conns = -Wl,--wrap=kube_request,--wrap=kube_last_error
 DEPS_test_http      = http util log err
 DEPS_test_rmq       = rmq http config yamljson util log err
-DEPS_test_kube      = kube podsec progress kubeconfig yamljson http util log err
+DEPS_test_kube      = kube podsec progress kubeconfig yamljson http intern util log err
 DEPS_test_podsec    = podsec err
 DEPS_test_kubeconfig = kubeconfig yamljson util log err
 DEPS_test_scale     = scale util err
+DEPS_test_intern    = intern util log err
 DEPS_test_store     = store util err
 DEPS_test_scale_sim = scale util err
-DEPS_test_backend_local = backend backend_local progress http util log err config yamljson
+DEPS_test_backend_local = backend backend_local progress http intern util log err config yamljson
 DEPS_test_metrics   = metrics util log err
-DEPS_test_reconcile = reconcile pools podsec config yamljson backend scale metrics util log err
+DEPS_test_reconcile = reconcile pools podsec config yamljson backend scale metrics intern util log err
 WRAP_test_backend_local = -Wl,--wrap=waitpid
 # The kube test answers some requests itself (an API server that never stops paging).
 WRAP_test_kube = -Wl,--wrap=http_request
@@ -57,10 +58,10 @@ WRAP_test_kube = -Wl,--wrap=http_request
 WRAP_test_reconcile = -Wl,--wrap=rmq_queue_depth,--wrap=rmq_regex_depth,--wrap=rmq_tick_begin,--wrap=rmq_watch_queue,--wrap=rmq_last_error,--wrap=realloc
 # Integration tests (need the real broker / API server started by tests/env/*.sh).
 DEPS_it_rmq         = rmq config yamljson http util log err
-DEPS_it_kube        = kube podsec progress kubeconfig yamljson http util log err
+DEPS_it_kube        = kube podsec progress kubeconfig yamljson http intern util log err
 # Tests against the real control plane started by tests/env/kube.sh (make kube-integration).
-DEPS_kit_kube       = kube_cache watch store kube podsec progress kubeconfig yamljson http util log err
-DEPS_kube_bench     = kube_cache watch store kube podsec progress kubeconfig yamljson http util log err
+DEPS_kit_kube       = kube_cache watch store kube podsec progress kubeconfig yamljson http intern util log err
+DEPS_kube_bench     = kube_cache watch store kube podsec progress kubeconfig yamljson http intern util log err
 
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   = $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))

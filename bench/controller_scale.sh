@@ -82,6 +82,9 @@ printf '  %-34s %s\n' "CPU per tick" "$(awk -v d=$((c1 - c0)) -v hz="$hz" -v t="
 printf '  %-34s %s\n' "API requests per tick (steady)" "$(awk -v d=$((r1 - r0)) -v t="$ticks" 'BEGIN { printf "%.2f", d / t }')"
 printf '  %-34s %s\n' "threads" "$(awk '/Threads/ {print $2}' /proc/$ctl/status)"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+# SMAPS=file: keep the controller's whole smaps, to see which mappings hold the memory (the
+# heap, the other threads' malloc arenas, thread stacks, libraries).
+[ -z "${SMAPS:-}" ] || cp "/proc/$ctl/smaps" "$SMAPS"
 
 [ "${CALLGRIND:-0}" = 1 ] || exit 0
 kill -TERM "$ctl"; wait "$ctl" 2>/dev/null || true; ctl=""

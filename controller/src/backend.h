@@ -14,8 +14,8 @@ struct backend_worker {
     char id[64];                /* Job name, or "pid-<n>" locally */
     char uid[40];               /* the Job's uid ("" locally): deletes are conditional on it */
     char pool[64];              /* the pool label; for orphans the only trace of their pool */
-    char queue[256];            /* the queue it was given (JOBPOOL_QUEUE; the Job annotation
-                                 * jobpool.dev/queue), "" when unknown */
+    const char *queue;          /* the queue it was given (JOBPOOL_QUEUE; the Job annotation
+                                 * jobpool.dev/queue), "" when unknown; interned (intern.h) */
     struct scale_worker w;      /* state and times, as scale_decide wants them */
     int exit_code;              /* finished workers: the task's exit code; -1 unknown */
     bool wasted;                /* finished having found no task (idle exit) */

@@ -4,6 +4,7 @@
 #include "err.h"
 #include "kube.h"
 #include "kube_cache.h"
+#include "intern.h"
 #include "log.h"
 #include "podsec.h"
 #include "pools.h"
@@ -194,7 +195,7 @@ static void to_worker(struct kb *K, const struct kube_job *j, struct backend_sta
     snprintf(w->id, sizeof w->id, "%s", j->name);
     snprintf(w->uid, sizeof w->uid, "%s", j->uid);
     snprintf(w->pool, sizeof w->pool, "%s", j->pool);
-    snprintf(w->queue, sizeof w->queue, "%s", j->queue);
+    w->queue = j->queue ? j->queue : "";
     w->exit_code = -1;
     w->task_wait_s = w->task_duration_s = -1;
     struct seen *s = seen_slot(K, j->name, true);
@@ -361,7 +362,8 @@ static int expect_jobs(struct kb *K, const struct cfg_pool *pool, const char *qu
         snprintf(ph.name, sizeof ph.name, "%s", names[i]);
         snprintf(ph.pool, sizeof ph.pool, "%s", pool->name);
         snprintf(ph.config_hash, sizeof ph.config_hash, "%s", pool->hash);
-        snprintf(ph.queue, sizeof ph.queue, "%s", queue ? queue : "");
+        const char *q = intern(queue);
+        ph.queue = q ? q : "";
         ph.created_ms = util_wall_ms();
         ph.state = KUBE_JOB_PENDING;
         int rc = kube_cache_expect_created(K->cache, &ph);

@@ -3,6 +3,7 @@
 #include "backend.h"
 #include "err.h"
 #include "http.h"
+#include "intern.h"
 #include "log.h"
 #include "progress.h"
 #include "util.h"
@@ -343,7 +344,8 @@ static int spawn_one(struct local *L, const struct cfg_pool *pool, const char *q
     lw->pool = pool_index(L, pool);
     memcpy(lw->result, result, sizeof result);
     snprintf(lw->bw.id, sizeof lw->bw.id, "pid-%ld", (long)pid);
-    snprintf(lw->bw.queue, sizeof lw->bw.queue, "%s", queue); /* a regex pool's one queue */
+    const char *q = intern(queue); /* a regex pool's one queue */
+    lw->bw.queue = q ? q : "";
     lw->bw.w.created_ms = util_now_ms();
     if (is_worker_binary(pool->worker_command[0])) {
         lw->bw.w.state = SCALE_PENDING; /* until it reports that it consumes */

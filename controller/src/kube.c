@@ -4,6 +4,7 @@
 #include "podsec.h"
 #include "err.h"
 #include "http.h"
+#include "intern.h"
 #include "log.h"
 #include "progress.h"
 #include "util.h"
@@ -497,7 +498,8 @@ int kube_job_parse(const cJSON *obj, struct kube_job *out)
     copy_str(out->pool, sizeof out->pool, jlabel(meta, "labels", KUBE_LABEL_POOL));
     copy_str(out->config_hash, sizeof out->config_hash,
              jlabel(meta, "annotations", KUBE_ANNOT_HASH));
-    copy_str(out->queue, sizeof out->queue, jlabel(meta, "annotations", KUBE_ANNOT_QUEUE));
+    const char *q = intern(jlabel(meta, "annotations", KUBE_ANNOT_QUEUE));
+    out->queue = q ? q : "";
     out->created_ms = jtime(meta, "creationTimestamp");
     out->deleting_ms = jtime(meta, "deletionTimestamp");
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(obj, "status"), *cond;

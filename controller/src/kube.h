@@ -116,7 +116,8 @@ struct kube_job {
     char uid[40];
     char resource_version[24];
     char config_hash[24];       /* annotation jobpool.dev/config-hash, "" when absent */
-    char queue[256];            /* annotation jobpool.dev/queue, "" when absent */
+    const char *queue;          /* annotation jobpool.dev/queue, "" when absent or unknown;
+                                   interned (intern.h): never NULL, never freed */
     int64_t created_ms;         /* metadata.creationTimestamp */
     int64_t start_ms;           /* status.startTime */
     int64_t completion_ms;      /* status.completionTime */

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "intern.h"
 #include "err.h"
 #include "metrics.h"
 #include "reconcile.h"
@@ -130,7 +131,7 @@ static int f_start(struct backend *b, const struct cfg_pool *p, const char *queu
         struct backend_worker w;
         memset(&w, 0, sizeof w);
         snprintf(w.id, sizeof w.id, "w%lu", ++f->seq);
-        snprintf(w.queue, sizeof w.queue, "%s", queue ? queue : p->queue);
+        w.queue = intern(queue ? queue : p->queue);
         w.w.state = SCALE_PENDING;
         w.w.created_ms = util_now_ms();
         backend_list_push(&f->w[pidx(f, p)], &w);
