@@ -11,12 +11,93 @@
 enum { K_JOBS = 0, K_PODS = 1 };
 const char *const kube_cache_kinds[2] = {"jobs", "pods"};
 
-static int parse_job(const struct cJSON *obj, void *rec) { return kube_job_parse(obj, rec); }
-static int parse_pod(const struct cJSON *obj, void *rec) { return kube_pod_parse(obj, rec); }
+/* What the cache keeps of a Job and of a Pod: only what a snapshot hands out, with the queue
+ * interned. At 20,000 Jobs and their pods the full structs (struct kube_job ~310 bytes, struct
+ * kube_pod ~360) held twice the memory for fields no snapshot reads (a pod's node, phase,
+ * uid and pool; a Job's resourceVersion, config hash, start time and active count). The pool
+ * stays a buffer, not an interned pointer: a pool name that did not fit a full intern table
+ * must not turn a pool's Jobs into orphans. */
+struct cjob {
+    char name[sizeof((struct kube_job *)0)->name]; /* the store's key */
+    char pool[sizeof((struct kube_job *)0)->pool];
+    char uid[sizeof((struct kube_job *)0)->uid];
+    const char *queue;          /* interned, never NULL */
+    int64_t created_ms, completion_ms, finished_ms, deleting_ms;
+    int succeeded, failed;      /* kube_job_ran */
+    bool complete, failed_cond;
+};
+
+struct cpod {
+    char name[sizeof((struct kube_pod *)0)->name]; /* the store's key */
+    char job[sizeof((struct kube_pod *)0)->job];   /* label job-name */
+    double task_wait_s, task_duration_s;
+    bool running, no_task, has_task;
+};
+
+static void cjob_from(const struct kube_job *j, struct cjob *c)
+{
+    memset(c, 0, sizeof *c);
+    memcpy(c->name, j->name, sizeof c->name);
+    memcpy(c->pool, j->pool, sizeof c->pool);
+    memcpy(c->uid, j->uid, sizeof c->uid);
+    c->queue = j->queue ? j->queue : "";
+    c->created_ms = j->created_ms;
+    c->completion_ms = j->completion_ms;
+    c->finished_ms = j->finished_ms;
+    c->deleting_ms = j->deleting_ms;
+    c->succeeded = j->succeeded;
+    c->failed = j->failed;
+    c->complete = j->complete;
+    c->failed_cond = j->failed_cond;
+}
+
+/* The snapshot's Job: what the cache keeps, the rest zero (see kube_cache_pool_jobs). */
+static void cjob_to(const struct cjob *c, struct kube_job *j)
+{
+    memset(j, 0, sizeof *j);
+    memcpy(j->name, c->name, sizeof c->name);
+    memcpy(j->pool, c->pool, sizeof c->pool);
+    memcpy(j->uid, c->uid, sizeof c->uid);
+    j->queue = c->queue;
+    j->created_ms = c->created_ms;
+    j->completion_ms = c->completion_ms;
+    j->finished_ms = c->finished_ms;
+    j->deleting_ms = c->deleting_ms;
+    j->succeeded = c->succeeded;
+    j->failed = c->failed;
+    j->complete = c->complete;
+    j->failed_cond = c->failed_cond;
+    j->task_wait_s = j->task_duration_s = -1;
+}
+
+static int parse_job(const struct cJSON *obj, void *rec)
+{
+    struct kube_job j;
+    int rc = kube_job_parse(obj, &j);
+    if (!rc) cjob_from(&j, rec);
+    return rc;
+}
+
+static int parse_pod(const struct cJSON *obj, void *rec)
+{
+    struct kube_pod p;
+    int rc = kube_pod_parse(obj, &p);
+    if (rc) return rc;
+    struct cpod *c = rec;
+    memset(c, 0, sizeof *c);
+    memcpy(c->name, p.name, sizeof c->name);
+    memcpy(c->job, p.job, sizeof c->job);
+    c->running = kube_pod_running(&p);
+    c->no_task = p.no_task;
+    c->has_task = p.has_task;
+    c->task_wait_s = p.task_wait_s;
+    c->task_duration_s = p.task_duration_s;
+    return 0;
+}
 
 static const struct watch_kind kinds[2] = {
-    {"jobs", "jobs.batch", "/apis/batch/v1", "jobs", sizeof(struct kube_job), parse_job},
-    {"pods", "pods", "/api/v1", "pods", sizeof(struct kube_pod), parse_pod},
+    {"jobs", "jobs.batch", "/apis/batch/v1", "jobs", sizeof(struct cjob), parse_job},
+    {"pods", "pods", "/api/v1", "pods", sizeof(struct cpod), parse_pod},
 };
 
 struct kube_cache {
@@ -67,27 +148,43 @@ int kube_cache_wait_synced(struct kube_cache *k, int64_t timeout_ms)
 struct snap {
     const char *pool;
     struct kube_job_list *out;
+    size_t count;               /* the counting visit's result */
 };
+
+static int count_job(void *ud, const void *rec)
+{
+    struct snap *s = ud;
+    if (!s->pool || strcmp(((const struct cjob *)rec)->pool, s->pool) == 0) s->count++;
+    return 0;
+}
+
+/* Room for n Jobs: exactly that many (a doubling array held up to twice the snapshot, every
+ * tick), given back when the Jobs shrink to a quarter of it. */
+static int reserve(struct kube_job_list *l, size_t n)
+{
+    if (n <= l->alloc && n >= l->alloc / 4) return 0;
+    if (!n) {
+        free(l->items);
+        l->items = NULL;
+        l->alloc = 0;
+        return 0;
+    }
+    struct kube_job *p = realloc(l->items, n * sizeof *p);
+    if (!p) return JP_ENOMEM;
+    l->items = p;
+    l->alloc = n;
+    return 0;
+}
 
 static int add_job(void *ud, const void *rec)
 {
     struct snap *s = ud;
-    const struct kube_job *j = rec;
+    const struct cjob *j = rec;
     struct kube_job_list *l = s->out;
     if (s->pool && strcmp(j->pool, s->pool) != 0) return 0;
-    if (l->n == l->alloc) {
-        size_t na = l->alloc ? l->alloc * 2 : 64;
-        struct kube_job *p = realloc(l->items, na * sizeof *p);
-        if (!p) return JP_ENOMEM;
-        l->items = p;
-        l->alloc = na;
-    }
-    l->items[l->n] = *j;
-    l->items[l->n].running_pods = 0;
-    l->items[l->n].no_task = false;
-    l->items[l->n].task_wait_s = l->items[l->n].task_duration_s = -1;
-    l->items[l->n].reported = false;
-    l->n++;
+    /* The store may have grown between the counting visit and this one. */
+    if (l->n == l->alloc && reserve(l, l->alloc + l->alloc / 8 + 16) != 0) return JP_ENOMEM;
+    cjob_to(j, &l->items[l->n++]);
     return 0;
 }
 
@@ -113,19 +210,17 @@ static int cmp_pool_created(const void *a, const void *b)
 }
 
 /* A Running pod, or a finished one with the worker's last word (no message found, or a task's
- * wait and duration), marks its Job, found by name. */
+ * wait and duration), marks its Job, found by name (a pod of another pool finds no Job). */
 static int add_pod(void *ud, const void *rec)
 {
     struct snap *s = ud;
-    const struct kube_pod *p = rec;
-    bool running = kube_pod_running(p);
-    if (!p->job[0] || (!running && !p->no_task && !p->has_task)) return 0;
-    if (s->pool && strcmp(p->pool, s->pool) != 0) return 0;
-    struct kube_job key = {0};
+    const struct cpod *p = rec;
+    if (!p->job[0] || (!p->running && !p->no_task && !p->has_task)) return 0;
+    struct kube_job key;
     memcpy(key.name, p->job, sizeof key.name);
     struct kube_job *j = bsearch(&key, s->out->items, s->out->n, sizeof key, cmp_name);
     if (!j) return 0;
-    if (running) j->running_pods++;
+    if (p->running) j->running_pods++;
     if (p->no_task) j->no_task = true;
     if (p->no_task || p->has_task) j->reported = true;
     if (p->has_task) {
@@ -139,9 +234,10 @@ int kube_cache_pool_jobs(struct kube_cache *k, const char *pool, struct kube_job
 {
     out->n = 0;
     if (!kube_cache_synced(k)) return JP_ESTALE;
-    struct snap s = {pool, out};
-    int rc = watch_visit(k->w[K_JOBS], add_job, &s);
-    if (rc) goto out;
+    struct snap s = {pool, out, 0};
+    int rc = watch_visit(k->w[K_JOBS], count_job, &s);
+    if (rc || (rc = reserve(out, s.count)) != 0) goto out;
+    if ((rc = watch_visit(k->w[K_JOBS], add_job, &s)) != 0) goto out;
     if (out->n > 1) qsort(out->items, out->n, sizeof *out->items, cmp_name);
     rc = watch_visit(k->w[K_PODS], add_pod, &s);
     if (rc) goto out;
@@ -167,12 +263,16 @@ bool kube_cache_stale(struct kube_cache *k, int64_t max_age_ms)
 
 int kube_cache_expect_created(struct kube_cache *k, const struct kube_job *placeholder)
 {
-    return watch_expect_create(k->w[K_JOBS], placeholder);
+    struct cjob c;
+    cjob_from(placeholder, &c);
+    return watch_expect_create(k->w[K_JOBS], &c);
 }
 
 void kube_cache_note_created(struct kube_cache *k, const struct kube_job *j)
 {
-    watch_put(k->w[K_JOBS], j, j->resource_version, 0);
+    struct cjob c;
+    cjob_from(j, &c);
+    watch_put(k->w[K_JOBS], &c, j->resource_version, 0);
 }
 
 void kube_cache_forget_created(struct kube_cache *k, const char *name)

@@ -38,7 +38,13 @@ int kube_cache_wait_synced(struct kube_cache *k, int64_t timeout_ms);
  * by creation time). Creates the controller
  * sent and the watch has not shown yet are included (as pending Jobs); deletes it sent and the
  * watch has not shown are left out. Returns 0, JP_ESTALE when the cache has not synced yet (out
- * emptied) or JP_ENOMEM. */
+ * emptied) or JP_ENOMEM.
+ *
+ * The cache keeps only what a snapshot needs, so a snapshot's Jobs carry name, pool, uid,
+ * queue, created_ms, completion_ms, finished_ms, deleting_ms, succeeded, failed, complete,
+ * failed_cond and what the pods add (running_pods, no_task, reported, task_wait_s,
+ * task_duration_s, state); resource_version, config_hash, start_ms and active are left empty.
+ * out->items is sized to the snapshot (reused, and given back when it shrinks to a quarter). */
 int kube_cache_pool_jobs(struct kube_cache *k, const char *pool, struct kube_job_list *out);
 
 /* The age of the older of the two watches (watch_age_ms), and whether it is over max_age_ms;
