@@ -5,6 +5,8 @@
 # private dirty memory (smaps_rollup), CPU per tick, and API requests per tick (from the API
 # server's audit log, by the controller's user agent). Prints figures, asserts nothing.
 #   P=100 M=50 W=60 bench/controller_scale.sh
+# MASSIF=1: afterwards, a second controller under massif against the same Jobs; prints where
+# the heap's peak goes.
 # CALLGRIND=1: afterwards, a second controller under callgrind (Debian's valgrind) against the
 # same Jobs, collecting only inside reconcile_pass and dumping after each one, so that each dump
 # is one tick; prints the instructions of the last tick it finished and its largest costs.
@@ -86,8 +88,22 @@ echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 # heap, the other threads' malloc arenas, thread stacks, libraries).
 [ -z "${SMAPS:-}" ] || cp "/proc/$ctl/smaps" "$SMAPS"
 
-[ "${CALLGRIND:-0}" = 1 ] || exit 0
+[ "${CALLGRIND:-0}" = 1 ] || [ "${MASSIF:-0}" = 1 ] || exit 0
 kill -TERM "$ctl"; wait "$ctl" 2>/dev/null || true; ctl=""
+if [ "${MASSIF:-0}" = 1 ]; then
+  # Where the heap goes: a second controller under massif (Debian's valgrind) against the same
+  # Jobs for MASSIF_S seconds (its first list, then steady ticks); the peak snapshot's tree.
+  ms=${MASSIF_OUT:-$work/massif.out}
+  valgrind --tool=massif --threshold=2 --massif-out-file="$ms" \
+    "$B/jobpool-controller" --config "$work/config.yaml" --log-level warn 2> "$work/ms.log" &
+  ctl=$!
+  sleep "${MASSIF_S:-90}"
+  kill -TERM "$ctl"; wait "$ctl" 2>/dev/null || true; ctl=""
+  echo
+  echo "massif ($P pools, $((P * M)) Jobs, ${MASSIF_S:-90} s): $ms"
+  ms_print "$ms" | sed -n '/Detailed snapshots/,$p' | awk '/\(peak\)/ {p = 1} p' | sed -n '1,80p'
+  exit 0
+fi
 cg=${CG_OUT:-$work/cg}; mkdir -p "$cg"
 valgrind --tool=callgrind --toggle-collect=reconcile_pass --dump-after=reconcile_pass \
   --callgrind-out-file="$cg/callgrind.out" \

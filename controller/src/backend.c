@@ -17,6 +17,18 @@ int backend_list_push(struct backend_list *l, const struct backend_worker *w)
     return 0;
 }
 
+int backend_list_reserve(struct backend_list *l, size_t n)
+{
+    if (n < 16) n = 16; /* a pool's list is never smaller than push's first step */
+    if (n <= l->cap && l->cap / 4 <= n) return 0;
+    struct backend_worker *v = realloc(l->v, n * sizeof *v);
+    if (!v) return JP_ENOMEM;
+    l->v = v;
+    l->cap = n;
+    if (l->n > n) l->n = n;
+    return 0;
+}
+
 void backend_list_free(struct backend_list *l)
 {
     free(l->v);

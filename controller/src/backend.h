@@ -13,7 +13,8 @@ struct metrics;
 struct backend_worker {
     char id[64];                /* Job name, or "pid-<n>" locally */
     char uid[40];               /* the Job's uid ("" locally): deletes are conditional on it */
-    char pool[64];              /* the pool label; for orphans the only trace of their pool */
+    const char *pool;           /* the pool label; for orphans the only trace of their pool;
+                                 * interned (intern.h), "" when unknown */
     const char *queue;          /* the queue it was given (JOBPOOL_QUEUE; the Job annotation
                                  * jobpool.dev/queue), "" when unknown; interned (intern.h) */
     struct scale_worker w;      /* state and times, as scale_decide wants them */
@@ -33,6 +34,9 @@ struct backend_list {
     size_t n, cap;
 };
 int backend_list_push(struct backend_list *l, const struct backend_worker *w);
+/* Room for exactly n workers when there is less (0 or JP_ENOMEM); given back when the list
+ * holds more than four times n. */
+int backend_list_reserve(struct backend_list *l, size_t n);
 void backend_list_free(struct backend_list *l);
 
 /* Counters a backend reports since it was created (for metrics and the demo summary). */

@@ -196,7 +196,8 @@ static void to_worker(struct kb *K, const struct kube_job *j, struct backend_sta
     memset(w, 0, sizeof *w);
     snprintf(w->id, sizeof w->id, "%s", j->name);
     snprintf(w->uid, sizeof w->uid, "%s", j->uid);
-    snprintf(w->pool, sizeof w->pool, "%s", j->pool);
+    const char *pool = intern(j->pool);
+    w->pool = pool ? pool : "";
     w->queue = j->queue ? j->queue : "";
     w->exit_code = -1;
     w->task_wait_s = w->task_duration_s = -1;
@@ -253,9 +254,12 @@ static int kb_list(struct backend *b, const struct cfg_pool *pool, struct backen
     out->n = 0;
     if (K->snap_rc) return K->snap_rc;
     if (K->stale) return JP_ESTALE;
-    int rc;
-    for (size_t i = pool_lower_bound(K, pool->name);
-         i < K->jobs.n && strcmp(K->jobs.items[i].pool, pool->name) == 0; i++) {
+    size_t lo = pool_lower_bound(K, pool->name), hi = lo;
+    while (hi < K->jobs.n && strcmp(K->jobs.items[hi].pool, pool->name) == 0) hi++;
+    /* Every pool's list lives through the pass: sized to its Jobs, not to the next power of 2. */
+    int rc = backend_list_reserve(out, hi - lo);
+    if (rc) return rc;
+    for (size_t i = lo; i < hi; i++) {
         const struct kube_job *j = &K->jobs.items[i];
         if (j->deleting_ms) continue; /* on its way out: neither active nor history */
         struct backend_worker w;

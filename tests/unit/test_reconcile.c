@@ -482,7 +482,7 @@ static struct backend_worker orphan(const char *id, enum scale_state st)
     struct backend_worker w;
     memset(&w, 0, sizeof w);
     snprintf(w.id, sizeof w.id, "%s", id);
-    snprintf(w.pool, sizeof w.pool, "renamed");
+    w.pool = "renamed";
     w.w.state = st;
     w.w.created_ms = w.w.started_ms = util_now_ms() - 60000;
     if (st == SCALE_SUCCEEDED || st == SCALE_FAILED) w.w.finished_ms = util_now_ms() - 50000;
