@@ -157,8 +157,8 @@ static int url_split(const char *key, const char *url, const char *const *scheme
     const char *colon = NULL;
     if (hlen && host[0] == '[') {
         const char *rb = memchr(host, ']', hlen);
-        if (rb && rb + 1 < host + hlen) colon = rb[1] == ':' ? rb + 1 : host + hlen;
-        if (!rb || (colon && colon != rb + 1 && colon != host + hlen)) hlen = 0;
+        if (!rb || rb == host + 1 || (rb + 1 < host + hlen && rb[1] != ':')) hlen = 0;
+        else if (rb + 1 < host + hlen) colon = rb + 1;
     } else {
         colon = memchr(host, ':', hlen);
     }

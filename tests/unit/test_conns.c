@@ -150,6 +150,16 @@ static void test_parse_errors(void **state)
                     NULL), "bad port");
     want_err(secret("1", "managementUrl", "http://r:1x", "username", "u", "password", "p",
                     NULL), "bad port");
+    want_err(secret("1", "managementUrl", "http://[::1]x:1", "username", "u", "password", "p",
+                    NULL), "key managementUrl: no host");
+    want_err(secret("1", "managementUrl", "http://[]:1", "username", "u", "password", "p",
+                    NULL), "key managementUrl: no host");
+    want_err(secret("1", "managementUrl", "http://[::1", "username", "u", "password", "p",
+                    NULL), "key managementUrl: no host");
+    want_err(secret("1", "managementUrl", "http://[::1]:", "username", "u", "password", "p",
+                    NULL), "bad port");
+    want_err(secret("1", "managementUrl", "http://r:0", "username", "u", "password", "p",
+                    NULL), "bad port");
     want_err(secret("1", "managementUrl", "http://r hunter2", "username", "u", NULL),
              "key managementUrl: holds a space");
     want_err(secret("1", "managementUrl", "http://r", "amqpUrl", "amqp://u:hunter2%zz@r",
