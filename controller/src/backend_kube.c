@@ -188,15 +188,15 @@ void backend_kube_serve(struct backend *b, const struct pools *ps)
     ((struct kb *)b)->pools = ps;
 }
 
-/* One Job of the snapshot as a worker, with times from what this controller saw. */
-static void to_worker(struct kb *K, const struct kube_job *j, struct backend_stats *st,
-                      struct backend_worker *w)
+/* One Job of the snapshot as a worker, with times from what this controller saw; pool is its
+ * pool label, interned by the caller. */
+static void to_worker(struct kb *K, const struct kube_job *j, const char *pool,
+                      struct backend_stats *st, struct backend_worker *w)
 {
     int64_t now = util_now_ms();
     memset(w, 0, sizeof *w);
     snprintf(w->id, sizeof w->id, "%s", j->name);
     snprintf(w->uid, sizeof w->uid, "%s", j->uid);
-    const char *pool = intern(j->pool);
     w->pool = pool ? pool : "";
     w->queue = j->queue ? j->queue : "";
     w->exit_code = -1;
@@ -259,11 +259,12 @@ static int kb_list(struct backend *b, const struct cfg_pool *pool, struct backen
     /* Every pool's list lives through the pass: sized to its Jobs, not to the next power of 2. */
     int rc = backend_list_reserve(out, hi - lo);
     if (rc) return rc;
+    const char *label = intern(pool->name); /* once per pool, not per Job and tick */
     for (size_t i = lo; i < hi; i++) {
         const struct kube_job *j = &K->jobs.items[i];
         if (j->deleting_ms) continue; /* on its way out: neither active nor history */
         struct backend_worker w;
-        to_worker(K, j, &slot_of(K, pool)->stats, &w);
+        to_worker(K, j, label, &slot_of(K, pool)->stats, &w);
         if ((rc = backend_list_push(out, &w)) != 0) return rc;
     }
     return 0;
@@ -286,7 +287,7 @@ static int kb_list_orphans(struct backend *b, struct backend_list *out)
             for (size_t k = i; k < end; k++) {
                 if (K->jobs.items[k].deleting_ms) continue;
                 struct backend_worker w;
-                to_worker(K, &K->jobs.items[k], NULL, &w);
+                to_worker(K, &K->jobs.items[k], intern(pool), NULL, &w);
                 if ((rc = backend_list_push(out, &w)) != 0) return rc;
             }
         i = end;
