@@ -455,6 +455,32 @@ static void test_shutdown_waitpid_eintr(void **state)
     backend_free(b);
 }
 
+/* A pool's list is sized to its workers, not to the next power of two, and given back when
+ * the pool shrinks to a quarter of it: every pool's list lives through the whole pass. */
+static void test_list_reserve(void **state)
+{
+    (void)state;
+    struct backend_list l = {0};
+    assert_int_equal(backend_list_reserve(&l, 50), 0);
+    assert_int_equal(l.cap, 50);
+    struct backend_worker w;
+    memset(&w, 0, sizeof w);
+    struct backend_worker *v = l.v;
+    for (int i = 0; i < 50; i++) assert_int_equal(backend_list_push(&l, &w), 0);
+    assert_ptr_equal(l.v, v); /* no growth: the room was there */
+    assert_int_equal(l.cap, 50);
+    l.n = 0;
+    assert_int_equal(backend_list_reserve(&l, 20), 0);
+    assert_int_equal(l.cap, 50); /* not worth moving */
+    assert_int_equal(backend_list_reserve(&l, 100), 0);
+    assert_int_equal(l.cap, 100);
+    assert_int_equal(backend_list_reserve(&l, 10), 0);
+    assert_int_equal(l.cap, 16); /* shrunk, but never below push's first step */
+    assert_int_equal(backend_list_reserve(&l, 64), 0);
+    assert_int_equal(l.cap, 64);
+    backend_list_free(&l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -468,6 +494,7 @@ int main(void)
         cmocka_unit_test(test_env_reference_missing),
         cmocka_unit_test(test_unobserved_worker_has_start),
         cmocka_unit_test(test_shutdown_waitpid_eintr),
+        cmocka_unit_test(test_list_reserve),
     };
     return cmocka_run_group_tests_name("backend_local", tests, setup, teardown);
 }
