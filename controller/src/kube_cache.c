@@ -216,7 +216,7 @@ static int add_pod(void *ud, const void *rec)
     struct snap *s = ud;
     const struct cpod *p = rec;
     if (!p->job[0] || (!p->running && !p->no_task && !p->has_task)) return 0;
-    struct kube_job key;
+    struct kube_job key = {0};
     memcpy(key.name, p->job, sizeof key.name);
     struct kube_job *j = bsearch(&key, s->out->items, s->out->n, sizeof key, cmp_name);
     if (!j) return 0;
