@@ -41,6 +41,7 @@ WRAP_test_conns = -Wl,--wrap=kube_request,--wrap=kube_last_error
 DEPS_test_http      = http util log err
 DEPS_test_rmq       = rmq http config yamljson util log err
 DEPS_test_kube      = kube podsec progress kubeconfig yamljson http intern util log err
+DEPS_test_kube_ns   = backend_kube backend kube_cache watch store pools jobpools conns rmq kube podsec progress kubeconfig metrics config yamljson http intern util log err
 DEPS_test_podsec    = podsec err
 DEPS_test_kubeconfig = kubeconfig yamljson util log err
 DEPS_test_scale     = scale util err

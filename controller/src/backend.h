@@ -12,6 +12,7 @@ struct metrics;
 
 struct backend_worker {
     char id[64];                /* Job name, or "pid-<n>" locally */
+    char ns[64];                /* the Job's namespace ("" locally) */
     char uid[40];               /* the Job's uid ("" locally): deletes are conditional on it */
     const char *pool;           /* the pool label; for orphans the only trace of their pool;
                                  * interned (intern.h), "" when unknown */
@@ -93,8 +94,16 @@ struct backend {
 int backend_local_new(const struct cfg *cfg, const char *worker_path, struct backend **out);
 
 struct kube_client;
-/* Kubernetes Jobs through kc (not owned). */
+/* Kubernetes Jobs through kc (not owned). Each pool's Jobs live in its JobPool's namespace, the
+ * file's pools' in kc's (the controller's). */
 int backend_kube_new(const struct cfg *cfg, struct kube_client *kc, struct backend **out);
+/* Where the kube backend watches Jobs and Pods (kube_cache_opts.namespaces), for the controller's
+ * namespace home: NULL (home only) without JobPools; {""} (one cluster-wide watch per kind,
+ * narrowed by the instance label) when JobPools are served in every namespace; else home and
+ * each of kubernetes.watchNamespaces once (a watch per namespace: the RBAC is Roles there).
+ * *out (its strings borrowed from cfg and home) is freed with free. 0 or JP_ENOMEM. */
+int backend_kube_cache_namespaces(const struct cfg *cfg, const char *home, const char ***out,
+                                  size_t *n);
 
 struct pools;
 /* The pool set the kube backend serves besides the config file's (borrowed): Jobs of its pools

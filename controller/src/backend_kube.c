@@ -20,7 +20,7 @@
  * in memory only: after a restart every Job is first seen anew, which errs towards deleting
  * later and starting fewer workers for one stats interval, never towards more. */
 struct seen {
-    char name[64];
+    char name[KUBE_KEY_LEN];    /* the Job's key, namespace/name */
     int64_t first_ms;           /* first seen, in any state */
     int64_t running_ms;         /* first seen running, or first seen finished; 0 not yet */
     uint32_t gen;               /* pass in which it was last seen; older entries are pruned */
@@ -157,13 +157,19 @@ static int kb_observe(struct backend *b)
     return K->snap_rc;
 }
 
-/* First index in the sorted snapshot whose pool is >= name. */
-static size_t pool_lower_bound(const struct kb *K, const char *name)
+/* Where pool's Jobs live: its JobPool's namespace, or the controller's for the file's pools. */
+static const char *pool_ns(const struct kb *K, const struct cfg_pool *p)
+{
+    return p->namespace_ ? p->namespace_ : kube_namespace(K->kc);
+}
+
+/* First index in the sorted snapshot whose (namespace, pool) is >= (ns, name). */
+static size_t pool_lower_bound(const struct kb *K, const char *ns, const char *name)
 {
     size_t lo = 0, hi = K->jobs.n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (strcmp(K->jobs.items[mid].pool, name) < 0) lo = mid + 1;
+        if (kube_cache_cmp_pool(&K->jobs.items[mid], ns, name) < 0) lo = mid + 1;
         else hi = mid;
     }
     return lo;
@@ -174,12 +180,16 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static bool pool_configured(const struct kb *K, const char *name)
+static bool pool_configured(const struct kb *K, const char *ns, const char *name)
 {
-    if (bsearch(&name, K->pool_names, K->cfg->npools, sizeof *K->pool_names, cmp_str)) return true;
+    if (!strcmp(ns, kube_namespace(K->kc)) &&
+        bsearch(&name, K->pool_names, K->cfg->npools, sizeof *K->pool_names, cmp_str))
+        return true;
     /* A served JobPool (a paused one too); a deleted one's Jobs are orphans from now on. */
-    for (size_t i = 0; K->pools && i < pools_count(K->pools); i++)
-        if (!strcmp(pools_at(K->pools, i)->cfg->name, name)) return true;
+    for (size_t i = 0; K->pools && i < pools_count(K->pools); i++) {
+        const struct cfg_pool *p = pools_at(K->pools, i)->cfg;
+        if (!strcmp(p->name, name) && !strcmp(pool_ns(K, p), ns)) return true;
+    }
     return false;
 }
 
@@ -196,12 +206,15 @@ static void to_worker(struct kb *K, const struct kube_job *j, const char *pool,
     int64_t now = util_now_ms();
     memset(w, 0, sizeof *w);
     snprintf(w->id, sizeof w->id, "%s", j->name);
+    snprintf(w->ns, sizeof w->ns, "%s", j->ns);
     snprintf(w->uid, sizeof w->uid, "%s", j->uid);
     w->pool = pool ? pool : "";
     w->queue = j->queue ? j->queue : "";
     w->exit_code = -1;
     w->task_wait_s = w->task_duration_s = -1;
-    struct seen *s = seen_slot(K, j->name, true);
+    char key[KUBE_KEY_LEN];
+    kube_key(key, sizeof key, j->ns, j->name);
+    struct seen *s = seen_slot(K, key, true);
     if (s) {
         if (!s->first_ms) {
             s->first_ms = now;
@@ -254,8 +267,9 @@ static int kb_list(struct backend *b, const struct cfg_pool *pool, struct backen
     out->n = 0;
     if (K->snap_rc) return K->snap_rc;
     if (K->stale) return JP_ESTALE;
-    size_t lo = pool_lower_bound(K, pool->name), hi = lo;
-    while (hi < K->jobs.n && strcmp(K->jobs.items[hi].pool, pool->name) == 0) hi++;
+    const char *ns = pool_ns(K, pool);
+    size_t lo = pool_lower_bound(K, ns, pool->name), hi = lo;
+    while (hi < K->jobs.n && kube_cache_cmp_pool(&K->jobs.items[hi], ns, pool->name) == 0) hi++;
     /* Every pool's list lives through the pass: sized to its Jobs, not to the next power of 2. */
     int rc = backend_list_reserve(out, hi - lo);
     if (rc) return rc;
@@ -271,7 +285,8 @@ static int kb_list(struct backend *b, const struct cfg_pool *pool, struct backen
 }
 
 /* Jobs with our managed-by label whose pool is not configured (removed, renamed, or no pool
- * label at all). The snapshot is sorted by pool, so this is one walk. */
+ * label at all) in their namespace. The snapshot is sorted by namespace and pool, so this is
+ * one walk. */
 static int kb_list_orphans(struct backend *b, struct backend_list *out)
 {
     struct kb *K = (struct kb *)b;
@@ -280,10 +295,10 @@ static int kb_list_orphans(struct backend *b, struct backend_list *out)
     if (K->stale) return JP_ESTALE; /* no trimming on a view that may be wrong */
     int rc;
     for (size_t i = 0; i < K->jobs.n;) {
-        const char *pool = K->jobs.items[i].pool;
+        const char *pool = K->jobs.items[i].pool, *ns = K->jobs.items[i].ns;
         size_t end = i;
-        while (end < K->jobs.n && strcmp(K->jobs.items[end].pool, pool) == 0) end++;
-        if (!pool_configured(K, pool))
+        while (end < K->jobs.n && kube_cache_cmp_pool(&K->jobs.items[end], ns, pool) == 0) end++;
+        if (!pool_configured(K, ns, pool))
             for (size_t k = i; k < end; k++) {
                 if (K->jobs.items[k].deleting_ms) continue;
                 struct backend_worker w;
@@ -308,10 +323,11 @@ static bool ev_allow(struct kb *K, const struct cfg_pool *pool, int kind)
     return true;
 }
 
-/* Record an Event about a Job, or about the controller's own Pod (POD_NAME from the downward
- * API) when job is NULL. Without POD_NAME a pool-level Event has no object to name in this
- * namespace: that is said once, at warn, rather than dropped in silence. Failures are logged
- * at debug: events are best effort. */
+/* Record an Event about a Job (in the pool's namespace); when job is NULL, about the pool's
+ * JobPool (in its namespace, where its owner looks), or for the file's pools about the
+ * controller's own Pod (POD_NAME from the downward API). Without POD_NAME such an Event has no
+ * object to name: that is said once, at warn, rather than dropped in silence. Failures are
+ * logged at debug: events are best effort. */
 static void event(struct kb *K, const struct cfg_pool *pool, int kind, const char *job,
                   const char *type, const char *reason, const char *msg)
 {
@@ -319,18 +335,22 @@ static void event(struct kb *K, const struct cfg_pool *pool, int kind, const cha
     const char *pod = getenv("POD_NAME");
     int rc;
     if (job) {
-        rc = kube_event_create(K->kc, "Job", "batch/v1", job, NULL, type, reason, msg);
+        rc = kube_event_create_in(K->kc, pool_ns(K, pool), "Job", "batch/v1", job, NULL, type,
+                                  reason, msg);
+    } else if (pool->namespace_) {
+        rc = kube_event_create_in(K->kc, pool->namespace_, "JobPool", "jobpool.dev/v1alpha1",
+                                  pool->name, NULL, type, reason, msg);
     } else if (pod && *pod) {
         rc = kube_event_create(K->kc, "Pod", "v1", pod, NULL, type, reason, msg);
     } else {
         if (!K->event_warned)
-            log_msg(LOG_WARN, pool->name, 0, "event %s not recorded: POD_NAME is "
+            log_msg(LOG_WARN, cfg_pool_id(pool), 0, "event %s not recorded: POD_NAME is "
                     "not set (give the controller its pod name through the downward API); "
                     "such events are only logged", reason);
         K->event_warned = true;
         return;
     }
-    if (rc) log_msg(LOG_DEBUG, pool->name, rc, "event %s not recorded", reason);
+    if (rc) log_msg(LOG_DEBUG, cfg_pool_id(pool), rc, "event %s not recorded", reason);
 }
 
 static int64_t kb_retry_hint_ms(struct backend *b)
@@ -367,6 +387,7 @@ static int expect_jobs(struct kb *K, const struct cfg_pool *pool, const char *qu
         struct kube_job ph;
         memset(&ph, 0, sizeof ph);
         snprintf(ph.name, sizeof ph.name, "%s", names[i]);
+        snprintf(ph.ns, sizeof ph.ns, "%s", pool_ns(K, pool));
         snprintf(ph.pool, sizeof ph.pool, "%s", pool->name);
         snprintf(ph.config_hash, sizeof ph.config_hash, "%s", pool->hash);
         const char *q = intern(queue);
@@ -389,14 +410,16 @@ static void settle_jobs(struct kb *K, const struct cfg_pool *pool, int n, char (
         } else if (rcs[i] == JP_ECONFLICT) {
             /* The name is ours and fresh: the create was sent again after its first answer was
              * lost (libcurl retries a request whose reused connection died). */
-            log_msg(LOG_WARN, pool->name, rcs[i], "job %s already exists: the create's answer "
+            log_msg(LOG_WARN, cfg_pool_id(pool), rcs[i], "job %s already exists: the create's answer "
                     "was lost and it was sent again; counted as pending until the watch shows "
                     "it", names[i]);
         } else if (outcome_unknown(rcs[i])) {
-            log_msg(LOG_WARN, pool->name, rcs[i], "job %s: the create's answer was lost; counted "
+            log_msg(LOG_WARN, cfg_pool_id(pool), rcs[i], "job %s: the create's answer was lost; counted "
                     "as pending until the watch shows it (or does not, within 30 s)", names[i]);
         } else {
-            kube_cache_forget_created(K->cache, names[i]);
+            char key[KUBE_KEY_LEN];
+            kube_key(key, sizeof key, pool_ns(K, pool), names[i]);
+            kube_cache_forget_created(K->cache, key);
         }
     }
 }
@@ -411,7 +434,7 @@ static int kb_start(struct backend *b, const struct cfg_pool *pool, const char *
     *started = 0;
     if (!queue) queue = pool->queue;
     if (!pool->job_template) {
-        log_msg(LOG_ERROR, pool->name, JP_ECONFIG, "jobTemplate is required for the kube backend");
+        log_msg(LOG_ERROR, cfg_pool_id(pool), JP_ECONFIG, "jobTemplate is required for the kube backend");
         return JP_ECONFIG;
     }
     char (*names)[64] = calloc((size_t)n, sizeof *names);
@@ -420,12 +443,17 @@ static int kb_start(struct backend *b, const struct cfg_pool *pool, const char *
     struct kube_job *made = calloc((size_t)n, sizeof *made);
     int rc = JP_ENOMEM;
     if (!names || !np || !rcs || !made || (rc = expect_jobs(K, pool, queue, n, names, np)) != 0) {
-        for (int i = 0; names && np && i < n; i++)
-            if (np[i]) kube_cache_forget_created(K->cache, np[i]);
+        char key[KUBE_KEY_LEN];
+        for (int i = 0; names && np && i < n; i++) {
+            if (!np[i]) continue;
+            kube_key(key, sizeof key, pool_ns(K, pool), np[i]);
+            kube_cache_forget_created(K->cache, key);
+        }
         goto out;
     }
     pool_env(pool, &pe);
     struct kube_job_spec spec = {
+        .namespace_ = pool_ns(K, pool),
         .pool = pool->name,
         .instance = K->cfg->kubernetes.instance,
         .queue = queue,
@@ -449,7 +477,7 @@ static int kb_start(struct backend *b, const struct cfg_pool *pool, const char *
     char msg[1280];
     if (rc) {
         snprintf(msg, sizeof msg, "%s", kube_last_error(K->kc));
-        log_msg(LOG_ERROR, pool->name, rc, "created %d of %d jobs: %s", created, n, msg);
+        log_msg(LOG_ERROR, cfg_pool_id(pool), rc, "created %d of %d jobs: %s", created, n, msg);
         if (rc == JP_EINVALID)
             event(K, pool, EV_TEMPLATE_REJECTED, NULL, "Warning", "TemplateRejected", msg);
     }
@@ -472,7 +500,7 @@ out:
  * started, it has finished or retried, or it is no longer the Job that was decided on. */
 static int confirm_pending(struct kb *K, const struct backend_worker *w, struct kube_job *live)
 {
-    int rc = kube_job_get(K->kc, w->id, live);
+    int rc = kube_job_get_in(K->kc, w->ns, w->id, live);
     if (rc) return rc;
     if ((w->uid[0] && strcmp(live->uid, w->uid) != 0) || live->deleting_ms || live->complete ||
         live->failed_cond || live->succeeded > 0 || live->failed > 0)
@@ -480,7 +508,7 @@ static int confirm_pending(struct kb *K, const struct backend_worker *w, struct 
     char sel[128];
     snprintf(sel, sizeof sel, "job-name=%s", w->id);
     struct kube_pod_list pods = {0};
-    rc = kube_pods_list(K->kc, sel, &pods);
+    rc = kube_pods_list_in(K->kc, w->ns, sel, &pods);
     for (size_t i = 0; !rc && i < pods.n; i++)
         if (pods.items[i].started) rc = JP_ECANCELED;
     kube_pod_list_free(&pods);
@@ -504,7 +532,7 @@ static int kb_remove(struct backend *b, const struct cfg_pool *pool, const struc
         }
         if (rc) goto out;
     }
-    rc = kube_job_delete_if(K->kc, w->id, w->uid, live.resource_version);
+    rc = kube_job_delete_if_in(K->kc, w->ns, w->id, w->uid, live.resource_version);
     if (rc == JP_ECONFLICT) {
         /* It changed between the live check and the delete (a pod started, say). */
         log_msg(LOG_DEBUG, pname, rc, "job %s changed since it was read: not deleted", w->id);
@@ -514,7 +542,11 @@ static int kb_remove(struct backend *b, const struct cfg_pool *pool, const struc
         event(K, pool, EV_PENDING_TIMEOUT, w->id, "Warning", "PendingTimeout",
               "Deleted: no pod ran within the pool's pendingTimeout");
 out:
-    if (rc == 0 || rc == JP_ENOTFOUND) kube_cache_note_deleted(K->cache, w->id);
+    if (rc == 0 || rc == JP_ENOTFOUND) {
+        char key[KUBE_KEY_LEN];
+        kube_key(key, sizeof key, w->ns[0] ? w->ns : kube_namespace(K->kc), w->id);
+        kube_cache_note_deleted(K->cache, key);
+    }
     if (rc && rc != JP_ENOTFOUND && rc != JP_ECANCELED)
         log_msg(LOG_WARN, pname, rc, "deleting job %s failed: %s", w->id, kube_last_error(K->kc));
     return rc;
@@ -593,6 +625,28 @@ static void warn_escalations(const struct cfg *cfg)
     }
 }
 
+int backend_kube_cache_namespaces(const struct cfg *cfg, const char *home, const char ***out,
+                                  size_t *n)
+{
+    static const char *const all = "";
+    const struct cfg_kubernetes *k = &cfg->kubernetes;
+    *out = NULL;
+    *n = 0;
+    if (!k->jobpools) return 0;     /* the file's pools only: the controller's namespace */
+    size_t cap = k->nwatch_namespaces + 1;
+    const char **v = calloc(cap, sizeof *v);
+    if (!v) return JP_ENOMEM;
+    if (!k->nwatch_namespaces) {
+        v[(*n)++] = all;            /* JobPools anywhere: one cluster-wide watch per kind */
+    } else {
+        v[(*n)++] = home;           /* the file's pools */
+        for (size_t i = 0; i < k->nwatch_namespaces; i++)
+            if (strcmp(k->watch_namespaces[i], home)) v[(*n)++] = k->watch_namespaces[i];
+    }
+    *out = v;
+    return 0;
+}
+
 int backend_kube_new(const struct cfg *cfg, struct kube_client *kc, struct backend **out)
 {
     *out = NULL;
@@ -619,8 +673,13 @@ int backend_kube_new(const struct cfg *cfg, struct kube_client *kc, struct backe
     /* Only this instance's Jobs: another release in the namespace is not ours to count. */
     snprintf(K->selector, sizeof K->selector, KUBE_SELECTOR_MANAGED ",%s=%s",
              KUBE_LABEL_INSTANCE, cfg->kubernetes.instance);
+    const char **ns = NULL;
     struct kube_cache_opts co = {.label_selector = K->selector};
-    if ((rc = kube_cache_new(kc, &co, &K->cache)) != 0) goto out;
+    if ((rc = backend_kube_cache_namespaces(cfg, kube_namespace(kc), &ns, &co.nnamespaces)) != 0) goto out;
+    co.namespaces = ns;
+    rc = kube_cache_new(kc, &co, &K->cache);
+    free(ns);
+    if (rc) goto out;
     rc = 0;
 out:
     if (rc) kb_destroy(&K->base);

@@ -1299,8 +1299,14 @@ int cfg_load(const char *path, struct cfg **out, char *err, size_t errlen)
     return rc;
 }
 
+const char *cfg_pool_id(const struct cfg_pool *p)
+{
+    return p->id ? p->id : p->name;
+}
+
 static void pool_free(struct cfg_pool *p)
 {
+    free(p->id);
     free(p->namespace_);
     free(p->connection_secret);
     free(p->name);

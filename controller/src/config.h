@@ -116,6 +116,8 @@ struct cfg_pool {
      * borrowed from conns.h; NULL otherwise): where its depth is read, what its Jobs get. */
     struct rmq_client *rmq;
     const struct kube_worker_conn *worker_conn;
+    char *id;                      /* set by pools.c for a JobPool outside the controller's
+                                    * namespace: "namespace/name"; NULL: name (cfg_pool_id) */
     size_t slot;                   /* set by pools.c (pools_slot) */
 };
 
@@ -152,6 +154,11 @@ void cfg_free(struct cfg *c);
 int cfg_pool_from_jobpool(const struct cfg *c, const struct cJSON *jobpool, struct cfg_pool *out,
                           char *err, size_t errlen);
 void cfg_pool_free(struct cfg_pool *p);
+
+/* The pool's identity among the pools served at once, as metrics labels, logs and the status
+ * page show it: its name, or "namespace/name" for a JobPool outside the controller's namespace
+ * (pool "a" of namespaces ns1 and ns2 are two pools). */
+const char *cfg_pool_id(const struct cfg_pool *p);
 
 /* Format one error line about a node of pool p's jobTemplate, e.g. for an API server rejection:
  * path is relative to the JobSpec ("template.spec.containers[0].image"), and the line names the

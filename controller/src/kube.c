@@ -400,18 +400,24 @@ out:
     return rc;
 }
 
-/* Path "<prefix><ns>/<kind>[/<name>]" with escaped segments. */
-static int obj_path(const struct kube_client *c, const char *prefix, const char *kind,
-                    const char *name, struct dbuf *p)
+/* Path "<prefix><ns>/<kind>[/<name>]" with escaped segments; in_ns NULL or "": the client's. */
+static int obj_path_in(const struct kube_client *c, const char *in_ns, const char *prefix,
+                       const char *kind, const char *name, struct dbuf *p)
 {
     dbuf_init(p, 8192);
-    char *ns = http_escape(c->ns), *nm = name ? http_escape(name) : NULL;
+    char *ns = http_escape(in_ns && *in_ns ? in_ns : c->ns), *nm = name ? http_escape(name) : NULL;
     int rc = JP_ENOMEM;
     if (ns && (!name || nm))
         rc = dbuf_printf(p, "%s%s/%s%s%s", prefix, ns, kind, name ? "/" : "", name ? nm : "");
     free(ns);
     free(nm);
     return rc;
+}
+
+static int obj_path(const struct kube_client *c, const char *prefix, const char *kind,
+                    const char *name, struct dbuf *p)
+{
+    return obj_path_in(c, NULL, prefix, kind, name, p);
 }
 
 /* Token bucket for creates: ms until one token is available (0: taken now). */
@@ -485,6 +491,20 @@ bool kube_pod_running(const struct kube_pod *p)
     return strcmp(p->phase, "Running") == 0 || strcmp(p->phase, "Unknown") == 0;
 }
 
+void kube_key(char *out, size_t len, const char *ns, const char *name)
+{
+    snprintf(out, len, "%s/%s", ns ? ns : "", name ? name : "");
+}
+
+/* A namespace (absent: "") into its field; false when it does not fit, since a cut one could
+ * stand for another in the cache's key. */
+static bool copy_key_part(char *out, size_t len, const char *v)
+{
+    if (v && strlen(v) >= len) return false;
+    copy_str(out, len, v);
+    return true;
+}
+
 int kube_job_parse(const cJSON *obj, struct kube_job *out)
 {
     memset(out, 0, sizeof *out);
@@ -493,6 +513,7 @@ int kube_job_parse(const cJSON *obj, struct kube_job *out)
     /* The name is the cache's key: an empty one, or one cut to fit, could stand for another. */
     if (!name || !*name || strlen(name) >= sizeof out->name) return JP_ESHAPE;
     copy_str(out->name, sizeof out->name, name);
+    if (!copy_key_part(out->ns, sizeof out->ns, jstr(meta, "namespace"))) return JP_ESHAPE;
     copy_str(out->uid, sizeof out->uid, jstr(meta, "uid"));
     copy_str(out->resource_version, sizeof out->resource_version, jstr(meta, "resourceVersion"));
     copy_str(out->pool, sizeof out->pool, jlabel(meta, "labels", KUBE_LABEL_POOL));
@@ -528,6 +549,7 @@ int kube_pod_parse(const cJSON *obj, struct kube_pod *out)
     /* The name is the cache's key: an empty one, or one cut to fit, could stand for another. */
     if (!name || !*name || strlen(name) >= sizeof out->name) return JP_ESHAPE;
     copy_str(out->name, sizeof out->name, name);
+    if (!copy_key_part(out->ns, sizeof out->ns, jstr(meta, "namespace"))) return JP_ESHAPE;
     copy_str(out->uid, sizeof out->uid, jstr(meta, "uid"));
     copy_str(out->job, sizeof out->job, jlabel(meta, "labels", "job-name"));
     copy_str(out->pool, sizeof out->pool, jlabel(meta, "labels", KUBE_LABEL_POOL));
@@ -775,7 +797,7 @@ int kube_job_create(struct kube_client *c, const struct kube_job_spec *s, struct
                  jp_strerror(rc));
         goto out;
     }
-    if ((rc = obj_path(c, JOBS_API, "jobs", NULL, &path)) != 0) goto out;
+    if ((rc = obj_path_in(c, s->namespace_, JOBS_API, "jobs", NULL, &path)) != 0) goto out;
     long wait;
     while ((wait = bucket_take(c)) > 0) sleep_ms(wait);
     rc = do_request(c, "POST", path.data, body, "create", "jobs.batch", out ? &ans : NULL);
@@ -876,7 +898,7 @@ int kube_jobs_create(struct kube_client *c, const struct kube_job_spec *s, int n
         if (c->token) ho.bearer = c->token;
         if ((rc = http_multi_new(&ho, c->o.concurrency, &c->multi)) != 0) goto out;
     }
-    if ((rc = obj_path(c, JOBS_API, "jobs", NULL, &path)) != 0) goto out;
+    if ((rc = obj_path_in(c, s->namespace_, JOBS_API, "jobs", NULL, &path)) != 0) goto out;
     if ((rc = make_url(c, path.data, &url)) != 0) goto out;
     rc = JP_ENOMEM;
     if (!(reqs = calloc((size_t)n, sizeof *reqs))) goto out;
@@ -976,11 +998,11 @@ out:
 }
 
 /* The namespace's collection path of a kind, listed with the managed-by selector by default. */
-static int list_ns(struct kube_client *c, const char *prefix, const char *kind,
+static int list_ns(struct kube_client *c, const char *ns, const char *prefix, const char *kind,
                    const char *resource, const char *selector, kube_item_fn item, void *ud)
 {
     struct dbuf base;
-    int rc = obj_path(c, prefix, kind, NULL, &base);
+    int rc = obj_path_in(c, ns, prefix, kind, NULL, &base);
     if (!rc)
         rc = kube_list(c, base.data, resource, selector ? selector : KUBE_SELECTOR_MANAGED, item,
                        ud, NULL, 0);
@@ -1017,21 +1039,33 @@ int kube_jobs_list(struct kube_client *c, const char *label_selector, struct kub
 {
     struct collect co = {(void **)&out->items, &out->n, &out->alloc, sizeof *out->items, out->n,
                          parse_job};
-    return list_ns(c, JOBS_API, "jobs", "jobs.batch", label_selector, collect_item, &co);
+    return list_ns(c, NULL, JOBS_API, "jobs", "jobs.batch", label_selector, collect_item, &co);
 }
 
 int kube_pods_list(struct kube_client *c, const char *label_selector, struct kube_pod_list *out)
 {
+    return kube_pods_list_in(c, NULL, label_selector, out);
+}
+
+int kube_pods_list_in(struct kube_client *c, const char *ns, const char *label_selector,
+                      struct kube_pod_list *out)
+{
     struct collect co = {(void **)&out->items, &out->n, &out->alloc, sizeof *out->items, out->n,
                          parse_pod};
-    return list_ns(c, CORE_API, "pods", "pods", label_selector, collect_item, &co);
+    return list_ns(c, ns, CORE_API, "pods", "pods", label_selector, collect_item, &co);
 }
 
 int kube_job_get_json(struct kube_client *c, const char *name, struct cJSON **out)
 {
+    return kube_job_get_json_in(c, NULL, name, out);
+}
+
+int kube_job_get_json_in(struct kube_client *c, const char *ns, const char *name,
+                         struct cJSON **out)
+{
     struct dbuf path;
     *out = NULL;
-    int rc = obj_path(c, JOBS_API, "jobs", name, &path);
+    int rc = obj_path_in(c, ns, JOBS_API, "jobs", name, &path);
     if (!rc) rc = do_request(c, "GET", path.data, NULL, "get", "jobs.batch", out);
     dbuf_free(&path);
     return rc;
@@ -1039,9 +1073,14 @@ int kube_job_get_json(struct kube_client *c, const char *name, struct cJSON **ou
 
 int kube_job_get(struct kube_client *c, const char *name, struct kube_job *out)
 {
+    return kube_job_get_in(c, NULL, name, out);
+}
+
+int kube_job_get_in(struct kube_client *c, const char *ns, const char *name, struct kube_job *out)
+{
     cJSON *obj = NULL;
     memset(out, 0, sizeof *out);
-    int rc = kube_job_get_json(c, name, &obj);
+    int rc = kube_job_get_json_in(c, ns, name, &obj);
     if (!rc && (rc = kube_job_parse(obj, out)) != 0)
         snprintf(c->last_error, sizeof c->last_error, "get jobs.batch: the answer has no "
                  "metadata.name");
@@ -1057,9 +1096,15 @@ int kube_job_delete(struct kube_client *c, const char *name)
 int kube_job_delete_if(struct kube_client *c, const char *name, const char *uid,
                        const char *resource_version)
 {
+    return kube_job_delete_if_in(c, NULL, name, uid, resource_version);
+}
+
+int kube_job_delete_if_in(struct kube_client *c, const char *ns, const char *name,
+                          const char *uid, const char *resource_version)
+{
     struct dbuf path;
     char *body = NULL;
-    int rc = obj_path(c, JOBS_API, "jobs", name, &path);
+    int rc = obj_path_in(c, ns, JOBS_API, "jobs", name, &path);
     cJSON *opts = cJSON_CreateObject(), *pre = NULL;
     if (!rc && (!opts || !cJSON_AddStringToObject(opts, "kind", "DeleteOptions") ||
                 !cJSON_AddStringToObject(opts, "apiVersion", "v1") ||
@@ -1220,6 +1265,14 @@ int kube_event_create(struct kube_client *c, const char *kind, const char *api_v
                       const char *name, const char *uid, const char *type, const char *reason,
                       const char *message)
 {
+    return kube_event_create_in(c, NULL, kind, api_version, name, uid, type, reason, message);
+}
+
+int kube_event_create_in(struct kube_client *c, const char *in_ns, const char *kind,
+                         const char *api_version, const char *name, const char *uid,
+                         const char *type, const char *reason, const char *message)
+{
+    const char *ns = in_ns && *in_ns ? in_ns : c->ns;
     cJSON *o = cJSON_CreateObject(), *meta, *inv, *src;
     char *body = NULL, gen[96], now[64], msg[1025];
     struct dbuf path = {0};
@@ -1234,12 +1287,12 @@ int kube_event_create(struct kube_client *c, const char *kind, const char *api_v
         !cJSON_AddStringToObject(o, "kind", "Event") ||
         !(meta = cJSON_AddObjectToObject(o, "metadata")) ||
         !cJSON_AddStringToObject(meta, "generateName", gen) ||
-        !cJSON_AddStringToObject(meta, "namespace", c->ns) ||
+        !cJSON_AddStringToObject(meta, "namespace", ns) ||
         !(inv = cJSON_AddObjectToObject(o, "involvedObject")) ||
         !cJSON_AddStringToObject(inv, "kind", kind) ||
         !cJSON_AddStringToObject(inv, "apiVersion", api_version ? api_version : "v1") ||
         !cJSON_AddStringToObject(inv, "name", name) ||
-        !cJSON_AddStringToObject(inv, "namespace", c->ns) ||
+        !cJSON_AddStringToObject(inv, "namespace", ns) ||
         (uid && !cJSON_AddStringToObject(inv, "uid", uid)) ||
         !cJSON_AddStringToObject(o, "reason", reason) ||
         !cJSON_AddStringToObject(o, "message", msg) ||
@@ -1252,7 +1305,7 @@ int kube_event_create(struct kube_client *c, const char *kind, const char *api_v
         !cJSON_AddStringToObject(o, "reportingComponent", "jobpool") ||
         !(body = cJSON_PrintUnformatted(o)))
         goto out;
-    if ((rc = obj_path(c, CORE_API, "events", NULL, &path)) != 0) goto out;
+    if ((rc = obj_path_in(c, ns, CORE_API, "events", NULL, &path)) != 0) goto out;
     rc = do_request(c, "POST", path.data, body, "create", "events", NULL);
 out:
     cJSON_Delete(o);

@@ -107,11 +107,18 @@ int kube_stream(struct kube_client *c, const char *path, const char *resource, l
 enum kube_job_state { KUBE_JOB_PENDING = 0, KUBE_JOB_RUNNING, KUBE_JOB_SUCCEEDED, KUBE_JOB_FAILED };
 const char *kube_job_state_name(enum kube_job_state s);
 
+/* "namespace/name" into out: the key of Jobs and Pods in the cache (store.h), which may watch
+ * several namespaces, or all of them. */
+#define KUBE_KEY_LEN 160
+void kube_key(char *out, size_t len, const char *ns, const char *name);
+
 /* A compact Job: what the controller needs, never the whole object. Times are unix ms, 0 when
  * absent. Other strings longer than their field are truncated; a name that does not fit (or is
- * empty) makes the object unparseable, since the name is its key (names we create fit). */
+ * empty) makes the object unparseable, since the name is part of its key (names we create fit);
+ * so does a namespace that does not fit (the API server's fit). */
 struct kube_job {
     char name[64];
+    char ns[64];                /* metadata.namespace (with the name, the cache's key: kube_key) */
     char pool[64];              /* label jobpool.dev/pool, "" when absent */
     char uid[40];
     char resource_version[24];
@@ -160,6 +167,7 @@ struct kube_worker_conn {
 
 /* What to create. All pointers are borrowed for the duration of the call. */
 struct kube_job_spec {
+    const char *namespace_;            /* where it is created; NULL: the client's namespace */
     const char *pool;                  /* generateName "<pool>-", label jobpool.dev/pool */
     const char *instance;              /* label jobpool.dev/instance (NULL: none) */
     const char *queue;                 /* env JOBPOOL_QUEUE and annotation jobpool.dev/queue
@@ -211,6 +219,10 @@ int kube_jobs_list(struct kube_client *c, const char *label_selector, struct kub
 int kube_job_get(struct kube_client *c, const char *name, struct kube_job *out);
 /* The whole Job object, for tests and debugging; freed with cJSON_Delete. */
 int kube_job_get_json(struct kube_client *c, const char *name, struct cJSON **out);
+/* The same in namespace ns (NULL: the client's), as the _in variants below. */
+int kube_job_get_in(struct kube_client *c, const char *ns, const char *name, struct kube_job *out);
+int kube_job_get_json_in(struct kube_client *c, const char *ns, const char *name,
+                         struct cJSON **out);
 /* Delete with propagationPolicy=Background (the garbage collector deletes its pods). */
 int kube_job_delete(struct kube_client *c, const char *name);
 /* The same, only if the Job is still the object the caller saw: DeleteOptions preconditions on
@@ -218,6 +230,8 @@ int kube_job_delete(struct kube_client *c, const char *name);
  * was replaced by another Job of the same name) since; JP_ENOTFOUND when it is gone. */
 int kube_job_delete_if(struct kube_client *c, const char *name, const char *uid,
                        const char *resource_version);
+int kube_job_delete_if_in(struct kube_client *c, const char *ns, const char *name,
+                          const char *uid, const char *resource_version);
 
 /* Parse one Job object into *out (for the cache and tests). Returns 0 or JP_ESHAPE (no name,
  * an empty one, or one longer than the field). */
@@ -227,6 +241,7 @@ int kube_job_parse(const struct cJSON *obj, struct kube_job *out);
 
 struct kube_pod {
     char name[80];
+    char ns[64];                /* metadata.namespace */
     char job[64];               /* label job-name ("" when absent) */
     char pool[64];              /* label jobpool.dev/pool */
     char uid[40];
@@ -252,6 +267,8 @@ int kube_pod_parse(const struct cJSON *obj, struct kube_pod *out);
 /* Pods matching label_selector ("job-name=<job>", or NULL: managed-by=jobpool), paged.
  * Appends to out like kube_jobs_list. */
 int kube_pods_list(struct kube_client *c, const char *label_selector, struct kube_pod_list *out);
+int kube_pods_list_in(struct kube_client *c, const char *ns, const char *label_selector,
+                      struct kube_pod_list *out);
 
 /* Whether a pod counts as a running worker: phase Running, or Unknown (its node stopped
  * reporting; the container may well be running, so it is never treated as pending). */
@@ -293,5 +310,9 @@ int kube_lease_update(struct kube_client *c, const struct kube_lease *l, struct 
 int kube_event_create(struct kube_client *c, const char *kind, const char *api_version,
                       const char *name, const char *uid, const char *type, const char *reason,
                       const char *message);
+/* The same about an object of namespace ns (NULL: the client's); the Event is created there. */
+int kube_event_create_in(struct kube_client *c, const char *ns, const char *kind,
+                         const char *api_version, const char *name, const char *uid,
+                         const char *type, const char *reason, const char *message);
 
 #endif

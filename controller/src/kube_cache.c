@@ -4,6 +4,7 @@
 #include "err.h"
 #include "util.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -16,9 +17,12 @@ const char *const kube_cache_kinds[2] = {"jobs", "pods"};
  * kube_pod ~360) held twice the memory for fields no snapshot reads (a pod's node, phase,
  * uid and pool; a Job's resourceVersion, config hash, start time and active count). The pool
  * stays a buffer, not an interned pointer: a pool name that did not fit a full intern table
- * must not turn a pool's Jobs into orphans. */
+ * must not turn a pool's Jobs into orphans. The store's key is "namespace/name" (kube_key): the
+ * cache may watch several namespaces, or all of them, and a name may recur across them. */
+#define CJOB_KEY (sizeof((struct kube_job *)0)->ns + sizeof((struct kube_job *)0)->name)
+#define CPOD_KEY (sizeof((struct kube_pod *)0)->ns + sizeof((struct kube_pod *)0)->name)
 struct cjob {
-    char name[sizeof((struct kube_job *)0)->name]; /* the store's key */
+    char key[CJOB_KEY];         /* namespace/name: the store's key */
     char pool[sizeof((struct kube_job *)0)->pool];
     char uid[sizeof((struct kube_job *)0)->uid];
     const char *queue;          /* interned, never NULL */
@@ -28,7 +32,7 @@ struct cjob {
 };
 
 struct cpod {
-    char name[sizeof((struct kube_pod *)0)->name]; /* the store's key */
+    char key[CPOD_KEY];         /* namespace/name: the store's key */
     char job[sizeof((struct kube_pod *)0)->job];   /* label job-name */
     double task_wait_s, task_duration_s;
     bool running, no_task, has_task;
@@ -37,7 +41,7 @@ struct cpod {
 static void cjob_from(const struct kube_job *j, struct cjob *c)
 {
     memset(c, 0, sizeof *c);
-    memcpy(c->name, j->name, sizeof c->name);
+    kube_key(c->key, sizeof c->key, j->ns, j->name);
     memcpy(c->pool, j->pool, sizeof c->pool);
     memcpy(c->uid, j->uid, sizeof c->uid);
     c->queue = j->queue ? j->queue : "";
@@ -51,11 +55,21 @@ static void cjob_from(const struct kube_job *j, struct cjob *c)
     c->failed_cond = j->failed_cond;
 }
 
+/* key "namespace/name" into its parts (each fits: kube_job_parse and kube_pod_parse refuse
+ * longer ones; a namespace holds no '/'). */
+static void split_key(const char *key, char *ns, size_t nslen, char *name, size_t namelen)
+{
+    const char *slash = strchr(key, '/');
+    size_t n = slash ? (size_t)(slash - key) : 0;
+    snprintf(ns, nslen, "%.*s", (int)n, key);
+    snprintf(name, namelen, "%s", slash ? slash + 1 : key);
+}
+
 /* The snapshot's Job: what the cache keeps, the rest zero (see kube_cache_pool_jobs). */
 static void cjob_to(const struct cjob *c, struct kube_job *j)
 {
     memset(j, 0, sizeof *j);
-    memcpy(j->name, c->name, sizeof c->name);
+    split_key(c->key, j->ns, sizeof j->ns, j->name, sizeof j->name);
     memcpy(j->pool, c->pool, sizeof c->pool);
     memcpy(j->uid, c->uid, sizeof c->uid);
     j->queue = c->queue;
@@ -85,7 +99,7 @@ static int parse_pod(const struct cJSON *obj, void *rec)
     if (rc) return rc;
     struct cpod *c = rec;
     memset(c, 0, sizeof *c);
-    memcpy(c->name, p.name, sizeof c->name);
+    kube_key(c->key, sizeof c->key, p.ns, p.name);
     memcpy(c->job, p.job, sizeof c->job);
     c->running = kube_pod_running(&p);
     c->no_task = p.no_task;
@@ -102,13 +116,33 @@ static const struct watch_kind kinds[2] = {
 
 struct kube_cache {
     struct watch *w[2];
+    char **ns;                  /* the namespaces watched, one reflector each; NULL: one */
+    size_t nns;
 };
 
 void kube_cache_free(struct kube_cache *k)
 {
     if (!k) return;
     for (int i = 0; i < 2; i++) watch_free(k->w[i]);
+    for (size_t i = 0; i < k->nns; i++) free(k->ns[i]);
+    free(k->ns);
     free(k);
+}
+
+size_t kube_cache_ns_index(const char *const *namespaces, size_t n, const char *ns)
+{
+    for (size_t i = 0; ns && i < n; i++)
+        if (!strcmp(namespaces[i], ns)) return i;
+    return 0; /* one reflector (the client's namespace, or every namespace) */
+}
+
+static int copy_namespaces(struct kube_cache *k, const struct kube_cache_opts *o)
+{
+    if (!o || !o->namespaces || !o->nnamespaces) return 0;
+    if (!(k->ns = calloc(o->nnamespaces, sizeof *k->ns))) return JP_ENOMEM;
+    for (size_t i = 0; i < o->nnamespaces; i++, k->nns++)
+        if (!(k->ns[i] = util_strdup(o->namespaces[i]))) return JP_ENOMEM;
+    return 0;
 }
 
 int kube_cache_new(const struct kube_client *c, const struct kube_cache_opts *o,
@@ -117,12 +151,14 @@ int kube_cache_new(const struct kube_client *c, const struct kube_cache_opts *o,
     *out = NULL;
     struct kube_cache *k = calloc(1, sizeof *k);
     if (!k) return JP_ENOMEM;
+    int rc = copy_namespaces(k, o);
     struct watch_opts wo = {
+        .namespaces = (const char *const *)k->ns,
+        .nnamespaces = k->nns,
         .label_selector = o && o->label_selector ? o->label_selector : KUBE_SELECTOR_MANAGED,
         .resync_ms = o ? o->resync_ms : 0,
         .watch_timeout_s = o ? o->watch_timeout_s : 0,
     };
-    int rc = 0;
     for (int i = 0; i < 2 && !rc; i++) rc = watch_new(c, &kinds[i], &wo, &k->w[i]);
     if (rc) kube_cache_free(k);
     else *out = k;
@@ -188,37 +224,50 @@ static int add_job(void *ud, const void *rec)
     return 0;
 }
 
-static int cmp_name(const void *a, const void *b)
+/* By namespace, then name: the key's order. */
+static int cmp_key(const void *a, const void *b)
 {
-    return strcmp(((const struct kube_job *)a)->name, ((const struct kube_job *)b)->name);
+    const struct kube_job *x = a, *y = b;
+    int c = strcmp(x->ns, y->ns);
+    return c ? c : strcmp(x->name, y->name);
 }
 
 static int cmp_created(const void *a, const void *b)
 {
     const struct kube_job *x = a, *y = b;
     if (x->created_ms != y->created_ms) return x->created_ms < y->created_ms ? -1 : 1;
-    return strcmp(x->name, y->name);
+    return cmp_key(a, b);
+}
+
+int kube_cache_cmp_pool(const struct kube_job *j, const char *ns, const char *pool)
+{
+    int c = strcmp(j->ns, ns);
+    return c ? c : strcmp(j->pool, pool);
 }
 
 /* Every pool's Jobs together (the backend then finds a pool by binary search), each pool's
- * oldest first: one sort serves both, where a sort by time and a second by pool cost twice. */
+ * oldest first: one sort serves both, where a sort by time and a second by pool cost twice.
+ * A pool is its namespace and name: pool "a" of two namespaces is two pools. */
 static int cmp_pool_created(const void *a, const void *b)
 {
     const struct kube_job *x = a, *y = b;
-    int c = strcmp(x->pool, y->pool);
+    int c = kube_cache_cmp_pool(x, y->ns, y->pool);
     return c ? c : cmp_created(a, b);
 }
 
 /* A Running pod, or a finished one with the worker's last word (no message found, or a task's
- * wait and duration), marks its Job, found by name (a pod of another pool finds no Job). */
+ * wait and duration), marks its Job, found by namespace and name (a pod of another pool finds no
+ * Job). */
 static int add_pod(void *ud, const void *rec)
 {
     struct snap *s = ud;
     const struct cpod *p = rec;
     if (!p->job[0] || (!p->running && !p->no_task && !p->has_task)) return 0;
     struct kube_job key = {0};
+    char pod[sizeof((struct kube_pod *)0)->name];
+    split_key(p->key, key.ns, sizeof key.ns, pod, sizeof pod);
     memcpy(key.name, p->job, sizeof key.name);
-    struct kube_job *j = bsearch(&key, s->out->items, s->out->n, sizeof key, cmp_name);
+    struct kube_job *j = bsearch(&key, s->out->items, s->out->n, sizeof key, cmp_key);
     if (!j) return 0;
     if (p->running) j->running_pods++;
     if (p->no_task) j->no_task = true;
@@ -238,7 +287,7 @@ int kube_cache_pool_jobs(struct kube_cache *k, const char *pool, struct kube_job
     int rc = watch_visit(k->w[K_JOBS], count_job, &s);
     if (rc || (rc = reserve(out, s.count)) != 0) goto out;
     if ((rc = watch_visit(k->w[K_JOBS], add_job, &s)) != 0) goto out;
-    if (out->n > 1) qsort(out->items, out->n, sizeof *out->items, cmp_name);
+    if (out->n > 1) qsort(out->items, out->n, sizeof *out->items, cmp_key);
     rc = watch_visit(k->w[K_PODS], add_pod, &s);
     if (rc) goto out;
     for (size_t i = 0; i < out->n; i++) kube_job_set_state(&out->items[i]);
@@ -272,17 +321,19 @@ void kube_cache_note_created(struct kube_cache *k, const struct kube_job *j)
 {
     struct cjob c;
     cjob_from(j, &c);
-    watch_put(k->w[K_JOBS], &c, j->resource_version, 0);
+    /* Its own reflector's relists are the ones that may drop it later. */
+    size_t src = kube_cache_ns_index((const char *const *)k->ns, k->nns, j->ns);
+    watch_put(k->w[K_JOBS], &c, j->resource_version, (int)src);
 }
 
-void kube_cache_forget_created(struct kube_cache *k, const char *name)
+void kube_cache_forget_created(struct kube_cache *k, const char *key)
 {
-    watch_expect_forget(k->w[K_JOBS], name);
+    watch_expect_forget(k->w[K_JOBS], key);
 }
 
-void kube_cache_note_deleted(struct kube_cache *k, const char *name)
+void kube_cache_note_deleted(struct kube_cache *k, const char *key)
 {
-    watch_expect_delete(k->w[K_JOBS], name);
+    watch_expect_delete(k->w[K_JOBS], key);
 }
 
 void kube_cache_get_stats(struct kube_cache *k, struct kube_cache_stats *out)

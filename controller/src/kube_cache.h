@@ -8,8 +8,9 @@
 #include "kube.h"
 #include "watch.h"
 
-/* Two watches (watch.h) of the objects labelled managed-by=jobpool in the client's namespace:
- * Jobs and Pods. Snapshots join them; reads never block on the network and cost no requests.
+/* Two watches (watch.h) of the objects labelled managed-by=jobpool, in the client's namespace,
+ * in a list of namespaces (one reflector each) or in all of them (one reflector): Jobs and Pods.
+ * Both are keyed "namespace/name" (kube_key), so a name may recur across namespaces. Snapshots join them; reads never block on the network and cost no requests.
  * Creates and deletes the controller sends are expectations (store.h) until the watch shows
  * them, so neither a relist nor a lost answer makes the controller start a Job twice. */
 struct kube_cache;
@@ -18,7 +19,19 @@ struct kube_cache_opts {
     int64_t resync_ms;          /* full relist period, default 5 min */
     int64_t watch_timeout_s;    /* timeoutSeconds of one watch, default 10 */
     const char *label_selector; /* NULL: managed-by=jobpool */
+    /* NULL: the client's namespace only; {""}: every namespace, one cluster-wide watch each
+     * for Jobs and Pods; else these namespaces, a watch of each kind per namespace. Copied. */
+    const char *const *namespaces;
+    size_t nnamespaces;
 };
+
+/* The reflector (watch source) of namespace ns among namespaces (as kube_cache_opts): its
+ * index, or 0 when there is one reflector or ns is not listed. Pure; for tests too. */
+size_t kube_cache_ns_index(const char *const *namespaces, size_t n, const char *ns);
+
+/* Order of a Job against pool (ns, pool): by namespace, then pool label. The all-pools
+ * snapshot is sorted by it, so a pool's Jobs are found by binary search. */
+int kube_cache_cmp_pool(const struct kube_job *j, const char *ns, const char *pool);
 
 /* Start the cache with its own connections and a copy of c's settings (c may be freed
  * afterwards). Returns 0 or JP_ENOMEM; network errors never fail this call, they are retried
@@ -34,8 +47,8 @@ bool kube_cache_synced(struct kube_cache *k);
 int kube_cache_wait_synced(struct kube_cache *k, int64_t timeout_ms);
 
 /* Replace out's contents with a snapshot of the Jobs of pool (NULL: every Job), states
- * computed (kube_job_states), sorted by creation time, oldest first (NULL: by pool name, then
- * by creation time). Creates the controller
+ * computed (kube_job_states), sorted by creation time, oldest first (NULL: by namespace and pool
+ * label, kube_cache_cmp_pool, then by creation time). A pool name matches in every namespace. Creates the controller
  * sent and the watch has not shown yet are included (as pending Jobs); deletes it sent and the
  * watch has not shown are left out. Returns 0, JP_ESTALE when the cache has not synced yet (out
  * emptied) or JP_ENOMEM.
@@ -57,10 +70,10 @@ int kube_cache_expect_created(struct kube_cache *k, const struct kube_job *place
 /* The server created j: snapshots include it until the watch shows it (even across a relist
  * that was taken before it). */
 void kube_cache_note_created(struct kube_cache *k, const struct kube_job *j);
-/* The create of name certainly failed (the server refused it). */
-void kube_cache_forget_created(struct kube_cache *k, const char *name);
-/* The server deleted name (or had no such Job): snapshots leave it out from now on. */
-void kube_cache_note_deleted(struct kube_cache *k, const char *name);
+/* The create of key ("namespace/name") certainly failed (the server refused it). */
+void kube_cache_forget_created(struct kube_cache *k, const char *key);
+/* The server deleted key (or had no such Job): snapshots leave it out from now on. */
+void kube_cache_note_deleted(struct kube_cache *k, const char *key);
 
 struct kube_cache_stats {
     unsigned long lists;        /* completed lists (jobs + pods each count one) */

@@ -199,6 +199,13 @@ static int jp_make(struct pools *ps, struct jp *j, const cJSON *obj, struct jp *
         set_reason(&j->p, "TooManyPools", "more than %d JobPools", POOLS_JOBPOOLS_MAX);
         return 0;
     }
+    /* Outside the controller's namespace the name alone may recur: metrics and logs say
+     * namespace/name (cfg_pool_id). */
+    if (strcmp(j->p.ns, ps->home_ns) && !(cp->id = util_strprintf("%s/%s", j->p.ns, j->p.name))) {
+        cfg_pool_free(cp);
+        free(cp);
+        return JP_ENOMEM;
+    }
     ps->used_slots[s] = true;
     cp->slot = s;
     j->owned = cp;
@@ -224,7 +231,8 @@ static int cmp_jp(const void *a, const void *b)
     return c ? c : strcmp(x->p.name, y->p.name);
 }
 
-/* Which JobPools are served: valid ones in the home namespace whose name the file leaves free. */
+/* Which JobPools are served: valid ones whose name the file leaves free in the controller's
+ * namespace (the file's pools live there; elsewhere the namespace tells pools apart). */
 static void decide_served(struct pools *ps)
 {
     ps->nserved = ps->cfg->npools;
@@ -234,15 +242,12 @@ static void decide_served(struct pools *ps)
         if (!p->cfg) continue;
         p->reason[0] = p->message[0] = '\0';
         bool clash = false;
-        for (size_t f = 0; f < ps->cfg->npools && !clash; f++)
+        for (size_t f = 0; f < ps->cfg->npools && !clash && !strcmp(p->ns, ps->home_ns); f++)
             clash = !strcmp(ps->cfg->pools[f].name, p->name);
         if (clash) {
             set_reason(p, "NameClash", "the controller's config file defines a pool named %s, "
                        "and the file wins; rename this JobPool or remove the file's pool",
                        p->name);
-        } else if (strcmp(p->ns, ps->home_ns)) {
-            set_reason(p, "NamespaceNotServed", "this controller creates workers in namespace "
-                       "%s only; create the JobPool there", ps->home_ns);
         } else if (p->cfg->connection_secret && !p->cfg->rmq) {
             /* Its own broker cannot be read: serving it on the controller's broker would count
              * the wrong queue, so it is not served. */

@@ -44,9 +44,10 @@ void pools_free(struct pools *ps);
  * its struct cfg_pool (so a pass in progress and the backend see the same pointer); a changed one
  * is validated again (cfg_pool_from_jobpool); one no longer listed is dropped: it gets no new
  * workers, and its running Jobs finish. On a name clash with the file, the file wins and the
- * JobPool is not served (reason NameClash). A JobPool that names a connectionSecretRef is not
- * served until pools_set_conn gives it a usable connection. Workers are created in the controller's own
- * namespace, so a JobPool elsewhere is not served either (reason NamespaceNotServed). Returns 0
+ * JobPool is not served (reason NameClash); the file's pools live in the controller's namespace
+ * (home_ns), so only a JobPool there can clash. A JobPool that names a connectionSecretRef is not
+ * served until pools_set_conn gives it a usable connection. Each JobPool's workers are created in
+ * its own namespace; one outside home_ns is known as "namespace/name" (cfg_pool_id). Returns 0
  * or JP_ENOMEM (the set is then unchanged). */
 int pools_set_jobpools(struct pools *ps, const struct cJSON *items);
 

@@ -101,7 +101,7 @@ static int sync_pools(struct reconcile *r)
             if (p->cfg->queue && rmq) rmq_watch_queue(rmq, p->cfg->vhost, p->cfg->queue);
         }
         np[i].pool = p;
-        np[i].st.name = p->cfg->name;
+        np[i].st.name = cfg_pool_id(p->cfg);
     }
     for (size_t j = 0; j < r->np; j++) state_free(&r->p[j]);
     free(r->p);
@@ -196,9 +196,9 @@ static void pool_error(struct reconcile *r, const struct cfg_pool *pool, struct 
 {
     ps->st.last_err = err;
     ps->st.errors++;
-    metrics_count_error(r->m, pool->name, src, err);
+    metrics_count_error(r->m, cfg_pool_id(pool), src, err);
     backoff(r, ps, jp_err_transient(err) ? retry_hint(r, src) : -1);
-    log_msg(level, pool->name, err, "%s (retry in %lld ms)", what,
+    log_msg(level, cfg_pool_id(pool), err, "%s (retry in %lld ms)", what,
             (long long)(ps->retry_at_ms - util_now_ms()));
 }
 
@@ -324,7 +324,7 @@ static int observe_pool(struct reconcile *r, size_t i)
     if (rc == JP_ENOTFOUND) {
         /* A missing queue has no backlog; say so once, not every tick. */
         if (!ps->missing)
-            log_msg(LOG_WARN, pool->name, rc, "queue %s in vhost %s not found: depth 0 (%s)",
+            log_msg(LOG_WARN, cfg_pool_id(pool), rc, "queue %s in vhost %s not found: depth 0 (%s)",
                     pool->queue ? pool->queue : pool->queue_regex, pool->vhost,
                     rmq_last_error(rmq));
         ps->missing = true;
@@ -332,7 +332,7 @@ static int observe_pool(struct reconcile *r, size_t i)
         ps->depth.sampled_ms = util_now_ms();
         depth_ok = true;
     } else if (rc == 0 && ps->missing) {
-        log_msg(LOG_INFO, pool->name, 0, "queue found again");
+        log_msg(LOG_INFO, cfg_pool_id(pool), 0, "queue found again");
         ps->missing = false;
     }
     int depth_err = depth_ok ? 0 : rc;
@@ -358,7 +358,7 @@ static int observe_pool(struct reconcile *r, size_t i)
     for (size_t k = 0; k < ps->workers.n; k++) {
         const struct backend_worker *w = &ps->workers.v[k];
         if (w->outcome_new)
-            metrics_observe_task(r->m, pool->name, w->task_wait_s, w->task_duration_s);
+            metrics_observe_task(r->m, cfg_pool_id(pool), w->task_wait_s, w->task_duration_s);
     }
     if ((rc = decide_pool(r, i, depth_ok)) != 0) {
         /* ps->d is still the previous tick's decision, its indexes into the previous list:
@@ -367,7 +367,7 @@ static int observe_pool(struct reconcile *r, size_t i)
         ps->st.last_err = rc;
         ps->st.errors++;
         backoff(r, ps, -1);
-        log_msg(LOG_WARN, pool->name, rc, "deciding failed; holding (retry in %lld ms)",
+        log_msg(LOG_WARN, cfg_pool_id(pool), rc, "deciding failed; holding (retry in %lld ms)",
                 (long long)(ps->retry_at_ms - util_now_ms()));
         return rc;
     }
@@ -431,7 +431,7 @@ static int start_per_queue(struct reconcile *r, const struct cfg_pool *pool,
     for (size_t q = 0; q < nq && !rc; q++) {
         if (qs[q] <= 0) continue;
         int n = 0;
-        log_msg(LOG_DEBUG, pool->name, 0, "queue %s: ready=%lld consumers=%lld start=%lld",
+        log_msg(LOG_DEBUG, cfg_pool_id(pool), 0, "queue %s: ready=%lld consumers=%lld start=%lld",
                 ps->depth.queues[q].name, (long long)ps->depth.queues[q].ready,
                 (long long)ps->depth.queues[q].consumers, (long long)qs[q]);
         rc = r->be->start(r->be, pool, ps->depth.queues[q].name, (int)qs[q],
@@ -451,7 +451,7 @@ static int act_pool(struct reconcile *r, size_t i)
     enum metrics_error_source src = r->be_src;
 
     /* One line per decision; only those that change something are logged at info. */
-    log_msg(ps->start > 0 || ps->d.ndeletes ? LOG_INFO : LOG_DEBUG, pool->name, 0,
+    log_msg(ps->start > 0 || ps->d.ndeletes ? LOG_INFO : LOG_DEBUG, cfg_pool_id(pool), 0,
             "ready=%lld pending=%d running=%d waiting=%d max=%d start=%d delete=%zu "
             "reason=%s%s",
             (long long)ps->depth.ready, ps->d.pending, ps->d.running, ps->d.waiting,
@@ -477,14 +477,14 @@ static int act_pool(struct reconcile *r, size_t i)
             continue;
         }
         if (rc && rc != JP_ENOTFOUND) {
-            metrics_count_error(r->m, pool->name, src, rc);
+            metrics_count_error(r->m, cfg_pool_id(pool), src, rc);
             if (!first) first = rc;
             continue;
         }
         ps->st.deleted++;
-        metrics_count_deleted(r->m, pool->name, del_reason(ps->d.deletes[k].reason), 1);
+        metrics_count_deleted(r->m, cfg_pool_id(pool), del_reason(ps->d.deletes[k].reason), 1);
         if (timeout)
-            log_msg(LOG_WARN, pool->name, 0, "worker %s pending longer than pendingTimeout: "
+            log_msg(LOG_WARN, cfg_pool_id(pool), 0, "worker %s pending longer than pendingTimeout: "
                     "deleted", w->id);
     }
     int started = 0;
@@ -501,7 +501,7 @@ static int act_pool(struct reconcile *r, size_t i)
     ps->st.last_start = started;
     ps->st.started += (unsigned long)started;
     if (started) ps->st.last_start_wall_ms = util_wall_ms();
-    metrics_count_started(r->m, pool->name, started);
+    metrics_count_started(r->m, cfg_pool_id(pool), started);
     return first;
 }
 
@@ -543,12 +543,12 @@ static void publish(struct reconcile *r, size_t i)
         .last_err = ps->st.last_err,
         .decided_wall_ms = util_wall_ms(), /* shown to people: unix time, not the loop clock */
     };
-    metrics_pool_publish(r->m, pool->name, &s);
+    metrics_pool_publish(r->m, cfg_pool_id(pool), &s);
     struct backend_stats bs;
     r->be->stats(r->be, pool, &bs);
     if (bs.wasted > ps->wasted_seen) {
         ps->st.wasted_new = bs.wasted - ps->wasted_seen;
-        metrics_count_wasted(r->m, pool->name, (int64_t)ps->st.wasted_new);
+        metrics_count_wasted(r->m, cfg_pool_id(pool), (int64_t)ps->st.wasted_new);
         ps->wasted_seen = bs.wasted;
     }
 }
@@ -640,7 +640,7 @@ int reconcile_pass(struct reconcile *r)
             total_active += ps->d.active; /* as last seen: they still count for the cap */
             continue;
         }
-        metrics_observe_reconcile(r->m, ps->pool->cfg->name, (double)(util_now_ms() - t0) / 1e3);
+        metrics_observe_reconcile(r->m, cfg_pool_id(ps->pool->cfg), (double)(util_now_ms() - t0) / 1e3);
         total_active += ps->d.active;
         metrics_tick(r->m); /* alive: a long pass (a slow broker, many pools) is not a stall */
     }

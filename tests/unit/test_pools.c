@@ -1,7 +1,7 @@
 /* test_pools.c: the pool set: the file's pools and JobPools together; an unchanged JobPool keeps
  * its settings (same pointer), a changed one is validated again and keeps its slot, a deleted one
- * leaves the set; invalid specs, name clashes with the file and other namespaces are not served
- * and say why; the pause annotation. And the status written for a JobPool: figures, the three
+ * leaves the set; invalid specs and name clashes with the file are not served and say why; other
+ * namespaces are served, a name recurring there being another pool; the pause annotation. And the status written for a JobPool: figures, the three
  * conditions with stable transition times, wasted accumulating on the object's own total. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -76,7 +76,7 @@ static void test_pool_set(void **state)
     cJSON_AddItemToArray(items, own);
     assert_int_equal(pools_set_jobpools(ps, items), 0);
     assert_int_equal(pools_jobpool_count(ps), 6);
-    assert_int_equal(pools_count(ps), 3);          /* files, quiet, thumbs */
+    assert_int_equal(pools_count(ps), 4);          /* files, quiet, thumbs, elsewhere/other */
     assert_true(pools_at(ps, 0)->from_file);
     const struct pool *t = find(ps, "thumbs", true);
     assert_non_null(t);
@@ -89,7 +89,11 @@ static void test_pool_set(void **state)
     assert_false(p->served);
     assert_string_equal(p->reason, "NameClash");
     assert_non_null(strstr(p->message, "config file defines a pool named files"));
-    assert_string_equal(find(ps, "other", false)->reason, "NamespaceNotServed");
+    p = find(ps, "other", true);
+    assert_non_null(p);
+    assert_string_equal(p->cfg->namespace_, "elsewhere");
+    assert_string_equal(cfg_pool_id(p->cfg), "elsewhere/other");
+    assert_string_equal(cfg_pool_id(t->cfg), "thumbs");   /* the controller's namespace */
     /* Its Secret not read yet: not served, and not on the controller's broker either. */
     assert_string_equal(find(ps, "own", false)->reason, "ConnectionSecretPending");
     assert_false(find(ps, "own", false)->served);
@@ -142,6 +146,41 @@ static const cJSON *cond(const cJSON *s, const char *type)
 static const char *cstr(const cJSON *c, const char *k)
 {
     return cJSON_GetObjectItem(c, k)->valuestring;
+}
+
+/* Pool identity is namespace/name: the same name in two namespaces is two pools (two slots, two
+ * ids), and only a JobPool in the controller's namespace clashes with the file. */
+static void test_namespaces(void **state)
+{
+    (void)state;
+    struct cfg *c = load("pools:\n  - {name: files, queue: f, maxActive: 2, jobTemplate: "
+                         "{template: {}}}\n");
+    struct pools *ps = NULL;
+    assert_int_equal(pools_new(c, "home", &ps), 0);
+    cJSON *items = cJSON_CreateArray();
+    cJSON_AddItemToArray(items, jobpool("ns2", "a", "u1", 1, 3, NULL));
+    cJSON_AddItemToArray(items, jobpool("ns1", "a", "u2", 1, 4, NULL));
+    cJSON_AddItemToArray(items, jobpool("home", "a", "u3", 1, 5, NULL));
+    cJSON_AddItemToArray(items, jobpool("ns1", "files", "u4", 1, 6, NULL));
+    assert_int_equal(pools_set_jobpools(ps, items), 0);
+    cJSON_Delete(items);
+    assert_int_equal(pools_count(ps), 5);
+    /* Served in order: the file's, then JobPools by namespace/name. */
+    const char *want[] = {"files", "a", "ns1/a", "ns1/files", "ns2/a"};
+    const char *want_ns[] = {NULL, "home", "ns1", "ns1", "ns2"};
+    const int want_max[] = {2, 5, 4, 6, 3};
+    for (size_t i = 0; i < 5; i++) {
+        const struct pool *p = pools_at(ps, i);
+        assert_true(p->served);
+        assert_string_equal(cfg_pool_id(p->cfg), want[i]);
+        if (want_ns[i]) assert_string_equal(p->cfg->namespace_, want_ns[i]);
+        else assert_null(p->cfg->namespace_);
+        assert_int_equal(p->cfg->max_active, want_max[i]);
+        for (size_t k = 0; k < i; k++)
+            assert_int_not_equal(pools_slot(c, p->cfg), pools_slot(c, pools_at(ps, k)->cfg));
+    }
+    pools_free(ps);
+    cfg_free(c);
 }
 
 static void test_status(void **state)
@@ -274,6 +313,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pool_set),
         cmocka_unit_test(test_pool_conn),
+        cmocka_unit_test(test_namespaces),
         cmocka_unit_test(test_status),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
