@@ -34,8 +34,12 @@ if render -f "$chart/ci/three-pools-values.yaml" > "$tmp/three.yaml" 2>"$tmp/err
   ok "three-pool example renders 3 pools, 2 replicas with a PodDisruptionBudget, credentials from existingSecret"
 else bad "three-pool example render"; cat "$tmp/err"; fi
 if render --set 'watchNamespaces={team-a}' > "$tmp/ns1.yaml" 2>"$tmp/err" && $check namespaces "$tmp/ns1.yaml" team-a; then
-  ok "one watchNamespace: the Role, RoleBinding, Lease and the config's namespace in it, no ClusterRole"
+  ok "one watchNamespace: a Role and RoleBinding there (Jobs, Pods, Events, JobPools) and in the release namespace (the Lease, the file's pools), no ClusterRole"
 else bad "one watchNamespace"; cat "$tmp/err"; fi
+if render --set 'watchNamespaces={team-a,jobpool,team-b}' > "$tmp/ns3.yaml" 2>"$tmp/err" &&
+   $check namespaces "$tmp/ns3.yaml" team-a jobpool team-b; then
+  ok "three watchNamespaces, the release's among them: a Role in each, JobPool rules where listed, the Lease's in the release namespace only"
+else bad "three watchNamespaces"; cat "$tmp/err"; fi
 # Shipped worker templates: the chart's defaults, its ci/ values and docs/examples.
 $check config "$tmp/defaults.yaml" > "$tmp/defaults.cfg"; $check config "$tmp/three.yaml" > "$tmp/three.cfg"
 if $check restricted "$tmp/defaults.cfg" "$tmp/three.cfg" "$root"/docs/examples/*.yaml; then
@@ -47,8 +51,7 @@ else ok "negative control: a bare template fails the restricted check"; fi
 # The workers' broker login reaches every Job by reference: the controller's by default, the
 # workers' own, or an existing Secret; in the Jobs' namespace; never a password in the config.
 for c in "default|jobpool|no|" "own user|jobpool-worker|yes|--set workers.auth.username=w --set workers.auth.password=S3cr:t@x/%y" \
-         "existing Secret|tasks-login|no|--set workers.auth.existingSecret=tasks-login" \
-         "Jobs in another namespace|jobpool-worker|yes|--set watchNamespaces={team-a}"; do
+         "existing Secret|tasks-login|no|--set workers.auth.existingSecret=tasks-login"; do
   IFS='|' read -r what name made flags <<<"$c"
   # shellcheck disable=SC2086
   if render $flags > "$tmp/w.yaml" 2>"$tmp/err" && $check workers "$tmp/w.yaml" "$name" "$made"; then
@@ -138,9 +141,7 @@ reject "a pool without a jobTemplate" "at '/pools/0': missing property 'jobTempl
   "pools: [{name: a, queue: q, maxActive: 2}]"
 reject "no credentials" "rabbitmq.auth: set existingSecret, or a password" "rabbitmq: {auth: {password: ''}}"
 reject "a workers' user without a password" "workers.auth: set both username and password" "workers: {auth: {username: w}}"
-reject "Jobs in another namespace with only an existing controller Secret" "workers.auth.existingSecret: the Jobs run in namespace team-a" \
-  "{watchNamespaces: [team-a], rabbitmq: {auth: {existingSecret: creds}}}"
-reject "two watchNamespaces (the controller works in one)" "at '/watchNamespaces': maxItems" "watchNamespaces: [a, b]"
+reject "a watchNamespace listed twice" "at '/watchNamespaces': items at 0 and 1 are equal" "watchNamespaces: [a, a]"
 
 # -- README table and schema against readme-generator-for-helm ----------------------------------
 cp -r "$chart" "$tmp/chart"

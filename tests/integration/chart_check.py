@@ -3,7 +3,7 @@
 
   chart_check.py defaults FILE           the default render: objects, RBAC, Deployment, config
   chart_check.py three-pools FILE        the three-pool example render
-  chart_check.py namespaces FILE NS      RBAC, Lease and config for watchNamespaces [NS]
+  chart_check.py namespaces FILE NS...   RBAC, Lease and config for watchNamespaces [NS...]
   chart_check.py restricted CONFIG...    every pool's jobTemplate passes Pod Security "restricted"
   chart_check.py workers FILE SECRET [CREATED]   the workers' login: rabbitmq.workerSecret names
                                          SECRET; CREATED=yes: the chart renders it, in the Jobs'
@@ -45,16 +45,54 @@ def one(objs, kind):
 
 # Exactly the calls controller/src/kube.c makes: Jobs created, listed, watched (the cache), read
 # (a live check before a pending-timeout delete) and deleted; Pods listed and watched; Events
-# created; the one Lease read and renewed. The chart creates the Lease, so there is no create on
-# leases (it could not be limited to one name).
-WANT_RULES = {
+# created (where workers run); JobPools listed and watched, their status patched (where they are
+# served); the one Lease read and renewed (in the release namespace only). The chart creates the
+# Lease, so there is no create on leases (it could not be limited to one name).
+WORKER_RULES = {
     ("batch", "jobs", None): ["create", "get", "list", "watch", "delete"],
     ("", "pods", None): ["list", "watch"],
     ("", "events", None): ["create"],
-    ("coordination.k8s.io", "leases", "LEASE"): ["get", "update"],
+}
+JOBPOOL_RULES = {
     ("jobpool.dev", "jobpools", None): ["list", "watch"],
     ("jobpool.dev", "jobpools/status", None): ["patch"],
 }
+LEASE_RULES = {("coordination.k8s.io", "leases", "LEASE"): ["get", "update"]}
+
+
+def rbac(objs, release_ns, watch, lease):
+    """The RBAC for watchNamespaces=watch: no list, a ClusterRole with the worker and JobPool rules
+    and a Role with the Lease's in the release namespace; a list, a Role in each listed namespace
+    and in the release one, with the rules each needs, and nothing cluster-wide. Each bound to the
+    chart's ServiceAccount."""
+    sa = one(objs, "ServiceAccount")
+    subj = [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": release_ns}]
+    want = {}  # (kind, namespace) -> rules
+    if not watch:
+        want[("ClusterRole", None)] = {**WORKER_RULES, **JOBPOOL_RULES}
+        want[("Role", release_ns)] = dict(LEASE_RULES)
+    else:
+        for ns in set(watch) | {release_ns}:
+            r = dict(WORKER_RULES)
+            if ns in watch:
+                r.update(JOBPOOL_RULES)
+            if ns == release_ns:
+                r.update(LEASE_RULES)
+            want[("Role", ns)] = r
+    got = {(o["kind"], o["metadata"].get("namespace")): o for o in find(objs, "Role") + find(objs, "ClusterRole")}
+    check(set(got) == set(want), "roles rendered: %r, want %r" % (sorted(got, key=str), sorted(want, key=str)))
+    for k, r in want.items():
+        if k in got:
+            have = rules_of(got[k], lease)
+            check(have == r, "%s in %s: rules %r, want %r" % (k[0], k[1], have, r))
+    binds = {(o["kind"], o["metadata"].get("namespace")): o for o in find(objs, "RoleBinding") + find(objs, "ClusterRoleBinding")}
+    check(set(binds) == {(k + "Binding", ns) for k, ns in want}, "bindings rendered: %r" % sorted(binds, key=str))
+    for (kind, ns), b in binds.items():
+        role = got.get((kind[:-len("Binding")], ns), {})
+        check(b.get("roleRef", {}).get("kind") == kind[:-len("Binding")] and
+              b["roleRef"].get("name") == role.get("metadata", {}).get("name"),
+              "the %s in %s does not bind its role" % (kind, ns))
+        check(b.get("subjects") == subj, "%s in %s subjects: %r" % (kind, ns, b.get("subjects")))
 
 
 def rules_of(role, lease):
@@ -91,8 +129,6 @@ def common(objs, release):
             check(k in labels, "%s/%s lacks label %s" % (o["kind"], o["metadata"]["name"], k))
         check(labels.get("app.kubernetes.io/instance") == release,
               "%s: app.kubernetes.io/instance is not %s" % (o["kind"], release))
-    for kind in ("ClusterRoleBinding",):
-        check(not find(objs, kind), "no %s may be rendered" % kind)
     for r in find(objs, "Role") + find(objs, "ClusterRole"):
         for rule in r.get("rules", []):
             check("secrets" not in rule["resources"], "%s grants access to secrets" % r["kind"])
@@ -134,8 +170,10 @@ def common(objs, release):
     check(cfg_le.get("enabled") is True, "leader election is off, so a rolling update could run two controllers: %r" % cfg_le)
     lease = one(objs, "Lease")
     check(lease.get("metadata", {}).get("name") == cfg_le.get("leaseName"), "the chart's Lease is not the config's leaseName")
-    for r in find(objs, "Role"):
-        check(rules_of(r, cfg_le.get("leaseName")) == WANT_RULES, "Role rules differ: %r" % rules_of(r, cfg_le.get("leaseName")))
+    check(lease.get("metadata", {}).get("namespace") == one(objs, "ServiceAccount")["metadata"]["namespace"],
+          "the Lease is not in the release namespace")
+    rbac(objs, one(objs, "ServiceAccount")["metadata"]["namespace"],
+         config_of(objs).get("kubernetes", {}).get("watchNamespaces") or [], cfg_le.get("leaseName"))
     mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
     check("/etc/jobpool/config.yaml" in mounts, "the config is not mounted at /etc/jobpool/config.yaml")
     cfg = config_of(objs)
@@ -152,27 +190,23 @@ def common(objs, release):
 def defaults(path):
     objs = load(path)
     kinds = sorted(o["kind"] for o in objs)
-    check(kinds == sorted(["ServiceAccount", "Secret", "ConfigMap", "Role", "RoleBinding", "Deployment", "Service",
-                           "Lease"]), "default objects: %r" % kinds)
+    check(kinds == sorted(["ServiceAccount", "Secret", "ConfigMap", "ClusterRole", "ClusterRoleBinding", "Role",
+                           "RoleBinding", "Deployment", "Service", "Lease"]), "default objects: %r" % kinds)
     dep, c, cfg = common(objs, "jobpool")
     check(dep["spec"]["replicas"] == 1, "default replicas is not 1")
     check(not find(objs, "PodDisruptionBudget"), "a PodDisruptionBudget with one replica would block every drain")
     check(c.get("image") == "localhost/jobpool-controller:0.1.0",
           "the default image is not what make images tags (tests/env/images.sh): %s" % c.get("image"))
-    role = one(objs, "Role")
-    rb = one(objs, "RoleBinding")
-    check(rb.get("roleRef", {}).get("kind") == "Role" and rb["roleRef"]["name"] == role["metadata"]["name"],
-          "the RoleBinding does not bind the Role")
-    sa = one(objs, "ServiceAccount")
-    check(rb.get("subjects") == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
-                                  "namespace": sa["metadata"]["namespace"]}], "RoleBinding subjects: %r" % rb.get("subjects"))
-    check(role["metadata"]["namespace"] == sa["metadata"]["namespace"], "the Role is not in the release namespace")
     check("namespace" not in cfg.get("kubernetes", {}),
           "config names a namespace: a kustomize overlay that moves the objects would leave the Jobs behind")
+    check("watchNamespaces" not in cfg.get("kubernetes", {}), "the defaults limit JobPools to some namespaces")
     pools = cfg.get("pools", [])
     check(len(pools) == 1 and pools[0].get("maxActive") == 10, "default pools: %r" % pools)
-    check(cfg.get("kubernetes", {}).get("instance") == "jobpool", "config kubernetes.instance is not the release's")
-    check(cfg.get("leaderElection", {}).get("leaseName") == "jobpool-leader", "the Lease is not <instance>-leader")
+    # Watching every namespace, the instance label carries the release namespace: a release of the
+    # same name elsewhere sees the same namespaces and must not count these Jobs as its own.
+    check(cfg.get("kubernetes", {}).get("instance") == "jobpool-jobpool",
+          "config kubernetes.instance is not <release namespace>-<release>: %r" % cfg.get("kubernetes", {}).get("instance"))
+    check(cfg.get("leaderElection", {}).get("leaseName") == "jobpool-leader", "the Lease is not <release>-leader")
     sec = one(objs, "Secret")
     check(set(sec.get("data", {})) == {"username", "password"}, "Secret keys: %r" % list(sec.get("data", {})))
 
@@ -198,16 +232,14 @@ def three_pools(path):
 
 
 def namespaces(path, nss):
-    """watchNamespaces=[NS]: the Role, its binding, the Lease and the Jobs all in NS, and nothing
-    anywhere else; no cluster-scoped object."""
+    """watchNamespaces=[NS...]: a Role and its binding in each and in the release namespace, the
+    Lease in the release namespace, the config listing NS...; no cluster-scoped object."""
     objs = load(path)
     common(objs, "jobpool")
-    check(not find(objs, "ClusterRole"), "a ClusterRole is rendered")
-    ns = nss[0]
-    for kind in ("Role", "RoleBinding", "Lease"):
-        got = [o["metadata"]["namespace"] for o in find(objs, kind)]
-        check(got == [ns], "%s namespaces: %r, want [%s]" % (kind, got, ns))
-    check(config_of(objs).get("kubernetes", {}).get("namespace") == ns, "config namespace is not %s" % ns)
+    check(not find(objs, "ClusterRole") and not find(objs, "ClusterRoleBinding"), "a cluster-scoped role is rendered")
+    k = config_of(objs).get("kubernetes", {})
+    check(k.get("watchNamespaces") == nss, "config watchNamespaces is %r, want %r" % (k.get("watchNamespaces"), nss))
+    check("namespace" not in k, "the config names a namespace: the controller's is the release's")
 
 
 def workers(path, name, created):
@@ -215,7 +247,7 @@ def workers(path, name, created):
     cfg = config_of(objs)
     ws = cfg.get("rabbitmq", {}).get("workerSecret", {})
     check(ws.get("name") == name, "rabbitmq.workerSecret.name is %r, want %r" % (ws.get("name"), name))
-    jobs_ns = cfg.get("kubernetes", {}).get("namespace") or one(objs, "ServiceAccount")["metadata"]["namespace"]
+    jobs_ns = one(objs, "ServiceAccount")["metadata"]["namespace"]
     secrets = [o for o in find(objs, "Secret", name)]
     if created == "yes":
         check(len(secrets) == 1 and secrets[0]["metadata"]["namespace"] == jobs_ns,

@@ -32,27 +32,38 @@ would give two releases the same objects, Lease and instance label). */}}
 {{- include "jobpool.fit" (list ($full | trimSuffix "-") "") -}}
 {{- end -}}
 
-{{/* The namespace the controller works in: its Jobs, Events and Lease. */}}
+{{/* The namespace the controller works in: its Lease, and the Jobs of the pools of its own file
+(values.pools). A JobPool's Jobs live in the JobPool's namespace. */}}
 {{- define "jobpool.namespace" -}}
-{{- default .Release.Namespace (first (default list .Values.watchNamespaces)) -}}
+{{- .Release.Namespace -}}
 {{- end -}}
 
-{{/* This release's name in the namespace it works in: the controller's kubernetes.instance (the
-label on its Jobs; the controller takes 56 characters at most), and the base of the Lease and
-Role names there. The full name, unique among the releases of that namespace; prefixed by the
-release namespace when the release works in another one, so that a release of the same name
-installed there cannot collide with it. */}}
+{{/* True ("true") when the controller works beyond the release namespace: JobPools in every
+namespace (watchNamespaces empty), or a listed namespace other than the release's. */}}
+{{- define "jobpool.beyond" -}}
+{{- $beyond := not .Values.watchNamespaces -}}
+{{- range .Values.watchNamespaces }}{{ if ne . $.Release.Namespace }}{{ $beyond = true }}{{ end }}{{ end -}}
+{{- if $beyond }}true{{ end -}}
+{{- end -}}
+
+{{/* This release's name among the releases whose Jobs it may see: the controller's
+kubernetes.instance (the label on its Jobs; the controller takes 56 characters at most), the
+ClusterRole's name, and the base of the Role names. The full name; prefixed by the release
+namespace when the controller works beyond it, so that a release of the same name in another
+namespace, which may watch the same namespaces, never counts this one's Jobs as its own. */}}
 {{- define "jobpool.instance" -}}
 {{- $name := include "jobpool.fullname" . -}}
-{{- if ne (include "jobpool.namespace" .) .Release.Namespace -}}
+{{- if include "jobpool.beyond" . -}}
 {{- $name = printf "%s-%s" .Release.Namespace $name -}}
 {{- end -}}
 {{- include "jobpool.fit" (list $name "" 56) -}}
 {{- end -}}
 
-{{/* The Lease: the controller's own default for the instance, <instance>-leader. */}}
+{{/* The Lease: <full name>-leader in the release namespace. Not derived from the instance, so
+that an upgrade which changes the instance still hands over through the same Lease (two
+controllers never run at once). */}}
 {{- define "jobpool.leaseName" -}}
-{{- default (printf "%s-leader" (include "jobpool.instance" .)) .Values.leaderElection.leaseName -}}
+{{- default (printf "%s-leader" (include "jobpool.fit" (list (include "jobpool.fullname" .) "" 56))) .Values.leaderElection.leaseName -}}
 {{- end -}}
 
 {{/* The workers' broker login, as rabbitmq.workerSecret: {name, usernameKey, passwordKey}. In order:
@@ -66,10 +77,8 @@ another one, since a secretKeyRef reads the pod's own namespace). */}}
 {{- toJson (dict "name" $w.existingSecret "usernameKey" $w.usernameKey "passwordKey" $w.passwordKey) -}}
 {{- else if $w.username -}}
 {{- toJson (dict "name" (include "jobpool.fit" (list (include "jobpool.fullname" .) "-worker")) "usernameKey" "username" "passwordKey" "password" "create" true "username" $w.username "password" $w.password) -}}
-{{- else if eq (include "jobpool.namespace" .) .Release.Namespace -}}
-{{- toJson (dict "name" (include "jobpool.secretName" .) "usernameKey" $r.usernameKey "passwordKey" $r.passwordKey) -}}
 {{- else -}}
-{{- toJson (dict "name" (include "jobpool.fit" (list (include "jobpool.fullname" .) "-worker")) "usernameKey" "username" "passwordKey" "password" "create" true "username" $r.username "password" $r.password) -}}
+{{- toJson (dict "name" (include "jobpool.secretName" .) "usernameKey" $r.usernameKey "passwordKey" $r.passwordKey) -}}
 {{- end -}}
 {{- end -}}
 
@@ -214,9 +223,6 @@ tests/integration/chart-limits.test.sh proves the chart and the controller agree
 {{- if and (not $w.existingSecret) (ne (not $w.username) (not $w.password)) -}}
 {{- fail "workers.auth: set both username and password (or existingSecret, or neither: the workers then use the controller's login)" -}}
 {{- end -}}
-{{- if and (not $w.existingSecret) (not $w.username) .Values.rabbitmq.auth.existingSecret (ne (include "jobpool.namespace" .) .Release.Namespace) -}}
-{{- fail (printf "workers.auth.existingSecret: the Jobs run in namespace %s, where rabbitmq.auth.existingSecret is not; name a Secret there for the workers" (include "jobpool.namespace" .)) -}}
-{{- end -}}
 {{- end -}}
 
 {{/* The controller's config file (docs/config.md), rendered from the values, in the order of
@@ -256,14 +262,16 @@ rabbitmq:
   consumerTimeout: {{ .Values.rabbitmq.consumerTimeout | quote }}
 kubernetes:
   inCluster: true
-  {{- with .Values.watchNamespaces }}
-  namespace: {{ first . }}
-  {{- end }}
   # Labels this release's Jobs; the controller counts and deletes only its own.
   instance: {{ include "jobpool.instance" . }}
-  # JobPool objects are read where the Jobs are created.
+  {{- with .Values.watchNamespaces }}
+  # JobPools (and their Jobs) in these namespaces only; the RBAC is a Role in each.
   watchNamespaces:
-    - {{ first .Values.watchNamespaces | default .Release.Namespace }}
+    {{- toYaml . | nindent 4 }}
+  {{- else }}
+  # No watchNamespaces: JobPools in every namespace, each pool's Jobs in its JobPool's namespace
+  # (a ClusterRole).
+  {{- end }}
 # Always on, even with one replica: during a rollout the new pod waits for the Lease while the
 # old one still works, so an upgrade never runs two controllers at once, nor none.
 leaderElection:
@@ -282,7 +290,8 @@ pools:{{ if not .Values.pools }} []{{ end }}
 
 {{/* RBAC: exactly the calls the controller makes (controller/src/kube.c); nothing cluster-wide,
 no Secrets. */}}
-{{- define "jobpool.rules" }}
+{{/* What the controller does in a namespace where pools' workers run. */}}
+{{- define "jobpool.workerRules" }}
 # Workers are Jobs: the controller starts one per waiting message (create), keeps its pools'
 # Jobs in a watch cache (list, watch), re-reads a Job it is about to delete for a pendingTimeout
 # (get: the cache may be stale) and removes finished or stuck ones (delete).
@@ -297,6 +306,10 @@ no Secrets. */}}
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- end }}
+
+{{/* What the controller does in a namespace whose JobPools it serves. */}}
+{{- define "jobpool.jobpoolRules" }}
 # Pools may be JobPool objects: the controller watches them, lists them when one changed, and
 # writes their status.
 - apiGroups: ["jobpool.dev"]
@@ -305,6 +318,16 @@ no Secrets. */}}
 - apiGroups: ["jobpool.dev"]
   resources: ["jobpools/status"]
   verbs: ["patch"]
+{{- include "jobpool.connectionSecretRules" . }}
+{{- end }}
+
+{{/* spec.connectionSecretRef: the rule that lets the controller read the Secrets JobPools name
+(get, in the JobPools' namespaces) belongs here; empty until the controller reads them. */}}
+{{- define "jobpool.connectionSecretRules" }}
+{{- end }}
+
+{{/* Leader election, in the release namespace only. */}}
+{{- define "jobpool.leaseRules" }}
 # Leader election: the chart creates the Lease (create cannot be limited by resourceNames, so the
 # controller is given no create at all); the controller reads and renews that one Lease only.
 - apiGroups: ["coordination.k8s.io"]
@@ -312,3 +335,20 @@ no Secrets. */}}
   resourceNames: [{{ include "jobpool.leaseName" . | quote }}]
   verbs: ["get", "update"]
 {{- end }}
+
+{{/* labels and annotations of the RBAC objects (under metadata). */}}
+{{- define "jobpool.rbacMeta" -}}
+labels:
+  {{- include "jobpool.labels" . | nindent 2 }}
+{{- with .Values.commonAnnotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{- define "jobpool.rbacSubject" -}}
+subjects:
+  - kind: ServiceAccount
+    name: {{ include "jobpool.serviceAccountName" . }}
+    namespace: {{ .Release.Namespace }}
+{{- end -}}
