@@ -108,23 +108,28 @@ pools:
 V
 if out=$("$helm" install jobpool "$chart" -n "$ns" -f "$tmp/values.yaml" 2>&1) && grep -q 'STATUS: deployed' <<<"$out"; then
   missing=()
-  for o in serviceaccount/jobpool secret/jobpool configmap/jobpool role/jobpool rolebinding/jobpool \
+  for o in serviceaccount/jobpool secret/jobpool configmap/jobpool "role/$ns-jobpool" "rolebinding/$ns-jobpool" \
+           "clusterrole/$ns-jobpool" "clusterrolebinding/$ns-jobpool" \
            lease.coordination.k8s.io/jobpool-leader deployment/jobpool service/jobpool-metrics; do
     "$kubectl" -n "$ns" get "$o" >/dev/null 2>&1 || missing+=("$o")
   done
-  if [ ${#missing[@]} -eq 0 ]; then ok "helm install created the ServiceAccount, Secret, ConfigMap, Role, RoleBinding, Lease, Deployment and Service"
+  if [ ${#missing[@]} -eq 0 ]; then ok "helm install created the ServiceAccount, Secret, ConfigMap, ClusterRole, ClusterRoleBinding, Role, RoleBinding, Lease, Deployment and Service"
   else bad "helm install: missing ${missing[*]}"; fi
-  "$kubectl" -n "$ns" get role jobpool -o yaml > "$tmp/role.yaml"
-  if python3 - "$tmp/role.yaml" <<'PY'
+  "$kubectl" -n "$ns" get role "$ns-jobpool" -o yaml > "$tmp/role.yaml"
+  "$kubectl" get clusterrole "$ns-jobpool" -o yaml > "$tmp/clusterrole.yaml"
+  if python3 - "$tmp/role.yaml" "$tmp/clusterrole.yaml" <<'PY'
 import sys, yaml
-r = yaml.safe_load(open(sys.argv[1]))
-got = {(g, res, tuple(v.get("resourceNames") or ())): v["verbs"] for v in r["rules"] for g in v["apiGroups"] for res in v["resources"]}
-want = {("batch", "jobs", ()): ["create", "get", "list", "watch", "delete"], ("", "pods", ()): ["list", "watch"],
-        ("", "events", ()): ["create"], ("coordination.k8s.io", "leases", ("jobpool-leader",)): ["get", "update"],
-        ("jobpool.dev", "jobpools", ()): ["list", "watch"], ("jobpool.dev", "jobpools/status", ()): ["patch"]}
-sys.exit(0 if got == want else "server-side Role rules: %r" % got)
+def rules(p):
+    r = yaml.safe_load(open(p))
+    return {(g, res, tuple(v.get("resourceNames") or ())): v["verbs"] for v in r["rules"] for g in v["apiGroups"] for res in v["resources"]}
+want_role = {("coordination.k8s.io", "leases", ("jobpool-leader",)): ["get", "update"]}
+want_cluster = {("batch", "jobs", ()): ["create", "get", "list", "watch", "delete"], ("", "pods", ()): ["list", "watch"],
+                ("", "events", ()): ["create"],
+                ("jobpool.dev", "jobpools", ()): ["list", "watch"], ("jobpool.dev", "jobpools/status", ()): ["patch"]}
+got = (rules(sys.argv[1]), rules(sys.argv[2]))
+sys.exit(0 if got == (want_role, want_cluster) else "server-side rules: %r" % (got,))
 PY
-  then ok "the Role stored by the API server has exactly the six rules (the Lease by name)"; else bad "Role rules on the server differ"; fi
+  then ok "the stored ClusterRole has exactly the five workload and JobPool rules, the Role only the Lease's (by name)"; else bad "RBAC rules on the server differ"; fi
   # An upgrade with a value the controller would reject never reaches the cluster, and the
   # stored rollout keeps the old pod until the new one is ready (no kubelet here runs pods, so
   # the rollout itself cannot be watched; what the API server's Deployment controller is given
@@ -184,19 +189,27 @@ if sa_kubeconfig "$ns" jobpool "$tmp/sa"; then
     || bad "the ServiceAccount token can read ConfigMaps"
   allowed=0 denied=0 before=$fail
   for q in "create jobs" "get jobs" "list jobs" "watch jobs" "delete jobs" "list pods" "watch pods" \
-           "create events" "get leases/jobpool-leader" "update leases/jobpool-leader"; do
+           "create events" "list jobpools" "watch jobpools" "patch jobpools --subresource=status" \
+           "get leases/jobpool-leader" "update leases/jobpool-leader"; do
     expect yes $q -n "$ns" && allowed=$((allowed + 1))
+  done
+  # By default JobPools are served in every namespace: Jobs, Pods, Events and JobPools anywhere.
+  for q in "create jobs -n default" "delete jobs -n default" "list jobs --all-namespaces" \
+           "watch pods --all-namespaces" "list jobpools --all-namespaces" "patch jobpools --subresource=status -n default" \
+           "create events -n default"; do
+    expect yes $q && allowed=$((allowed + 1))
   done
   for q in "get secrets" "list secrets" "watch secrets" "update jobs" "patch jobs" "create pods" \
            "get pods" "delete pods" "create deployments" "patch events" "create leases" "get leases/other" \
-           "update leases/other" "delete leases/jobpool-leader" "get configmaps" "create rolebindings"; do
+           "update leases/other" "delete leases/jobpool-leader" "get configmaps" "create rolebindings" \
+           "create jobpools" "update jobpools" "delete jobpools" "update jobpools --subresource=status"; do
     expect no $q -n "$ns" && denied=$((denied + 1))
   done
-  for q in "create jobs -n default" "list jobs -n default" "get secrets -n default" \
-           "list jobs --all-namespaces" "create jobs -n kube-system" "list namespaces" "list nodes"; do
+  for q in "get secrets -n default" "list secrets --all-namespaces" "get leases/jobpool-leader -n default" \
+           "update leases/jobpool-leader -n default" "list namespaces" "list nodes"; do
     expect no $q && denied=$((denied + 1))
   done
-  [ "$fail" -eq "$before" ] && ok "kubectl auth can-i as the ServiceAccount: $allowed needed verbs allowed; $denied denied (Secrets, unused verbs, other Leases, other namespaces, cluster scope)"
+  [ "$fail" -eq "$before" ] && ok "kubectl auth can-i as the ServiceAccount: $allowed needed verbs allowed (Jobs, Pods, Events, JobPools in every namespace; the Lease); $denied denied (Secrets, unused verbs, other Leases, the Lease elsewhere, namespaces, nodes)"
 
   # A full reconcile pass, out of cluster, with only that token: the installed ConfigMap's config
   # with the in-cluster settings swapped for the token's kubeconfig.
@@ -256,26 +269,28 @@ PY
   mgmt -X DELETE "$JOBPOOL_TEST_MGMT_URL/api/queues/%2F/$q" >/dev/null
 else bad "no token Secret appeared for ServiceAccount jobpool"; fi
 
-# -- watchNamespaces: the one namespace the controller works in ---------------------------------
+# -- watchNamespaces: Roles in the listed namespaces, nothing cluster-wide ------------------------
 ns2=$ns-x
 newns "$ns2"
 if out=$("$helm" install other "$chart" -n "$ns" --set "watchNamespaces={$ns2}" 2>&1); then
   if sa_kubeconfig "$ns" other-jobpool "$tmp/sa2"; then
     sakc=$tmp/sa2/kubeconfig before=$fail
-    lease=$ns-other-jobpool-leader
-    expect yes create jobs -n "$ns2"; expect yes update "leases/$lease" -n "$ns2"
-    expect no create jobs -n "$ns"; expect no create jobs -n default; expect no get secrets -n "$ns2"
-    expect no list jobs --all-namespaces; expect no update "leases/$lease" -n "$ns"
-    "$kubectl" -n "$ns2" get lease "$lease" >/dev/null 2>&1 || bad "no Lease $lease in $ns2"
-    "$kubectl" -n "$ns2" get secret other-jobpool-worker >/dev/null 2>&1 || bad "no workers' Secret other-jobpool-worker in $ns2"
-    [ "$fail" -eq "$before" ] && ok "watchNamespaces=$ns2: Jobs and the Lease there only, nothing elsewhere, no Secrets; a second release beside the first"
+    lease=other-jobpool-leader
+    expect yes create jobs -n "$ns2"; expect yes list jobpools -n "$ns2"; expect yes patch jobpools --subresource=status -n "$ns2"
+    expect yes create jobs -n "$ns"; expect yes update "leases/$lease" -n "$ns"
+    expect no list jobpools -n "$ns"; expect no create jobs -n default; expect no get secrets -n "$ns2"
+    expect no list jobs --all-namespaces; expect no list jobpools --all-namespaces; expect no update "leases/$lease" -n "$ns2"
+    "$kubectl" -n "$ns" get lease "$lease" >/dev/null 2>&1 || bad "no Lease $lease in $ns"
+    "$kubectl" get clusterrole "$ns-other-jobpool" >/dev/null 2>&1 && bad "a ClusterRole was installed with watchNamespaces"
+    [ "$fail" -eq "$before" ] && ok "watchNamespaces=$ns2: Jobs and JobPools there, the file's Jobs and the Lease in the release namespace, nothing elsewhere, no Secrets, nothing cluster-wide; a second release beside the first"
   else bad "no token for ServiceAccount other-jobpool"; fi
   "$helm" uninstall other -n "$ns" >/dev/null 2>&1
 else bad "helm install with watchNamespaces failed:"; echo "$out" | sed 's/^/    /'; fi
 
 # -- helm uninstall ------------------------------------------------------------------------------
-if "$helm" uninstall jobpool -n "$ns" >/dev/null 2>&1 && ! "$kubectl" -n "$ns" get role jobpool >/dev/null 2>&1 \
-   && ! "$kubectl" -n "$ns" get deployment jobpool >/dev/null 2>&1; then ok "helm uninstall removed the objects"
+if "$helm" uninstall jobpool -n "$ns" >/dev/null 2>&1 && ! "$kubectl" -n "$ns" get role "$ns-jobpool" >/dev/null 2>&1 \
+   && ! "$kubectl" get clusterrole "$ns-jobpool" >/dev/null 2>&1 \
+   && ! "$kubectl" -n "$ns" get deployment jobpool >/dev/null 2>&1; then ok "helm uninstall removed the objects (the ClusterRole too)"
 else bad "helm uninstall left objects behind"; fi
 
 echo "chart.kube: $pass passed, $fail failed"
