@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <cjson/cJSON.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,8 +63,8 @@ static void test_pool_order(void **state)
     (void)state;
     struct kube_job j;
     memset(&j, 0, sizeof j);
-    strcpy(j.ns, "ns1");
-    strcpy(j.pool, "b");
+    snprintf(j.ns, sizeof j.ns, "ns1");
+    snprintf(j.pool, sizeof j.pool, "b");
     assert_int_equal(kube_cache_cmp_pool(&j, "ns1", "b"), 0);
     assert_true(kube_cache_cmp_pool(&j, "ns2", "a") < 0);   /* namespace first */
     assert_true(kube_cache_cmp_pool(&j, "ns1", "c") < 0);
