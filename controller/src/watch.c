@@ -346,7 +346,7 @@ int watch_new(const struct kube_client *c, const struct watch_kind *kind,
     *out = NULL;
     static const struct watch_opts none = {0};
     if (!o) o = &none;
-    if (kind->rec_size > WATCH_REC_MAX || o->nnamespaces > 255) return JP_EINVAL;
+    if (kind->rec_size > WATCH_REC_MAX || o->nnamespaces > 256) return JP_EINVAL;
     struct watch *w = calloc(1, sizeof *w);
     if (!w) return JP_ENOMEM;
     int rc = JP_ENOMEM;

@@ -36,7 +36,8 @@ struct watch_kind {
 
 struct watch_opts {
     /* Namespaces to watch, one reflector each; NULL: the client's namespace only. "" watches
-     * every namespace with one reflector. At most 255. */
+     * every namespace with one reflector. At most 256 (a store has 256 sources):
+     * kubernetes.watchNamespaces (255) and the controller's own. */
     const char *const *namespaces;
     size_t nnamespaces;
     const char *label_selector; /* NULL: every object */

@@ -122,6 +122,19 @@ static void test_cache_namespaces(void **state)
     assert_string_equal(v[2], "ns2");
     free(v);
     cfg_free(c);
+    /* The most the config allows, none of them the controller's: 256 reflectors, as many as a
+     * store has sources (watch_new refuses more). */
+    char yaml[8192] = "kubernetes: {watchNamespaces: [";
+    size_t len = strlen(yaml);
+    for (int i = 0; i < 255; i++)
+        len += (size_t)snprintf(yaml + len, sizeof yaml - len, "%sn%d", i ? ", " : "", i);
+    snprintf(yaml + len, sizeof yaml - len, "]}\npools: []\n");
+    c = load(yaml);
+    assert_int_equal(backend_kube_cache_namespaces(c, "home", &v, &n), 0);
+    assert_int_equal(n, 256);
+    assert_string_equal(v[255], "n254");
+    free(v);
+    cfg_free(c);
 }
 
 int main(void)
