@@ -114,7 +114,8 @@ if run_env "$ns" jobpool helm; then
   no_secret_in_jobs "$ns" && ok "no Job holds the broker password as a literal (secretKeyRef only)" \
     || bad "a Job carries the broker password in clear"
   lbl=$("$kubectl" -n "$ns" get jobs -o jsonpath='{.items[*].metadata.labels.jobpool\.dev/instance}' | tr ' ' '\n' | sort -u | tr '\n' ' ')
-  [ "$lbl" = "jobpool " ] && ok "every Job carries the release's instance label (jobpool.dev/instance=jobpool)" \
+  # JobPools in every namespace (the default): the instance carries the release namespace.
+  [ "$lbl" = "$ns-jobpool " ] && ok "every Job carries the release's instance label (jobpool.dev/instance=$ns-jobpool)" \
     || bad "instance labels on the Jobs: '$lbl'"
 fi
 stop_pids
@@ -152,10 +153,10 @@ if out=$("$helm" install second "$root/charts/jobpool" --namespace "$ns" -f "$tm
     else bad "two releases: not drained (jobpool-example: $(counts jobpool-example), -2: $(counts jobpool-example-2))"; show_logs two-first; show_logs two-second; fi
     done_of() { "$kubectl" -n "$ns" get jobs -l "jobpool.dev/instance=$1" -o json |
       python3 -c 'import json,sys; print(sum(1 for j in json.load(sys.stdin)["items"] if (j.get("status") or {}).get("succeeded")))'; }
-    settled() { [ "$(done_of second-jobpool)" = 1 ] && [ "$(done_of jobpool)" = 9 ]; }
+    settled() { [ "$(done_of "$ns-second-jobpool")" = 1 ] && [ "$(done_of "$ns-jobpool")" = 9 ]; }
     if wait_until 60 settled; then
       ok "each release trimmed only its own history: second keeps 1 finished Job, the first all 9 of its own"
-    else bad "histories: second has $(done_of second-jobpool) finished Jobs (want 1), the first $(done_of jobpool) (want 9)"; fi
+    else bad "histories: second has $(done_of "$ns-second-jobpool") finished Jobs (want 1), the first $(done_of "$ns-jobpool") (want 9)"; fi
   fi
   stop_pids
   "$helm" uninstall second --namespace "$ns" >/dev/null 2>&1
@@ -214,11 +215,12 @@ if out=$("$kubectl" apply -k "$tmp/k/overlay" 2>&1); then
   got=$("$kubectl" kustomize "$tmp/k/overlay" | python3 -c '
 import sys, yaml
 objs = [o for o in yaml.safe_load_all(sys.stdin) if o]
-ns = {o["metadata"].get("namespace") for o in objs if o["kind"] not in ("Namespace", "CustomResourceDefinition")}
-subj = {s.get("namespace") for o in objs if o["kind"] == "RoleBinding" for s in o["subjects"]}
+cluster = ("Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding")
+ns = {o["metadata"].get("namespace") for o in objs if o["kind"] not in cluster}
+subj = {s.get("namespace") for o in objs if o["kind"] in ("RoleBinding", "ClusterRoleBinding") for s in o["subjects"]}
 cm = [yaml.safe_load(o["data"]["config.yaml"]) for o in objs if o["kind"] == "ConfigMap"][0]
 print(sorted(ns), sorted(subj), cm["kubernetes"].get("namespace"))')
-  [ "$got" = "['$kns'] ['$kns'] None" ] && ok "every object, the RoleBinding's subject and (by not naming one) the config follow the overlay's namespace" \
+  [ "$got" = "['$kns'] ['$kns'] None" ] && ok "every namespaced object, the bindings' subject and (by not naming one) the config follow the overlay's namespace" \
     || bad "the overlay left something behind: $got"
   declare_queue jobpool-example
   kb=(); for i in 1 2 3; do kb+=("jobpool-example:userpath-kustomize-$i"); done
