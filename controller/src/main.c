@@ -448,6 +448,12 @@ int main(int argc, char **argv)
     /* One malloc arena for every thread: the cache threads' short peaks (a list page) are then
      * reused by the loop instead of each thread keeping its own high-water mark. */
     mallopt(M_ARENA_MAX, 1);
+    /* Fixed thresholds instead of glibc's sliding ones: a block of 128 KiB or more (the tick's
+     * snapshot, a list page's buffer, the hash tables) is its own mapping, given back when
+     * freed or moved, instead of raising the threshold to its size and leaving holes of that
+     * size in the heap once it is freed; and free heap above 256 KiB goes back at once. */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 256 * 1024);
     if (argc >= 2 && strcmp(argv[1], "convert") == 0) return keda_convert_main(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "status") == 0) return status_main(argc - 1, argv + 1, stdout);
     struct flags f = {0};
