@@ -59,6 +59,7 @@ struct reconcile {
     size_t orphans_logged;       /* active orphans last said in the log */
     int64_t act_delay_ms;        /* tests only (JOBPOOL_TEST_ACT_DELAY_MS): see reconcile_new */
     bool fenced;                 /* the gate said no mid-pass: act no more this pass */
+    int64_t probe_every_ms;      /* between-tick queue probe period (reconcile_run) */
 };
 
 static void state_free(struct pool_state *ps)
@@ -706,12 +707,48 @@ static void sleep_until(int64_t deadline, volatile sig_atomic_t *stop, volatile 
     }
 }
 
+/* With depthSource amqp the queues are probed between ticks (rmq_probe: one pipelined run of
+ * passive declares), and a message that arrived since the last tick starts the next pass at
+ * once instead of up to pollInterval later. The probe runs every PROBE_MIN_MS, or every
+ * PROBE_COST_SHARE times its own last cost when that is longer (many pools), so it takes at
+ * most a tenth of the loop's time; a failed probe waits for the next tick, which reads and
+ * logs the failure. Returns true when the queues grew. */
+#define PROBE_MIN_MS 100
+#define PROBE_COST_SHARE 10
+static bool wait_probing(struct reconcile *r, int64_t deadline, volatile sig_atomic_t *stop,
+                         volatile sig_atomic_t *wake)
+{
+    int64_t at = util_now_ms() + r->probe_every_ms;
+    for (;;) {
+        sleep_until(at < deadline ? at : deadline, stop, wake);
+        int64_t t0 = util_now_ms();
+        if (*stop || (wake && *wake) || t0 >= deadline) return false;
+        bool grew = false;
+        int rc = rmq_probe(r->rmq, &grew);
+        int64_t cost = util_now_ms() - t0;
+        r->probe_every_ms = cost * PROBE_COST_SHARE > PROBE_MIN_MS ? cost * PROBE_COST_SHARE
+                                                                   : PROBE_MIN_MS;
+        if (rc) {
+            log_debug("queue probe failed (%s): waiting for the next tick", jp_errname(rc));
+            sleep_until(deadline, stop, wake);
+            return false;
+        }
+        if (grew) {
+            log_debug("a queue grew since the last tick: reconciling now");
+            return true;
+        }
+        at = util_now_ms() + r->probe_every_ms;
+    }
+}
+
 int reconcile_run(struct reconcile *r, volatile sig_atomic_t *stop, volatile sig_atomic_t *wake)
 {
     /* A worker exiting frees a slot; a prompt extra pass refills it, but not more often than
      * this, so that a storm of exits cannot turn into a storm of API reads. */
     const int64_t min_gap_ms = 20;
+    bool probe = r->rmq && r->cfg->rabbitmq.depth_source == CFG_DEPTH_AMQP;
     int64_t next = util_now_ms();
+    r->probe_every_ms = PROBE_MIN_MS;
     while (!*stop) {
         int64_t started = util_now_ms();
         if (wake) *wake = 0;
@@ -724,8 +761,10 @@ int reconcile_run(struct reconcile *r, volatile sig_atomic_t *stop, volatile sig
             metrics_set_ready(r->m, true);
         }
         next = started + r->cfg->poll_interval_ms;
-        sleep_until(next, stop, wake);
-        if (wake && *wake && !*stop) sleep_until(started + min_gap_ms, stop, NULL);
+        /* A follower does not act, so it has nothing to wake early for. */
+        bool grew = act && probe ? wait_probing(r, next, stop, wake)
+                                 : (sleep_until(next, stop, wake), false);
+        if ((grew || (wake && *wake)) && !*stop) sleep_until(started + min_gap_ms, stop, NULL);
     }
     return 0;
 }

@@ -63,7 +63,9 @@ void reconcile_free(struct reconcile *r);
 int reconcile_pass(struct reconcile *r);
 
 /* Run passes every pollInterval until *stop is set. *wake (may be NULL) set from a signal
- * handler (SIGCHLD) asks for an early pass. Returns 0. The loop never sleeps past a signal. */
+ * handler (SIGCHLD) asks for an early pass. With depthSource amqp the named queues are probed
+ * between passes (rmq_probe, every 100 ms or ten times the probe's cost) and a queue that grew
+ * starts the next pass at once. Returns 0. The loop never sleeps past a signal. */
 int reconcile_run(struct reconcile *r, volatile sig_atomic_t *stop, volatile sig_atomic_t *wake);
 
 /* Status of the i-th pool of the last pass (the file's pools first, in file order). */

@@ -50,9 +50,11 @@ struct rxent {
     struct rmq_qdepth *q;       /* the matched queues of d (d.queues points here) */
 };
 
-/* A named queue some pool reads, and its vhost's batch state. */
+/* A named queue some pool reads. low: with depthSource amqp, the fewest ready messages seen
+ * since the last tick's read (that read included), for rmq_probe; -1 before any read. */
 struct nqent {
     char *vhost, *queue;
+    int64_t low;
 };
 
 /* Per vhost: whether this tick's named queues were read in one batch, and the vhost's size. */
@@ -869,8 +871,20 @@ int rmq_watch_queue(struct rmq_client *c, const char *vhost, const char *queue)
         free(q);
         return JP_ENOMEM;
     }
-    c->nq[c->nnq++] = (struct nqent){.vhost = v, .queue = q};
+    c->nq[c->nnq++] = (struct nqent){.vhost = v, .queue = q, .low = -1};
     return 0;
+}
+
+/* A tick's read of a registered queue: the probe's reference from now on (-1: unknown). */
+static void nq_read(struct rmq_client *c, const char *vhost, const char *queue, int rc,
+                    int64_t ready)
+{
+    if (c->source != CFG_DEPTH_AMQP) return;
+    for (size_t i = 0; i < c->nnq; i++)
+        if (strcmp(c->nq[i].queue, queue) == 0 && strcmp(c->nq[i].vhost, vhost) == 0) {
+            c->nq[i].low = rc ? -1 : ready;
+            return;
+        }
 }
 
 static struct vstate *vstate_get(struct rmq_client *c, const char *vhost)
@@ -1041,6 +1055,7 @@ static void batch_vhost(struct rmq_client *c, const char *vhost)
         snprintf(c->err, sizeof c->err, "%s", r->err ? r->err : "");
         note_queue(c, vhost, r->queue, r->rc);
         cache_put(c, vhost, r->queue, r->rc, &r->d, r->err);
+        if (c->source == CFG_DEPTH_AMQP) c->nq[i].low = r->rc ? -1 : r->d.ready;
     }
     for (size_t i = 0; i < n; i++) free(q[i].err);
     free(q);
@@ -1088,7 +1103,53 @@ int rmq_queue_depth(struct rmq_client *c, const char *vhost, const char *queue,
     }
     note_queue(c, vhost, queue, rc);
     cache_put(c, vhost, queue, rc, &d, c->err);
+    nq_read(c, vhost, queue, rc, d.ready);
     *out = d;
+    return rc;
+}
+
+/* ---- public: between ticks --------------------------------------------------------------- */
+
+/* Passive-declare the registered queues of one vhost (those at nq[from..] on it) and compare. */
+static int probe_vhost(struct rmq_client *c, size_t from, struct qres *q, size_t *idx, bool *grew)
+{
+    const char *vhost = c->nq[from].vhost;
+    size_t n = 0;
+    for (size_t i = from; i < c->nnq; i++)
+        if (strcmp(c->nq[i].vhost, vhost) == 0) {
+            q[n] = (struct qres){.queue = c->nq[i].queue, .rc = JP_ENOTFOUND};
+            idx[n++] = i;
+        }
+    amqp_pipe(c, vhost, q, n);
+    int first = 0;
+    for (size_t k = 0; k < n; k++) {
+        struct nqent *e = &c->nq[idx[k]];
+        if (q[k].rc) {
+            if (!first && q[k].rc != JP_ENOTFOUND) first = q[k].rc; /* missing: the tick says */
+        } else if (e->low >= 0) {
+            if (q[k].d.ready > e->low) *grew = true;
+            else e->low = q[k].d.ready;
+        }
+        free(q[k].err);
+    }
+    return first;
+}
+
+int rmq_probe(struct rmq_client *c, bool *grew)
+{
+    *grew = false;
+    if (!c || c->source != CFG_DEPTH_AMQP || !c->nnq) return 0;
+    struct qres *q = calloc(c->nnq, sizeof *q);
+    size_t *idx = calloc(c->nnq, sizeof *idx);
+    int rc = q && idx ? 0 : JP_ENOMEM;
+    for (size_t i = 0; !rc && i < c->nnq; i++) {
+        size_t j;
+        for (j = 0; j < i && strcmp(c->nq[j].vhost, c->nq[i].vhost) != 0; j++) {
+        }
+        if (j == i) rc = probe_vhost(c, i, q, idx, grew); /* the vhost's first queue */
+    }
+    free(q);
+    free(idx);
     return rc;
 }
 

@@ -2,6 +2,7 @@
 #ifndef JP_RMQ_H
 #define JP_RMQ_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -72,6 +73,15 @@ int rmq_regex_depth(struct rmq_client *c, const char *vhost, const char *regex,
  * at the cost of one extra listing in the tick where it first sees them). Returns 0, JP_EINVAL
  * (not a POSIX extended regex), JP_ERANGE (too many regexes) or JP_ENOMEM. */
 int rmq_watch_regex(struct rmq_client *c, const char *vhost, const char *regex);
+
+/* Between ticks, with depthSource amqp: one pipelined run of passive declares over every
+ * registered named queue (one per vhost), and *grew true when any queue holds more ready
+ * messages than the fewest seen since the tick's own read of it, i.e. a message arrived that
+ * the last tick could not have started a worker for. Regex pools and the management source are
+ * not probed (*grew false, returns 0). Logs nothing: returns 0 (a missing queue is no error
+ * here) or the first other error (the connection's), which the next tick reads and logs.
+ * c may be NULL. */
+int rmq_probe(struct rmq_client *c, bool *grew);
 
 /* Failures are logged by rmq itself, once per change of a queue's error (a warning when a read
  * starts failing or the error changes, info when it recovers, debug while it stays the same),
