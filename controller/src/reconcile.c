@@ -60,6 +60,7 @@ struct reconcile {
     int64_t act_delay_ms;        /* tests only (JOBPOOL_TEST_ACT_DELAY_MS): see reconcile_new */
     bool fenced;                 /* the gate said no mid-pass: act no more this pass */
     int64_t probe_every_ms;      /* between-tick queue probe period (reconcile_run) */
+    int64_t recheck_at_ms;       /* monotonic: a pass is due then (0: none); see decide_pool */
 };
 
 static void state_free(struct pool_state *ps)
@@ -235,6 +236,19 @@ static int queues_of(struct pool_state *ps)
     return 0;
 }
 
+/* Ready messages may be held back only by workers still within their start lag (running, not
+ * known to consume yet): ask for a pass the moment the first of them leaves it, rather than up
+ * to pollInterval later (reconcile_run). */
+static void recheck_after_lag(struct reconcile *r, const struct scale_input *in, int64_t lag)
+{
+    for (size_t k = 0; k < in->nworkers; k++) {
+        const struct scale_worker *w = &in->workers[k];
+        if (w->state != SCALE_RUNNING || w->started_ms <= in->sample_ms) continue;
+        int64_t at = w->started_ms + lag + 1;
+        if (!r->recheck_at_ms || at < r->recheck_at_ms) r->recheck_at_ms = at;
+    }
+}
+
 static int decide_pool(struct reconcile *r, size_t i, bool depth_ok)
 {
     struct pool_state *ps = &r->p[i];
@@ -265,6 +279,9 @@ static int decide_pool(struct reconcile *r, size_t i, bool depth_ok)
         .unacked = 0,
         .consumers = ps->depth.consumers,
         .sample_ms = now - sample_age - lag,
+        /* The passive declare is read after the backend's observe of this pass. */
+        .exact = r->cfg->rabbitmq.depth_source == CFG_DEPTH_AMQP && !pool->queue_regex &&
+                 ps->depth.age_ms == 0,
         .workers = ps->sw,
         .nworkers = ps->workers.n,
         .now_ms = now,
@@ -285,6 +302,7 @@ static int decide_pool(struct reconcile *r, size_t i, bool depth_ok)
         .pending_timeout_ms = pool->pending_timeout_ms,
         .room = -1,
     };
+    if (in.exact && depth_ok && ps->depth.ready > 0) recheck_after_lag(r, &in, lag);
     struct scale_decision d = {0};
     int rc = scale_decide(&in, &lim, &d);
     if (r->o.keda) {
@@ -604,6 +622,7 @@ int reconcile_pass(struct reconcile *r)
     int64_t now = util_now_ms();
 
     rmq_tick_begin(r->rmq);
+    r->recheck_at_ms = 0;
     int rc = r->be->observe(r->be);
     if (r->be->report) r->be->report(r->be, r->m); /* before the first list too */
     if (rc == JP_ESTALE) {
@@ -761,6 +780,7 @@ int reconcile_run(struct reconcile *r, volatile sig_atomic_t *stop, volatile sig
             metrics_set_ready(r->m, true);
         }
         next = started + r->cfg->poll_interval_ms;
+        if (r->recheck_at_ms && r->recheck_at_ms < next) next = r->recheck_at_ms;
         /* A follower does not act, so it has nothing to wake early for. */
         bool grew = act && probe ? wait_probing(r, next, stop, wake)
                                  : (sleep_until(next, stop, wake), false);

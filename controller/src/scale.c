@@ -130,7 +130,7 @@ static int per_queue_want(const struct scale_input *in, const struct scale_limit
         size_t q = w->queue >= 0 && (size_t)w->queue < nq ? (size_t)w->queue : nq;
         bool after = in->depth_ok && w->started_ms > in->sample_ms;
         if (w->state == SCALE_PENDING || (w->state == SCALE_RUNNING && after) ||
-            ((w->state == SCALE_SUCCEEDED || w->state == SCALE_FAILED) && after))
+            ((w->state == SCALE_SUCCEEDED || w->state == SCALE_FAILED) && after && !in->exact))
             cover[q]++;
         else if (w->state == SCALE_RUNNING)
             run[q]++;
@@ -217,7 +217,7 @@ int scale_decide(const struct scale_input *in, const struct scale_limits *lim,
             /* Started after the sample and already gone: it took one of the messages the
              * sample still shows as ready (FIFO), or found the queue empty, which means those
              * messages were all taken. Either way it covers one of them. */
-            if (in->depth_ok && w->started_ms > in->sample_ms)
+            if (in->depth_ok && !in->exact && w->started_ms > in->sample_ms)
                 unseen++;
             break;
         default:

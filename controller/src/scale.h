@@ -36,6 +36,11 @@ struct scale_input {
     int64_t unacked;
     int64_t consumers;
     int64_t sample_ms;          /* when the depth sample was taken */
+    /* The ready count is exact as of a read made after the workers were listed (depthSource
+     * amqp): a worker listed as finished had taken its message (acked: gone; not acked:
+     * delivered, so not ready) before the read, so it covers none of the ready messages. Only
+     * a running worker's start lag remains (sample_ms). */
+    bool exact;
     const struct scale_worker *workers;
     size_t nworkers;
     int64_t now_ms;
@@ -88,7 +93,7 @@ struct scale_decision {
  * never below 0, at most `running`. unseen = finished workers that started after the sample:
  * each took a message the sample still counts as ready, or found the queue empty (so those
  * were all taken); it only counts the finished workers still listed (history), and refines the
- * design's formula. backlog = ceil(ready / messages_per_worker).
+ * design's formula. With `exact` it is 0: the sample was read after they finished. backlog = ceil(ready / messages_per_worker).
  *   start = min(max(backlog + spare - pending - waiting - unseen, 0), max_active - active,
  *               max_start_per_tick, room (when room >= 0))
  * then topped up to min_active (within max_active and room). Negative counts count as 0; sums

@@ -2,12 +2,16 @@
 """tool.py: the e2e suite's helpers (stdlib only): publish, peek (an exact basic.get that requeues), a Job recorder,
 a process sampler, API-request counting from the audit log, and the latency/waste report.
 
-  tool.py publish --queue Q --count N [--start 1] [--rate R] [--sleep S] [--fail-mod M] --log F
+  tool.py publish --queue Q --count N [--start 1] [--rate R] [--gaps LO,HI --seed S]
+                  [--exchange X] [--sleep S] [--fail-mod M] --log F
   tool.py peek --queue Q            ids (first body word) of the ready messages, left in place
   tool.py jobwatch --out F          'ms ADDED|DONE job pool [Complete|Failed]' lines until killed
   tool.py sample --pid P --out F    'ms rss_kb hwm_kb utime+stime_ticks private_dirty_kb' each s
   tool.py auditcount --audit F --ua jobpool/ [--after-ms T0] [--before-ms T1]
   tool.py report --pub F --jobs F --started F --sim F [--pool P]   one JSON object of figures
+  tool.py mgmtwatch --queue Q --out F [--interval S]   'ms messages' each time the management
+                                    API's `messages` of Q changes, polled every S s until killed
+  tool.py lag --pub F --seen F      the management API's lag per publish (JSON percentiles)
 The management API URL and credentials come from JOBPOOL_TEST_MGMT_URL and JOBPOOL_TEST_RMQ_USER
 / _PASS; the API server's from JOBPOOL_TEST_KUBE_SERVER/_TOKEN/_CA.
 """
@@ -17,6 +21,7 @@ import base64
 import http.client
 import json
 import os
+import random
 import signal
 import ssl
 import sys
@@ -67,8 +72,11 @@ def qpath(q, vhost="/"):
 
 def cmd_publish(a):
     m = Mgmt()
-    path = "/api/exchanges/%s/amq.default/publish" % urllib.parse.quote(a.vhost, safe="")
+    path = "/api/exchanges/%s/%s/publish" % (urllib.parse.quote(a.vhost, safe=""),
+                                            urllib.parse.quote(a.exchange, safe=""))
     t0 = time.time()
+    rnd = random.Random(a.seed)
+    lo, hi = (float(x) for x in a.gaps.split(",")) if a.gaps else (0, 0)
     with open(a.log, "a", buffering=1) as log:
         for k in range(a.count):
             i = a.start + k
@@ -76,6 +84,8 @@ def cmd_publish(a):
                 delay = t0 + k / a.rate - time.time()
                 if delay > 0:
                     time.sleep(delay)
+            elif a.gaps and k > 0:
+                time.sleep(rnd.uniform(lo, hi))
             fail = 1 if a.fail_mod and i % a.fail_mod == 0 else 0
             q = "%s%03d" % (a.queue, k % a.queues) if a.queues else a.queue
             props = {"delivery_mode": 2, "message_id": "m-%d" % i}
@@ -85,10 +95,45 @@ def cmd_publish(a):
                     "routing_key": q, "payload": "%d %s %d" % (i, a.sleep, fail),
                     "payload_encoding": "string"}
             t = ms()
+            # The publish time travels with the message too (ms since the epoch).
+            props["headers"] = {"x-published-ms": t}
             r = m.call("POST", path, body)
             if not r or not r.get("routed"):
                 raise SystemExit("tool: message %d was not routed to %s" % (i, q))
             log.write("%d %d %s\n" % (i, t, q))
+    return 0
+
+
+def cmd_mgmtwatch(a):
+    """The management API's view of one queue, as the controller's management source reads it:
+    a line each time `messages` changes, with the time the answer arrived."""
+    m = Mgmt()
+    last = None
+    signal.signal(signal.SIGTERM, lambda sig, frame: sys.exit(0))
+    with open(a.out, "a", buffering=1) as out:
+        while True:
+            r = m.call("GET", qpath(a.queue, a.vhost) + "?columns=messages") or {}
+            n = r.get("messages")
+            if n is not None and n != last:
+                out.write("%d %d\n" % (ms(), n))
+                last = n
+            time.sleep(a.interval)
+
+
+def cmd_lag(a):
+    """Per publish k (in publish order), the time until the watched queue's `messages` first
+    showed at least k messages: the management API's lag, for a queue nobody consumes."""
+    pubs = sorted(int(line.split()[1]) for line in open(a.pub) if len(line.split()) >= 2)
+    seen = [tuple(int(x) for x in line.split()[:2]) for line in open(a.seen) if line.strip()]
+    lags = []
+    for k, t in enumerate(pubs, 1):
+        at = next((ts for ts, n in seen if n >= k and ts >= t), None)
+        if at is not None:
+            lags.append(at - t)
+    res = {"samples": len(lags), "published": len(pubs)}
+    for p in (0, 50, 90, 99, 100):
+        res["lag_p%d_ms" % p] = pct(lags, p) if p else (min(lags) if lags else None)
+    print(json.dumps(res))
     return 0
 
 
@@ -284,12 +329,14 @@ def cmd_report(a):
             runs += 1
             starts.setdefault(int(f[0]), int(f[1]))  # the first attempt
     workers = running = max_running = 0   # processes the node simulator ran for this pool
+    pods = []                             # when each of them started (the pod turns Running)
     if a.sim and os.path.exists(a.sim):
         for line in open(a.sim):
             f = line.split()
             if len(f) < 4 or (a.pool and not f[3].startswith(a.pool)):
                 continue
             if f[1] == "started":
+                pods.append(int(float(f[0]) * 1000))   # seconds there
                 workers += 1
                 running += 1
                 max_running = max(max_running, running)
@@ -298,6 +345,7 @@ def cmd_report(a):
     order = sorted(pub.items(), key=lambda kv: kv[1])
     p2j = [j - p[1] for p, j in zip(order, jobs)]
     p2s = [starts[i] - t for i, t in pub.items() if i in starts]
+    p2p = [s - p[1] for p, s in zip(order, sorted(pods))]
     span = (jobs[-1] - jobs[0]) / 1000.0 if len(jobs) > 1 else 0
     tasks = runs
     res = {
@@ -305,6 +353,8 @@ def cmd_report(a):
         "jobs_failed": failed, "max_active_jobs": max_active, "max_running": max_running,
         "workers_started": workers, "tasks_started": tasks,
         "pub_to_job_p50_ms": pct(p2j, 50), "pub_to_job_p99_ms": pct(p2j, 99),
+        "pub_to_job_max_ms": max(p2j) if p2j else None,
+        "pub_to_pod_p50_ms": pct(p2p, 50), "pub_to_pod_p99_ms": pct(p2p, 99),
         "pub_to_task_p50_ms": pct(p2s, 50), "pub_to_task_p99_ms": pct(p2s, 99),
         "pub_to_task_max_ms": max(p2s) if p2s else None,
         "waste_ratio": round((workers - tasks) / workers, 4) if workers else None,
@@ -326,9 +376,21 @@ def main():
     x.add_argument("--sleep", default="0")
     x.add_argument("--fail-mod", type=int, default=0)
     x.add_argument("--queues", type=int, default=0, help="round-robin over QUEUE000..QUEUEnnn")
+    x.add_argument("--gaps", help="LO,HI: a random pause of LO to HI s before each publish")
+    x.add_argument("--seed", type=int, default=None)
+    x.add_argument("--exchange", default="amq.default",
+                   help="publish here with the queue name as routing key")
     x.add_argument("--timestamp-ago", type=int, default=None,
                    help="set the AMQP timestamp property to now minus this many seconds")
     x.add_argument("--log", required=True)
+    x = sp.add_parser("mgmtwatch")
+    x.add_argument("--queue", required=True)
+    x.add_argument("--vhost", default="/")
+    x.add_argument("--out", required=True)
+    x.add_argument("--interval", type=float, default=0.05)
+    x = sp.add_parser("lag")
+    x.add_argument("--pub", required=True)
+    x.add_argument("--seen", required=True)
     x = sp.add_parser("peek")
     x.add_argument("--queue", required=True)
     x.add_argument("--vhost", default="/")

@@ -51,6 +51,19 @@ int __wrap_rmq_queue_depth(struct rmq_client *c, const char *vhost, const char *
         }
     return JP_ENOTFOUND;
 }
+/* Between ticks (depthSource amqp): probe_grow_at-th call says the queue grew (and puts one
+ * more message in it); from the probe_stop_at-th call on the loop is asked to stop. */
+static int probes, probe_grow_at, probe_stop_at;
+static volatile sig_atomic_t loop_stop;
+int __wrap_rmq_probe(struct rmq_client *c, bool *grew)
+{
+    (void)c;
+    probes++;
+    *grew = probes == probe_grow_at;
+    if (*grew) q[0].ready++;
+    if (probe_stop_at && probes >= probe_stop_at) loop_stop = 1;
+    return 0;
+}
 /* A regex pool's matches, when a test sets them (rq_n > 0): sorted by name, as rmq gives them. */
 static struct rmq_qdepth rq[4];
 static size_t rq_n;
@@ -383,6 +396,56 @@ static void test_recent_history_kept_until_seen(void **state)
     assert_int_equal(fk.removes[0], 0);  /* over successfulHistory (2), but not yet seen */
     assert_int_equal(reconcile_pass(rec), 0);
     assert_int_equal(fk.starts[0], 0);
+}
+
+/* reconcile_run with depthSource amqp and an hour's poll, over a dummy client (the seams
+ * above ignore it): the loop stops on its own (probe_stop_at), so a missing early pass shows
+ * as a missing start, never as a hang. */
+static void run_amqp_loop(void)
+{
+    static char dummy;
+    cfg.poll_interval_ms = 3600 * 1000;
+    cfg.rabbitmq.depth_source = CFG_DEPTH_AMQP;
+    struct reconcile_opts o = {0};
+    assert_int_equal(reconcile_new(&cfg, (struct rmq_client *)&dummy, &fk.base, NULL, &o, &rec), 0);
+    loop_stop = 0;
+    assert_int_equal(reconcile_run(rec, &loop_stop, NULL), 0);
+}
+
+/* A message that arrives between ticks is started by an early pass, not an hour later. */
+static void test_amqp_probe_wakes_a_pass(void **state)
+{
+    (void)state;
+    setup_pools(1, 0);
+    probes = 0;
+    probe_grow_at = 1;
+    probe_stop_at = 3;
+    run_amqp_loop();
+    assert_int_equal(q[0].reads, 2);     /* the first tick, and the one the probe asked for */
+    assert_int_equal(fk.starts[0], 1);
+    assert_int_equal(probes, 3);
+}
+
+/* A message held back only by a worker within its start lag is started as soon as the lag
+ * is over: the loop does not wait for the next poll (or for the queue to grow). */
+static void test_recheck_after_start_lag(void **state)
+{
+    (void)state;
+    setup_pools(1, 0);
+    fk.base.start_lag_ms = 300;
+    q[0].ready = 1;
+    struct backend_worker w;
+    memset(&w, 0, sizeof w);
+    snprintf(w.id, sizeof w.id, "connecting");
+    w.w.state = SCALE_RUNNING;
+    w.w.created_ms = w.w.started_ms = util_now_ms(); /* just seen running: maybe not a consumer */
+    backend_list_push(&fk.w[0], &w);
+    probes = 0;
+    probe_grow_at = 0;
+    probe_stop_at = 30;                  /* 3 s: far beyond the 300 ms lag */
+    run_amqp_loop();
+    assert_int_equal(fk.starts[0], 1);   /* it was running, not consuming: the message needs one */
+    assert_true(q[0].reads >= 2);
 }
 
 static void test_global_cap_shared(void **state)
@@ -719,6 +782,8 @@ int main(void)
         cmocka_unit_test_teardown(test_orphans_count_and_are_trimmed, teardown),
         cmocka_unit_test_teardown(test_gate_closing_mid_pass_stops_writes, teardown),
         cmocka_unit_test_teardown(test_task_figures_and_decision_published, teardown),
+        cmocka_unit_test_teardown(test_amqp_probe_wakes_a_pass, teardown),
+        cmocka_unit_test_teardown(test_recheck_after_start_lag, teardown),
     };
     return cmocka_run_group_tests_name("reconcile", tests, NULL, NULL);
 }

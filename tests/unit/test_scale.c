@@ -39,6 +39,7 @@ struct start_case {
     int room;                   /* 0: none (-1); otherwise room - 1, so 1 means room 0 */
     int npend, nrun_old, nrun_new;
     int ndone_new, ndone_old;   /* finished; started after / before the sample */
+    bool exact;                 /* the sample was read after the workers were listed */
     /* expectations */
     int start;
     const char *reason;
@@ -84,6 +85,11 @@ static const struct start_case start_cases[] = {
     {.name = "stale: started and finished since the sample, all covered", .ready = 2,
      .ndone_new = 1, .npend = 1, .start = 0, .reason = "covered", .pending = 1, .want = 0,
      .unseen = 1},
+    {.name = "exact: finished before the read, so its message is not among the ready", .ready = 3,
+     .ndone_new = 1, .exact = true, .start = 3, .reason = "scale_up", .want = 3},
+    {.name = "exact: a running worker within its start lag still covers", .ready = 3,
+     .nrun_new = 1, .ndone_new = 1, .exact = true, .start = 2, .reason = "scale_up",
+     .pending = 1, .want = 2},
     {.name = "stale: seen busy, finished since", .ready = 3, .unacked = 1, .consumers = 1,
      .ndone_old = 1, .start = 3, .reason = "scale_up", .want = 3},
     {.name = "warm pool from zero", .min_active = 3, .start = 3, .reason = "min_active",
@@ -166,7 +172,7 @@ static void run_start_case(const struct start_case *c)
     struct scale_input in = {
         .depth_ok = !c->fail_read, .ready = c->ready, .unacked = c->unacked,
         .consumers = c->consumers, .sample_ms = SAMPLE, .workers = ws, .nworkers = n,
-        .now_ms = NOW,
+        .now_ms = NOW, .exact = c->exact,
     };
     struct scale_limits lim = base_limits;
     if (c->max_active)
