@@ -433,6 +433,46 @@ static void test_vhost_batch(void **state)
     amqp_done(a);
 }
 
+/* The between-tick probe (depthSource amqp): silent while the queue holds what the tick read
+ * or less, "grew" once a message arrives after the tick's read, silent again after the next
+ * tick's read; a missing queue among the watched ones is not an error; the management source
+ * is never probed. */
+static void test_probe_sees_growth(void **state)
+{
+    (void)state;
+    amqp_connection_state_t a = amqp_open("/", user, pass);
+    declare(a, "it.probe");
+    publish(a, "it.probe", 2);
+    struct rmq_client *rt = client(CFG_DEPTH_AMQP), *mg = client(CFG_DEPTH_MANAGEMENT);
+    assert_int_equal(rmq_watch_queue(rt, "/", "it.probe.missing"), 0);
+    struct rmq_depth d;
+    bool grew = true;
+    rmq_tick_begin(rt);
+    assert_int_equal(rmq_queue_depth(rt, "/", "it.probe", &d), 0);
+    assert_int_equal(d.ready, 2);
+    assert_int_equal(rmq_probe(rt, &grew), 0);
+    assert_false(grew);
+    get_noack(a, "it.probe");            /* 1 ready: fewer than the tick read */
+    assert_int_equal(rmq_probe(rt, &grew), 0);
+    assert_false(grew);
+    publish(a, "it.probe", 1);           /* 2 ready again: more than the fewest since the tick */
+    assert_int_equal(rmq_probe(rt, &grew), 0);
+    assert_true(grew);
+    rmq_tick_begin(rt);
+    assert_int_equal(rmq_queue_depth(rt, "/", "it.probe", &d), 0);
+    assert_int_equal(d.ready, 2);
+    assert_int_equal(rmq_probe(rt, &grew), 0);
+    assert_false(grew);
+    assert_int_equal(rmq_watch_queue(mg, "/", "it.probe"), 0);
+    assert_int_equal(rmq_probe(mg, &grew), 0);
+    assert_false(grew);
+    amqp_queue_delete(a, 1, amqp_cstring_bytes("it.probe"), 0, 0);
+    amqp_get_rpc_reply(a);
+    rmq_client_free(rt);
+    rmq_client_free(mg);
+    amqp_done(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -441,6 +481,7 @@ int main(void)
         cmocka_unit_test(test_amqp_source_is_real_time),
         cmocka_unit_test(test_least_privilege_and_bad_password),
         cmocka_unit_test(test_vhost_batch),
+        cmocka_unit_test(test_probe_sees_growth),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }

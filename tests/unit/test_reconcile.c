@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "intern.h"
@@ -399,8 +400,14 @@ static void test_recent_history_kept_until_seen(void **state)
 }
 
 /* reconcile_run with depthSource amqp and an hour's poll, over a dummy client (the seams
- * above ignore it): the loop stops on its own (probe_stop_at), so a missing early pass shows
- * as a missing start, never as a hang. */
+ * above ignore it): the loop stops on its own (probe_stop_at, or a 10 s alarm should the loop
+ * never probe), so a missing early pass shows as a missing start, never as a hang. */
+static void on_alarm(int sig)
+{
+    (void)sig;
+    loop_stop = 1;
+}
+
 static void run_amqp_loop(void)
 {
     static char dummy;
@@ -409,7 +416,11 @@ static void run_amqp_loop(void)
     struct reconcile_opts o = {0};
     assert_int_equal(reconcile_new(&cfg, (struct rmq_client *)&dummy, &fk.base, NULL, &o, &rec), 0);
     loop_stop = 0;
+    struct sigaction sa = {.sa_handler = on_alarm};
+    sigaction(SIGALRM, &sa, NULL);
+    alarm(10);
     assert_int_equal(reconcile_run(rec, &loop_stop, NULL), 0);
+    alarm(0);
 }
 
 /* A message that arrives between ticks is started by an early pass, not an hour later. */
