@@ -236,14 +236,18 @@ static int queues_of(struct pool_state *ps)
     return 0;
 }
 
-/* Ready messages may be held back only by workers still within their start lag (running, not
- * known to consume yet): ask for a pass the moment the first of them leaves it, rather than up
- * to pollInterval later (reconcile_run). */
+/* Ready messages may be held back by workers that started after the sample (running ones
+ * within their start lag; with a lagging source, finished ones too): ask for a pass the moment
+ * the first of them is older than the lag, rather than up to pollInterval later
+ * (reconcile_run). */
 static void recheck_after_lag(struct reconcile *r, const struct scale_input *in, int64_t lag)
 {
     for (size_t k = 0; k < in->nworkers; k++) {
         const struct scale_worker *w = &in->workers[k];
-        if (w->state != SCALE_RUNNING || w->started_ms <= in->sample_ms) continue;
+        bool finished = w->state == SCALE_SUCCEEDED || w->state == SCALE_FAILED;
+        if (!(w->state == SCALE_RUNNING || (finished && !in->exact)) ||
+            w->started_ms <= in->sample_ms)
+            continue;
         int64_t at = w->started_ms + lag + 1;
         if (!r->recheck_at_ms || at < r->recheck_at_ms) r->recheck_at_ms = at;
     }
@@ -302,7 +306,7 @@ static int decide_pool(struct reconcile *r, size_t i, bool depth_ok)
         .pending_timeout_ms = pool->pending_timeout_ms,
         .room = -1,
     };
-    if (in.exact && depth_ok && ps->depth.ready > 0) recheck_after_lag(r, &in, lag);
+    if (depth_ok && ps->depth.ready > 0) recheck_after_lag(r, &in, lag);
     struct scale_decision d = {0};
     int rc = scale_decide(&in, &lim, &d);
     if (r->o.keda) {
@@ -762,9 +766,11 @@ static bool wait_probing(struct reconcile *r, int64_t deadline, volatile sig_ato
 
 int reconcile_run(struct reconcile *r, volatile sig_atomic_t *stop, volatile sig_atomic_t *wake)
 {
-    /* A worker exiting frees a slot; a prompt extra pass refills it, but not more often than
-     * this, so that a storm of exits cannot turn into a storm of API reads. */
-    const int64_t min_gap_ms = 20;
+    /* A worker exiting frees a slot; a prompt extra pass refills it, but no sooner after the
+     * last pass started than twice what that pass took, within [5 ms, 20 ms]: a storm of exits
+     * keeps the loop at most half busy and never makes more than 200 passes a second, while a
+     * cheap pass (a local pool: one passive declare) refills a slot within a few ms. */
+    int64_t min_gap_ms = 20;
     bool probe = r->rmq && r->cfg->rabbitmq.depth_source == CFG_DEPTH_AMQP;
     int64_t next = util_now_ms();
     r->probe_every_ms = PROBE_MIN_MS;
@@ -775,12 +781,17 @@ int reconcile_run(struct reconcile *r, volatile sig_atomic_t *stop, volatile sig
         metrics_set_leader(r->m, act);
         if (act) {
             reconcile_pass(r);
+            int64_t took = util_now_ms() - started;
+            min_gap_ms = took * 2 < 5 ? 5 : took * 2 > 20 ? 20 : took * 2;
         } else {
             metrics_tick(r->m);
             metrics_set_ready(r->m, true);
         }
         next = started + r->cfg->poll_interval_ms;
-        if (r->recheck_at_ms && r->recheck_at_ms < next) next = r->recheck_at_ms;
+        /* A recheck (decide_pool) comes early, but never sooner than 200 ms after this pass
+         * began: many pools with workers of different ages cannot make the loop spin. */
+        if (r->recheck_at_ms && r->recheck_at_ms < next)
+            next = r->recheck_at_ms > started + 200 ? r->recheck_at_ms : started + 200;
         /* A follower does not act, so it has nothing to wake early for. */
         bool grew = act && probe ? wait_probing(r, next, stop, wake)
                                  : (sleep_until(next, stop, wake), false);

@@ -32,6 +32,9 @@ for src in ${E2E_LAT_SOURCES:-amqp management}; do
   ctrl_window_begin
   $TOOL mgmtwatch --queue "$q.stats" --out "$out/stats" --interval 0.05 &
   watcher=$!
+  # A queue declared moments ago has no statistics yet: the lag is measured from the first.
+  stats_up() { [ -s "$out/stats" ]; }
+  wait_until 30 stats_up || bad "$src: no statistics for $q.stats within 30 s"
   say "$src: publishing $N messages at random gaps of $GAPS s"
   $TOOL publish --queue "$q" --exchange "$q" --count "$N" --gaps "$GAPS" --seed "$SEED" \
     --log "$out/pub" || bad "publish"
