@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # run.sh: the end-to-end suite. Starts a private RabbitMQ, a kube-apiserver with the Job
 # controller, the node simulator and a Job recorder; runs each scenario (default: burst trickle
-# failures faults pendingguard orphans skew scale tasktime jobpool jobpool_ns jobpool_leader, or the names given); prints "e2e: N passed, N failed" over all checks;
+# failures faults pendingguard orphans skew scale tasktime jobpool jobpool_ns jobpool_leader latency, or the names given); prints "e2e: N passed, N failed" over all checks;
 # stops exactly what it started. B=build dir with jobpool-controller and jobpool-worker.
 # E2E_TIMELINE_OUT=DIR copies each scenario's publish and start logs and the Job log there.
-# Sizes: E2E_BURST_N, E2E_TRICKLE_SECONDS, E2E_FAIL_N, E2E_FAULT_N, E2E_SCALE_POOLS,
+# Sizes: E2E_BURST_N, E2E_TRICKLE_SECONDS, E2E_LAT_N, E2E_FAIL_N, E2E_FAULT_N, E2E_SCALE_POOLS,
 # E2E_SCALE_MSGS (defaults are the issue's). E2E_KEEP=1 keeps the work dir with all logs.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -13,7 +13,7 @@ B=${B:-$root/build}
 export CONTROLLER=${CONTROLLER:-$B/jobpool-controller}
 export WORKER=${WORKER:-$B/jobpool-worker}
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(burst trickle failures faults pendingguard orphans skew scale tasktime jobpool jobpool_ns jobpool_leader)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(burst trickle failures faults pendingguard orphans skew scale tasktime jobpool jobpool_ns jobpool_leader latency)
 
 die() { echo "e2e: FAILED: $*"; echo "e2e: 0 passed, 1 failed"; exit 1; }
 for x in "$CONTROLLER" "$WORKER"; do [ -x "$x" ] || die "no $x (make B=... all)"; done
