@@ -44,6 +44,9 @@ for src in ${E2E_LAT_SOURCES:-amqp management}; do
   # Let late over-starts show up: they wait out idleTimeout and exit.
   settled() { set -- $(job_counts "$pool"); [ "$4" = 0 ] && [ "$(sim_running "$pool")" = 0 ]; }
   wait_until 60 settled
+  # The statistics trail the queue by up to ~10 s: keep watching until they show every message.
+  stats_all() { [ "$(tail -n 1 "$out/stats" | cut -d' ' -f2)" -ge "$N" ] 2>/dev/null; }
+  wait_until 30 stats_all
   kill "$watcher" 2>/dev/null; wait "$watcher" 2>/dev/null
   rep=$($TOOL report --pub "$out/pub" --jobs "$E2E_WORK/jobs.events" --started "$out/started" \
     --sim "$E2E_WORK/sim.events" --pool "$pool")
