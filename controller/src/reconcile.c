@@ -266,9 +266,10 @@ static int decide_pool(struct reconcile *r, size_t i, bool depth_ok)
     for (size_t k = 0; k < ps->workers.n; k++) ps->sw[k] = ps->workers.v[k].w;
     if (pool->queue_regex && queues_of(ps) != 0) return JP_ENOMEM;
 
-    int64_t lag = r->cfg->rabbitmq.depth_source == CFG_DEPTH_AMQP && !pool->queue_regex
-                      ? r->be->start_lag_ms
-                      : STATS_LAG_MANAGEMENT_MS;
+    /* Exact: a passive declare of the pool's own client (a JobPool's broker may have no AMQP
+     * URL, so the global depthSource does not say). */
+    bool exact = depth_ok && ps->depth.exact && !pool->queue_regex;
+    int64_t lag = exact ? r->be->start_lag_ms : STATS_LAG_MANAGEMENT_MS;
     if (ps->depth.age_ms > lag) lag = ps->depth.age_ms;
     /* Every time below is on the monotonic clock, as the backend's are. */
     int64_t now = util_now_ms();
@@ -284,8 +285,7 @@ static int decide_pool(struct reconcile *r, size_t i, bool depth_ok)
         .consumers = ps->depth.consumers,
         .sample_ms = now - sample_age - lag,
         /* The passive declare is read after the backend's observe of this pass. */
-        .exact = r->cfg->rabbitmq.depth_source == CFG_DEPTH_AMQP && !pool->queue_regex &&
-                 ps->depth.age_ms == 0,
+        .exact = exact && ps->depth.age_ms == 0,
         .workers = ps->sw,
         .nworkers = ps->workers.n,
         .now_ms = now,

@@ -795,6 +795,7 @@ static void amqp_pipe(struct rmq_client *c, const char *vhost, struct qres *q, s
             t->err = NULL;
             t->d.ready = sub[i].d.ready;
             t->d.consumers = sub[i].d.consumers;
+            t->d.exact = true;
             t->d.total = t->d.ready + t->d.unacked;
             t->d.nqueues = 1;
             t->d.sampled_ms = util_now_ms();
@@ -1095,6 +1096,7 @@ int rmq_queue_depth(struct rmq_client *c, const char *vhost, const char *queue,
             d.ready = ready;
             d.consumers = consumers;
             d.total = ready + d.unacked;
+            d.exact = true;
         }
     }
     if (rc) {

@@ -24,6 +24,9 @@ struct rmq_depth {
     double deliver_rate;        /* message_stats.deliver_get_details.rate */
     int64_t sampled_ms;         /* CLOCK_MONOTONIC ms when the sample was taken */
     int64_t age_ms;             /* how old the broker says its figures are, 0 when unknown */
+    bool exact;                 /* ready (and consumers) came from a passive queue.declare
+                                 * (depthSource amqp): the queue's own count at sampled_ms, not
+                                 * a lagging statistic */
     size_t nqueues;             /* queues that matched (1 for a named queue) */
     const struct rmq_qdepth *queues; /* regex: the nqueues matches, sorted by name; owned by
                                       * the client, valid until its next listing of the vhost

@@ -20,6 +20,7 @@
 /* ---- the broker, played through -Wl,--wrap ---------------------------------------------- */
 #define NQ 4
 static struct { const char *queue; int rc; int64_t ready, consumers; int reads; } q[NQ];
+static bool q_exact;            /* the reads are passive declares (depthSource amqp) */
 
 void __wrap_rmq_tick_begin(struct rmq_client *c) { (void)c; }
 int __wrap_rmq_watch_queue(struct rmq_client *c, const char *vhost, const char *queue)
@@ -48,6 +49,7 @@ int __wrap_rmq_queue_depth(struct rmq_client *c, const char *vhost, const char *
             out->consumers = q[i].consumers;
             out->sampled_ms = util_now_ms();
             out->nqueues = 1;
+            out->exact = q_exact;
             return 0;
         }
     return JP_ENOTFOUND;
@@ -198,6 +200,7 @@ static struct reconcile *rec;
 static void setup_pools(int npools, int max_total)
 {
     memset(q, 0, sizeof q);
+    q_exact = false;
     memset(rq, 0, sizeof rq);
     rq_n = 0;
     nstart_calls = 0;
@@ -413,6 +416,7 @@ static void run_amqp_loop(void)
     static char dummy;
     cfg.poll_interval_ms = 3600 * 1000;
     cfg.rabbitmq.depth_source = CFG_DEPTH_AMQP;
+    q_exact = true;
     struct reconcile_opts o = {0};
     assert_int_equal(reconcile_new(&cfg, (struct rmq_client *)&dummy, &fk.base, NULL, &o, &rec), 0);
     loop_stop = 0;
