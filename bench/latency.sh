@@ -15,7 +15,7 @@ load0=$(cut -d' ' -f1-3 /proc/loadavg)
 E2E_FIGURES_OUT=$figs "$root/tests/e2e/run.sh" latency
 rc=$?
 load1=$(cut -d' ' -f1-3 /proc/loadavg)
-kv=$(ls "${XDG_CACHE_HOME:-$HOME/.cache}/jobpool/kube" 2>/dev/null | grep -v current | head -1)
+kv=$(readlink "${XDG_CACHE_HOME:-$HOME/.cache}/jobpool/kube/current" 2>/dev/null)
 echo
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
