@@ -530,6 +530,8 @@ static void test_states_not_pending(void **state)
 /* While fake_body is set, every request gets it with status 200; otherwise the real call. */
 static const char *fake_body;
 static int fake_calls;
+static char fake_url[1024], fake_method[16];   /* the last request's */
+static char *fake_sent;                         /* its body (owned) */
 int __real_http_request(struct http_client *c, const char *method, const char *url,
                         const char *body, size_t body_len, struct http_response *resp);
 int __wrap_http_request(struct http_client *c, const char *method, const char *url,
@@ -539,6 +541,10 @@ int __wrap_http_request(struct http_client *c, const char *method, const char *u
 {
     if (!fake_body) return __real_http_request(c, method, url, body, body_len, resp);
     fake_calls++;
+    snprintf(fake_url, sizeof fake_url, "%s", url);
+    snprintf(fake_method, sizeof fake_method, "%s", method);
+    free(fake_sent);
+    fake_sent = body ? strndup(body, body_len) : NULL;
     memset(resp, 0, sizeof *resp);
     resp->retry_after_s = -1;
     resp->status = 200;
@@ -573,6 +579,54 @@ static void test_list_endless_continue(void **state)
     kube_client_free(c);
 }
 
+/* Each call that names a namespace works there, not in the client's: a JobPool's Jobs are
+ * created, read, listed (their pods) and deleted in its namespace, and an Event about a JobPool
+ * is created in the JobPool's namespace and names it there. NULL keeps the client's. */
+static void test_namespaced_calls(void **state)
+{
+    (void)state;
+    struct kube_auth auth = {.server = (char *)"http://127.0.0.1:1"};
+    struct kube_opts o = {.namespace_ = "home", .qps = -1};
+    struct kube_client *c;
+    assert_int_equal(kube_client_new_auth(&auth, &o, &c), 0);
+    fake_body = "{\"metadata\":{\"name\":\"a-x1\",\"namespace\":\"ns1\"},\"items\":[]}";
+    cJSON *t = cJSON_Parse("{\"template\":{\"spec\":{\"containers\":[{\"name\":\"w\",\"image\":\"x\"}]}}}");
+    struct kube_job_spec s = {.namespace_ = "ns1", .pool = "a", .job_template = t,
+                              .ttl_seconds_after_finished = -1, .name = "a-x1"};
+    struct kube_job j;
+    assert_int_equal(kube_job_create(c, &s, &j), 0);
+    assert_string_equal(fake_method, "POST");
+    assert_non_null(strstr(fake_url, "/apis/batch/v1/namespaces/ns1/jobs"));
+    assert_string_equal(j.ns, "ns1");
+    assert_int_equal(kube_job_get_in(c, "ns1", "a-x1", &j), 0);
+    assert_non_null(strstr(fake_url, "/apis/batch/v1/namespaces/ns1/jobs/a-x1"));
+    struct kube_pod_list pods = {0};
+    assert_int_equal(kube_pods_list_in(c, "ns2", "job-name=a-x1", &pods), 0);
+    assert_non_null(strstr(fake_url, "/api/v1/namespaces/ns2/pods?"));
+    kube_pod_list_free(&pods);
+    assert_int_equal(kube_job_delete_if_in(c, "ns2", "a-x1", "u", NULL), 0);
+    assert_string_equal(fake_method, "DELETE");
+    assert_non_null(strstr(fake_url, "/apis/batch/v1/namespaces/ns2/jobs/a-x1"));
+    assert_int_equal(kube_job_delete_if_in(c, NULL, "a-x1", "u", NULL), 0);
+    assert_non_null(strstr(fake_url, "/apis/batch/v1/namespaces/home/jobs/a-x1"));
+    assert_int_equal(kube_event_create_in(c, "ns3", "JobPool", "jobpool.dev/v1alpha1", "a", NULL,
+                                          "Warning", "TemplateRejected", "no"), 0);
+    assert_non_null(strstr(fake_url, "/api/v1/namespaces/ns3/events"));
+    cJSON *ev = cJSON_Parse(fake_sent);
+    assert_non_null(ev);
+    cJSON *inv = cJSON_GetObjectItem(ev, "involvedObject");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(ev, "metadata"), "namespace")->valuestring, "ns3");
+    assert_string_equal(cJSON_GetObjectItem(inv, "namespace")->valuestring, "ns3");
+    assert_string_equal(cJSON_GetObjectItem(inv, "kind")->valuestring, "JobPool");
+    assert_string_equal(cJSON_GetObjectItem(inv, "name")->valuestring, "a");
+    cJSON_Delete(ev);
+    cJSON_Delete(t);
+    free(fake_sent);
+    fake_sent = NULL;
+    fake_body = NULL;
+    kube_client_free(c);
+}
+
 int main(void)
 {
     log_setup(LOG_TEXT, LOG_ERROR, NULL);
@@ -587,6 +641,7 @@ int main(void)
         cmocka_unit_test(test_list_endless_continue),
         cmocka_unit_test(test_states_not_pending),
         cmocka_unit_test(test_job_names),
+        cmocka_unit_test(test_namespaced_calls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
