@@ -570,6 +570,121 @@ static void test_watch_cache(void **state)
     kube_client_free(c);
 }
 
+/* A snapshot's Job of namespace ns and name, or NULL. */
+static const struct kube_job *find_ns_job(const struct kube_job_list *l, const char *ns,
+                                          const char *name)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (!strcmp(l->items[i].ns, ns) && !strcmp(l->items[i].name, name)) return &l->items[i];
+    return NULL;
+}
+
+/* Jobs of one name in two namespaces are two Jobs, in either shape of watch (one reflector per
+ * listed namespace, or one cluster-wide): a pod marks only its own namespace's Job, a create's
+ * answer and an expected create count in their own namespace, and a delete leaves the other
+ * namespace's Job alone. */
+static void cache_two_namespaces(const char *const *nss, size_t n)
+{
+    struct kube_client *c = admin(1, 0);
+    struct kube_cache *k = NULL;
+    struct kube_cache_opts ko = {.watch_timeout_s = 5, .namespaces = nss, .nnamespaces = n};
+    assert_int_equal(kube_cache_new(c, &ko, &k), 0);
+    assert_int_equal(kube_cache_wait_synced(k, 20000), 0);
+    cJSON *t = tmpl(TEMPLATE);
+    const char *ns[2] = {"kit-ns1", "kit-ns2"};
+    struct kube_job made[2];
+    for (int i = 0; i < 2; i++) {
+        struct kube_job_spec s = {.namespace_ = ns[i], .pool = "nsc", .job_template = t,
+                                  .ttl_seconds_after_finished = -1, .name = "nsc-same"};
+        assert_int_equal(kube_job_create(c, &s, &made[i]), 0);
+        assert_string_equal(made[i].ns, ns[i]);
+    }
+    kube_cache_note_created(k, &made[1]);   /* its answer: counted before the watch shows it */
+    struct kube_job ph;
+    memset(&ph, 0, sizeof ph);
+    snprintf(ph.name, sizeof ph.name, "nsc-expected");
+    snprintf(ph.ns, sizeof ph.ns, "kit-ns2");
+    snprintf(ph.pool, sizeof ph.pool, "nsc");
+    ph.queue = "";
+    assert_int_equal(kube_cache_expect_created(k, &ph), 0);
+    struct kube_job_list l = {0};
+    assert_int_equal(kube_cache_pool_jobs(k, "nsc", &l), 0);
+    assert_non_null(find_ns_job(&l, "kit-ns2", "nsc-same"));
+    assert_non_null(find_ns_job(&l, "kit-ns2", "nsc-expected"));
+    assert_null(find_ns_job(&l, "kit-ns1", "nsc-expected"));
+    kube_cache_forget_created(k, "kit-ns2/nsc-expected");
+    bool both = false;
+    for (int i = 0; i < 200 && !both; i++) {
+        assert_int_equal(kube_cache_pool_jobs(k, "nsc", &l), 0);
+        both = l.n == 2 && find_ns_job(&l, "kit-ns1", "nsc-same") && find_ns_job(&l, "kit-ns2", "nsc-same");
+        if (!both) msleep(50);
+    }
+    assert_true(both);
+    /* The pod of ns2's Job runs: only that Job is running. */
+    char pod[100] = "", path[256];
+    for (int i = 0; i < 150 && !pod[0]; i++) {
+        struct kube_pod_list pl = {0};
+        assert_int_equal(kube_pods_list_in(c, "kit-ns2", "job-name=nsc-same", &pl), 0);
+        if (pl.n) memcpy(pod, pl.items[0].name, sizeof pl.items[0].name);
+        kube_pod_list_free(&pl);
+        if (!pod[0]) msleep(100);
+    }
+    assert_true(pod[0]);
+    snprintf(path, sizeof path, "/api/v1/namespaces/kit-ns2/pods/%s/status", pod);
+    assert_int_equal(kube_request(c, "PATCH", path, "{\"status\":{\"phase\":\"Running\"}}", NULL), 0);
+    bool running = false;
+    for (int i = 0; i < 200 && !running; i++) {
+        assert_int_equal(kube_cache_pool_jobs(k, "nsc", &l), 0);
+        const struct kube_job *j2 = find_ns_job(&l, "kit-ns2", "nsc-same");
+        running = j2 && j2->state == KUBE_JOB_RUNNING;
+        if (!running) msleep(50);
+    }
+    assert_true(running);
+    assert_int_equal(find_ns_job(&l, "kit-ns1", "nsc-same")->state, KUBE_JOB_PENDING);
+    /* Deleting ns1's: gone from the snapshot at once; ns2's stays. */
+    assert_int_equal(kube_job_delete_if_in(c, "kit-ns1", "nsc-same", made[0].uid, NULL), 0);
+    kube_cache_note_deleted(k, "kit-ns1/nsc-same");
+    assert_int_equal(kube_cache_pool_jobs(k, "nsc", &l), 0);
+    assert_null(find_ns_job(&l, "kit-ns1", "nsc-same"));
+    assert_non_null(find_ns_job(&l, "kit-ns2", "nsc-same"));
+    assert_int_equal(kube_job_delete_if_in(c, "kit-ns2", "nsc-same", made[1].uid, NULL), 0);
+    /* Both gone for the watch too before the next shape reuses the names. */
+    bool gone = false;
+    for (int i = 0; i < 200 && !gone; i++) {
+        assert_int_equal(kube_cache_pool_jobs(k, "nsc", &l), 0);
+        gone = l.n == 0;
+        if (!gone) msleep(50);
+    }
+    kube_job_list_free(&l);
+    kube_cache_free(k);
+    cJSON_Delete(t);
+    /* The name is free again only when the Job object is gone (its finalizers done). */
+    for (int i = 0; i < 2; i++)
+        for (int tries = 0; tries < 200; tries++) {
+            struct kube_job j;
+            if (kube_job_get_in(c, ns[i], "nsc-same", &j) == JP_ENOTFOUND) break;
+            msleep(50);
+        }
+    kube_client_free(c);
+}
+
+static void test_watch_cache_namespaces(void **state)
+{
+    (void)state;
+    struct kube_client *c = admin(1, 0);
+    const char *ns[2] = {"kit-ns1", "kit-ns2"};
+    for (int i = 0; i < 2; i++) {
+        char body[128];
+        snprintf(body, sizeof body, "{\"metadata\":{\"name\":\"%s\"}}", ns[i]);
+        int rc = kube_request(c, "POST", "/api/v1/namespaces", body, NULL);
+        assert_true(rc == 0 || rc == JP_ECONFLICT);
+    }
+    kube_client_free(c);
+    cache_two_namespaces(ns, 2);                       /* a reflector per namespace */
+    const char *all[1] = {""};
+    cache_two_namespaces(all, 1);                      /* one cluster-wide */
+}
+
 static struct kube_client *from_kubeconfig(const char *path, int *rc_out)
 {
     struct kube_opts o = {.kubeconfig = path, .qps = -1};
@@ -745,6 +860,7 @@ int main(void)
         cmocka_unit_test(test_lease_conflict),
         cmocka_unit_test(test_narrow_role_in_cluster),
         cmocka_unit_test(test_watch_cache),
+        cmocka_unit_test(test_watch_cache_namespaces),
         cmocka_unit_test(test_tls_forms),
         cmocka_unit_test(test_kubeconfig_forms_create),
         cmocka_unit_test(test_list_500_paged_and_delete),
