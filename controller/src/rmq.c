@@ -98,10 +98,10 @@ struct rmq_client {
     size_t nnq, cnq;
     struct vstate *vs;
     size_t nvs, cvs;
-    struct rxent *rx;
-    size_t nrx;
+    struct rxent *rx;           /* grown as regexes come: a client per JobPool connection */
+    size_t nrx, crx;            /* starts small (conns.h) */
     struct lstate *st;
-    size_t nst;
+    size_t nst, cst;
     struct amqp_vconn amqp[RMQ_MAX_AMQP];
     size_t namqp;
     char err[RMQ_ERRLEN];
@@ -148,13 +148,27 @@ static void set_err(struct rmq_client *c, const char *url, const char *fmt, ...)
 }
 
 /* Log a failure once per transition of key's error code. */
+/* Room for one more of n elements of size sz in *v (capacity *cap, at most max). */
+static bool grow_array(void **v, size_t n, size_t *cap, size_t sz, size_t max)
+{
+    if (n < *cap) return true;
+    size_t nc = *cap ? *cap * 2 : 4;
+    if (nc > max) nc = max;
+    void *t = realloc(*v, nc * sz);
+    if (!t) return false;
+    *v = t;
+    *cap = nc;
+    return true;
+}
+
 static void note_result(struct rmq_client *c, const char *key, int rc)
 {
     struct lstate *s = NULL;
     for (size_t i = 0; i < c->nst; i++)
         if (strcmp(c->st[i].key, key) == 0) s = &c->st[i];
     int prev = s ? s->rc : 0;
-    if (!s && rc != 0 && c->nst < RMQ_MAX_STATE) {
+    if (!s && rc != 0 && c->nst < RMQ_MAX_STATE &&
+        grow_array((void **)&c->st, c->nst, &c->cst, sizeof *c->st, RMQ_MAX_STATE)) {
         char *k = strdup(key);
         if (k) {
             s = &c->st[c->nst++];
@@ -278,8 +292,6 @@ static int client_new(const struct cfg_rabbitmq *cfg, char *user, char *pass,
     if (!(c->amqp_url = strdup(cfg->amqp_url ? cfg->amqp_url : "amqp://rabbitmq:5672")))
         goto out;
     if (cfg->ca_file && !(c->ca_file = strdup(cfg->ca_file))) goto out;
-    if (!(c->rx = calloc(RMQ_MAX_REGEX, sizeof *c->rx))) goto out;
-    if (!(c->st = calloc(RMQ_MAX_STATE, sizeof *c->st))) goto out;
     c->source = cfg->depth_source;
     c->timeout_ms = cfg->timeout_ms > 0 ? (long)cfg->timeout_ms : 3000;
     c->connect_timeout_ms = cfg->connect_timeout_ms > 0 ? (long)cfg->connect_timeout_ms : 1000;
@@ -1169,6 +1181,8 @@ static int rx_find(struct rmq_client *c, const char *vhost, const char *regex, s
         set_err(c, NULL, "more than %d queue regexes", RMQ_MAX_REGEX);
         return JP_ERANGE;
     }
+    if (!grow_array((void **)&c->rx, c->nrx, &c->crx, sizeof *c->rx, RMQ_MAX_REGEX))
+        return JP_ENOMEM;
     struct rxent *e = &c->rx[c->nrx];
     memset(e, 0, sizeof *e);
     int rr = regcomp(&e->re, regex, REG_EXTENDED | REG_NOSUB);
