@@ -136,8 +136,8 @@ for p in "${SIM_PIDS[@]}"; do kill -0 "$p" 2>/dev/null || bad "a node simulator 
 if ! rbac_for jobpool-listed --set "watchNamespaces={e2e-ns1,e2e-ns2}"; then bad "the chart's Roles or the token did not apply"; finish; exit 1; fi
 sakc=$out/jobpool-listed.sa/kubeconfig
 can() { KUBECONFIG=$sakc "$bin/kubectl" auth can-i "$@" 2>/dev/null; }
-check "as the listed release: Jobs and JobPools in ns1 and ns2 yes; Jobs and JobPools in ns3, Secrets, cluster-wide lists no" \
-  [ "$(can create jobs -n e2e-ns1)$(can patch jobpools --subresource=status -n e2e-ns2)$(can list jobpools -n e2e-ns3)$(can create jobs -n e2e-ns3)$(can get secrets -n e2e-ns1)$(can list jobs --all-namespaces)" = yesyesnononono ]
+check "as the listed release: Jobs, JobPools and get on Secrets in ns1 and ns2 yes; Jobs, JobPools and Secrets in ns3, a list of Secrets, cluster-wide lists no" \
+  [ "$(can create jobs -n e2e-ns1)$(can patch jobpools --subresource=status -n e2e-ns2)$(can get secrets -n e2e-ns1)$(can list jobpools -n e2e-ns3)$(can create jobs -n e2e-ns3)$(can get secrets -n e2e-ns3)$(can list secrets -n e2e-ns1)$(can list jobs --all-namespaces)" = yesyesyesnonononono ]
 for ns in "${NSS[@]}"; do apply_jp "$ns"; done
 config "$E2E_WORK/jobpool_ns.yaml" jobpool-listed default-jobpool-listed "[e2e-ns1, e2e-ns2]"
 N=6
@@ -173,8 +173,8 @@ ctrl_stop
 # -- no watchNamespaces: the chart's ClusterRole ----------------------------------------------------
 if ! rbac_for jobpool-all; then bad "the chart's ClusterRole or the token did not apply"; finish; exit 1; fi
 sakc=$out/jobpool-all.sa/kubeconfig
-check "as the all-namespaces release: Jobs and JobPools anywhere yes; Secrets, the Lease outside default no" \
-  [ "$(can create jobs -n e2e-ns3)$(can list jobpools --all-namespaces)$(can get secrets -n e2e-ns3)$(can update leases/jobpool-all-leader -n e2e-ns3)" = yesyesnono ]
+check "as the all-namespaces release: Jobs, JobPools and get on Secrets anywhere yes; a list of Secrets, the Lease outside default no" \
+  [ "$(can create jobs -n e2e-ns3)$(can list jobpools --all-namespaces)$(can get secrets -n e2e-ns3)$(can list secrets -n e2e-ns3)$(can update leases/jobpool-all-leader -n e2e-ns3)" = yesyesyesnono ]
 config "$E2E_WORK/jobpool_ns.yaml" jobpool-all default-jobpool-all
 ctrl_start "$E2E_WORK/jobpool_ns.yaml"
 wait_until 90 done_n e2e-ns3 3

@@ -125,11 +125,12 @@ def rules(p):
 want_role = {("coordination.k8s.io", "leases", ("jobpool-leader",)): ["get", "update"]}
 want_cluster = {("batch", "jobs", ()): ["create", "get", "list", "watch", "delete"], ("", "pods", ()): ["list", "watch"],
                 ("", "events", ()): ["create"],
-                ("jobpool.dev", "jobpools", ()): ["list", "watch"], ("jobpool.dev", "jobpools/status", ()): ["patch"]}
+                ("jobpool.dev", "jobpools", ()): ["list", "watch"], ("jobpool.dev", "jobpools/status", ()): ["patch"],
+                ("", "secrets", ()): ["get"]}
 got = (rules(sys.argv[1]), rules(sys.argv[2]))
 sys.exit(0 if got == (want_role, want_cluster) else "server-side rules: %r" % (got,))
 PY
-  then ok "the stored ClusterRole has exactly the five workload and JobPool rules, the Role only the Lease's (by name)"; else bad "RBAC rules on the server differ"; fi
+  then ok "the stored ClusterRole has exactly the six workload and JobPool rules (Secrets: get only), the Role only the Lease's (by name)"; else bad "RBAC rules on the server differ"; fi
   # An upgrade with a value the controller would reject never reaches the cluster, and the
   # stored rollout keeps the old pod until the new one is ready (no kubelet here runs pods, so
   # the rollout itself cannot be watched; what the API server's Deployment controller is given
@@ -190,26 +191,26 @@ if sa_kubeconfig "$ns" jobpool "$tmp/sa"; then
   allowed=0 denied=0 before=$fail
   for q in "create jobs" "get jobs" "list jobs" "watch jobs" "delete jobs" "list pods" "watch pods" \
            "create events" "list jobpools" "watch jobpools" "patch jobpools --subresource=status" \
-           "get leases/jobpool-leader" "update leases/jobpool-leader"; do
+           "get secrets" "get leases/jobpool-leader" "update leases/jobpool-leader"; do
     expect yes $q -n "$ns" && allowed=$((allowed + 1))
   done
   # By default JobPools are served in every namespace: Jobs, Pods, Events and JobPools anywhere.
   for q in "create jobs -n default" "delete jobs -n default" "list jobs --all-namespaces" \
            "watch pods --all-namespaces" "list jobpools --all-namespaces" "patch jobpools --subresource=status -n default" \
-           "create events -n default"; do
+           "create events -n default" "get secrets -n default"; do
     expect yes $q && allowed=$((allowed + 1))
   done
-  for q in "get secrets" "list secrets" "watch secrets" "update jobs" "patch jobs" "create pods" \
+  for q in "list secrets" "watch secrets" "update secrets" "update jobs" "patch jobs" "create pods" \
            "get pods" "delete pods" "create deployments" "patch events" "create leases" "get leases/other" \
            "update leases/other" "delete leases/jobpool-leader" "get configmaps" "create rolebindings" \
            "create jobpools" "update jobpools" "delete jobpools" "update jobpools --subresource=status"; do
     expect no $q -n "$ns" && denied=$((denied + 1))
   done
-  for q in "get secrets -n default" "list secrets --all-namespaces" "get leases/jobpool-leader -n default" \
+  for q in "list secrets -n default" "list secrets --all-namespaces" "get leases/jobpool-leader -n default" \
            "update leases/jobpool-leader -n default" "list namespaces" "list nodes"; do
     expect no $q && denied=$((denied + 1))
   done
-  [ "$fail" -eq "$before" ] && ok "kubectl auth can-i as the ServiceAccount: $allowed needed verbs allowed (Jobs, Pods, Events, JobPools in every namespace; the Lease); $denied denied (Secrets, unused verbs, other Leases, the Lease elsewhere, namespaces, nodes)"
+  [ "$fail" -eq "$before" ] && ok "kubectl auth can-i as the ServiceAccount: $allowed needed verbs allowed (Jobs, Pods, Events, JobPools and get on the Secrets they name in every namespace; the Lease); $denied denied (listing or changing Secrets, unused verbs, other Leases, the Lease elsewhere, namespaces, nodes)"
 
   # A full reconcile pass, out of cluster, with only that token: the installed ConfigMap's config
   # with the in-cluster settings swapped for the token's kubeconfig.
@@ -278,11 +279,12 @@ if out=$("$helm" install other "$chart" -n "$ns" --set "watchNamespaces={$ns2}" 
     lease=other-jobpool-leader
     expect yes create jobs -n "$ns2"; expect yes list jobpools -n "$ns2"; expect yes patch jobpools --subresource=status -n "$ns2"
     expect yes create jobs -n "$ns"; expect yes update "leases/$lease" -n "$ns"
-    expect no list jobpools -n "$ns"; expect no create jobs -n default; expect no get secrets -n "$ns2"
+    expect no list jobpools -n "$ns"; expect no create jobs -n default; expect yes get secrets -n "$ns2"
+    expect no get secrets -n "$ns"; expect no list secrets -n "$ns2"
     expect no list jobs --all-namespaces; expect no list jobpools --all-namespaces; expect no update "leases/$lease" -n "$ns2"
     "$kubectl" -n "$ns" get lease "$lease" >/dev/null 2>&1 || bad "no Lease $lease in $ns"
     "$kubectl" get clusterrole "$ns-other-jobpool" >/dev/null 2>&1 && bad "a ClusterRole was installed with watchNamespaces"
-    [ "$fail" -eq "$before" ] && ok "watchNamespaces=$ns2: Jobs and JobPools there, the file's Jobs and the Lease in the release namespace, nothing elsewhere, no Secrets, nothing cluster-wide; a second release beside the first"
+    [ "$fail" -eq "$before" ] && ok "watchNamespaces=$ns2: Jobs and JobPools there, the file's Jobs and the Lease in the release namespace, get on Secrets only where JobPools are served, nothing elsewhere, nothing cluster-wide; a second release beside the first"
   else bad "no token for ServiceAccount other-jobpool"; fi
   "$helm" uninstall other -n "$ns" >/dev/null 2>&1
 else bad "helm install with watchNamespaces failed:"; echo "$out" | sed 's/^/    /'; fi

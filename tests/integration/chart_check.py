@@ -45,8 +45,8 @@ def one(objs, kind):
 
 # Exactly the calls controller/src/kube.c makes: Jobs created, listed, watched (the cache), read
 # (a live check before a pending-timeout delete) and deleted; Pods listed and watched; Events
-# created (where workers run); JobPools listed and watched, their status patched (where they are
-# served); the one Lease read and renewed (in the release namespace only). The chart creates the
+# created (where workers run); JobPools listed and watched, their status patched, and the Secrets
+# they name read by name (where they are served); the one Lease read and renewed (in the release namespace only). The chart creates the
 # Lease, so there is no create on leases (it could not be limited to one name).
 WORKER_RULES = {
     ("batch", "jobs", None): ["create", "get", "list", "watch", "delete"],
@@ -56,6 +56,7 @@ WORKER_RULES = {
 JOBPOOL_RULES = {
     ("jobpool.dev", "jobpools", None): ["list", "watch"],
     ("jobpool.dev", "jobpools/status", None): ["patch"],
+    ("", "secrets", None): ["get"],     # connectionSecretRef: by name, never listed or watched
 }
 LEASE_RULES = {("coordination.k8s.io", "leases", "LEASE"): ["get", "update"]}
 
@@ -131,7 +132,9 @@ def common(objs, release):
               "%s: app.kubernetes.io/instance is not %s" % (o["kind"], release))
     for r in find(objs, "Role") + find(objs, "ClusterRole"):
         for rule in r.get("rules", []):
-            check("secrets" not in rule["resources"], "%s grants access to secrets" % r["kind"])
+            check("secrets" not in rule["resources"] or (rule["resources"] == ["secrets"] and rule["verbs"] == ["get"]
+                                                         and not rule.get("resourceNames")),
+                  "%s grants more on secrets than get" % r["kind"])
             check("*" not in rule["resources"] and "*" not in rule["verbs"], "%s uses a wildcard" % r["kind"])
     dep, c = container(objs)
     pod = dep["spec"]["template"]["spec"]

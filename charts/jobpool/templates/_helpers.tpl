@@ -321,9 +321,14 @@ no Secrets. */}}
 {{- include "jobpool.connectionSecretRules" . }}
 {{- end }}
 
-{{/* spec.connectionSecretRef: the rule that lets the controller read the Secrets JobPools name
-(get, in the JobPools' namespaces) belongs here; empty until the controller reads them. */}}
+{{/* spec.connectionSecretRef: the controller reads the Secrets JobPools name, by name only,
+wherever JobPools are served (controller/src/conns.c). */}}
 {{- define "jobpool.connectionSecretRules" }}
+# JobPools' own broker connections (spec.connectionSecretRef): each named Secret is read by name;
+# get only, so no Secret can be listed or watched.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
 {{- end }}
 
 {{/* Leader election, in the release namespace only. */}}
