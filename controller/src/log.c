@@ -191,6 +191,19 @@ static void json_string(FILE *f, const char *s)
     fputc('"', f);
 }
 
+/* A text record is one line: a newline from another program's words (an API server's plain
+ * "404 page not found\n") would start a line that is not a record. */
+static void text_string(FILE *f, const char *s)
+{
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '\n') fputs("\\n", f);
+        else if (c == '\r') fputs("\\r", f);
+        else if (c < 0x20 && c != '\t') fprintf(f, "\\x%02x", c);
+        else fputc(c, f);
+    }
+}
+
 void log_emit_(enum log_level level, const char *pool, int err, const char *fmt, ...)
 {
     /* Format whole, mask, then cut: a secret straddling the cut is masked, not half printed. */
@@ -241,7 +254,7 @@ void log_emit_(enum log_level level, const char *pool, int err, const char *fmt,
     } else {
         fprintf(f, "%s %-5s ", tbuf, log_level_name(level));
         if (pool) fprintf(f, "pool=%s ", pool);
-        fputs(msg, f);
+        text_string(f, msg);
         if (err) fprintf(f, " err=\"%s\"", jp_strerror(err));
         fputc('\n', f);
     }

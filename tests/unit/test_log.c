@@ -63,6 +63,19 @@ static void test_mask_and_count(void **state)
     assert_non_null(strstr(logged(), "now broker-pass"));
 }
 
+/* A text record is one line, whatever the message holds: an API server's plain-text "404 page
+ * not found\n" once made the next line of the log start with ` err=...` and no time. */
+static void test_one_line_per_record(void **state)
+{
+    (void)state;
+    log_msg(LOG_WARN, "p", 0, "list failed: 404 page not found\nsecond\rthird\001 tab\tkept");
+    const char *l = logged();
+    const char *nl = strchr(l, '\n');
+    assert_non_null(nl);
+    assert_int_equal(nl[1], '\0'); /* exactly one line */
+    assert_non_null(strstr(l, "404 page not found\\nsecond\\rthird\\x01 tab\tkept"));
+}
+
 /* The old list held 16 entries and dropped the oldest: the first secret, typically the broker
  * password, was printed after 16 more. Nothing is evicted now, and rotations do not grow it. */
 static void test_no_eviction(void **state)
@@ -162,6 +175,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_longest_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cut_after_mask, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_one_line_per_record, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
