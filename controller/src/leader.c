@@ -105,14 +105,8 @@ static void *renewer(void *arg)
         int64_t wake = t0 + l->retry_ms;
         while (!l->stop && util_now_ms() < wake) {
             /* The condition variable runs on CLOCK_MONOTONIC (leader_new). */
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
             int64_t left = wake - util_now_ms();
-            if (left > 100) left = 100;
-            ts.tv_nsec += (long)(left % 1000) * 1000000L;
-            ts.tv_sec += left / 1000 + ts.tv_nsec / 1000000000L;
-            ts.tv_nsec %= 1000000000L;
-            pthread_cond_timedwait(&l->cv, &l->mu, &ts);
+            util_cond_wait_ms(&l->cv, &l->mu, left > 100 ? 100 : left);
         }
     }
     pthread_mutex_unlock(&l->mu);

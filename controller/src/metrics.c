@@ -864,12 +864,7 @@ static void *reaper_main(void *arg)
     if (step > 250) step = 250;
     pthread_mutex_lock(&m->conn_lock);
     while (!m->stopping) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += (long)(step % 1000) * 1000000L;
-        ts.tv_sec += step / 1000 + ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
-        pthread_cond_timedwait(&m->conn_cond, &m->conn_lock, &ts);
+        util_cond_wait_ms(&m->conn_cond, &m->conn_lock, step);
         int64_t now = util_now_ms();
         for (struct conn *k = m->conns; k && !m->stopping; k = k->next) {
             if (k->reaped || now - k->phase_start_ms <= m->request_timeout_ms) continue;

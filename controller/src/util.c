@@ -69,6 +69,28 @@ static int64_t clock_ms(clockid_t id)
 }
 
 int64_t util_now_ms(void) { return clock_ms(CLOCK_MONOTONIC); }
+
+void util_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms)
+{
+    if (ms <= 0) return;
+    int64_t until = util_now_ms() + ms;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    if (pthread_cond_timedwait(cv, mu, &ts) != ETIMEDOUT) return;
+    int64_t left = until - util_now_ms();
+    if (left <= 0) return;
+    if (left > 50) left = 50;
+    struct timespec nap = {0, (long)left * 1000000L};
+    pthread_mutex_unlock(mu);
+    nanosleep(&nap, NULL);
+    pthread_mutex_lock(mu);
+}
 int64_t util_wall_ms(void) { return clock_ms(CLOCK_REALTIME); }
 
 int util_parse_rfc3339(const char *s, int64_t *out_ms)

@@ -2,6 +2,7 @@
 #ifndef JP_UTIL_H
 #define JP_UTIL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -16,6 +17,12 @@ int util_parse_int64(const char *s, int64_t min, int64_t max, int64_t *out);
 
 /* Milliseconds on CLOCK_MONOTONIC and CLOCK_REALTIME. */
 int64_t util_now_ms(void);
+/* Wait on cv (made with a CLOCK_MONOTONIC condattr), mu held, until it is signalled or ms
+ * have passed; mu is held again on return. Callers loop on their own condition. A timed wait
+ * that returns before its time without a signal (libfaketime, which the clock-skew tests
+ * preload, rewrites every pthread_cond_timedwait as if on its faked wall clock) is finished
+ * as a plain nap of at most 50 ms with mu released, so that no caller spins. */
+void util_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms);
 int64_t util_wall_ms(void);
 /* Parse RFC 3339 "2026-11-28T01:02:03Z" (fraction and offset allowed) to unix ms; 0 or JP_EINVAL. */
 int util_parse_rfc3339(const char *s, int64_t *out_ms);

@@ -63,17 +63,9 @@ static int stopping(const struct watch *w) { return __atomic_load_n(&w->stop, __
 /* Sleep up to ms on the monotonic clock, waking early when the watch stops. */
 static void watch_sleep(struct watch *w, int64_t ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += (time_t)(ms / 1000);
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    int64_t until = util_now_ms() + ms, left;
     pthread_mutex_lock(&w->mu);
-    while (!stopping(w))
-        if (pthread_cond_timedwait(&w->cv, &w->mu, &ts) == ETIMEDOUT) break;
+    while (!stopping(w) && (left = until - util_now_ms()) > 0) util_cond_wait_ms(&w->cv, &w->mu, left);
     pthread_mutex_unlock(&w->mu);
 }
 

@@ -5,7 +5,8 @@
 # clock with a Job's creationTimestamp would call every new Job timed out at +10 min.
 # Proves, for each skew: the log is written on the skewed clock (the skew is really applied),
 # no pending_timeout delete happens, exactly one Job per message is made, each message runs
-# once and the queue drains.
+# once and the queue drains, and the controller does not spin (its timed waits hold under
+# libfaketime, which returns them at once).
 . "$(dirname "$0")/lib.sh"
 N=${E2E_SKEW_N:-12}
 lib=$(dpkg -L libfaketime 2>/dev/null | grep '/libfaketimeMT.so.1$' | head -n1)
@@ -25,11 +26,17 @@ run_skew() { # NAME OFFSET SECONDS
     successfulHistory: 50" >> "$cfg"
   say "controller clock $off: $N messages"
   $TOOL publish --queue "e2e.skew.$name" --count "$N" --sleep 2 --log "$out/pub" || bad "publish"
+  local ctrl_t0; ctrl_t0=$(date +%s)
   CTRL_ENV="LD_PRELOAD=$lib FAKETIME=$off FAKETIME_DONT_FAKE_MONOTONIC=1" ctrl_start "$cfg"
   done_all() { [ "$(lines "$out/done")" -ge "$N" ]; }
   wait_until 120 done_all
   sleep 3 # three more ticks: a late duplicate would show now
   ctrl_metrics > "$out/metrics"
+  # CPU the controller used so far (utime + stime, in clock ticks) against the seconds it ran:
+  # libfaketime rewrites every timed wait, and a wait that returns at once made three of its
+  # threads spin (2,500 API requests a second) until util_cond_wait_ms.
+  local cpu_ticks hz=$(getconf CLK_TCK) ran_s=$(( $(date +%s) - ctrl_t0 ))
+  cpu_ticks=$(awk '{print $14 + $15}' "/proc/$CTRL_PID/stat" 2>/dev/null || echo 0)
   ctrl_stop # its last line ("shutting down") is written now, on its clock
   local skew_s
   skew_s=$(( $(date -d "$(tail -n1 "$CTRL_LOG" | cut -d' ' -f1)" +%s) - $(date +%s) ))
@@ -38,6 +45,8 @@ run_skew() { # NAME OFFSET SECONDS
   timeouts=$(awk -v p="skew-$name" 'index($0, "jobpool_workers_deleted_total{pool=\"" p "\",reason=\"pending_timeout\"}") == 1 {print $2}' "$out/metrics")
   check "[$off] the controller's log clock is off by about $off (${skew_s}s)" \
     [ $(( skew_s - want < 60 && want - skew_s < 60 )) = 1 ]
+  check "[$off] no busy loop under the faked clock: $((cpu_ticks * 1000 / hz)) ms of CPU in ${ran_s} s" \
+    [ $(( cpu_ticks * 1000 / hz < ran_s * 300 )) = 1 ]
   check "[$off] no pending_timeout delete (${timeouts:-0})" [ "${timeouts:-0}" = 0 ]
   check "[$off] exactly one Job per message: $total Jobs for $N" [ "$total" = "$N" ]
   check "[$off] every Job completed ($complete), none left ($unfinished)" \
