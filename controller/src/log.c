@@ -192,12 +192,15 @@ static void json_string(FILE *f, const char *s)
 }
 
 /* A text record is one line: a newline from another program's words (an API server's plain
- * "404 page not found\n") would start a line that is not a record. */
+ * "404 page not found\n") would start a line that is not a record. A backslash is doubled, so a
+ * record reads back to exactly its message: a program's literal "\x0e" stays distinct from an
+ * escaped control byte (the fuzz targets decode a record before they look for a secret in it). */
 static void text_string(FILE *f, const char *s)
 {
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
-        if (c == '\n') fputs("\\n", f);
+        if (c == '\\') fputs("\\\\", f);
+        else if (c == '\n') fputs("\\n", f);
         else if (c == '\r') fputs("\\r", f);
         else if (c < 0x20 && c != '\t') fprintf(f, "\\x%02x", c);
         else fputc(c, f);

@@ -32,15 +32,44 @@ static char *raw_password(const char *url)
     return colon ? strndup(colon + 1, (size_t)(at - colon - 1)) : NULL;
 }
 
-/* Whether s occurs in a line's message, after its timestamp and level (the digits and colons
- * of a time, or "info", could spell a short password by chance; they are not masked). */
+/* A text record's message read back: log.c writes a backslash as "\\", a newline and carriage
+ * return as "\n" and "\r", another control byte as "\xNN". */
+static void unescape(const char *in, char *out)
+{
+    while (*in) {
+        if (in[0] != '\\' || !in[1]) {
+            *out++ = *in++;
+        } else if (in[1] == 'x' && in[2] && in[3]) {
+            char hex[3] = {in[2], in[3], '\0'};
+            *out++ = (char)strtol(hex, NULL, 16);
+            in += 4;
+        } else {
+            *out++ = in[1] == 'n' ? '\n' : in[1] == 'r' ? '\r' : in[1];
+            in += 2;
+        }
+    }
+    *out = '\0';
+}
+
+/* Whether s occurs in a record's message, read back from its escapes, after the record's
+ * timestamp and level (the digits and colons of a time, or "info", could spell a short password
+ * by chance; they are not masked). Searching the escaped text instead finds secrets that the
+ * escapes spell with their neighbours: a user "1u<0x0e>st" is written "1u\x0est", which holds a
+ * password "est" that was masked. */
 static int logged(char *log, const char *s)
 {
     for (char *line = log; line && *line;) {
         char *nl = strchr(line, '\n');
         if (nl) *nl = '\0';
         char *text = strchr(line, ' '); /* "TS LEVEL msg": the level is padded to 5 */
-        int hit = text && strlen(text) > 7 && strstr(text + 7, s);
+        int hit = 0;
+        if (text && strlen(text) > 7) {
+            char *msg = malloc(strlen(text) + 1);
+            if (!msg) abort();
+            unescape(text + 7, msg);
+            hit = strstr(msg, s) != NULL;
+            free(msg);
+        }
         if (nl) *nl = '\n';
         if (hit) return 1;
         line = nl ? nl + 1 : NULL;

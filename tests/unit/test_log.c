@@ -76,6 +76,15 @@ static void test_one_line_per_record(void **state)
     assert_non_null(strstr(l, "404 page not found\\nsecond\\rthird\\x01 tab\tkept"));
 }
 
+/* A record reads back to exactly its message: a program's own backslash is doubled, so its
+ * literal "\x01" is not read as the escape of a control byte. */
+static void test_backslash_doubled(void **state)
+{
+    (void)state;
+    log_msg(LOG_WARN, "p", 0, "regex ^a\\.b literal \\x01 byte \001");
+    assert_non_null(strstr(logged(), "regex ^a\\\\.b literal \\\\x01 byte \\x01"));
+}
+
 /* The old list held 16 entries and dropped the oldest: the first secret, typically the broker
  * password, was printed after 16 more. Nothing is evicted now, and rotations do not grow it. */
 static void test_no_eviction(void **state)
@@ -176,6 +185,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cut_after_mask, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_line_per_record, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backslash_doubled, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
