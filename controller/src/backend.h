@@ -12,8 +12,11 @@ struct metrics;
 
 struct backend_worker {
     char id[64];                /* Job name, or "pid-<n>" locally */
-    char ns[64];                /* the Job's namespace ("" locally) */
-    char uid[40];               /* the Job's uid ("" locally): deletes are conditional on it */
+    /* The Job's namespace and uid ("" locally; deletes are conditional on the uid). Borrowed
+     * from the backend's view of this pass: valid until its next observe, which is as long as
+     * a pass uses a list. Pointers, not copies: 88 bytes less for each of 20,000 workers. */
+    const char *ns;
+    const char *uid;
     const char *pool;           /* the pool label; for orphans the only trace of their pool;
                                  * interned (intern.h), "" when unknown */
     const char *queue;          /* the queue it was given (JOBPOOL_QUEUE; the Job annotation

@@ -347,6 +347,7 @@ static int spawn_one(struct local *L, const struct cfg_pool *pool, const char *q
     const char *q = intern(queue); /* a regex pool's one queue */
     lw->bw.queue = q ? q : "";
     lw->bw.pool = ""; /* local workers are never orphans: they end with their controller */
+    lw->bw.ns = lw->bw.uid = "";
     lw->bw.w.created_ms = util_now_ms();
     if (is_worker_binary(pool->worker_command[0])) {
         lw->bw.w.state = SCALE_PENDING; /* until it reports that it consumes */
