@@ -43,7 +43,8 @@ static int parse_jp(const cJSON *obj, void *rec)
 }
 
 static const struct watch_kind jp_kind = {"jobpools", "jobpools.jobpool.dev", JOBPOOLS_API,
-                                          "jobpools", sizeof(struct jp_rec), parse_jp};
+                                          "jobpools", sizeof(struct jp_rec),
+                                          sizeof(((struct jp_rec *)0)->key), parse_jp};
 
 struct jobpools {
     struct kube_client *kc;

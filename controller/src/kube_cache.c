@@ -110,8 +110,8 @@ static int parse_pod(const struct cJSON *obj, void *rec)
 }
 
 static const struct watch_kind kinds[2] = {
-    {"jobs", "jobs.batch", "/apis/batch/v1", "jobs", sizeof(struct cjob), parse_job},
-    {"pods", "pods", "/api/v1", "pods", sizeof(struct cpod), parse_pod},
+    {"jobs", "jobs.batch", "/apis/batch/v1", "jobs", sizeof(struct cjob), CJOB_KEY, parse_job},
+    {"pods", "pods", "/api/v1", "pods", sizeof(struct cpod), CPOD_KEY, parse_pod},
 };
 
 struct kube_cache {

@@ -20,8 +20,11 @@
  * Not thread-safe: the owner (watch.c) serialises every call. */
 struct store;
 
-/* 0 or JP_ENOMEM; *out NULL on failure. rec_size >= 2. */
-int store_new(size_t rec_size, struct store **out);
+/* Records of rec_size bytes whose first key_size bytes are the key's buffer (2 <= key_size <=
+ * rec_size). The store keeps the key as a string, not its whole buffer; records handed out are
+ * whole again, the buffer's bytes after the key zero. 0, JP_EINVAL or JP_ENOMEM; *out NULL on
+ * failure. */
+int store_new(size_t rec_size, size_t key_size, struct store **out);
 /* Frees every record and expectation. NULL is fine. */
 void store_free(struct store *s);
 

@@ -356,7 +356,7 @@ int watch_new(const struct kube_client *c, const struct watch_kind *kind,
     w->created_ms = util_now_ms();
     w->nr = o->namespaces ? o->nnamespaces : 1;
     if (o->label_selector && !(w->selector = strdup(o->label_selector))) goto out;
-    if ((rc = store_new(kind->rec_size, &w->store)) != 0) goto out;
+    if ((rc = store_new(kind->rec_size, kind->key_size, &w->store)) != 0) goto out;
     rc = JP_ENOMEM;
     if (!(w->r = calloc(w->nr ? w->nr : 1, sizeof *w->r))) goto out;
     for (size_t i = 0; i < w->nr; i++) {

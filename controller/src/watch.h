@@ -29,6 +29,7 @@ struct watch_kind {
     const char *api;            /* "/apis/batch/v1", "/api/v1", "/apis/jobpool.dev/v1alpha1" */
     const char *plural;         /* "jobs" */
     size_t rec_size;            /* its compact record; the record begins with its key */
+    size_t key_size;            /* the key's buffer at the record's start (store_new) */
     /* Fill rec from one object: 0, or non-zero to skip the object. For a kind watched across
      * namespaces the key must be "namespace/name". */
     int (*parse)(const struct cJSON *obj, void *rec);

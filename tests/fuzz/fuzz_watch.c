@@ -93,7 +93,8 @@ int __wrap_http_stream(struct http_client *c, const char *url, long timeout_ms,
 static struct watch *w;
 static int parse_job(const struct cJSON *obj, void *rec) { return kube_job_parse(obj, rec); }
 static const struct watch_kind jobs = {"jobs", "jobs.batch", "/apis/batch/v1", "jobs",
-                                       sizeof(struct kube_job), parse_job};
+                                       sizeof(struct kube_job),
+                                       sizeof(((struct kube_job *)0)->name), parse_job};
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {

@@ -77,7 +77,7 @@ static void test_newer_wins(void **state)
 {
     (void)state;
     struct store *s;
-    assert_int_equal(store_new(sizeof(struct rec), &s), 0);
+    assert_int_equal(store_new(sizeof(struct rec), sizeof(((struct rec *)0)->name), &s), 0);
     struct rec a = R("a", 1);
     assert_int_equal(store_observe(s, &a, 10, 0), 0);
     a.v = 2;
@@ -103,7 +103,7 @@ static void test_relist_merges(void **state)
 {
     (void)state;
     struct store *s;
-    assert_int_equal(store_new(sizeof(struct rec), &s), 0);
+    assert_int_equal(store_new(sizeof(struct rec), sizeof(((struct rec *)0)->name), &s), 0);
     struct rec a = R("a", 1), b = R("b", 1), c = R("c", 1), other = R("x", 1);
     assert_int_equal(store_observe(s, &a, 10, 0), 0);
     assert_int_equal(store_observe(s, &b, 11, 0), 0);
@@ -133,7 +133,7 @@ static void test_expectations(void **state)
 {
     (void)state;
     struct store *s;
-    assert_int_equal(store_new(sizeof(struct rec), &s), 0);
+    assert_int_equal(store_new(sizeof(struct rec), sizeof(((struct rec *)0)->name), &s), 0);
     struct rec p = R("new", 7), old = R("old", 1);
     assert_int_equal(store_observe(s, &old, 5, 0), 0);
     assert_int_equal(store_expect_create(s, &p, 1000), 0);
@@ -186,7 +186,7 @@ static void test_expire_on_store_clock(void **state)
 {
     (void)state;
     struct store *s;
-    assert_int_equal(store_new(sizeof(struct rec), &s), 0);
+    assert_int_equal(store_new(sizeof(struct rec), sizeof(((struct rec *)0)->name), &s), 0);
     struct rec p = R("lost", 1);
     assert_int_equal(store_expect_create(s, &p, 10000), 0);
     assert_int_equal(store_expect_expire(s, 5000, 30000), 0);   /* last current before it */
@@ -202,7 +202,7 @@ static void test_many(void **state)
 {
     (void)state;
     struct store *s;
-    assert_int_equal(store_new(sizeof(struct rec), &s), 0);
+    assert_int_equal(store_new(sizeof(struct rec), sizeof(((struct rec *)0)->name), &s), 0);
     char k[32];
     for (int i = 0; i < 5000; i++) {
         snprintf(k, sizeof k, "job-%d", i);
@@ -222,8 +222,46 @@ static void test_many(void **state)
     assert_null(store_get(s, "job-4998"));
     store_free(s);
     store_free(NULL);
-    assert_int_equal(store_new(1, &s), JP_EINVAL);
+    assert_int_equal(store_new(1, 1, &s), JP_EINVAL);
+    assert_int_equal(store_new(8, 9, &s), JP_EINVAL);
     assert_null(s);
+}
+
+/* The store keeps a key as its string, not its buffer; what it hands out is the record whole
+ * again: the fields after the key as written, the buffer's bytes after the key zero (a record,
+ * a replaced one, and a create's placeholder). */
+static int check_whole(void *ud, const void *rec)
+{
+    const struct rec *r = rec;
+    size_t kl = strlen(r->name);
+    for (size_t i = kl; i < sizeof r->name; i++) assert_int_equal(r->name[i], 0);
+    if (!strcmp(r->name, "a")) assert_int_equal(r->v, 7);
+    else if (!strcmp(r->name, "placeholder-with-a-longer-key")) assert_int_equal(r->v, -3);
+    else fail_msg("unexpected record %s", r->name);
+    (*(int *)ud)++;
+    return 0;
+}
+
+static void test_records_whole(void **state)
+{
+    (void)state;
+    struct store *s;
+    assert_int_equal(store_new(sizeof(struct rec), sizeof(((struct rec *)0)->name), &s), 0);
+    struct rec r = R("a", 1);
+    memset(r.name + 2, 'x', sizeof r.name - 2); /* garbage after the key's NUL is not kept */
+    assert_int_equal(store_observe(s, &r, 1, 0), 0);
+    r.v = 7;
+    assert_int_equal(store_observe(s, &r, 2, 0), 0);
+    struct rec p = R("placeholder-with-a-longer-key", -3);
+    assert_int_equal(store_expect_create(s, &p, 100), 0);
+    const struct rec *g = store_get(s, "a");
+    assert_non_null(g);
+    assert_string_equal(g->name, "a");
+    assert_int_equal(g->v, 7);
+    int n = 0;
+    assert_int_equal(store_visit(s, check_whole, &n), 0);
+    assert_int_equal(n, 2);
+    store_free(s);
 }
 
 int main(void)
@@ -235,6 +273,7 @@ int main(void)
         cmocka_unit_test(test_expectations),
         cmocka_unit_test(test_expire_on_store_clock),
         cmocka_unit_test(test_many),
+        cmocka_unit_test(test_records_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
