@@ -71,7 +71,7 @@ struct kb {
     struct kube_cache *cache;
     struct kslot *slots;        /* pools_slots(cfg) of them */
     const struct pools *pools;  /* JobPools served besides the file's (backend_kube_serve) */
-    struct kube_job_list jobs;  /* this tick's snapshot of every Job, sorted by pool */
+    struct kube_snapshot snap;  /* this tick's snapshot of every Job, sorted by pool */
     int snap_rc;                /* the snapshot's result: JP_ESTALE before the first sync */
     bool stale;                 /* the cache is older than CACHE_MAX_AGE_MS: every pool holds */
     struct seen *seen;          /* open addressing, power-of-two size */
@@ -184,7 +184,7 @@ static int kb_observe(struct backend *b)
     struct kb *K = (struct kb *)b;
     K->gen++;
     seen_prune(K);
-    K->snap_rc = kube_cache_pool_jobs(K->cache, NULL, &K->jobs);
+    K->snap_rc = kube_cache_snapshot(K->cache, NULL, &K->snap);
     if (!K->snap_rc && !K->first_snap_gen) K->first_snap_gen = K->gen;
     K->stale = !K->snap_rc && kube_cache_stale(K->cache, CACHE_MAX_AGE_MS);
     return K->snap_rc;
@@ -199,10 +199,10 @@ static const char *pool_ns(const struct kb *K, const struct cfg_pool *p)
 /* First index in the sorted snapshot whose (namespace, pool) is >= (ns, name). */
 static size_t pool_lower_bound(const struct kb *K, const char *ns, const char *name)
 {
-    size_t lo = 0, hi = K->jobs.n;
+    size_t lo = 0, hi = K->snap.n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (kube_cache_cmp_pool(&K->jobs.items[mid], ns, name) < 0) lo = mid + 1;
+        if (kube_snap_cmp_pool(&K->snap, &K->snap.v[mid], ns, name) < 0) lo = mid + 1;
         else hi = mid;
     }
     return lo;
@@ -233,20 +233,21 @@ void backend_kube_serve(struct backend *b, const struct pools *ps)
 
 /* One Job of the snapshot as a worker, with times from what this controller saw; pool is its
  * pool label, interned by the caller. */
-static void to_worker(struct kb *K, const struct kube_job *j, const char *pool,
+static void to_worker(struct kb *K, const struct kube_snap_job *j, const char *pool,
                       struct backend_stats *st, struct backend_worker *w)
 {
     int64_t now = util_now_ms();
     memset(w, 0, sizeof *w);
-    snprintf(w->id, sizeof w->id, "%s", j->name);
-    w->ns = j->ns; /* the snapshot lives until the next kb_observe */
-    w->uid = j->uid;
+    const char *ns = kube_snap_str(&K->snap, j->ns), *name = kube_snap_str(&K->snap, j->name);
+    snprintf(w->id, sizeof w->id, "%s", name);
+    w->ns = ns; /* the snapshot lives until the next kb_observe */
+    w->uid = kube_snap_str(&K->snap, j->uid);
     w->pool = pool ? pool : "";
     w->queue = j->queue ? j->queue : "";
     w->exit_code = -1;
     w->task_wait_s = w->task_duration_s = -1;
     char key[KUBE_KEY_LEN];
-    kube_key(key, sizeof key, j->ns, j->name);
+    kube_key(key, sizeof key, ns, name);
     struct seen *s = seen_slot(K, key);
     if (s) {
         if (!s->first_ms) {
@@ -289,7 +290,7 @@ static void to_worker(struct kb *K, const struct kube_job *j, const char *pool,
         /* Between pod retries: it will take a message again, but it is not "pending" in the
          * sense of pendingTimeout: its worker has run. */
         w->w.state = SCALE_PENDING;
-        w->w.ran = kube_job_ran(j);
+        w->w.ran = j->succeeded > 0 || j->failed > 0; /* kube_job_ran */
         break;
     }
 }
@@ -302,13 +303,14 @@ static int kb_list(struct backend *b, const struct cfg_pool *pool, struct backen
     if (K->stale) return JP_ESTALE;
     const char *ns = pool_ns(K, pool);
     size_t lo = pool_lower_bound(K, ns, pool->name), hi = lo;
-    while (hi < K->jobs.n && kube_cache_cmp_pool(&K->jobs.items[hi], ns, pool->name) == 0) hi++;
+    while (hi < K->snap.n && kube_snap_cmp_pool(&K->snap, &K->snap.v[hi], ns, pool->name) == 0)
+        hi++;
     /* Every pool's list lives through the pass: sized to its Jobs, not to the next power of 2. */
     int rc = backend_list_reserve(out, hi - lo);
     if (rc) return rc;
     const char *label = intern(pool->name); /* once per pool, not per Job and tick */
     for (size_t i = lo; i < hi; i++) {
-        const struct kube_job *j = &K->jobs.items[i];
+        const struct kube_snap_job *j = &K->snap.v[i];
         if (j->deleting_ms) continue; /* on its way out: neither active nor history */
         struct backend_worker w;
         to_worker(K, j, label, &slot_of(K, pool)->stats, &w);
@@ -327,15 +329,17 @@ static int kb_list_orphans(struct backend *b, struct backend_list *out)
     if (K->snap_rc) return K->snap_rc;
     if (K->stale) return JP_ESTALE; /* no trimming on a view that may be wrong */
     int rc;
-    for (size_t i = 0; i < K->jobs.n;) {
-        const char *pool = K->jobs.items[i].pool, *ns = K->jobs.items[i].ns;
+    for (size_t i = 0; i < K->snap.n;) {
+        const char *pool = kube_snap_str(&K->snap, K->snap.v[i].pool);
+        const char *ns = kube_snap_str(&K->snap, K->snap.v[i].ns);
         size_t end = i;
-        while (end < K->jobs.n && kube_cache_cmp_pool(&K->jobs.items[end], ns, pool) == 0) end++;
+        while (end < K->snap.n && kube_snap_cmp_pool(&K->snap, &K->snap.v[end], ns, pool) == 0)
+            end++;
         if (!pool_configured(K, ns, pool))
             for (size_t k = i; k < end; k++) {
-                if (K->jobs.items[k].deleting_ms) continue;
+                if (K->snap.v[k].deleting_ms) continue;
                 struct backend_worker w;
-                to_worker(K, &K->jobs.items[k], intern(pool), NULL, &w);
+                to_worker(K, &K->snap.v[k], intern(pool), NULL, &w);
                 if ((rc = backend_list_push(out, &w)) != 0) return rc;
             }
         i = end;
@@ -604,7 +608,7 @@ static void kb_destroy(struct backend *b)
     kube_cache_free(K->cache);
     free(K->amqp_url);
     free(K->slots);
-    kube_job_list_free(&K->jobs);
+    kube_snapshot_free(&K->snap);
     free(K->seen);
     free(K->pool_names);
     free(K);

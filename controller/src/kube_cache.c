@@ -55,35 +55,6 @@ static void cjob_from(const struct kube_job *j, struct cjob *c)
     c->failed_cond = j->failed_cond;
 }
 
-/* key "namespace/name" into its parts (each fits: kube_job_parse and kube_pod_parse refuse
- * longer ones; a namespace holds no '/'). */
-static void split_key(const char *key, char *ns, size_t nslen, char *name, size_t namelen)
-{
-    const char *slash = strchr(key, '/');
-    size_t n = slash ? (size_t)(slash - key) : 0;
-    snprintf(ns, nslen, "%.*s", (int)n, key);
-    snprintf(name, namelen, "%s", slash ? slash + 1 : key);
-}
-
-/* The snapshot's Job: what the cache keeps, the rest zero (see kube_cache_pool_jobs). */
-static void cjob_to(const struct cjob *c, struct kube_job *j)
-{
-    memset(j, 0, sizeof *j);
-    split_key(c->key, j->ns, sizeof j->ns, j->name, sizeof j->name);
-    memcpy(j->pool, c->pool, sizeof c->pool);
-    memcpy(j->uid, c->uid, sizeof c->uid);
-    j->queue = c->queue;
-    j->created_ms = c->created_ms;
-    j->completion_ms = c->completion_ms;
-    j->finished_ms = c->finished_ms;
-    j->deleting_ms = c->deleting_ms;
-    j->succeeded = c->succeeded;
-    j->failed = c->failed;
-    j->complete = c->complete;
-    j->failed_cond = c->failed_cond;
-    j->task_wait_s = j->task_duration_s = -1;
-}
-
 static int parse_job(const struct cJSON *obj, void *rec)
 {
     struct kube_job j;
@@ -181,78 +152,134 @@ int kube_cache_wait_synced(struct kube_cache *k, int64_t timeout_ms)
     return 0;
 }
 
+/* Building a snapshot: the pool it is for (NULL: every pool) and the Jobs counted. */
 struct snap {
     const char *pool;
-    struct kube_job_list *out;
+    struct kube_snapshot *out;
     size_t count;               /* the counting visit's result */
+    size_t bytes;               /* and the strings' */
 };
+
+static size_t job_bytes(const struct cjob *c)
+{
+    return strlen(c->key) + 1 + strlen(c->pool) + 1 + strlen(c->uid) + 1; /* '/' becomes NUL */
+}
 
 static int count_job(void *ud, const void *rec)
 {
     struct snap *s = ud;
-    if (!s->pool || strcmp(((const struct cjob *)rec)->pool, s->pool) == 0) s->count++;
+    const struct cjob *c = rec;
+    if (s->pool && strcmp(c->pool, s->pool) != 0) return 0;
+    s->count++;
+    s->bytes += job_bytes(c);
     return 0;
 }
 
-/* Room for n Jobs: exactly that many (a doubling array held up to twice the snapshot, every
- * tick), given back when the Jobs shrink to a quarter of it. */
-static int reserve(struct kube_job_list *l, size_t n)
+/* Room for n Jobs and a bytes of strings: exactly that (a doubling array held up to twice the
+ * snapshot, every tick), given back when either shrinks to a quarter of it. */
+static int reserve(struct kube_snapshot *s, size_t n, size_t a)
 {
-    if (n <= l->alloc && n >= l->alloc / 4) return 0;
-    if (!n) {
-        free(l->items);
-        l->items = NULL;
-        l->alloc = 0;
-        return 0;
+    if (n > s->cap || n < s->cap / 4) {
+        struct kube_snap_job *v = n ? realloc(s->v, n * sizeof *v) : NULL;
+        if (n && !v) return JP_ENOMEM;
+        if (!n) free(s->v);
+        s->v = v;
+        s->cap = n;
     }
-    struct kube_job *p = realloc(l->items, n * sizeof *p);
-    if (!p) return JP_ENOMEM;
-    l->items = p;
-    l->alloc = n;
+    if (a > s->acap || a < s->acap / 4) {
+        char *p = a ? realloc(s->arena, a) : NULL;
+        if (a && !p) return JP_ENOMEM;
+        if (!a) free(s->arena);
+        s->arena = p;
+        s->acap = a;
+    }
     return 0;
+}
+
+void kube_snapshot_free(struct kube_snapshot *s)
+{
+    if (!s) return;
+    free(s->v);
+    free(s->arena);
+    memset(s, 0, sizeof *s);
+}
+
+/* str (n bytes) and a NUL into the arena: its offset. Room was reserved. */
+static uint32_t put_str(struct kube_snapshot *s, const char *str, size_t n)
+{
+    uint32_t at = (uint32_t)s->alen;
+    memcpy(s->arena + s->alen, str, n);
+    s->arena[s->alen + n] = '\0';
+    s->alen += n + 1;
+    return at;
 }
 
 static int add_job(void *ud, const void *rec)
 {
     struct snap *s = ud;
-    const struct cjob *j = rec;
-    struct kube_job_list *l = s->out;
-    if (s->pool && strcmp(j->pool, s->pool) != 0) return 0;
+    const struct cjob *c = rec;
+    struct kube_snapshot *o = s->out;
+    if (s->pool && strcmp(c->pool, s->pool) != 0) return 0;
     /* The store may have grown between the counting visit and this one. */
-    if (l->n == l->alloc && reserve(l, l->alloc + l->alloc / 8 + 16) != 0) return JP_ENOMEM;
-    cjob_to(j, &l->items[l->n++]);
+    size_t need = job_bytes(c);
+    if ((o->n == o->cap || o->alen + need > o->acap) &&
+        reserve(o, o->cap + o->cap / 8 + 16, o->acap + o->acap / 8 + need + 256) != 0)
+        return JP_ENOMEM;
+    if (o->alen + need > UINT32_MAX) return JP_ENOMEM;
+    struct kube_snap_job *j = &o->v[o->n++];
+    memset(j, 0, sizeof *j);
+    const char *slash = strchr(c->key, '/');
+    size_t nl = slash ? (size_t)(slash - c->key) : 0;
+    j->ns = put_str(o, c->key, nl);
+    j->name = put_str(o, slash ? slash + 1 : c->key, strlen(slash ? slash + 1 : c->key));
+    j->pool = put_str(o, c->pool, strlen(c->pool));
+    j->uid = put_str(o, c->uid, strlen(c->uid));
+    j->queue = c->queue;
+    j->created_ms = c->created_ms;
+    j->completion_ms = c->completion_ms;
+    j->finished_ms = c->finished_ms;
+    j->deleting_ms = c->deleting_ms;
+    j->succeeded = c->succeeded;
+    j->failed = c->failed;
+    j->complete = c->complete;
+    j->failed_cond = c->failed_cond;
+    j->task_wait_s = j->task_duration_s = -1;
     return 0;
 }
 
 /* By namespace, then name: the key's order. */
-static int cmp_key(const void *a, const void *b)
+static int cmp_key(const void *a, const void *b, void *arena)
 {
-    const struct kube_job *x = a, *y = b;
-    int c = strcmp(x->ns, y->ns);
-    return c ? c : strcmp(x->name, y->name);
+    const struct kube_snap_job *x = a, *y = b;
+    const char *t = arena;
+    int c = strcmp(t + x->ns, t + y->ns);
+    return c ? c : strcmp(t + x->name, t + y->name);
 }
 
-static int cmp_created(const void *a, const void *b)
+static int cmp_created(const void *a, const void *b, void *arena)
 {
-    const struct kube_job *x = a, *y = b;
+    const struct kube_snap_job *x = a, *y = b;
     if (x->created_ms != y->created_ms) return x->created_ms < y->created_ms ? -1 : 1;
-    return cmp_key(a, b);
+    return cmp_key(a, b, arena);
 }
 
-int kube_cache_cmp_pool(const struct kube_job *j, const char *ns, const char *pool)
+int kube_snap_cmp_pool(const struct kube_snapshot *s, const struct kube_snap_job *j,
+                       const char *ns, const char *pool)
 {
-    int c = strcmp(j->ns, ns);
-    return c ? c : strcmp(j->pool, pool);
+    int c = strcmp(s->arena + j->ns, ns);
+    return c ? c : strcmp(s->arena + j->pool, pool);
 }
 
 /* Every pool's Jobs together (the backend then finds a pool by binary search), each pool's
  * oldest first: one sort serves both, where a sort by time and a second by pool cost twice.
  * A pool is its namespace and name: pool "a" of two namespaces is two pools. */
-static int cmp_pool_created(const void *a, const void *b)
+static int cmp_pool_created(const void *a, const void *b, void *arena)
 {
-    const struct kube_job *x = a, *y = b;
-    int c = kube_cache_cmp_pool(x, y->ns, y->pool);
-    return c ? c : cmp_created(a, b);
+    const struct kube_snap_job *x = a, *y = b;
+    const char *t = arena;
+    int c = strcmp(t + x->ns, t + y->ns);
+    if (!c) c = strcmp(t + x->pool, t + y->pool);
+    return c ? c : cmp_created(a, b, arena);
 }
 
 /* A Running pod, or a finished one with the worker's last word (no message found, or a task's
@@ -261,14 +288,26 @@ static int cmp_pool_created(const void *a, const void *b)
 static int add_pod(void *ud, const void *rec)
 {
     struct snap *s = ud;
+    const struct kube_snapshot *o = s->out;
     const struct cpod *p = rec;
     if (!p->job[0] || (!p->running && !p->no_task && !p->has_task)) return 0;
-    struct kube_job key = {0};
-    char pod[sizeof((struct kube_pod *)0)->name];
-    split_key(p->key, key.ns, sizeof key.ns, pod, sizeof pod);
-    memcpy(key.name, p->job, sizeof key.name);
-    struct kube_job *j = bsearch(&key, s->out->items, s->out->n, sizeof key, cmp_key);
-    if (!j) return 0;
+    const char *slash = strchr(p->key, '/');
+    size_t nl = slash ? (size_t)(slash - p->key) : 0;
+    size_t lo = 0, hi = o->n;
+    while (lo < hi) { /* the first Job whose (namespace, name) is not below the pod's */
+        size_t mid = lo + (hi - lo) / 2;
+        const char *ns = o->arena + o->v[mid].ns;
+        int c = strncmp(ns, p->key, nl);
+        if (!c) c = ns[nl] ? 1 : 0;
+        if (!c) c = strcmp(o->arena + o->v[mid].name, p->job);
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo == o->n) return 0;
+    struct kube_snap_job *j = &o->v[lo];
+    if (strncmp(o->arena + j->ns, p->key, nl) || o->arena[j->ns + nl] ||
+        strcmp(o->arena + j->name, p->job))
+        return 0;
     if (p->running) j->running_pods++;
     if (p->no_task) j->no_task = true;
     if (p->no_task || p->has_task) j->reported = true;
@@ -279,22 +318,70 @@ static int add_pod(void *ud, const void *rec)
     return 0;
 }
 
-int kube_cache_pool_jobs(struct kube_cache *k, const char *pool, struct kube_job_list *out)
+int kube_cache_snapshot(struct kube_cache *k, const char *pool, struct kube_snapshot *out)
 {
-    out->n = 0;
+    out->n = out->alen = 0;
     if (!kube_cache_synced(k)) return JP_ESTALE;
-    struct snap s = {pool, out, 0};
+    struct snap s = {pool, out, 0, 0};
     int rc = watch_visit(k->w[K_JOBS], count_job, &s);
-    if (rc || (rc = reserve(out, s.count)) != 0) goto out;
+    if (rc || (rc = reserve(out, s.count, s.bytes)) != 0) goto out;
     if ((rc = watch_visit(k->w[K_JOBS], add_job, &s)) != 0) goto out;
-    if (out->n > 1) qsort(out->items, out->n, sizeof *out->items, cmp_key);
+    if (out->n > 1) qsort_r(out->v, out->n, sizeof *out->v, cmp_key, out->arena);
     rc = watch_visit(k->w[K_PODS], add_pod, &s);
     if (rc) goto out;
-    for (size_t i = 0; i < out->n; i++) kube_job_set_state(&out->items[i]);
+    for (size_t i = 0; i < out->n; i++) {
+        struct kube_snap_job *j = &out->v[i];
+        /* kube_job_set_state's rule, on the compact record */
+        j->state = j->complete ? KUBE_JOB_SUCCEEDED
+                   : j->failed_cond ? KUBE_JOB_FAILED
+                   : j->running_pods > 0 ? KUBE_JOB_RUNNING : KUBE_JOB_PENDING;
+    }
     if (out->n > 1)
-        qsort(out->items, out->n, sizeof *out->items, pool ? cmp_created : cmp_pool_created);
+        qsort_r(out->v, out->n, sizeof *out->v, pool ? cmp_created : cmp_pool_created,
+                out->arena);
 out:
-    if (rc) out->n = 0;
+    if (rc) out->n = out->alen = 0;
+    return rc;
+}
+
+int kube_cache_pool_jobs(struct kube_cache *k, const char *pool, struct kube_job_list *out)
+{
+    struct kube_snapshot s = {0};
+    out->n = 0;
+    int rc = kube_cache_snapshot(k, pool, &s);
+    if (!rc && s.n > out->alloc) {
+        struct kube_job *p = realloc(out->items, s.n * sizeof *p);
+        if (!p) rc = JP_ENOMEM;
+        else {
+            out->items = p;
+            out->alloc = s.n;
+        }
+    }
+    for (size_t i = 0; !rc && i < s.n; i++) {
+        const struct kube_snap_job *c = &s.v[i];
+        struct kube_job *j = &out->items[out->n++];
+        memset(j, 0, sizeof *j);
+        snprintf(j->ns, sizeof j->ns, "%s", s.arena + c->ns);
+        snprintf(j->name, sizeof j->name, "%s", s.arena + c->name);
+        snprintf(j->pool, sizeof j->pool, "%s", s.arena + c->pool);
+        snprintf(j->uid, sizeof j->uid, "%s", s.arena + c->uid);
+        j->queue = c->queue;
+        j->created_ms = c->created_ms;
+        j->completion_ms = c->completion_ms;
+        j->finished_ms = c->finished_ms;
+        j->deleting_ms = c->deleting_ms;
+        j->succeeded = c->succeeded;
+        j->failed = c->failed;
+        j->complete = c->complete;
+        j->failed_cond = c->failed_cond;
+        j->running_pods = c->running_pods;
+        j->no_task = c->no_task;
+        j->reported = c->reported;
+        j->task_wait_s = c->task_wait_s;
+        j->task_duration_s = c->task_duration_s;
+        j->state = c->state;
+    }
+    kube_snapshot_free(&s);
     return rc;
 }
 

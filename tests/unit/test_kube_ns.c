@@ -61,15 +61,14 @@ static void test_keys(void **state)
 static void test_pool_order(void **state)
 {
     (void)state;
-    struct kube_job j;
-    memset(&j, 0, sizeof j);
-    snprintf(j.ns, sizeof j.ns, "ns1");
-    snprintf(j.pool, sizeof j.pool, "b");
-    assert_int_equal(kube_cache_cmp_pool(&j, "ns1", "b"), 0);
-    assert_true(kube_cache_cmp_pool(&j, "ns2", "a") < 0);   /* namespace first */
-    assert_true(kube_cache_cmp_pool(&j, "ns1", "c") < 0);
-    assert_true(kube_cache_cmp_pool(&j, "ns0", "z") > 0);
-    assert_true(kube_cache_cmp_pool(&j, "ns1", "a") > 0);
+    char arena[] = "ns1\0b"; /* a snapshot entry's strings: namespace at 0, pool at 4 */
+    struct kube_snapshot s = {.arena = arena};
+    struct kube_snap_job j = {.ns = 0, .pool = 4};
+    assert_int_equal(kube_snap_cmp_pool(&s, &j, "ns1", "b"), 0);
+    assert_true(kube_snap_cmp_pool(&s, &j, "ns2", "a") < 0);   /* namespace first */
+    assert_true(kube_snap_cmp_pool(&s, &j, "ns1", "c") < 0);
+    assert_true(kube_snap_cmp_pool(&s, &j, "ns0", "z") > 0);
+    assert_true(kube_snap_cmp_pool(&s, &j, "ns1", "a") > 0);
 }
 
 static void test_ns_index(void **state)
