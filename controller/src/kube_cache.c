@@ -16,15 +16,17 @@ const char *const kube_cache_kinds[2] = {"jobs", "pods"};
  * interned. At 20,000 Jobs and their pods the full structs (struct kube_job ~310 bytes, struct
  * kube_pod ~360) held twice the memory for fields no snapshot reads (a pod's node, phase,
  * uid and pool; a Job's resourceVersion, config hash, start time and active count). The pool
- * stays a buffer, not an interned pointer: a pool name that did not fit a full intern table
- * must not turn a pool's Jobs into orphans. The store's key is "namespace/name" (kube_key): the
- * cache may watch several namespaces, or all of them, and a name may recur across them. */
-#define CJOB_KEY (sizeof((struct kube_job *)0)->ns + sizeof((struct kube_job *)0)->name)
-#define CPOD_KEY (sizeof((struct kube_pod *)0)->ns + sizeof((struct kube_pod *)0)->name)
+ * stays a string of the record, not an interned pointer: a pool name that did not fit a full
+ * intern table must not turn a pool's Jobs into orphans. The store's key is "namespace/name"
+ * (kube_key): the cache may watch several namespaces, or all of them, and a name may recur
+ * across them. A record's strings are packed one after another in its first field, which the
+ * store keeps only up to the last of them (store.h): a Job's key, pool and uid take about 70
+ * bytes of their 232, a pod's key and Job name about 60 of 192. */
+#define KSZ(type, f) sizeof(((struct type *)0)->f)
+#define CJOB_STRS (KSZ(kube_job, ns) + KSZ(kube_job, name) + KSZ(kube_job, pool) + KSZ(kube_job, uid))
+#define CPOD_STRS (KSZ(kube_pod, ns) + KSZ(kube_pod, name) + KSZ(kube_pod, job))
 struct cjob {
-    char key[CJOB_KEY];         /* namespace/name: the store's key */
-    char pool[sizeof((struct kube_job *)0)->pool];
-    char uid[sizeof((struct kube_job *)0)->uid];
+    char strs[CJOB_STRS];       /* "namespace/name" (the store's key), pool label, uid */
     const char *queue;          /* interned, never NULL */
     int64_t created_ms, completion_ms, finished_ms, deleting_ms;
     int succeeded, failed;      /* kube_job_ran */
@@ -32,18 +34,36 @@ struct cjob {
 };
 
 struct cpod {
-    char key[CPOD_KEY];         /* namespace/name: the store's key */
-    char job[sizeof((struct kube_pod *)0)->job];   /* label job-name */
+    char strs[CPOD_STRS];       /* "namespace/name" (the store's key), label job-name */
     double task_wait_s, task_duration_s;
     bool running, no_task, has_task;
 };
 
+/* The string after s in a record's packed strings. */
+static const char *next_str(const char *s) { return s + strlen(s) + 1; }
+static const char *cjob_pool(const struct cjob *c) { return next_str(c->strs); }
+static const char *cjob_uid(const struct cjob *c) { return next_str(cjob_pool(c)); }
+static const char *cpod_job(const struct cpod *p) { return next_str(p->strs); }
+
+/* The key "namespace/name" and then each string of more[] into strs, packed. Each fits: the
+ * buffers are the sum of the fields they come from. */
+static void pack(char *strs, size_t size, const char *ns, const char *name,
+                 const char *const *more, size_t nmore)
+{
+    memset(strs, 0, size);
+    kube_key(strs, size, ns, name);
+    size_t at = strlen(strs) + 1;
+    for (size_t i = 0; i < nmore && at < size; i++) {
+        snprintf(strs + at, size - at, "%s", more[i]);
+        at += strlen(strs + at) + 1;
+    }
+}
+
 static void cjob_from(const struct kube_job *j, struct cjob *c)
 {
     memset(c, 0, sizeof *c);
-    kube_key(c->key, sizeof c->key, j->ns, j->name);
-    memcpy(c->pool, j->pool, sizeof c->pool);
-    memcpy(c->uid, j->uid, sizeof c->uid);
+    const char *more[] = {j->pool, j->uid};
+    pack(c->strs, sizeof c->strs, j->ns, j->name, more, 2);
     c->queue = j->queue ? j->queue : "";
     c->created_ms = j->created_ms;
     c->completion_ms = j->completion_ms;
@@ -70,8 +90,8 @@ static int parse_pod(const struct cJSON *obj, void *rec)
     if (rc) return rc;
     struct cpod *c = rec;
     memset(c, 0, sizeof *c);
-    kube_key(c->key, sizeof c->key, p.ns, p.name);
-    memcpy(c->job, p.job, sizeof c->job);
+    const char *more[] = {p.job};
+    pack(c->strs, sizeof c->strs, p.ns, p.name, more, 1);
     c->running = kube_pod_running(&p);
     c->no_task = p.no_task;
     c->has_task = p.has_task;
@@ -81,8 +101,8 @@ static int parse_pod(const struct cJSON *obj, void *rec)
 }
 
 static const struct watch_kind kinds[2] = {
-    {"jobs", "jobs.batch", "/apis/batch/v1", "jobs", sizeof(struct cjob), CJOB_KEY, parse_job},
-    {"pods", "pods", "/api/v1", "pods", sizeof(struct cpod), CPOD_KEY, parse_pod},
+    {"jobs", "jobs.batch", "/apis/batch/v1", "jobs", sizeof(struct cjob), CJOB_STRS, parse_job},
+    {"pods", "pods", "/api/v1", "pods", sizeof(struct cpod), CPOD_STRS, parse_pod},
 };
 
 struct kube_cache {
@@ -162,14 +182,14 @@ struct snap {
 
 static size_t job_bytes(const struct cjob *c)
 {
-    return strlen(c->key) + 1 + strlen(c->pool) + 1 + strlen(c->uid) + 1; /* '/' becomes NUL */
+    return strlen(c->strs) + 1 + strlen(cjob_pool(c)) + 1 + strlen(cjob_uid(c)) + 1; /* '/' becomes NUL */
 }
 
 static int count_job(void *ud, const void *rec)
 {
     struct snap *s = ud;
     const struct cjob *c = rec;
-    if (s->pool && strcmp(c->pool, s->pool) != 0) return 0;
+    if (s->pool && strcmp(cjob_pool(c), s->pool) != 0) return 0;
     s->count++;
     s->bytes += job_bytes(c);
     return 0;
@@ -219,7 +239,7 @@ static int add_job(void *ud, const void *rec)
     struct snap *s = ud;
     const struct cjob *c = rec;
     struct kube_snapshot *o = s->out;
-    if (s->pool && strcmp(c->pool, s->pool) != 0) return 0;
+    if (s->pool && strcmp(cjob_pool(c), s->pool) != 0) return 0;
     /* The store may have grown between the counting visit and this one. */
     size_t need = job_bytes(c);
     if ((o->n == o->cap || o->alen + need > o->acap) &&
@@ -228,12 +248,13 @@ static int add_job(void *ud, const void *rec)
     if (o->alen + need > UINT32_MAX) return JP_ENOMEM;
     struct kube_snap_job *j = &o->v[o->n++];
     memset(j, 0, sizeof *j);
-    const char *slash = strchr(c->key, '/');
-    size_t nl = slash ? (size_t)(slash - c->key) : 0;
-    j->ns = put_str(o, c->key, nl);
-    j->name = put_str(o, slash ? slash + 1 : c->key, strlen(slash ? slash + 1 : c->key));
-    j->pool = put_str(o, c->pool, strlen(c->pool));
-    j->uid = put_str(o, c->uid, strlen(c->uid));
+    const char *slash = strchr(c->strs, '/');
+    size_t nl = slash ? (size_t)(slash - c->strs) : 0;
+    const char *name = slash ? slash + 1 : c->strs;
+    j->ns = put_str(o, c->strs, nl);
+    j->name = put_str(o, name, strlen(name));
+    j->pool = put_str(o, cjob_pool(c), strlen(cjob_pool(c)));
+    j->uid = put_str(o, cjob_uid(c), strlen(cjob_uid(c)));
     j->queue = c->queue;
     j->created_ms = c->created_ms;
     j->completion_ms = c->completion_ms;
@@ -290,23 +311,24 @@ static int add_pod(void *ud, const void *rec)
     struct snap *s = ud;
     const struct kube_snapshot *o = s->out;
     const struct cpod *p = rec;
-    if (!p->job[0] || (!p->running && !p->no_task && !p->has_task)) return 0;
-    const char *slash = strchr(p->key, '/');
-    size_t nl = slash ? (size_t)(slash - p->key) : 0;
+    const char *job = cpod_job(p);
+    if (!job[0] || (!p->running && !p->no_task && !p->has_task)) return 0;
+    const char *slash = strchr(p->strs, '/');
+    size_t nl = slash ? (size_t)(slash - p->strs) : 0;
     size_t lo = 0, hi = o->n;
     while (lo < hi) { /* the first Job whose (namespace, name) is not below the pod's */
         size_t mid = lo + (hi - lo) / 2;
         const char *ns = o->arena + o->v[mid].ns;
-        int c = strncmp(ns, p->key, nl);
+        int c = strncmp(ns, p->strs, nl);
         if (!c) c = ns[nl] ? 1 : 0;
-        if (!c) c = strcmp(o->arena + o->v[mid].name, p->job);
+        if (!c) c = strcmp(o->arena + o->v[mid].name, job);
         if (c < 0) lo = mid + 1;
         else hi = mid;
     }
     if (lo == o->n) return 0;
     struct kube_snap_job *j = &o->v[lo];
-    if (strncmp(o->arena + j->ns, p->key, nl) || o->arena[j->ns + nl] ||
-        strcmp(o->arena + j->name, p->job))
+    if (strncmp(o->arena + j->ns, p->strs, nl) || o->arena[j->ns + nl] ||
+        strcmp(o->arena + j->name, job))
         return 0;
     if (p->running) j->running_pods++;
     if (p->no_task) j->no_task = true;

@@ -20,10 +20,12 @@
  * Not thread-safe: the owner (watch.c) serialises every call. */
 struct store;
 
-/* Records of rec_size bytes whose first key_size bytes are the key's buffer (2 <= key_size <=
- * rec_size). The store keeps the key as a string, not its whole buffer; records handed out are
- * whole again, the buffer's bytes after the key zero. 0, JP_EINVAL or JP_ENOMEM; *out NULL on
- * failure. */
+/* Records of rec_size bytes whose first key_size bytes hold NUL-terminated strings, the key
+ * first (a kind may pack more strings after it; 2 <= key_size <= rec_size and <=
+ * STORE_STRS_MAX). The store keeps that region only up to its last string's NUL, not whole;
+ * records handed out are whole again, the region's bytes after the last string zero. 0,
+ * JP_EINVAL or JP_ENOMEM; *out NULL on failure. */
+#define STORE_STRS_MAX 1024
 int store_new(size_t rec_size, size_t key_size, struct store **out);
 /* Frees every record and expectation. NULL is fine. */
 void store_free(struct store *s);

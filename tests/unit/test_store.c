@@ -227,14 +227,19 @@ static void test_many(void **state)
     assert_null(s);
 }
 
-/* The store keeps a key as its string, not its buffer; what it hands out is the record whole
- * again: the fields after the key as written, the buffer's bytes after the key zero (a record,
- * a replaced one, and a create's placeholder). */
+/* The store keeps a record's strings region (here the name buffer: the key, then any packed
+ * strings) only up to its last string; what it hands out is the record whole again: the strings
+ * and fields as written, the region's bytes after the last string zero (a record, one replaced
+ * with longer strings, and a create's placeholder). */
 static int check_whole(void *ud, const void *rec)
 {
     const struct rec *r = rec;
-    size_t kl = strlen(r->name);
-    for (size_t i = kl; i < sizeof r->name; i++) assert_int_equal(r->name[i], 0);
+    size_t end = strlen(r->name) + 1;
+    if (!strcmp(r->name, "a")) {
+        assert_string_equal(r->name + 2, "second string");
+        end += strlen(r->name + 2) + 1;
+    }
+    for (size_t i = end; i < sizeof r->name; i++) assert_int_equal(r->name[i], 0);
     if (!strcmp(r->name, "a")) assert_int_equal(r->v, 7);
     else if (!strcmp(r->name, "placeholder-with-a-longer-key")) assert_int_equal(r->v, -3);
     else fail_msg("unexpected record %s", r->name);
@@ -248,8 +253,8 @@ static void test_records_whole(void **state)
     struct store *s;
     assert_int_equal(store_new(sizeof(struct rec), sizeof(((struct rec *)0)->name), &s), 0);
     struct rec r = R("a", 1);
-    memset(r.name + 2, 'x', sizeof r.name - 2); /* garbage after the key's NUL is not kept */
     assert_int_equal(store_observe(s, &r, 1, 0), 0);
+    snprintf(r.name + 2, sizeof r.name - 2, "second string"); /* a packed second string */
     r.v = 7;
     assert_int_equal(store_observe(s, &r, 2, 0), 0);
     struct rec p = R("placeholder-with-a-longer-key", -3);
@@ -257,7 +262,14 @@ static void test_records_whole(void **state)
     const struct rec *g = store_get(s, "a");
     assert_non_null(g);
     assert_string_equal(g->name, "a");
+    assert_string_equal(g->name + 2, "second string");
     assert_int_equal(g->v, 7);
+    /* Shorter strings again: the node shrinks, and nothing of the longer ones comes back. */
+    struct rec shorter = R("a", 7);
+    assert_int_equal(store_observe(s, &shorter, 3, 0), 0);
+    g = store_get(s, "a");
+    for (size_t i = 2; i < sizeof g->name; i++) assert_int_equal(g->name[i], 0);
+    assert_int_equal(store_observe(s, &r, 4, 0), 0);
     int n = 0;
     assert_int_equal(store_visit(s, check_whole, &n), 0);
     assert_int_equal(n, 2);
