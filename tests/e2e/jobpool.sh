@@ -49,17 +49,7 @@ spec:
   idleTimeout: 10s
   successfulHistory: 50
 ${2:-}
-  jobTemplate:
-    backoffLimit: 0
-    template:
-      spec:
-        restartPolicy: Never
-        terminationGracePeriodSeconds: 5
-        containers:
-          - name: worker
-            image: jobpool/worker:e2e
-            args: [--, $TASK, $out]
-            envFrom: [{secretRef: {name: rabbitmq-worker}}]
+$(worker_template '  ' "$out")
 EOF
 }
 status() { kc get jobpool "${2:-jp}" -n "${3:-default}" -o json | jq -r "$1"; }
@@ -211,16 +201,7 @@ spec:
   maxActive: 4
   idleTimeout: 10s
   connectionSecretRef: {name: own-rabbitmq}
-  jobTemplate:
-    backoffLimit: 0
-    template:
-      spec:
-        restartPolicy: Never
-        terminationGracePeriodSeconds: 5
-        containers:
-          - name: worker
-            image: jobpool/worker:e2e
-            args: [--, $TASK, $own]
+$(worker_template '  ' "$own" -)
 EOF
 owned() { awk '$2 == "ADDED" && $4 == "own"' "$E2E_WORK/jobs.events" | wc -l; }
 own_done() { [ "$(lines "$own/done")" -ge "$1" ]; }

@@ -57,17 +57,7 @@ spec:
   queue: e2e.jpl
   maxActive: $1
   idleTimeout: 10s
-  jobTemplate:
-    backoffLimit: 0
-    template:
-      spec:
-        restartPolicy: Never
-        terminationGracePeriodSeconds: 5
-        containers:
-          - name: worker
-            image: jobpool/worker:e2e
-            args: [--, $TASK, $out]
-            envFrom: [{secretRef: {name: rabbitmq-worker}}]
+$(worker_template '  ' "$out")
 EOF
 }
 

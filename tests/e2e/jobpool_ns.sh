@@ -103,17 +103,7 @@ spec:
   maxActive: 4
   idleTimeout: 10s
   successfulHistory: 50
-  jobTemplate:
-    backoffLimit: 0
-    template:
-      spec:
-        restartPolicy: Never
-        terminationGracePeriodSeconds: 5
-        containers:
-          - name: worker
-            image: jobpool/worker:e2e
-            args: [--, $TASK, $out/$1]
-            envFrom: [{secretRef: {name: rabbitmq-worker}}]
+$(worker_template '  ' "$out/$1")
 JP
 }
 # jobs NAMESPACE: "count queues" of the Jobs of pool jp there (queues: the distinct annotations).

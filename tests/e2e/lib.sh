@@ -127,24 +127,36 @@ pools:
 EOF
 }
 
-# pool_yaml NAME QUEUE OUTDIR [EXTRA-YAML-LINES]: one pool whose Jobs run tests/e2e/task.sh in
-# jobpool-worker (the node simulator maps the image to the worker binary).
+# worker_template INDENT OUTDIR [SECRET]: the jobTemplate of a pool (a file's or a JobPool's)
+# whose Jobs run tests/e2e/task.sh in jobpool-worker (the node simulator maps the image to the
+# worker binary), writing to OUTDIR; each line indented by INDENT. The workers' broker login
+# comes from Secret SECRET (default rabbitmq-worker; "-": none, the pool's own connection).
+worker_template() {
+  local secret=${3:-rabbitmq-worker}
+  {
+    cat <<EOF
+jobTemplate:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      terminationGracePeriodSeconds: 5
+      containers:
+        - name: worker
+          image: jobpool/worker:e2e
+          args: [--, $TASK, $2]
+EOF
+    [ "$secret" = - ] || echo "          envFrom: [{secretRef: {name: $secret}}]"
+  } | sed "s/^/$1/"
+}
+
+# pool_yaml NAME QUEUE OUTDIR [EXTRA-YAML-LINES]: one pool of the config file (worker_template).
 pool_yaml() {
   cat <<EOF
   - name: $1
     queue: $2
 ${4:-}
-    jobTemplate:
-      backoffLimit: 0
-      template:
-        spec:
-          restartPolicy: Never
-          terminationGracePeriodSeconds: 5
-          containers:
-            - name: worker
-              image: jobpool/worker:e2e
-              args: [--, $TASK, $3]
-              envFrom: [{secretRef: {name: rabbitmq-worker}}]
+$(worker_template '    ' "$3")
 EOF
 }
 
