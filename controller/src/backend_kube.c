@@ -290,7 +290,7 @@ static void to_worker(struct kb *K, const struct kube_snap_job *j, const char *p
         /* Between pod retries: it will take a message again, but it is not "pending" in the
          * sense of pendingTimeout: its worker has run. */
         w->w.state = SCALE_PENDING;
-        w->w.ran = j->succeeded > 0 || j->failed > 0; /* kube_job_ran */
+        w->w.ran = kube_job_ran_counts(j->succeeded, j->failed);
         break;
     }
 }

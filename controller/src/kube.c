@@ -474,16 +474,26 @@ static int grow(void **items, size_t *alloc, size_t n, size_t size)
     return 0;
 }
 
+enum kube_job_state kube_job_state_of(bool complete, bool failed_cond, int running_pods)
+{
+    if (complete) return KUBE_JOB_SUCCEEDED;
+    if (failed_cond) return KUBE_JOB_FAILED;
+    return running_pods > 0 ? KUBE_JOB_RUNNING : KUBE_JOB_PENDING;
+}
+
 void kube_job_set_state(struct kube_job *j)
 {
-    if (j->complete) j->state = KUBE_JOB_SUCCEEDED;
-    else if (j->failed_cond) j->state = KUBE_JOB_FAILED;
-    else j->state = j->running_pods > 0 ? KUBE_JOB_RUNNING : KUBE_JOB_PENDING;
+    j->state = kube_job_state_of(j->complete, j->failed_cond, j->running_pods);
+}
+
+bool kube_job_ran_counts(int succeeded, int failed)
+{
+    return succeeded > 0 || failed > 0;
 }
 
 bool kube_job_ran(const struct kube_job *j)
 {
-    return j->succeeded > 0 || j->failed > 0;
+    return kube_job_ran_counts(j->succeeded, j->failed);
 }
 
 bool kube_pod_running(const struct kube_pod *p)

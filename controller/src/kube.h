@@ -276,6 +276,8 @@ bool kube_pod_running(const struct kube_pod *p);
 /* Whether a pod of the Job has already finished (status.succeeded or failed > 0): a Job with no
  * final condition is then between pod retries, and its worker has run. */
 bool kube_job_ran(const struct kube_job *j);
+/* The same from the counts alone (for a record that is not a struct kube_job). */
+bool kube_job_ran_counts(int succeeded, int failed);
 
 /* Fill running_pods and state of every job from pods (kube_pod_running, matched by job-name):
  * SUCCEEDED/FAILED from the conditions, RUNNING with a running pod, PENDING otherwise. A
@@ -283,6 +285,8 @@ bool kube_job_ran(const struct kube_job *j);
 void kube_job_states(struct kube_job *jobs, size_t n, const struct kube_pod *pods, size_t npods);
 /* The state of one job from its conditions and running_pods (as kube_job_states). */
 void kube_job_set_state(struct kube_job *j);
+/* That rule on the parts it reads (for a record that is not a struct kube_job). */
+enum kube_job_state kube_job_state_of(bool complete, bool failed_cond, int running_pods);
 
 /* ---- Leases (coordination.k8s.io/v1) ------------------------------------------------------ */
 

@@ -353,10 +353,7 @@ int kube_cache_snapshot(struct kube_cache *k, const char *pool, struct kube_snap
     if (rc) goto out;
     for (size_t i = 0; i < out->n; i++) {
         struct kube_snap_job *j = &out->v[i];
-        /* kube_job_set_state's rule, on the compact record */
-        j->state = j->complete ? KUBE_JOB_SUCCEEDED
-                   : j->failed_cond ? KUBE_JOB_FAILED
-                   : j->running_pods > 0 ? KUBE_JOB_RUNNING : KUBE_JOB_PENDING;
+        j->state = kube_job_state_of(j->complete, j->failed_cond, j->running_pods);
     }
     if (out->n > 1)
         qsort_r(out->v, out->n, sizeof *out->v, pool ? cmp_created : cmp_pool_created,

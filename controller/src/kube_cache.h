@@ -55,7 +55,7 @@ struct kube_snap_job {
     bool complete, failed_cond;     /* conditions Complete=True, Failed=True */
     bool no_task, reported;         /* as struct kube_job: the worker's last word */
     double task_wait_s, task_duration_s; /* < 0 unknown */
-    enum kube_job_state state;      /* as kube_job_set_state */
+    enum kube_job_state state;      /* kube_job_state_of */
 };
 
 struct kube_snapshot {
