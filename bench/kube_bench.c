@@ -147,10 +147,10 @@ static void cache_run(int expect)
         exit(1);
     }
     int64_t ms = util_now_ms() - t0;
-    struct kube_job_list l = {0};
+    struct kube_snapshot l = {0};
     int64_t t1 = util_now_ms();
     int reads = 100;
-    for (int i = 0; i < reads; i++) kube_cache_pool_jobs(k, "bench-list", &l);
+    for (int i = 0; i < reads; i++) kube_cache_snapshot(k, "bench-list", &l);
     int64_t rms = util_now_ms() - t1;
     struct kube_cache_stats st;
     kube_cache_get_stats(k, &st);
@@ -159,7 +159,7 @@ static void cache_run(int expect)
            st.jobs, (double)ms / 1000.0);
     printf("| watch cache: one pool snapshot of %zu Jobs | - | - | %.2f ms | - | 0 |\n", l.n,
            (double)rms / reads);
-    kube_job_list_free(&l);
+    kube_snapshot_free(&l);
     kube_cache_free(k);
     kube_client_free(c);
 }

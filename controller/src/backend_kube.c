@@ -176,7 +176,7 @@ static void seen_prune(struct kb *K)
     free(old);
 }
 
-/* One snapshot of every Job per tick, sorted by pool (kube_cache_pool_jobs with no pool): each
+/* One snapshot of every Job per tick, sorted by pool (kube_cache_snapshot with no pool): each
  * pool's list is then a binary search away, so a tick costs O(jobs log jobs), not
  * O(pools x jobs). */
 static int kb_observe(struct backend *b)

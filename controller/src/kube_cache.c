@@ -363,47 +363,6 @@ out:
     return rc;
 }
 
-int kube_cache_pool_jobs(struct kube_cache *k, const char *pool, struct kube_job_list *out)
-{
-    struct kube_snapshot s = {0};
-    out->n = 0;
-    int rc = kube_cache_snapshot(k, pool, &s);
-    if (!rc && s.n > out->alloc) {
-        struct kube_job *p = realloc(out->items, s.n * sizeof *p);
-        if (!p) rc = JP_ENOMEM;
-        else {
-            out->items = p;
-            out->alloc = s.n;
-        }
-    }
-    for (size_t i = 0; !rc && i < s.n; i++) {
-        const struct kube_snap_job *c = &s.v[i];
-        struct kube_job *j = &out->items[out->n++];
-        memset(j, 0, sizeof *j);
-        snprintf(j->ns, sizeof j->ns, "%s", s.arena + c->ns);
-        snprintf(j->name, sizeof j->name, "%s", s.arena + c->name);
-        snprintf(j->pool, sizeof j->pool, "%s", s.arena + c->pool);
-        snprintf(j->uid, sizeof j->uid, "%s", s.arena + c->uid);
-        j->queue = c->queue;
-        j->created_ms = c->created_ms;
-        j->completion_ms = c->completion_ms;
-        j->finished_ms = c->finished_ms;
-        j->deleting_ms = c->deleting_ms;
-        j->succeeded = c->succeeded;
-        j->failed = c->failed;
-        j->complete = c->complete;
-        j->failed_cond = c->failed_cond;
-        j->running_pods = c->running_pods;
-        j->no_task = c->no_task;
-        j->reported = c->reported;
-        j->task_wait_s = c->task_wait_s;
-        j->task_duration_s = c->task_duration_s;
-        j->state = c->state;
-    }
-    kube_snapshot_free(&s);
-    return rc;
-}
-
 int64_t kube_cache_age_ms(struct kube_cache *k)
 {
     int64_t a = watch_age_ms(k->w[K_JOBS]), b = watch_age_ms(k->w[K_PODS]);

@@ -86,11 +86,6 @@ int kube_cache_snapshot(struct kube_cache *k, const char *pool, struct kube_snap
 int kube_snap_cmp_pool(const struct kube_snapshot *s, const struct kube_snap_job *j,
                        const char *ns, const char *pool);
 
-/* kube_cache_snapshot as full struct kube_jobs (for tests and tools; the controller uses the
- * compact form). The cache keeps only what a snapshot needs, so resource_version,
- * config_hash, start_ms and active are left empty. */
-int kube_cache_pool_jobs(struct kube_cache *k, const char *pool, struct kube_job_list *out);
-
 /* The age of the older of the two watches (watch_age_ms), and whether it is over max_age_ms;
  * each watch logs one line when it turns stale and one when it recovers (call once per tick). */
 int64_t kube_cache_age_ms(struct kube_cache *k);

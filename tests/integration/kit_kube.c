@@ -490,10 +490,10 @@ static void test_narrow_role_in_cluster(void **state)
     kube_client_free(c);
 }
 
-static int find_job(const struct kube_job_list *l, const char *name)
+static int find_job(const struct kube_snapshot *l, const char *name)
 {
     for (size_t i = 0; i < l->n; i++)
-        if (!strcmp(l->items[i].name, name)) return (int)i;
+        if (!strcmp(kube_snap_str(l, l->v[i].name), name)) return (int)i;
     return -1;
 }
 
@@ -507,8 +507,8 @@ static void test_watch_cache(void **state)
     struct kube_cache_opts ko = {.watch_timeout_s = 5};
     assert_int_equal(kube_cache_new(c, &ko, &k), 0);
     assert_int_equal(kube_cache_wait_synced(k, 20000), 0);
-    struct kube_job_list l = {0};
-    assert_int_equal(kube_cache_pool_jobs(k, "cached", &l), 0);
+    struct kube_snapshot l = {0};
+    assert_int_equal(kube_cache_snapshot(k, "cached", &l), 0);
     assert_int_equal(l.n, 0);
 
     cJSON *t = tmpl(TEMPLATE);
@@ -518,12 +518,12 @@ static void test_watch_cache(void **state)
     assert_int_equal(kube_job_create(c, &s, &j), 0);
     int idx = -1;
     for (int i = 0; i < 200 && idx < 0; i++) {
-        assert_int_equal(kube_cache_pool_jobs(k, "cached", &l), 0);
+        assert_int_equal(kube_cache_snapshot(k, "cached", &l), 0);
         idx = find_job(&l, j.name);
         if (idx < 0) msleep(50);
     }
     assert_true(idx >= 0);
-    assert_int_equal(l.items[idx].state, KUBE_JOB_PENDING);
+    assert_int_equal(l.v[idx].state, KUBE_JOB_PENDING);
 
     /* Wait for the pod, then play kubelet: mark it Running through the status subresource. */
     char sel[128], pod[100] = "";
@@ -543,9 +543,9 @@ static void test_watch_cache(void **state)
     unsigned long reqs = kube_request_count(c);
     bool running = false;
     for (int i = 0; i < 200 && !running; i++) {
-        assert_int_equal(kube_cache_pool_jobs(k, "cached", &l), 0);
+        assert_int_equal(kube_cache_snapshot(k, "cached", &l), 0);
         idx = find_job(&l, j.name);
-        running = idx >= 0 && l.items[idx].state == KUBE_JOB_RUNNING;
+        running = idx >= 0 && l.v[idx].state == KUBE_JOB_RUNNING;
         if (!running) msleep(50);
     }
     assert_true(running);
@@ -554,7 +554,7 @@ static void test_watch_cache(void **state)
     assert_int_equal(kube_job_delete(c, j.name), 0);
     bool gone = false;
     for (int i = 0; i < 200 && !gone; i++) {
-        assert_int_equal(kube_cache_pool_jobs(k, "cached", &l), 0);
+        assert_int_equal(kube_cache_snapshot(k, "cached", &l), 0);
         gone = find_job(&l, j.name) < 0;
         if (!gone) msleep(50);
     }
@@ -564,18 +564,20 @@ static void test_watch_cache(void **state)
     print_message("cache: %lu lists, %lu watches, %lu events, %lu errors\n", st.lists,
                   st.watches, st.events, st.errors);
     assert_true(st.events >= 3);
-    kube_job_list_free(&l);
+    kube_snapshot_free(&l);
     kube_cache_free(k);
     cJSON_Delete(t);
     kube_client_free(c);
 }
 
 /* A snapshot's Job of namespace ns and name, or NULL. */
-static const struct kube_job *find_ns_job(const struct kube_job_list *l, const char *ns,
-                                          const char *name)
+static const struct kube_snap_job *find_ns_job(const struct kube_snapshot *l, const char *ns,
+                                               const char *name)
 {
     for (size_t i = 0; i < l->n; i++)
-        if (!strcmp(l->items[i].ns, ns) && !strcmp(l->items[i].name, name)) return &l->items[i];
+        if (!strcmp(kube_snap_str(l, l->v[i].ns), ns) &&
+            !strcmp(kube_snap_str(l, l->v[i].name), name))
+            return &l->v[i];
     return NULL;
 }
 
@@ -607,15 +609,15 @@ static void cache_two_namespaces(const char *const *nss, size_t n)
     snprintf(ph.pool, sizeof ph.pool, "nsc");
     ph.queue = "";
     assert_int_equal(kube_cache_expect_created(k, &ph), 0);
-    struct kube_job_list l = {0};
-    assert_int_equal(kube_cache_pool_jobs(k, "nsc", &l), 0);
+    struct kube_snapshot l = {0};
+    assert_int_equal(kube_cache_snapshot(k, "nsc", &l), 0);
     assert_non_null(find_ns_job(&l, "kit-ns2", "nsc-same"));
     assert_non_null(find_ns_job(&l, "kit-ns2", "nsc-expected"));
     assert_null(find_ns_job(&l, "kit-ns1", "nsc-expected"));
     kube_cache_forget_created(k, "kit-ns2/nsc-expected");
     bool both = false;
     for (int i = 0; i < 200 && !both; i++) {
-        assert_int_equal(kube_cache_pool_jobs(k, "nsc", &l), 0);
+        assert_int_equal(kube_cache_snapshot(k, "nsc", &l), 0);
         both = l.n == 2 && find_ns_job(&l, "kit-ns1", "nsc-same") && find_ns_job(&l, "kit-ns2", "nsc-same");
         if (!both) msleep(50);
     }
@@ -634,8 +636,8 @@ static void cache_two_namespaces(const char *const *nss, size_t n)
     assert_int_equal(kube_request(c, "PATCH", path, "{\"status\":{\"phase\":\"Running\"}}", NULL), 0);
     bool running = false;
     for (int i = 0; i < 200 && !running; i++) {
-        assert_int_equal(kube_cache_pool_jobs(k, "nsc", &l), 0);
-        const struct kube_job *j2 = find_ns_job(&l, "kit-ns2", "nsc-same");
+        assert_int_equal(kube_cache_snapshot(k, "nsc", &l), 0);
+        const struct kube_snap_job *j2 = find_ns_job(&l, "kit-ns2", "nsc-same");
         running = j2 && j2->state == KUBE_JOB_RUNNING;
         if (!running) msleep(50);
     }
@@ -644,18 +646,18 @@ static void cache_two_namespaces(const char *const *nss, size_t n)
     /* Deleting ns1's: gone from the snapshot at once; ns2's stays. */
     assert_int_equal(kube_job_delete_if_in(c, "kit-ns1", "nsc-same", made[0].uid, NULL), 0);
     kube_cache_note_deleted(k, "kit-ns1/nsc-same");
-    assert_int_equal(kube_cache_pool_jobs(k, "nsc", &l), 0);
+    assert_int_equal(kube_cache_snapshot(k, "nsc", &l), 0);
     assert_null(find_ns_job(&l, "kit-ns1", "nsc-same"));
     assert_non_null(find_ns_job(&l, "kit-ns2", "nsc-same"));
     assert_int_equal(kube_job_delete_if_in(c, "kit-ns2", "nsc-same", made[1].uid, NULL), 0);
     /* Both gone for the watch too before the next shape reuses the names. */
     bool gone = false;
     for (int i = 0; i < 200 && !gone; i++) {
-        assert_int_equal(kube_cache_pool_jobs(k, "nsc", &l), 0);
+        assert_int_equal(kube_cache_snapshot(k, "nsc", &l), 0);
         gone = l.n == 0;
         if (!gone) msleep(50);
     }
-    kube_job_list_free(&l);
+    kube_snapshot_free(&l);
     kube_cache_free(k);
     cJSON_Delete(t);
     /* The name is free again only when the Job object is gone (its finalizers done). */
