@@ -5,6 +5,7 @@
 # private dirty memory (smaps_rollup), CPU per tick, and API requests per tick (from the API
 # server's audit log, by the controller's user agent). Prints figures, asserts nothing.
 #   P=100 M=50 W=60 bench/controller_scale.sh
+# HEAP=1: glibc's figures for the heap (in use, free), before and after a malloc_trim.
 # MASSIF=1: afterwards, a second controller under massif against the same Jobs; prints where
 # the heap's peak goes.
 # CALLGRIND=1: afterwards, a second controller under callgrind (Debian's valgrind) against the
@@ -87,6 +88,21 @@ echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 # SMAPS=file: keep the controller's whole smaps, to see which mappings hold the memory (the
 # heap, the other threads' malloc arenas, thread stacks, libraries).
 [ -z "${SMAPS:-}" ] || cp "/proc/$ctl/smaps" "$SMAPS"
+# HEAP=1: how much of that is free space inside the heap: glibc's own figures (malloc_stats,
+# through Debian's gdb), then the same figures after malloc_trim(0) gives back every free page.
+if [ "${HEAP:-0}" = 1 ]; then
+  heapstat() {
+    local n; n=$(wc -l < "$work/ctl.log")
+    gdb -p "$ctl" -batch -ex 'call (void) malloc_stats()' >/dev/null 2>&1 || true
+    sleep 0.2
+    # malloc_stats: one arena (M_ARENA_MAX 1), then the totals with the mmapped blocks.
+    tail -n +"$((n + 1))" "$work/ctl.log" | grep -E 'bytes|regions' | sed -n '3,6s/^ */  glibc: /p'
+    printf '  %-34s %s\n' "RSS / private dirty $1" "$(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$ctl/status) / $(awk '/Private_Dirty/ {printf "%.1f MiB", $2/1024}' /proc/$ctl/smaps_rollup)"
+  }
+  heapstat "now"
+  gdb -p "$ctl" -batch -ex 'call (int) malloc_trim(0)' >/dev/null 2>&1 || true
+  heapstat "after malloc_trim"
+fi
 
 [ "${CALLGRIND:-0}" = 1 ] || [ "${MASSIF:-0}" = 1 ] || exit 0
 kill -TERM "$ctl"; wait "$ctl" 2>/dev/null || true; ctl=""
