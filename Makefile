@@ -56,7 +56,7 @@ WRAP_test_backend_local = -Wl,--wrap=waitpid
 WRAP_test_kube = -Wl,--wrap=http_request
 # Link-time seams: the reconcile test plays the broker through these wrappers, and fails an
 # allocation on request (realloc).
-WRAP_test_reconcile = -Wl,--wrap=rmq_queue_depth,--wrap=rmq_regex_depth,--wrap=rmq_tick_begin,--wrap=rmq_watch_queue,--wrap=rmq_last_error,--wrap=rmq_probe,--wrap=realloc
+WRAP_test_reconcile = -Wl,--wrap=rmq_queue_depth,--wrap=rmq_regex_depth,--wrap=rmq_tick_begin,--wrap=rmq_watch_queue,--wrap=rmq_last_error,--wrap=rmq_probe,--wrap=calloc
 # Integration tests (need the real broker / API server started by tests/env/*.sh).
 DEPS_it_rmq         = rmq config yamljson http util log err
 DEPS_it_kube        = kube podsec progress kubeconfig yamljson http intern util log err

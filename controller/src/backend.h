@@ -11,10 +11,12 @@
 struct metrics;
 
 struct backend_worker {
-    char id[64];                /* Job name, or "pid-<n>" locally */
-    /* The Job's namespace and uid ("" locally; deletes are conditional on the uid). Borrowed
-     * from the backend's view of this pass: valid until its next observe, which is as long as
-     * a pass uses a list. Pointers, not copies: 88 bytes less for each of 20,000 workers. */
+    /* The Job's name ("pid-<n>" locally), namespace and uid ("" locally; deletes are
+     * conditional on the uid). Borrowed from the backend: valid until its next observe, which
+     * is as long as a pass uses a list (a worker removed in the pass included). Pointers, not
+     * copies: a worker is 112 bytes (160 with the name in a 64-byte buffer, 248 with the
+     * namespace and uid in theirs too), times 20,000 workers. */
+    const char *id;
     const char *ns;
     const char *uid;
     const char *pool;           /* the pool label; for orphans the only trace of their pool;

@@ -239,8 +239,8 @@ static void to_worker(struct kb *K, const struct kube_snap_job *j, const char *p
     int64_t now = util_now_ms();
     memset(w, 0, sizeof *w);
     const char *ns = kube_snap_str(&K->snap, j->ns), *name = kube_snap_str(&K->snap, j->name);
-    snprintf(w->id, sizeof w->id, "%s", name);
-    w->ns = ns; /* the snapshot lives until the next kb_observe */
+    w->id = name; /* the snapshot lives until the next kb_observe */
+    w->ns = ns;
     w->uid = kube_snap_str(&K->snap, j->uid);
     w->pool = pool ? pool : "";
     w->queue = j->queue ? j->queue : "";

@@ -25,8 +25,12 @@ struct lworker {
     pid_t pid;
     size_t pool;                /* index into cfg->pools */
     char result[96];            /* JOBPOOL_RESULT_FILE handed to this worker */
+    char *id;                   /* "pid-<n>", bw.id: its own allocation, so that a listed
+                                 * worker's id stays put when the array below moves */
     struct backend_worker bw;
 };
+
+#define LOCAL_ID_LEN 24         /* "pid-" and any pid_t */
 
 struct local {
     struct backend base;
@@ -36,6 +40,10 @@ struct local {
     char dir[64];               /* per-controller temp dir for worker result files */
     struct lworker *w;
     size_t n, cap;
+    /* Ids of workers removed in this pass: a list the caller holds may still point at them
+     * until the next observe (struct backend_worker), which frees them. */
+    char **dead;
+    size_t ndead, dead_cap;
     struct backend_stats *stats; /* per pool */
     unsigned long seq;          /* names result files */
 };
@@ -113,9 +121,16 @@ static int reap(pid_t pid)
     return r == pid ? status : 255 << 8;
 }
 
+static void free_dead(struct local *L)
+{
+    for (size_t i = 0; i < L->ndead; i++) free(L->dead[i]);
+    L->ndead = 0;
+}
+
 static int local_observe(struct backend *b)
 {
     struct local *L = (struct local *)b;
+    free_dead(L);
     for (size_t i = 0; i < L->n; i++) {
         struct lworker *lw = &L->w[i];
         if (lw->bw.w.finished_ms) continue;
@@ -295,10 +310,12 @@ static int spawn_one(struct local *L, const struct cfg_pool *pool, const char *q
 {
     int rc = JP_ENOMEM;
     char **argv = build_argv(L, pool), **env = NULL;
+    char *id = NULL;
     char result[96];
     snprintf(result, sizeof result, "%s/w%lu", L->dir, ++L->seq);
     if (!argv || !(env = build_env(L, pool, queue, result, &rc))) goto out;
     rc = JP_ENOMEM;
+    if (!(id = malloc(LOCAL_ID_LEN))) goto out;
     if (L->n == L->cap) {
         size_t cap = L->cap ? L->cap * 2 : 64;
         struct lworker *w = realloc(L->w, cap * sizeof *w);
@@ -343,7 +360,10 @@ static int spawn_one(struct local *L, const struct cfg_pool *pool, const char *q
     lw->pid = pid;
     lw->pool = pool_index(L, pool);
     memcpy(lw->result, result, sizeof result);
-    snprintf(lw->bw.id, sizeof lw->bw.id, "pid-%ld", (long)pid);
+    snprintf(id, LOCAL_ID_LEN, "pid-%ld", (long)pid);
+    lw->id = id;
+    lw->bw.id = id;
+    id = NULL;
     const char *q = intern(queue); /* a regex pool's one queue */
     lw->bw.queue = q ? q : "";
     lw->bw.pool = ""; /* local workers are never orphans: they end with their controller */
@@ -359,6 +379,7 @@ static int spawn_one(struct local *L, const struct cfg_pool *pool, const char *q
     L->stats[lw->pool].started++;
     rc = 0;
 out:
+    free(id);
     free_strv(argv);
     free_strv(env);
     return rc;
@@ -392,6 +413,14 @@ static int local_remove(struct backend *b, const struct cfg_pool *pool,
     for (size_t i = 0; i < L->n; i++) {
         if (strcmp(L->w[i].bw.id, w->id) != 0) continue;
         if (!L->w[i].bw.w.finished_ms) return JP_EINVAL; /* never a running worker */
+        if (L->ndead == L->dead_cap) {
+            size_t cap = L->dead_cap ? L->dead_cap * 2 : 16;
+            char **d = realloc(L->dead, cap * sizeof *d);
+            if (!d) return JP_ENOMEM;
+            L->dead = d;
+            L->dead_cap = cap;
+        }
+        L->dead[L->ndead++] = L->w[i].id;
         unlink(L->w[i].result);
         L->w[i] = L->w[--L->n];
         return 0;
@@ -438,7 +467,12 @@ static void local_destroy(struct backend *b)
 {
     struct local *L = (struct local *)b;
     if (!L) return;
-    for (size_t i = 0; i < L->n; i++) unlink(L->w[i].result);
+    for (size_t i = 0; i < L->n; i++) {
+        unlink(L->w[i].result);
+        free(L->w[i].id);
+    }
+    free_dead(L);
+    free(L->dead);
     if (L->dir[0]) rmdir(L->dir);
     if (L->amqp_url) explicit_bzero(L->amqp_url, strlen(L->amqp_url));
     free(L->amqp_url);

@@ -31,9 +31,7 @@ struct pool_state {
     int64_t retry_at_ms;        /* monotonic: skip the pool until then */
     bool skipped;
     struct rmq_depth depth;
-    struct backend_list workers;
-    struct scale_worker *sw;
-    size_t sw_cap;
+    struct backend_list workers; /* scale_decide reads their scale_workers in place */
     struct scale_queue *sq;     /* a regex pool's queues, as scale_decide counts them */
     size_t sq_cap;
     struct scale_decision d;
@@ -66,7 +64,6 @@ struct reconcile {
 static void state_free(struct pool_state *ps)
 {
     backend_list_free(&ps->workers);
-    free(ps->sw);
     free(ps->sq);
     scale_decision_free(&ps->d);
 }
@@ -231,7 +228,7 @@ static int queues_of(struct pool_state *ps)
         const struct rmq_qdepth *m = nq ? bsearch(ps->workers.v[k].queue, ps->depth.queues, nq,
                                                   sizeof *m, cmp_qname)
                                         : NULL;
-        ps->sw[k].queue = m ? (int)(m - ps->depth.queues) : -1;
+        ps->workers.v[k].w.queue = m ? (int)(m - ps->depth.queues) : -1;
     }
     return 0;
 }
@@ -243,7 +240,7 @@ static int queues_of(struct pool_state *ps)
 static void recheck_after_lag(struct reconcile *r, const struct scale_input *in, int64_t lag)
 {
     for (size_t k = 0; k < in->nworkers; k++) {
-        const struct scale_worker *w = &in->workers[k];
+        const struct scale_worker *w = scale_worker_at(in, k);
         bool finished = w->state == SCALE_SUCCEEDED || w->state == SCALE_FAILED;
         if (!(w->state == SCALE_RUNNING || (finished && !in->exact)) ||
             w->started_ms <= in->sample_ms)
@@ -257,13 +254,6 @@ static int decide_pool(struct reconcile *r, size_t i, bool depth_ok)
 {
     struct pool_state *ps = &r->p[i];
     const struct cfg_pool *pool = ps->pool->cfg;
-    if (ps->workers.n > ps->sw_cap) {
-        struct scale_worker *sw = realloc(ps->sw, ps->workers.n * sizeof *sw);
-        if (!sw) return JP_ENOMEM;
-        ps->sw = sw;
-        ps->sw_cap = ps->workers.n;
-    }
-    for (size_t k = 0; k < ps->workers.n; k++) ps->sw[k] = ps->workers.v[k].w;
     if (pool->queue_regex && queues_of(ps) != 0) return JP_ENOMEM;
 
     /* Exact: a passive declare of the pool's own client (a JobPool's broker may have no AMQP
@@ -286,8 +276,9 @@ static int decide_pool(struct reconcile *r, size_t i, bool depth_ok)
         .sample_ms = now - sample_age - lag,
         /* The passive declare is read after the backend's observe of this pass. */
         .exact = exact && ps->depth.age_ms == 0,
-        .workers = ps->sw,
+        .workers = ps->workers.n ? &ps->workers.v[0].w : NULL,
         .nworkers = ps->workers.n,
+        .worker_stride = sizeof *ps->workers.v,
         .now_ms = now,
         /* A regex pool counts each queue on its own: one queue's workers never cover another
          * queue's messages, and each worker is started on one queue. */

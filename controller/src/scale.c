@@ -44,24 +44,25 @@ static int limits_ok(const struct scale_limits *l)
 
 /* ---- ordering of finished workers: oldest finished first, fully deterministic ---- */
 
-static int older(const struct scale_worker *w, size_t a, size_t b)
+static int older(const struct scale_input *in, size_t a, size_t b)
 {
-    if (w[a].finished_ms != w[b].finished_ms)
-        return w[a].finished_ms < w[b].finished_ms;
-    if (w[a].created_ms != w[b].created_ms)
-        return w[a].created_ms < w[b].created_ms;
+    const struct scale_worker *wa = scale_worker_at(in, a), *wb = scale_worker_at(in, b);
+    if (wa->finished_ms != wb->finished_ms)
+        return wa->finished_ms < wb->finished_ms;
+    if (wa->created_ms != wb->created_ms)
+        return wa->created_ms < wb->created_ms;
     return a < b;
 }
 
-static void sift_down(const struct scale_worker *w, size_t *ix, size_t root, size_t n)
+static void sift_down(const struct scale_input *in, size_t *ix, size_t root, size_t n)
 {
     for (;;) {
         size_t child = 2 * root + 1;
         if (child >= n)
             return;
-        if (child + 1 < n && older(w, ix[child], ix[child + 1]))
+        if (child + 1 < n && older(in, ix[child], ix[child + 1]))
             child++;
-        if (!older(w, ix[root], ix[child]))
+        if (!older(in, ix[root], ix[child]))
             return;
         size_t t = ix[root];
         ix[root] = ix[child];
@@ -71,17 +72,17 @@ static void sift_down(const struct scale_worker *w, size_t *ix, size_t root, siz
 }
 
 /* Heapsort (no allocation, O(n log n)); keys are unique thanks to the index tie-break. */
-static void sort_oldest_first(const struct scale_worker *w, size_t *ix, size_t n)
+static void sort_oldest_first(const struct scale_input *in, size_t *ix, size_t n)
 {
     if (n < 2)
         return;
     for (size_t i = n / 2; i-- > 0;)
-        sift_down(w, ix, i, n);
+        sift_down(in, ix, i, n);
     for (size_t end = n - 1; end > 0; end--) {
         size_t t = ix[0];
         ix[0] = ix[end];
         ix[end] = t;
-        sift_down(w, ix, 0, end);
+        sift_down(in, ix, 0, end);
     }
 }
 
@@ -98,13 +99,13 @@ static void delete_history(const struct scale_input *in, enum scale_state state,
         return;
     size_t n = 0;
     for (size_t i = 0; i < in->nworkers; i++)
-        if (in->workers[i].state == state &&
-            !(in->depth_ok && in->workers[i].started_ms > in->sample_ms))
+        if (scale_worker_at(in, i)->state == state &&
+            !(in->depth_ok && scale_worker_at(in, i)->started_ms > in->sample_ms))
             scratch[n++] = i;
     size_t ndel = count - (size_t)keep;
     if (ndel > n)
         ndel = n;
-    sort_oldest_first(in->workers, scratch, n);
+    sort_oldest_first(in, scratch, n);
     for (size_t i = 0; i < ndel; i++) {
         d->deletes[d->ndeletes].idx = scratch[i];
         d->deletes[d->ndeletes].reason = why;
@@ -126,7 +127,7 @@ static int per_queue_want(const struct scale_input *in, const struct scale_limit
     }
     /* Index nq collects the workers of no queue. */
     for (size_t i = 0; i < in->nworkers; i++) {
-        const struct scale_worker *w = &in->workers[i];
+        const struct scale_worker *w = scale_worker_at(in, i);
         size_t q = w->queue >= 0 && (size_t)w->queue < nq ? (size_t)w->queue : nq;
         bool after = in->depth_ok && w->started_ms > in->sample_ms;
         if (w->state == SCALE_PENDING || (w->state == SCALE_RUNNING && after) ||
@@ -187,13 +188,14 @@ int scale_decide(const struct scale_input *in, const struct scale_limits *lim,
     out->reason = "idle";
     int64_t *need = NULL;
     if (!in || !lim || !limits_ok(lim) || (in->nworkers > 0 && !in->workers) ||
+        (in->worker_stride && in->worker_stride < sizeof *in->workers) ||
         (in->per_queue && in->nqueues > 0 && !in->queues))
         goto out;
 
     /* Classify. Counts are bounded by nworkers, which is far below INT64_MAX. */
     int64_t pending = 0, running = 0, succeeded = 0, failed = 0, timed_out = 0, unseen = 0;
     for (size_t i = 0; i < in->nworkers; i++) {
-        const struct scale_worker *w = &in->workers[i];
+        const struct scale_worker *w = scale_worker_at(in, i);
         switch (w->state) {
         case SCALE_PENDING:
             pending++;
@@ -244,7 +246,7 @@ int scale_decide(const struct scale_input *in, const struct scale_limits *lim,
         delete_history(in, SCALE_FAILED, (size_t)failed, lim->failed_history,
                        SCALE_DEL_FAILED_HISTORY, scratch, out);
         for (size_t i = 0; timed_out > 0 && i < in->nworkers; i++) {
-            const struct scale_worker *w = &in->workers[i];
+            const struct scale_worker *w = scale_worker_at(in, i);
             if (w->state == SCALE_PENDING && !w->ran &&
                 age_ms(in->now_ms, w->created_ms) > lim->pending_timeout_ms) {
                 out->deletes[out->ndeletes].idx = i;
@@ -458,13 +460,14 @@ int scale_decide_keda(const struct scale_input *in, const struct scale_keda_para
     if (out_start)
         *out_start = 0;
     if (!in || !p || !out_start || (in->nworkers > 0 && !in->workers) ||
+        (in->worker_stride && in->worker_stride < sizeof *in->workers) ||
         !(p->target_value > 0) || !isfinite(p->target_value) || p->max_replica_count < 1 ||
         p->min_replica_count < 0)
         return JP_EINVAL;
 
     int64_t running = 0, pending = 0; /* KEDA: running = unfinished, pending = no pod up yet */
     for (size_t i = 0; i < in->nworkers; i++) {
-        switch (in->workers[i].state) {
+        switch (scale_worker_at(in, i)->state) {
         case SCALE_PENDING:
             pending++;
             running++;

@@ -43,6 +43,10 @@ struct scale_input {
     bool exact;
     const struct scale_worker *workers;
     size_t nworkers;
+    /* Bytes from one worker to the next: 0 for an array of struct scale_worker; the size of
+     * the caller's element when each worker is a member of a larger record (the controller's
+     * struct backend_worker), so the list is read where it is instead of copied. */
+    size_t worker_stride;
     int64_t now_ms;
     /* A regex pool: its queues, counted one by one (ready/unacked/consumers above are then
      * ignored). per_queue with nqueues 0: no queue matches, nothing can be started. */
@@ -50,6 +54,13 @@ struct scale_input {
     const struct scale_queue *queues;
     size_t nqueues;
 };
+
+/* Worker i of in (worker_stride). */
+static inline const struct scale_worker *scale_worker_at(const struct scale_input *in, size_t i)
+{
+    size_t stride = in->worker_stride ? in->worker_stride : sizeof *in->workers;
+    return (const struct scale_worker *)(const void *)((const char *)in->workers + i * stride);
+}
 
 struct scale_limits {
     int max_active;

@@ -85,22 +85,38 @@ int __wrap_rmq_regex_depth(struct rmq_client *c, const char *vhost, const char *
     return 0;
 }
 
-/* ---- an allocator that fails on request (-Wl,--wrap=realloc) ------------------------------ */
-/* The next realloc of exactly this many bytes from the linked modules returns NULL; 0: none.
- * By size, so that the fake backend's own list growth is not hit. */
-static size_t fail_realloc_size;
-void *__real_realloc(void *p, size_t n);
-void *__wrap_realloc(void *p, size_t n);
-void *__wrap_realloc(void *p, size_t n)
+/* ---- an allocator that fails on request (-Wl,--wrap=calloc) ------------------------------- */
+/* The next calloc of exactly this many elements of this size from the linked modules returns
+ * NULL; 0: none. By size, so that the fake backend's own allocations are not hit. */
+static size_t fail_calloc_n, fail_calloc_size;
+void *__real_calloc(size_t n, size_t size);
+void *__wrap_calloc(size_t n, size_t size);
+void *__wrap_calloc(size_t n, size_t size)
 {
-    if (fail_realloc_size && n == fail_realloc_size) {
-        fail_realloc_size = 0;
+    if (fail_calloc_size && n == fail_calloc_n && size == fail_calloc_size) {
+        fail_calloc_n = fail_calloc_size = 0;
         return NULL;
     }
-    return __real_realloc(p, n);
+    return __real_calloc(n, size);
 }
 
 /* ---- an in-memory backend --------------------------------------------------------------- */
+/* Workers' ids (struct backend_worker borrows them): from a fixed table, so that making one
+ * never calls malloc, which some tests make fail. */
+static char id_table[1024][24];
+static size_t id_used;
+static const char *fid(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static const char *fid(const char *fmt, ...)
+{
+    assert_true(id_used < sizeof id_table / sizeof id_table[0]);
+    char *id = id_table[id_used++];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(id, sizeof id_table[0], fmt, ap);
+    va_end(ap);
+    return id;
+}
+
 struct fake {
     struct backend base;
     const struct cfg *cfg;
@@ -146,7 +162,7 @@ static int f_start(struct backend *b, const struct cfg_pool *p, const char *queu
     for (int i = 0; i < n; i++) {
         struct backend_worker w;
         memset(&w, 0, sizeof w);
-        snprintf(w.id, sizeof w.id, "w%lu", ++f->seq);
+        w.id = fid("w%lu", ++f->seq);
         w.queue = intern(queue ? queue : p->queue);
         w.w.state = SCALE_PENDING;
         w.w.created_ms = util_now_ms();
@@ -223,6 +239,7 @@ static void setup_pools(int npools, int max_total)
     cfg.poll_interval_ms = 1000;
     cfg.max_active_total = max_total;
     memset(&fk, 0, sizeof fk);
+    id_used = 0;
     fk.cfg = &cfg;
     fk.base = (struct backend){.name = "fake", .observe = f_observe, .list = f_list,
                                .list_orphans = f_list_orphans,
@@ -308,7 +325,7 @@ static void test_stale_backend_holds(void **state)
     for (int i = 0; i < 4; i++) {
         struct backend_worker w;
         memset(&w, 0, sizeof w);
-        snprintf(w.id, sizeof w.id, "old%d", i);
+        w.id = fid("old%d", i);
         w.w.state = SCALE_SUCCEEDED;
         w.w.finished_ms = util_now_ms() - 1000 * (i + 1);
         backend_list_push(&fk.w[0], &w);
@@ -348,7 +365,7 @@ static void test_history_cleanup(void **state)
     for (int i = 0; i < 6; i++) {
         struct backend_worker w;
         memset(&w, 0, sizeof w);
-        snprintf(w.id, sizeof w.id, "done%d", i);
+        w.id = fid("done%d", i);
         w.w.state = i < 4 ? SCALE_SUCCEEDED : SCALE_FAILED;
         /* older than the depth sample's horizon: the sample has seen them */
         w.w.created_ms = now - 60000;
@@ -358,7 +375,7 @@ static void test_history_cleanup(void **state)
     }
     struct backend_worker run;
     memset(&run, 0, sizeof run);
-    snprintf(run.id, sizeof run.id, "running");
+    run.id = fid("running");
     run.w.state = SCALE_RUNNING;
     run.w.created_ms = now - 60000;
     run.w.started_ms = now - 60000;
@@ -389,7 +406,7 @@ static void test_recent_history_kept_until_seen(void **state)
     for (int i = 0; i < 3; i++) {
         struct backend_worker w;
         memset(&w, 0, sizeof w);
-        snprintf(w.id, sizeof w.id, "fresh%d", i);
+        w.id = fid("fresh%d", i);
         w.w.state = SCALE_SUCCEEDED;
         w.w.created_ms = w.w.started_ms = now - 1000;
         w.w.finished_ms = now - 500;
@@ -451,7 +468,7 @@ static void test_recheck_after_start_lag(void **state)
     q[0].ready = 1;
     struct backend_worker w;
     memset(&w, 0, sizeof w);
-    snprintf(w.id, sizeof w.id, "connecting");
+    w.id = fid("connecting");
     w.w.state = SCALE_RUNNING;
     w.w.created_ms = w.w.started_ms = util_now_ms(); /* just seen running: maybe not a consumer */
     backend_list_push(&fk.w[0], &w);
@@ -559,7 +576,7 @@ static struct backend_worker orphan(const char *id, enum scale_state st)
 {
     struct backend_worker w;
     memset(&w, 0, sizeof w);
-    snprintf(w.id, sizeof w.id, "%s", id);
+    w.id = fid("%s", id);
     w.pool = "renamed";
     w.w.state = st;
     w.w.created_ms = w.w.started_ms = util_now_ms() - 60000;
@@ -628,7 +645,7 @@ static void test_decide_oom_holds(void **state)
     int64_t now = util_now_ms();
     struct backend_worker w;
     memset(&w, 0, sizeof w);
-    snprintf(w.id, sizeof w.id, "done");
+    w.id = fid("done");
     w.w.state = SCALE_SUCCEEDED;
     w.w.created_ms = now - 60000; /* the sample has seen it: history, deleted at once */
     w.w.started_ms = now - 59000;
@@ -637,21 +654,30 @@ static void test_decide_oom_holds(void **state)
     assert_int_equal(reconcile_pass(rec), 0); /* decides: delete index 0 */
     assert_int_equal(fk.removes[0], 1);
     assert_int_equal(fk.w[0].n, 0);
-    /* Two running workers appear; the pool's worker table must grow, and that fails. */
+    /* Two running workers appear, then a finished one: the decision's table of deletes is
+     * needed again, and that allocation fails. The old decision's index 0 is now run0. */
     for (int i = 0; i < 2; i++) {
         memset(&w, 0, sizeof w);
-        snprintf(w.id, sizeof w.id, "run%d", i);
+        w.id = fid("run%d", i);
         w.w.state = SCALE_RUNNING;
         w.w.created_ms = w.w.started_ms = now - 60000;
         backend_list_push(&fk.w[0], &w);
     }
+    memset(&w, 0, sizeof w);
+    w.id = fid("done2");
+    w.w.state = SCALE_SUCCEEDED;
+    w.w.created_ms = now - 60000;
+    w.w.started_ms = now - 59000;
+    w.w.finished_ms = now - 50000;
+    backend_list_push(&fk.w[0], &w);
     q[0].ready = 3;
-    fail_realloc_size = 2 * sizeof(struct scale_worker);
+    fail_calloc_n = 1;
+    fail_calloc_size = sizeof(struct scale_delete);
     assert_int_equal(reconcile_pass(rec), JP_ENOMEM);
-    assert_int_equal(fail_realloc_size, 0); /* the seam fired */
+    assert_int_equal(fail_calloc_size, 0);  /* the seam fired */
     assert_int_equal(fk.removes[0], 1);     /* nothing deleted (f_remove refuses running ones) */
     assert_int_equal(fk.starts[0], 0);      /* nothing started */
-    assert_int_equal(fk.w[0].n, 2);
+    assert_int_equal(fk.w[0].n, 3);
     const struct reconcile_pool_status *st = reconcile_status(rec, 0);
     assert_int_equal(st->last_err, JP_ENOMEM);
     assert_int_equal(st->errors, 1);
@@ -673,7 +699,7 @@ static void test_task_figures_and_decision_published(void **state)
     for (int i = 0; i < 2; i++) {
         struct backend_worker w;
         memset(&w, 0, sizeof w);
-        snprintf(w.id, sizeof w.id, "done%d", i);
+        w.id = fid("done%d", i);
         w.w.state = SCALE_SUCCEEDED;
         w.w.created_ms = now - 60000;
         w.w.started_ms = now - 59000;

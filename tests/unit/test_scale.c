@@ -385,6 +385,79 @@ static void test_history_large(void **state)
     free(w);
 }
 
+/* The controller hands scale_decide its workers where they are, inside larger records
+ * (worker_stride): every case of the delete table, and a large scrambled history, decide the
+ * same as from a plain array, with the bytes around each worker set to garbage. */
+struct rec_around {
+    char before[40];
+    struct scale_worker w;
+    char after[24];
+};
+
+static void assert_same_strided(const struct scale_input *in, const struct scale_limits *lim)
+{
+    struct rec_around *r = calloc(in->nworkers ? in->nworkers : 1, sizeof *r);
+    assert_non_null(r);
+    memset(r, 0xa5, (in->nworkers ? in->nworkers : 1) * sizeof *r);
+    for (size_t i = 0; i < in->nworkers; i++) r[i].w = in->workers[i];
+    struct scale_input sin = *in;
+    sin.workers = &r[0].w;
+    sin.worker_stride = sizeof *r;
+    struct scale_decision a, b;
+    assert_int_equal(scale_decide(in, lim, &a), 0);
+    assert_int_equal(scale_decide(&sin, lim, &b), 0);
+    assert_int_equal(a.start, b.start);
+    assert_int_equal(a.ndeletes, b.ndeletes);
+    for (size_t k = 0; k < a.ndeletes; k++) {
+        assert_int_equal(a.deletes[k].idx, b.deletes[k].idx);
+        assert_int_equal(a.deletes[k].reason, b.deletes[k].reason);
+    }
+    assert_int_equal(a.pending, b.pending);
+    assert_int_equal(a.running, b.running);
+    assert_int_equal(a.succeeded, b.succeeded);
+    assert_int_equal(a.failed, b.failed);
+    assert_int_equal(a.unseen, b.unseen);
+    assert_string_equal(a.reason, b.reason);
+    scale_decision_free(&a);
+    scale_decision_free(&b);
+    /* A stride shorter than a worker is refused. */
+    sin.worker_stride = sizeof(struct scale_worker) - 1;
+    assert_int_equal(scale_decide(&sin, lim, &b), JP_EINVAL);
+    scale_decision_free(&b);
+    free(r);
+}
+
+static void test_worker_stride(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof del_cases / sizeof del_cases[0]; i++) {
+        const struct del_case *c = &del_cases[i];
+        struct scale_input in = {.depth_ok = !c->fail_read, .ready = 3, .sample_ms = SAMPLE,
+                                 .workers = c->w, .nworkers = c->n, .now_ms = NOW};
+        struct scale_limits lim = base_limits;
+        lim.successful_history = c->succ_hist;
+        lim.failed_history = c->fail_hist;
+        lim.pending_timeout_ms = c->pending_timeout_ms;
+        assert_same_strided(&in, &lim);
+    }
+    enum { N = 500 };
+    struct scale_worker *w = calloc(N, sizeof *w);
+    assert_non_null(w);
+    for (size_t i = 0; i < N; i++) {
+        int64_t f = (int64_t)((i * 7919) % N);
+        w[i] = (struct scale_worker){(enum scale_state)(i % 4), NOW - 100000 + f, f ? NOW - f : 0,
+                                     i % 4 >= 2 ? NOW - 90000 + f : 0, 0, false};
+    }
+    struct scale_input in = {.depth_ok = true, .ready = 40, .sample_ms = SAMPLE, .workers = w,
+                             .nworkers = N, .now_ms = NOW};
+    struct scale_limits lim = base_limits;
+    lim.successful_history = 7;
+    lim.failed_history = 3;
+    lim.pending_timeout_ms = 50000;
+    assert_same_strided(&in, &lim);
+    free(w);
+}
+
 static void test_invalid(void **state)
 {
     (void)state;
@@ -802,6 +875,7 @@ int main(void)
         cmocka_unit_test(test_start_table),
         cmocka_unit_test(test_delete_table),
         cmocka_unit_test(test_history_large),
+        cmocka_unit_test(test_worker_stride),
         cmocka_unit_test(test_invalid),
         cmocka_unit_test(test_share_table),
         cmocka_unit_test(test_share_properties),
