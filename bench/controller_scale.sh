@@ -95,8 +95,12 @@ if [ "${HEAP:-0}" = 1 ]; then
     local n; n=$(wc -l < "$work/ctl.log")
     gdb -p "$ctl" -batch -ex 'call (void) malloc_stats()' >/dev/null 2>&1 || true
     sleep 0.2
-    # malloc_stats: one arena (M_ARENA_MAX 1), then the totals with the mmapped blocks.
-    tail -n +"$((n + 1))" "$work/ctl.log" | grep -E 'bytes|regions' | sed -n '3,6s/^ */  glibc: /p'
+    # malloc_stats: one arena (M_ARENA_MAX 1), then the totals with the mmapped blocks. gdb
+    # cannot call into a controller whose binary was rebuilt meanwhile: then nothing prints.
+    tail -n +"$((n + 1))" "$work/ctl.log" | awk '/bytes/ {v[++k] = $NF} END {
+      if (k >= 4) printf "  %-34s %.1f MiB mapped, %.1f MiB in use; with mmapped blocks %.1f / %.1f MiB\n",
+        "glibc heap", v[1] / 1048576, v[2] / 1048576, v[3] / 1048576, v[4] / 1048576
+      else print "  glibc: no figures (gdb could not call malloc_stats)" }'
     printf '  %-34s %s\n' "RSS / private dirty $1" "$(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$ctl/status) / $(awk '/Private_Dirty/ {printf "%.1f MiB", $2/1024}' /proc/$ctl/smaps_rollup)"
   }
   heapstat "now"
