@@ -24,17 +24,23 @@ struct backend_worker {
     const char *queue;          /* the queue it was given (JOBPOOL_QUEUE; the Job annotation
                                  * jobpool.dev/queue), "" when unknown; interned (intern.h) */
     struct scale_worker w;      /* state and times, as scale_decide wants them */
+    /* The worker's own figures (progress.h), seconds; < 0 unknown. Set on finished workers.
+     * Floats (a histogram's precision) keep a worker within a kube snapshot entry's 96 bytes,
+     * whose place it takes (backend_kube.c). */
+    float task_wait_s;          /* the message's publish (AMQP timestamp) to its delivery */
+    float task_duration_s;      /* how long the task ran */
     int exit_code;              /* finished workers: the task's exit code; -1 unknown */
     bool wasted;                /* finished having found no task (idle exit) */
-    /* The worker's own figures (progress.h), seconds; < 0 unknown. Set on finished workers. */
-    double task_wait_s;         /* the message's publish (AMQP timestamp) to its delivery */
-    double task_duration_s;     /* how long the task ran */
     /* True in exactly one listing of a finished worker (the first after it finished, since
      * the backend was created): the caller records its figures then, and only then. */
     bool outcome_new;
 };
 
-/* A growable list of workers, reused across ticks by the caller. */
+/* A list of workers, reused across ticks by the caller: a growable array of the caller's own
+ * (cap > 0 once it holds any), or a view of the backend's table (backend_list_view, cap 0),
+ * valid until the backend's next observe, in which the caller may set the scale fields that
+ * are its own (w.queue) but nothing else. Push and reserve on a view start an array of the
+ * caller's own; free gives back only that. */
 struct backend_list {
     struct backend_worker *v;
     size_t n, cap;
@@ -43,6 +49,8 @@ int backend_list_push(struct backend_list *l, const struct backend_worker *w);
 /* Room for exactly n workers when there is less (0 or JP_ENOMEM); given back when the list
  * holds more than four times n. */
 int backend_list_reserve(struct backend_list *l, size_t n);
+/* l becomes a view of n workers at v (what it owned is freed). */
+void backend_list_view(struct backend_list *l, struct backend_worker *v, size_t n);
 void backend_list_free(struct backend_list *l);
 
 /* Counters a backend reports since it was created (for metrics and the demo summary). */
@@ -61,8 +69,9 @@ struct backend {
     int64_t start_lag_ms;
     /* Refresh what is known: reap children, drain watch events. Called once per tick. */
     int (*observe)(struct backend *b);
-    /* Fill out (reset first) with pool's workers, active and finished. JP_ESTALE: what the
-     * backend knows of them is too old to act on; the pool holds (no starts, no deletes). */
+    /* Fill out (reset first) with pool's workers, active and finished: copies, or a view of
+     * the backend's own table (struct backend_list). JP_ESTALE: what the backend knows of
+     * them is too old to act on; the pool holds (no starts, no deletes). */
     int (*list)(struct backend *b, const struct cfg_pool *pool, struct backend_list *out);
     /* Fill out (reset first) with the workers whose pool is not in the config (removed or
      * renamed): they still count against maxActiveTotal, and only finished ones are removed

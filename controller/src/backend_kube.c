@@ -71,7 +71,11 @@ struct kb {
     struct kube_cache *cache;
     struct kslot *slots;        /* pools_slots(cfg) of them */
     const struct pools *pools;  /* JobPools served besides the file's (backend_kube_serve) */
-    struct kube_snapshot snap;  /* this tick's snapshot of every Job, sorted by pool */
+    struct kube_snapshot snap;  /* this tick's snapshot of every Job, sorted by pool; once
+                                 * observed, only its strings and its entries' memory remain */
+    struct backend_worker *w;   /* this tick's workers, the snapshot's order, in the place of
+                                 * its entries (kb_observe); lists are views of it */
+    size_t nw;
     int snap_rc;                /* the snapshot's result: JP_ESTALE before the first sync */
     bool stale;                 /* the cache is older than CACHE_MAX_AGE_MS: every pool holds */
     struct seen *seen;          /* open addressing, power-of-two size */
@@ -160,6 +164,17 @@ static struct seen *seen_slot(struct kb *K, const char *key)
     return seen_find(K, id);
 }
 
+/* The entry of key, or NULL: never adds one. */
+static struct seen *seen_lookup(const struct kb *K, const char *key)
+{
+    uint64_t id[2];
+    seen_digest(key, id);
+    if (!K->seen_cap) return NULL;
+    for (size_t h = seen_home(id, K->seen_cap); K->seen[h].id[1]; h = (h + 1) & (K->seen_cap - 1))
+        if (K->seen[h].id[0] == id[0] && K->seen[h].id[1] == id[1]) return &K->seen[h];
+    return NULL;
+}
+
 /* Drop entries not seen for a while, by rebuilding the table. */
 static void seen_prune(struct kb *K)
 {
@@ -176,18 +191,113 @@ static void seen_prune(struct kb *K)
     free(old);
 }
 
-/* One snapshot of every Job per tick, sorted by pool (kube_cache_snapshot with no pool): each
- * pool's list is then a binary search away, so a tick costs O(jobs log jobs), not
- * O(pools x jobs). */
+/* One Job of the snapshot as a worker, with times from what this controller saw; pool is its
+ * pool label, interned. j is a copy: w may take its entry's place. A finished worker whose
+ * outcome is due to be counted comes out with outcome_new set; kb_list counts it (count_due). */
+static void to_worker(struct kb *K, const struct kube_snap_job *j, const char *pool,
+                      struct backend_worker *w)
+{
+    int64_t now = util_now_ms();
+    memset(w, 0, sizeof *w);
+    const char *ns = kube_snap_str(&K->snap, j->ns), *name = kube_snap_str(&K->snap, j->name);
+    w->id = name; /* the snapshot's strings live until the next kb_observe */
+    w->ns = ns;
+    w->uid = kube_snap_str(&K->snap, j->uid);
+    w->pool = pool;
+    w->queue = j->queue ? j->queue : "";
+    w->exit_code = -1;
+    w->task_wait_s = w->task_duration_s = -1;
+    char key[KUBE_KEY_LEN];
+    kube_key(key, sizeof key, ns, name);
+    struct seen *s = seen_slot(K, key);
+    if (s) {
+        if (!s->first_ms) {
+            s->first_ms = now;
+            s->first_gen = K->gen;
+        }
+        s->gen = K->gen;
+        if (j->state == KUBE_JOB_PENDING || j->state == KUBE_JOB_RUNNING) s->was_active = true;
+    }
+    w->w.created_ms = s ? s->first_ms : now;
+    switch (j->state) {
+    case KUBE_JOB_SUCCEEDED:
+    case KUBE_JOB_FAILED:
+        w->w.state = j->state == KUBE_JOB_SUCCEEDED ? SCALE_SUCCEEDED : SCALE_FAILED;
+        /* Finished workers are ordered among themselves by the API server's own times. */
+        w->w.finished_ms = j->finished_ms ? j->finished_ms
+                           : j->completion_ms ? j->completion_ms : util_wall_ms();
+        if (s && !s->running_ms) s->running_ms = now;
+        w->w.started_ms = s ? s->running_ms : now;
+        w->wasted = j->no_task;
+        w->task_wait_s = (float)j->task_wait_s;
+        w->task_duration_s = (float)j->task_duration_s;
+        if (s && !s->finished_seen_ms) s->finished_seen_ms = now;
+        /* Each outcome is counted once, as the worker's own report says it, and only for a
+         * worker this controller saw active or did not find finished at its start. */
+        w->outcome_new = s && !s->counted && (s->was_active || s->first_gen != K->first_snap_gen) &&
+                         (j->reported || now - s->finished_seen_ms >= REPORT_GRACE_MS);
+        break;
+    case KUBE_JOB_RUNNING:
+        w->w.state = SCALE_RUNNING;
+        if (s && !s->running_ms) s->running_ms = now;
+        w->w.started_ms = s ? s->running_ms : now;
+        break;
+    default:
+        /* Between pod retries: it will take a message again, but it is not "pending" in the
+         * sense of pendingTimeout: its worker has run. */
+        w->w.state = SCALE_PENDING;
+        w->w.ran = kube_job_ran_counts(j->succeeded, j->failed);
+        break;
+    }
+}
+
+/* A worker is no bigger than a snapshot entry, so the tick's workers are written over the
+ * snapshot's entries, in place: the snapshot and the workers never take memory at once (at
+ * 20,000 Jobs, 1.9 MB of entries and 1.9 MB of workers). Entry i is read (copied) before worker
+ * k <= i is written, and worker k covers no byte of an entry after k. */
+_Static_assert(sizeof(struct backend_worker) <= sizeof(struct kube_snap_job),
+               "a worker must fit in a snapshot entry's place");
+_Static_assert(_Alignof(struct backend_worker) <= _Alignof(struct kube_snap_job),
+               "a worker must be aligned in a snapshot entry's place");
+
+/* One snapshot of every Job per tick, sorted by pool (kube_cache_snapshot with no pool), turned
+ * into workers once for every pool: each pool's list is then a binary search away and a view
+ * of this table, so a tick costs O(jobs log jobs), not O(pools x jobs), and no list copies a
+ * worker. Jobs on their way out (deleting) are neither active nor history: left out. */
 static int kb_observe(struct backend *b)
 {
     struct kb *K = (struct kb *)b;
     K->gen++;
     seen_prune(K);
+    K->w = NULL;
+    K->nw = 0;
     K->snap_rc = kube_cache_snapshot(K->cache, NULL, &K->snap);
     if (!K->snap_rc && !K->first_snap_gen) K->first_snap_gen = K->gen;
     K->stale = !K->snap_rc && kube_cache_stale(K->cache, CACHE_MAX_AGE_MS);
-    return K->snap_rc;
+    if (K->snap_rc) return K->snap_rc;
+    struct backend_worker *w = (struct backend_worker *)(void *)K->snap.v;
+    const char *label = NULL; /* the current run's pool label, interned once per run */
+    size_t k = 0;
+    for (size_t i = 0; i < K->snap.n; i++) {
+        struct kube_snap_job j;
+        memcpy(&j, &K->snap.v[i], sizeof j);
+        /* The copy is made before the worker is written over the entry: without this the
+         * compiler may read the entry's fields later, since a store through one type is
+         * taken not to change an object of another (the aliasing rule). */
+        __asm__ volatile("" : : : "memory");
+        if (j.deleting_ms) continue;
+        const char *pool = kube_snap_str(&K->snap, j.pool);
+        if ((!label || strcmp(label, pool)) && !(label = intern(pool))) {
+            /* Out of memory: no pool can be listed (the table's order needs every label). */
+            K->snap.n = 0;
+            return K->snap_rc = JP_ENOMEM;
+        }
+        to_worker(K, &j, label, &w[k++]);
+    }
+    K->snap.n = 0; /* its entries are gone: the workers took their place */
+    K->w = w;
+    K->nw = k;
+    return 0;
 }
 
 /* Where pool's Jobs live: its JobPool's namespace, or the controller's for the file's pools. */
@@ -196,13 +306,19 @@ static const char *pool_ns(const struct kb *K, const struct cfg_pool *p)
     return p->namespace_ ? p->namespace_ : kube_namespace(K->kc);
 }
 
-/* First index in the sorted snapshot whose (namespace, pool) is >= (ns, name). */
+static int cmp_pool(const struct backend_worker *w, const char *ns, const char *pool)
+{
+    int c = strcmp(w->ns, ns);
+    return c ? c : strcmp(w->pool, pool);
+}
+
+/* First index in the table whose (namespace, pool) is >= (ns, name). */
 static size_t pool_lower_bound(const struct kb *K, const char *ns, const char *name)
 {
-    size_t lo = 0, hi = K->snap.n;
+    size_t lo = 0, hi = K->nw;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (kube_snap_cmp_pool(&K->snap, &K->snap.v[mid], ns, name) < 0) lo = mid + 1;
+        if (cmp_pool(&K->w[mid], ns, name) < 0) lo = mid + 1;
         else hi = mid;
     }
     return lo;
@@ -231,97 +347,42 @@ void backend_kube_serve(struct backend *b, const struct pools *ps)
     ((struct kb *)b)->pools = ps;
 }
 
-/* One Job of the snapshot as a worker, with times from what this controller saw; pool is its
- * pool label, interned by the caller. */
-static void to_worker(struct kb *K, const struct kube_snap_job *j, const char *pool,
-                      struct backend_stats *st, struct backend_worker *w)
+/* A listed worker whose outcome is due (to_worker): counted in the pool's stats now, once; in
+ * a later listing of the same tick it is no longer new. */
+static void count_due(struct kb *K, struct backend_worker *w, struct backend_stats *st)
 {
-    int64_t now = util_now_ms();
-    memset(w, 0, sizeof *w);
-    const char *ns = kube_snap_str(&K->snap, j->ns), *name = kube_snap_str(&K->snap, j->name);
-    w->id = name; /* the snapshot lives until the next kb_observe */
-    w->ns = ns;
-    w->uid = kube_snap_str(&K->snap, j->uid);
-    w->pool = pool ? pool : "";
-    w->queue = j->queue ? j->queue : "";
-    w->exit_code = -1;
-    w->task_wait_s = w->task_duration_s = -1;
     char key[KUBE_KEY_LEN];
-    kube_key(key, sizeof key, ns, name);
-    struct seen *s = seen_slot(K, key);
-    if (s) {
-        if (!s->first_ms) {
-            s->first_ms = now;
-            s->first_gen = K->gen;
-        }
-        s->gen = K->gen;
-        if (j->state == KUBE_JOB_PENDING || j->state == KUBE_JOB_RUNNING) s->was_active = true;
+    kube_key(key, sizeof key, w->ns, w->id);
+    struct seen *s = seen_lookup(K, key);
+    if (!s || s->counted) {
+        w->outcome_new = false;
+        return;
     }
-    w->w.created_ms = s ? s->first_ms : now;
-    switch (j->state) {
-    case KUBE_JOB_SUCCEEDED:
-    case KUBE_JOB_FAILED:
-        w->w.state = j->state == KUBE_JOB_SUCCEEDED ? SCALE_SUCCEEDED : SCALE_FAILED;
-        /* Finished workers are ordered among themselves by the API server's own times. */
-        w->w.finished_ms = j->finished_ms ? j->finished_ms
-                           : j->completion_ms ? j->completion_ms : util_wall_ms();
-        if (s && !s->running_ms) s->running_ms = now;
-        w->w.started_ms = s ? s->running_ms : now;
-        w->wasted = j->no_task;
-        w->task_wait_s = j->task_wait_s;
-        w->task_duration_s = j->task_duration_s;
-        if (s && !s->finished_seen_ms) s->finished_seen_ms = now;
-        if (st && s && !s->counted && (s->was_active || s->first_gen != K->first_snap_gen) &&
-            (j->reported || now - s->finished_seen_ms >= REPORT_GRACE_MS)) {
-            /* Count each outcome once, as the worker's own report says it. */
-            s->counted = true;
-            w->outcome_new = true;
-            if (w->w.state == SCALE_SUCCEEDED) st->succeeded++;
-            else st->failed++;
-            if (w->wasted) st->wasted++;
-        }
-        break;
-    case KUBE_JOB_RUNNING:
-        w->w.state = SCALE_RUNNING;
-        if (s && !s->running_ms) s->running_ms = now;
-        w->w.started_ms = s ? s->running_ms : now;
-        break;
-    default:
-        /* Between pod retries: it will take a message again, but it is not "pending" in the
-         * sense of pendingTimeout: its worker has run. */
-        w->w.state = SCALE_PENDING;
-        w->w.ran = kube_job_ran_counts(j->succeeded, j->failed);
-        break;
-    }
+    s->counted = true;
+    if (w->w.state == SCALE_SUCCEEDED) st->succeeded++;
+    else st->failed++;
+    if (w->wasted) st->wasted++;
 }
 
 static int kb_list(struct backend *b, const struct cfg_pool *pool, struct backend_list *out)
 {
     struct kb *K = (struct kb *)b;
-    out->n = 0;
+    backend_list_view(out, NULL, 0);
     if (K->snap_rc) return K->snap_rc;
     if (K->stale) return JP_ESTALE;
     const char *ns = pool_ns(K, pool);
     size_t lo = pool_lower_bound(K, ns, pool->name), hi = lo;
-    while (hi < K->snap.n && kube_snap_cmp_pool(&K->snap, &K->snap.v[hi], ns, pool->name) == 0)
-        hi++;
-    /* Every pool's list lives through the pass: sized to its Jobs, not to the next power of 2. */
-    int rc = backend_list_reserve(out, hi - lo);
-    if (rc) return rc;
-    const char *label = intern(pool->name); /* once per pool, not per Job and tick */
-    for (size_t i = lo; i < hi; i++) {
-        const struct kube_snap_job *j = &K->snap.v[i];
-        if (j->deleting_ms) continue; /* on its way out: neither active nor history */
-        struct backend_worker w;
-        to_worker(K, j, label, &slot_of(K, pool)->stats, &w);
-        if ((rc = backend_list_push(out, &w)) != 0) return rc;
-    }
+    while (hi < K->nw && cmp_pool(&K->w[hi], ns, pool->name) == 0) hi++;
+    struct backend_stats *st = &slot_of(K, pool)->stats;
+    for (size_t i = lo; i < hi; i++)
+        if (K->w[i].outcome_new) count_due(K, &K->w[i], st);
+    backend_list_view(out, K->w + lo, hi - lo);
     return 0;
 }
 
 /* Jobs with our managed-by label whose pool is not configured (removed, renamed, or no pool
- * label at all) in their namespace. The snapshot is sorted by namespace and pool, so this is
- * one walk. */
+ * label at all) in their namespace. The table is sorted by namespace and pool, so this is one
+ * walk. Copies: they are few, and their outcomes are not counted (no pool's stats). */
 static int kb_list_orphans(struct backend *b, struct backend_list *out)
 {
     struct kb *K = (struct kb *)b;
@@ -329,17 +390,14 @@ static int kb_list_orphans(struct backend *b, struct backend_list *out)
     if (K->snap_rc) return K->snap_rc;
     if (K->stale) return JP_ESTALE; /* no trimming on a view that may be wrong */
     int rc;
-    for (size_t i = 0; i < K->snap.n;) {
-        const char *pool = kube_snap_str(&K->snap, K->snap.v[i].pool);
-        const char *ns = kube_snap_str(&K->snap, K->snap.v[i].ns);
+    for (size_t i = 0; i < K->nw;) {
+        const char *pool = K->w[i].pool, *ns = K->w[i].ns;
         size_t end = i;
-        while (end < K->snap.n && kube_snap_cmp_pool(&K->snap, &K->snap.v[end], ns, pool) == 0)
-            end++;
+        while (end < K->nw && cmp_pool(&K->w[end], ns, pool) == 0) end++;
         if (!pool_configured(K, ns, pool))
             for (size_t k = i; k < end; k++) {
-                if (K->snap.v[k].deleting_ms) continue;
-                struct backend_worker w;
-                to_worker(K, &K->snap.v[k], intern(pool), NULL, &w);
+                struct backend_worker w = K->w[k];
+                w.outcome_new = false;
                 if ((rc = backend_list_push(out, &w)) != 0) return rc;
             }
         i = end;

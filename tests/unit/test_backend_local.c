@@ -493,9 +493,44 @@ static void test_list_reserve(void **state)
     backend_list_free(&l);
 }
 
+/* A list that is a view of a backend's table (the kube backend's lists) is never grown or
+ * freed through the list: push and reserve start an array of the caller's own, and the table
+ * is left as it was (ASan and valgrind would see a free or realloc of it). */
+static void test_list_view(void **state)
+{
+    (void)state;
+    struct backend_worker table[3];
+    memset(table, 0, sizeof table);
+    table[0].id = "a";
+    table[1].id = "b";
+    table[2].id = "c";
+    struct backend_list l = {0};
+    struct backend_worker x = {.id = "x"};
+    assert_int_equal(backend_list_push(&l, &x), 0); /* owned first: the view frees it */
+    backend_list_view(&l, table + 1, 2);
+    assert_ptr_equal(l.v, table + 1);
+    assert_int_equal(l.n, 2);
+    assert_string_equal(l.v[1].id, "c");
+    assert_int_equal(backend_list_push(&l, &x), 0);
+    assert_int_equal(l.n, 1);
+    assert_ptr_not_equal(l.v, table + 1);
+    assert_string_equal(l.v[0].id, "x");
+    assert_string_equal(table[1].id, "b");
+    backend_list_view(&l, table, 3);
+    assert_int_equal(backend_list_reserve(&l, 4), 0);
+    assert_int_equal(l.n, 0);
+    assert_true(l.cap >= 4);
+    backend_list_view(&l, table, 3);
+    backend_list_free(&l);
+    assert_null(l.v);
+    assert_int_equal(l.n, 0);
+    assert_string_equal(table[2].id, "c");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_list_view),
         cmocka_unit_test(test_outcomes),
         cmocka_unit_test(test_env_and_waste),
         cmocka_unit_test(test_worker_flags),
