@@ -34,8 +34,11 @@ struct cjob {
 };
 
 struct cpod {
-    char strs[CPOD_STRS];       /* "namespace/name" (the store's key), label job-name */
-    double task_wait_s, task_duration_s;
+    char strs[CPOD_STRS];       /* "namespace/name" (the store's key), label job-name: "" when
+                                 * the name begins with it (job_len) */
+    float task_wait_s, task_duration_s; /* a histogram's precision is enough */
+    uint8_t job_len;            /* the label job-name is the name's first job_len bytes (the
+                                 * Job controller names a pod "<job>-<suffix>"); 0: in strs */
     bool running, no_task, has_task;
 };
 
@@ -43,7 +46,17 @@ struct cpod {
 static const char *next_str(const char *s) { return s + strlen(s) + 1; }
 static const char *cjob_pool(const struct cjob *c) { return next_str(c->strs); }
 static const char *cjob_uid(const struct cjob *c) { return next_str(cjob_pool(c)); }
-static const char *cpod_job(const struct cpod *p) { return next_str(p->strs); }
+/* The pod's label job-name: *job and its length (not NUL-terminated when taken from the name). */
+static size_t cpod_job(const struct cpod *p, const char **job)
+{
+    if (p->job_len) {
+        const char *slash = strchr(p->strs, '/');
+        *job = slash ? slash + 1 : p->strs;
+        return p->job_len;
+    }
+    *job = next_str(p->strs);
+    return strlen(*job);
+}
 
 /* The key "namespace/name" and then each string of more[] into strs, packed. Each fits: the
  * buffers are the sum of the fields they come from. */
@@ -90,13 +103,17 @@ static int parse_pod(const struct cJSON *obj, void *rec)
     if (rc) return rc;
     struct cpod *c = rec;
     memset(c, 0, sizeof *c);
-    const char *more[] = {p.job};
+    /* The job name is usually the pod name's beginning: kept once (about 35 bytes a pod). */
+    size_t jl = strlen(p.job);
+    bool prefix = jl > 0 && jl <= UINT8_MAX && !strncmp(p.name, p.job, jl) && p.name[jl] == '-';
+    const char *more[] = {prefix ? "" : p.job};
     pack(c->strs, sizeof c->strs, p.ns, p.name, more, 1);
+    c->job_len = prefix ? (uint8_t)jl : 0;
     c->running = kube_pod_running(&p);
     c->no_task = p.no_task;
     c->has_task = p.has_task;
-    c->task_wait_s = p.task_wait_s;
-    c->task_duration_s = p.task_duration_s;
+    c->task_wait_s = (float)p.task_wait_s;
+    c->task_duration_s = (float)p.task_duration_s;
     return 0;
 }
 
@@ -303,6 +320,13 @@ static int cmp_pool_created(const void *a, const void *b, void *arena)
     return c ? c : cmp_created(a, b, arena);
 }
 
+/* A NUL-terminated name against job's jl bytes, as strcmp would order name and that string. */
+static int cmp_name(const char *name, const char *job, size_t jl)
+{
+    int c = strncmp(name, job, jl);
+    return c ? c : (unsigned char)name[jl];
+}
+
 /* A Running pod, or a finished one with the worker's last word (no message found, or a task's
  * wait and duration), marks its Job, found by namespace and name (a pod of another pool finds no
  * Job). */
@@ -311,8 +335,9 @@ static int add_pod(void *ud, const void *rec)
     struct snap *s = ud;
     const struct kube_snapshot *o = s->out;
     const struct cpod *p = rec;
-    const char *job = cpod_job(p);
-    if (!job[0] || (!p->running && !p->no_task && !p->has_task)) return 0;
+    const char *job;
+    size_t jl = cpod_job(p, &job);
+    if (!jl || (!p->running && !p->no_task && !p->has_task)) return 0;
     const char *slash = strchr(p->strs, '/');
     size_t nl = slash ? (size_t)(slash - p->strs) : 0;
     size_t lo = 0, hi = o->n;
@@ -321,14 +346,14 @@ static int add_pod(void *ud, const void *rec)
         const char *ns = o->arena + o->v[mid].ns;
         int c = strncmp(ns, p->strs, nl);
         if (!c) c = ns[nl] ? 1 : 0;
-        if (!c) c = strcmp(o->arena + o->v[mid].name, job);
+        if (!c) c = cmp_name(o->arena + o->v[mid].name, job, jl);
         if (c < 0) lo = mid + 1;
         else hi = mid;
     }
     if (lo == o->n) return 0;
     struct kube_snap_job *j = &o->v[lo];
     if (strncmp(o->arena + j->ns, p->strs, nl) || o->arena[j->ns + nl] ||
-        strcmp(o->arena + j->name, job))
+        cmp_name(o->arena + j->name, job, jl))
         return 0;
     if (p->running) j->running_pods++;
     if (p->no_task) j->no_task = true;

@@ -550,6 +550,31 @@ static void test_watch_cache(void **state)
     }
     assert_true(running);
     assert_int_equal(kube_request_count(c), reqs); /* reads cost no requests */
+    assert_int_equal(l.v[idx].running_pods, 1);
+
+    /* A pod whose name does not begin with its Job's (made by hand, not by the Job
+     * controller, which names its pods "<job>-<suffix>") counts for the Job by its label
+     * job-name all the same: the cache keeps that label whole only for such a pod. */
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":\"byhand-%s\","
+             "\"labels\":{\"job-name\":\"%s\",\"" KUBE_LABEL_MANAGED_BY "\":\"jobpool\"}},"
+             "\"spec\":{\"containers\":[{\"name\":\"w\",\"image\":\"example/w:1\"}]}}",
+             j.name, j.name);
+    assert_int_equal(kube_request(c, "POST", "/api/v1/namespaces/default/pods", body, NULL), 0);
+    snprintf(path, sizeof path, "/api/v1/namespaces/default/pods/byhand-%s/status", j.name);
+    assert_int_equal(kube_request(c, "PATCH", path, "{\"status\":{\"phase\":\"Running\"}}", NULL),
+                     0);
+    int pods = 0;
+    for (int i = 0; i < 200 && pods < 2; i++) {
+        assert_int_equal(kube_cache_snapshot(k, "cached", &l), 0);
+        idx = find_job(&l, j.name);
+        pods = idx >= 0 ? l.v[idx].running_pods : 0;
+        if (pods < 2) msleep(50);
+    }
+    assert_int_equal(pods, 2);
+    snprintf(path, sizeof path, "/api/v1/namespaces/default/pods/byhand-%s", j.name);
+    assert_int_equal(kube_request(c, "DELETE", path, NULL, NULL), 0);
 
     assert_int_equal(kube_job_delete(c, j.name), 0);
     bool gone = false;
