@@ -323,7 +323,7 @@ int jobpools_status(const struct pool *p, const struct reconcile_pool_status *st
             goto nomem;
     } else {
         if (add_condition(conds, p, "Ready", false, reason[0] ? reason : "NotServed",
-                          p->message[0] ? p->message : "not served", now) ||
+                          p->message && p->message[0] ? p->message : "not served", now) ||
             add_condition(conds, p, "Active", false, "NotServed", "the pool is not served", now))
             goto nomem;
     }

@@ -79,6 +79,7 @@ static void jp_clear(struct pools *ps, struct jp *j)
         free(j->owned);
     }
     cJSON_Delete(j->p.status);
+    free(j->p.message);
     memset(j, 0, sizeof *j);
 }
 
@@ -137,10 +138,13 @@ static void set_reason(struct pool *p, const char *reason, const char *fmt, ...)
 static void set_reason(struct pool *p, const char *reason, const char *fmt, ...)
 {
     snprintf(p->reason, sizeof p->reason, "%s", reason);
+    char buf[POOLS_MESSAGE_LEN];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(p->message, sizeof p->message, fmt, ap);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    free(p->message);
+    p->message = util_strdup(buf); /* NULL when out of memory: the status says "not served" */
 }
 
 /* Make j from obj: reuse old's settings when the spec is the same generation, else validate. */
@@ -163,7 +167,8 @@ static int jp_make(struct pools *ps, struct jp *j, const cJSON *obj, struct jp *
     }
     if (old && !old->owned && old->p.generation == j->p.generation) {
         memcpy(j->p.reason, old->p.reason, sizeof j->p.reason);
-        memcpy(j->p.message, old->p.message, sizeof j->p.message);
+        j->p.message = old->p.message; /* old is cleared after the update */
+        old->p.message = NULL;
         return 0;                         /* still invalid; said so already */
     }
     struct cfg_pool *cp = calloc(1, sizeof *cp);
@@ -240,7 +245,9 @@ static void decide_served(struct pools *ps)
         struct pool *p = &ps->jps[i].p;
         p->served = false;
         if (!p->cfg) continue;
-        p->reason[0] = p->message[0] = '\0';
+        p->reason[0] = '\0';
+        free(p->message);
+        p->message = NULL;
         bool clash = false;
         for (size_t f = 0; f < ps->cfg->npools && !clash && !strcmp(p->ns, ps->home_ns); f++)
             clash = !strcmp(ps->cfg->pools[f].name, p->name);
@@ -282,15 +289,20 @@ int pools_set_jobpools(struct pools *ps, const cJSON *items)
         k++;
     }
     if (rc) {
-        /* Give back what was taken from the old set, then drop the new one. A JobPool whose
-         * settings were already replaced is not served until the next try. */
-        for (size_t i = 0; i < k; i++) {
+        /* Give back what was taken from the old set, then drop the new one, the one that
+         * failed (nj[k], partly made) included. A JobPool whose settings were already
+         * replaced is not served until the next try. */
+        for (size_t i = 0; i <= k && i < (n ? n : 1); i++) {
             struct jp *old = find_old(ps->jps, ps->njps, nj[i].p.uid);
             if (old && !old->owned && nj[i].owned) {
                 old->owned = nj[i].owned;
                 old->p.cfg = old->owned;
                 old->p.generation = nj[i].p.generation;
                 nj[i].owned = NULL;
+            }
+            if (old && !old->p.message) {
+                old->p.message = nj[i].p.message;
+                nj[i].p.message = NULL;
             }
             jp_clear(ps, &nj[i]);
         }

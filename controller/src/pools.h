@@ -28,7 +28,8 @@ struct pool {
     char uid[64];
     int64_t generation;          /* metadata.generation */
     char reason[POOLS_REASON_LEN];   /* not served: InvalidSpec, NameClash, ... */
-    char message[POOLS_MESSAGE_LEN];
+    char *message;               /* with reason; NULL when none (owned: the file's pools, 1,000
+                                  * of them, do not each carry a 512-byte buffer) */
     struct cJSON *status;        /* the status the object carried when last read (owned) */
 };
 
