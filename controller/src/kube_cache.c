@@ -105,7 +105,8 @@ static int parse_pod(const struct cJSON *obj, void *rec)
     memset(c, 0, sizeof *c);
     /* The job name is usually the pod name's beginning: kept once (about 35 bytes a pod). */
     size_t jl = strlen(p.job);
-    bool prefix = jl > 0 && jl <= UINT8_MAX && !strncmp(p.name, p.job, jl) && p.name[jl] == '-';
+    _Static_assert(sizeof p.name <= UINT8_MAX, "a prefix's length must fit job_len");
+    bool prefix = jl > 0 && jl < sizeof p.name && !strncmp(p.name, p.job, jl) && p.name[jl] == '-';
     const char *more[] = {prefix ? "" : p.job};
     pack(c->strs, sizeof c->strs, p.ns, p.name, more, 1);
     c->job_len = prefix ? (uint8_t)jl : 0;
