@@ -9,7 +9,7 @@ FROM ${DEBIAN} AS build
 RUN apt-get update -q \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
       make gcc libc6-dev pkg-config librabbitmq-dev libcurl4-openssl-dev libcjson-dev \
-      libyaml-dev libmicrohttpd-dev \
+      libyaml-dev libmicrohttpd-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Makefile ./
