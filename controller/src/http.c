@@ -38,6 +38,38 @@ static unsigned long long n_bytes;
  * certificate problem: unable to get local issuer certificate", do not use it). Asked for
  * first, "no strings" holds for the process; an alert then reads "error:0A000412:lib(20)::
  * reason(1042)", which `openssl errstr 0A000412` spells out. */
+/* Without the strings, an OpenSSL error reads "error:0A00010B:lib(20)::reason(267)". The
+ * reasons a misconfigured endpoint gives most often are spelled out here (the text is
+ * OpenSSL's own, as `openssl errstr` prints it); others keep the code. */
+static const char *tls_reason(long r)
+{
+    switch (r) {
+    case 134: return "certificate verify failed";
+    case 267: return "wrong version number (is the server speaking plain HTTP?)";
+    case 294: return "unexpected eof while reading";
+    case 1040: return "sslv3 alert handshake failure";
+    case 1042: return "sslv3 alert bad certificate";
+    case 1045: return "sslv3 alert certificate expired";
+    case 1046: return "sslv3 alert certificate unknown";
+    case 1048: return "tlsv1 alert unknown ca";
+    case 1070: return "tlsv1 alert protocol version";
+    case 1080: return "tlsv1 alert internal error";
+    case 1112: return "tlsv1 unrecognized name";
+    case 1116: return "tlsv13 alert certificate required";
+    default: return NULL;
+    }
+}
+
+/* msg with the reason of an OpenSSL SSL error (library 20) spelled out after it, in place. */
+static void spell_tls_reason(char *msg, size_t size)
+{
+    const char *at = strstr(msg, ":lib(20)::reason(");
+    if (!at) return;
+    const char *text = tls_reason(strtol(at + strlen(":lib(20)::reason("), NULL, 10));
+    size_t len = strlen(msg);
+    if (text && len < size) snprintf(msg + len, size - len, ": %s", text);
+}
+
 static void global_init(void)
 {
     OPENSSL_init_ssl(OPENSSL_INIT_NO_LOAD_SSL_STRINGS | OPENSSL_INIT_NO_LOAD_CRYPTO_STRINGS, NULL);
@@ -316,6 +348,7 @@ static int req_finish(struct http_client *c, CURLcode cc, struct http_response *
         else
             snprintf(resp->error, sizeof resp->error, "%s", c->errbuf[0] ? c->errbuf
                                                                         : curl_easy_strerror(cc));
+        if (rc == JP_ETLS) spell_tls_reason(resp->error, sizeof resp->error);
         return rc;
     }
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
