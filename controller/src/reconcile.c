@@ -610,7 +610,20 @@ static int trim_orphans(struct reconcile *r)
     return first;
 }
 
+static int pass(struct reconcile *r);
+
+/* One pass, and then the workers listed in it are let go: the lists may be views into the
+ * backend's table, which the backend gives back until the next observe. */
 int reconcile_pass(struct reconcile *r)
+{
+    int rc = pass(r);
+    for (size_t i = 0; i < r->np; i++) backend_list_free(&r->p[i].workers);
+    backend_list_free(&r->orphans);
+    if (r->be->release) r->be->release(r->be);
+    return rc;
+}
+
+static int pass(struct reconcile *r)
 {
     const struct cfg *cfg = r->cfg;
     int first = 0;

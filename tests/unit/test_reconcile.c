@@ -128,10 +128,28 @@ struct fake {
     int orphan_removes;
     bool stale;                 /* list answers JP_ESTALE: the backend's view is too old */
     int64_t hint_ms;            /* what retry_hint_ms answers (-1: the server said nothing) */
+    bool views;                 /* list answers views of tables made for the pass, as the kube
+                                 * backend does; release frees them */
+    struct backend_worker *view[NQ];
+    int observes, releases, lists_since_release;
 };
 
 static size_t pidx(struct fake *f, const struct cfg_pool *p) { return (size_t)(p - f->cfg->pools); }
-static int f_observe(struct backend *b) { (void)b; return 0; }
+static int f_observe(struct backend *b)
+{
+    ((struct fake *)b)->observes++;
+    return 0;
+}
+static void f_release(struct backend *b)
+{
+    struct fake *f = (struct fake *)b;
+    for (int i = 0; i < NQ; i++) {
+        free(f->view[i]);
+        f->view[i] = NULL;
+    }
+    f->releases++;
+    f->lists_since_release = 0;
+}
 static int64_t f_hint(struct backend *b) { return ((struct fake *)b)->hint_ms; }
 static int f_list(struct backend *b, const struct cfg_pool *p, struct backend_list *out)
 {
@@ -139,6 +157,21 @@ static int f_list(struct backend *b, const struct cfg_pool *p, struct backend_li
     out->n = 0;
     if (f->stale) return JP_ESTALE;
     struct backend_list *l = &f->w[pidx(f, p)];
+    f->lists_since_release++;
+    if (f->views) {
+        /* A table of the pass's own, gone at release: a read after it is a use after free
+         * (the unit tests run under AddressSanitizer and valgrind too). */
+        size_t i = pidx(f, p);
+        free(f->view[i]);
+        f->view[i] = l->n ? malloc(l->n * sizeof *l->v) : NULL;
+        if (l->n) assert_non_null(f->view[i]);
+        for (size_t k = 0; k < l->n; k++) {
+            f->view[i][k] = l->v[k];
+            l->v[k].outcome_new = false;
+        }
+        backend_list_view(out, f->view[i], l->n);
+        return 0;
+    }
     for (size_t i = 0; i < l->n; i++) {
         backend_list_push(out, &l->v[i]);
         l->v[i].outcome_new = false; /* as the real backends: its figures go out once */
@@ -204,7 +237,10 @@ static void f_shutdown(struct backend *b, long g) { (void)b; (void)g; }
 static void f_destroy(struct backend *b)
 {
     struct fake *f = (struct fake *)b;
-    for (int i = 0; i < NQ; i++) backend_list_free(&f->w[i]);
+    for (int i = 0; i < NQ; i++) {
+        backend_list_free(&f->w[i]);
+        free(f->view[i]);
+    }
     backend_list_free(&f->orphans);
 }
 
@@ -241,7 +277,8 @@ static void setup_pools(int npools, int max_total)
     memset(&fk, 0, sizeof fk);
     id_used = 0;
     fk.cfg = &cfg;
-    fk.base = (struct backend){.name = "fake", .observe = f_observe, .list = f_list,
+    fk.base = (struct backend){.name = "fake", .observe = f_observe, .release = f_release,
+                               .list = f_list,
                                .list_orphans = f_list_orphans,
                                .start = f_start, .remove = f_remove, .stats = f_stats,
                                .retry_hint_ms = f_hint,
@@ -342,6 +379,44 @@ static void test_stale_backend_holds(void **state)
     assert_int_equal(reconcile_pass(rec), 0); /* no back-off: the very next pass acts */
     assert_int_equal(fk.removes[0], 4 - 2);   /* successfulHistory 2 */
     assert_int_equal(fk.starts[0] + fk.starts[1], 12); /* maxActiveTotal 12 */
+}
+
+/* The workers a pass listed are let go when it ends: the backend is told (release) after the
+ * pass's last list, once per pass, the early return of a stale backend included, and the
+ * pass never reads a view after that (the views are freed then: ASan and valgrind see it). */
+static void test_release_after_pass(void **state)
+{
+    (void)state;
+    setup_pools(2, 0);
+    fk.views = true;
+    q[0].ready = 3;
+    make(false);
+    assert_int_equal(reconcile_pass(rec), 0);
+    assert_int_equal(fk.starts[0], 3);
+    assert_int_equal(fk.releases, 1);
+    assert_int_equal(fk.lists_since_release, 0);
+    for (int i = 0; i < 4; i++) {
+        struct backend_worker w;
+        memset(&w, 0, sizeof w);
+        w.id = fid("done%d", i);
+        w.w.state = SCALE_SUCCEEDED;
+        w.w.finished_ms = util_now_ms() - 1000 * (i + 1);
+        backend_list_push(&fk.w[1], &w);
+    }
+    q[0].ready = 0;
+    assert_int_equal(reconcile_pass(rec), 0); /* history trimmed through the views */
+    assert_int_equal(fk.removes[1], 4 - 2);
+    assert_int_equal(fk.releases, 2);
+    assert_int_equal(fk.lists_since_release, 0);
+    assert_null(fk.view[0]);
+    assert_null(fk.view[1]);
+    fk.stale = true;
+    assert_int_equal(reconcile_pass(rec), JP_ESTALE);
+    assert_int_equal(fk.releases, 3);
+    fk.stale = false;
+    assert_int_equal(reconcile_pass(rec), 0);
+    assert_int_equal(fk.observes, 4);
+    assert_int_equal(fk.releases, 4);
 }
 
 static void test_missing_queue_is_zero(void **state)
@@ -825,6 +900,7 @@ int main(void)
         cmocka_unit_test_teardown(test_task_figures_and_decision_published, teardown),
         cmocka_unit_test_teardown(test_amqp_probe_wakes_a_pass, teardown),
         cmocka_unit_test_teardown(test_recheck_after_start_lag, teardown),
+        cmocka_unit_test_teardown(test_release_after_pass, teardown),
     };
     return cmocka_run_group_tests_name("reconcile", tests, NULL, NULL);
 }
