@@ -62,6 +62,16 @@ done
 "$B/jobpool-controller" --config "$work/config.yaml" --log-level warn 2> "$work/ctl.log" &
 ctl=$!
 t0=$(date +%s)
+# RSS_TRACE=FILE: the controller's RSS every half second from its start ("seconds KiB"), to
+# tell when the peak is made.
+tracer=""
+if [ -n "${RSS_TRACE:-}" ]; then
+  ( while kill -0 "$ctl" 2>/dev/null; do
+      echo "$(date +%s.%N | cut -c1-14) $(awk '/VmRSS/ {print $2}' /proc/$ctl/status 2>/dev/null)"
+      sleep 0.5
+    done > "$RSS_TRACE" ) &
+  tracer=$!
+fi
 for _ in $(seq 1 600); do
   [ "$(count_jobs)" -ge $((P * M)) ] && [ "$(count_pods)" -ge $((P * M)) ] && break
   sleep 2
@@ -88,6 +98,15 @@ echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 # SMAPS=file: keep the controller's whole smaps, to see which mappings hold the memory (the
 # heap, the other threads' malloc arenas, thread stacks, libraries).
 [ -z "${SMAPS:-}" ] || cp "/proc/$ctl/smaps" "$SMAPS"
+if [ -n "$tracer" ]; then
+  kill "$tracer" 2>/dev/null || true
+  # In the steady window the RSS moves with the ticks: the tick's snapshot is given back when
+  # the pass ends, so the lowest samples are between ticks and the highest inside one.
+  awk -v t0="$t0" -v a="$s0" -v b="$s1" 'NF == 2 && $2 > max {max = $2; at = $1}
+    NF == 2 && $1 >= a && $1 <= b { if (!lo || $2 < lo) lo = $2; if ($2 > hi) hi = $2 } END {
+    if (max) printf "  %-34s %.1f MiB, %.0f s after the start\n", "RSS trace: highest sample", max / 1024, at - t0
+    if (lo) printf "  %-34s %.1f MiB lowest (between ticks), %.1f MiB highest\n", "RSS trace: steady window", lo / 1024, hi / 1024 }' "$RSS_TRACE"
+fi
 # HEAP=1: how much of that is free space inside the heap: glibc's own figures (malloc_stats,
 # through Debian's gdb), then the same figures after malloc_trim(0) gives back every free page.
 if [ "${HEAP:-0}" = 1 ]; then
