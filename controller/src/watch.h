@@ -46,7 +46,7 @@ struct watch_opts {
     int64_t watch_timeout_s;    /* timeoutSeconds of one watch, default 10 */
     int64_t silence_ms;         /* a watch silent this long is half-open; default timeout + 5 s */
     int64_t expect_timeout_ms;  /* expectations last this long of current time, default 30 s */
-    int page_size;              /* list page size, default 100 */
+    int page_size;              /* list page size, default 50 */
 };
 
 struct watch;
