@@ -68,30 +68,15 @@ KC
   [ -s "$d/token" ]
 }
 # config FILE RELEASE INSTANCE [WATCH-NAMESPACES-YAML]: the controller as that release's
-# ServiceAccount, JobPools only, leader through the chart's Lease.
+# ServiceAccount, JobPools only, leader through the chart's Lease: lib.sh's config with that
+# kubeconfig, and the instance, namespaces and Lease after its kubernetes section (its last).
 config() {
-  CTRL_METRICS_PORT=$(free_port)
-  cat > "$1" <<CFG
-pollInterval: 1s
-backend: kube
-log: {format: text, level: info}
-metrics: {address: "127.0.0.1:$CTRL_METRICS_PORT"}
-rabbitmq:
-  managementUrl: $JOBPOOL_TEST_MGMT_URL
-  amqpUrl: amqp://127.0.0.1:$JOBPOOL_TEST_AMQP_PORT
-  vhost: /
-  username: {env: RABBITMQ_USERNAME}
-  password: {env: RABBITMQ_PASSWORD}
-  timeout: 3s
-kubernetes:
-  inCluster: false
-  kubeconfig: $out/$2.sa/kubeconfig
-  namespace: default
-  instance: $3
-${4:+  watchNamespaces: $4}
-leaderElection: {enabled: true, leaseName: $2-leader}
-pools: []
-CFG
+  config_header "$1" 1s
+  sed -i "s#^  kubeconfig: .*#  kubeconfig: $out/$2.sa/kubeconfig#; /^pools:\$/d" "$1"
+  { echo "  instance: $3"
+    [ -z "${4:-}" ] || echo "  watchNamespaces: $4"
+    echo "leaderElection: {enabled: true, leaseName: $2-leader}"
+    echo "pools: []"; } >> "$1"
 }
 apply_jp() { # NAMESPACE
   kc apply -f - >/dev/null <<JP
