@@ -38,8 +38,8 @@ struct backend_worker {
 
 /* A list of workers, reused across ticks by the caller: a growable array of the caller's own
  * (cap > 0 once it holds any), or a view of the backend's table (backend_list_view, cap 0),
- * valid until the pass ends (release) or the backend's next observe, in which the caller may set the scale fields that
- * are its own (w.queue) but nothing else. Push and reserve on a view start an array of the
+ * valid until the pass ends (release) or the backend's next observe, in which the caller may
+ * set the scale fields that are its own (w.queue) but nothing else. Push and reserve on a view start an array of the
  * caller's own; free gives back only that. */
 struct backend_list {
     struct backend_worker *v;
@@ -92,8 +92,8 @@ struct backend {
     int64_t (*retry_hint_ms)(struct backend *b);
     /* The pass is over: no list made since observe is read again before the next observe,
      * so the backend may give back what its lists point into (the kube backend's snapshot:
-     * about 200 bytes a Job, held for a few milliseconds of every tick instead of all the
-     * time). May be NULL. */
+     * about 200 bytes a Job, held for the length of a pass instead of all the time). May be
+     * NULL. */
     void (*release)(struct backend *b);
     /* Report the backend's own gauges (the kube cache's age) once per pass; may be NULL. */
     void (*report)(struct backend *b, struct metrics *m);

@@ -613,7 +613,7 @@ static int trim_orphans(struct reconcile *r)
 static int pass(struct reconcile *r);
 
 /* One pass, and then the workers listed in it are let go: the lists may be views into the
- * backend's table, which the backend gives back until the next observe. */
+ * backend's table, which the backend may give back (release) until its next observe. */
 int reconcile_pass(struct reconcile *r)
 {
     int rc = pass(r);
