@@ -351,6 +351,19 @@ static void test_failed_read_holds_and_backs_off(void **state)
 /* A backend whose view of the workers is too old: the pool holds (no start although messages
  * wait, no delete although history is over its limit), backs off nothing, and resumes at once
  * when the view is current again. Its last known workers keep counting for maxActiveTotal. */
+/* n succeeded workers of pool, named prefix0.., finished 1, 2, .. n s ago. */
+static void push_succeeded(int pool, const char *prefix, int n)
+{
+    for (int i = 0; i < n; i++) {
+        struct backend_worker w;
+        memset(&w, 0, sizeof w);
+        w.id = fid("%s%d", prefix, i);
+        w.w.state = SCALE_SUCCEEDED;
+        w.w.finished_ms = util_now_ms() - 1000 * (i + 1);
+        backend_list_push(&fk.w[pool], &w);
+    }
+}
+
 static void test_stale_backend_holds(void **state)
 {
     (void)state;
@@ -359,14 +372,7 @@ static void test_stale_backend_holds(void **state)
     make(false);
     assert_int_equal(reconcile_pass(rec), 0);
     assert_int_equal(fk.starts[0], 5);
-    for (int i = 0; i < 4; i++) {
-        struct backend_worker w;
-        memset(&w, 0, sizeof w);
-        w.id = fid("old%d", i);
-        w.w.state = SCALE_SUCCEEDED;
-        w.w.finished_ms = util_now_ms() - 1000 * (i + 1);
-        backend_list_push(&fk.w[0], &w);
-    }
+    push_succeeded(0, "old", 4);
     q[0].ready = 20;
     q[1].ready = 20;
     fk.stale = true;
@@ -395,14 +401,7 @@ static void test_release_after_pass(void **state)
     assert_int_equal(fk.starts[0], 3);
     assert_int_equal(fk.releases, 1);
     assert_int_equal(fk.lists_since_release, 0);
-    for (int i = 0; i < 4; i++) {
-        struct backend_worker w;
-        memset(&w, 0, sizeof w);
-        w.id = fid("done%d", i);
-        w.w.state = SCALE_SUCCEEDED;
-        w.w.finished_ms = util_now_ms() - 1000 * (i + 1);
-        backend_list_push(&fk.w[1], &w);
-    }
+    push_succeeded(1, "done", 4);
     q[0].ready = 0;
     assert_int_equal(reconcile_pass(rec), 0); /* history trimmed through the views */
     assert_int_equal(fk.removes[1], 4 - 2);
