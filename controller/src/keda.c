@@ -132,7 +132,7 @@ static bool get_int(struct sj *s, const cJSON *o, const char *key, const char *p
     const cJSON *v = get(o, key);
     *present = v != NULL;
     if (!v) return true;
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble)) {
+    if (!cJSON_IsNumber(v) || v->valuedouble != util_floor(v->valuedouble)) {
         sj_fail(s, path, "expected an integer");
         return false;
     }
@@ -286,7 +286,7 @@ static void map_mode(struct sj *s, const cJSON *md, const char *tp)
         sj_fail(s, vp, "expected a number > 0, got '%s'", val);
         return;
     }
-    double c = ceil(d);
+    double c = util_ceil(d);
     if (c > COUNT_MAX) {
         sj_fail(s, vp, "%s is above the JobPool's limit for messagesPerWorker (%d)", val,
                 COUNT_MAX);

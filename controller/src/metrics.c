@@ -358,7 +358,7 @@ static void fmt_double(double v, char *out, size_t outlen)
         snprintf(out, outlen, v > 0 ? "+Inf" : "-Inf");
         return;
     }
-    if (v == floor(v) && fabs(v) < 1e15) { /* whole numbers without an exponent: 50, not 5e+01 */
+    if (v == util_floor(v) && fabs(v) < 1e15) { /* whole numbers without an exponent: 50, not 5e+01 */
         snprintf(out, outlen, "%.0f", v);
         return;
     }

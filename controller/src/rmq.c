@@ -358,7 +358,7 @@ static int get_count(const cJSON *o, const char *name, int64_t *out, char *why, 
         return JP_ESHAPE;
     }
     double d = v->valuedouble;
-    if (!isfinite(d) || d < 0 || d > RMQ_MAX_COUNT || d != floor(d)) {
+    if (!isfinite(d) || d < 0 || d > RMQ_MAX_COUNT || d != util_floor(d)) {
         snprintf(why, whylen, "field %s out of range: %.17g", name, d);
         return JP_ERANGE;
     }

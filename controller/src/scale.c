@@ -451,7 +451,8 @@ static int64_t ceil_to_i64(double x)
         return 0;
     if (x >= 9.2e18)
         return INT64_MAX;
-    return (int64_t)ceil(x);
+    int64_t t = (int64_t)x; /* towards zero; no libm (util.h's util_ceil) */
+    return (double)t < x ? t + 1 : t;
 }
 
 int scale_decide_keda(const struct scale_input *in, const struct scale_keda_params *p,

@@ -261,3 +261,21 @@ int util_read_file(const char *path, size_t cap, bool trim, char **out)
     *out = dbuf_take(&b);
     return *out ? 0 : JP_ENOMEM;
 }
+
+/* A double of magnitude 2^52 or more has no fraction bits, so it is its own floor and ceiling;
+ * below that, the conversion to int64_t truncates towards zero and is exact. */
+double util_floor(double d)
+{
+    if (!(d > -0x1p52 && d < 0x1p52))
+        return d;
+    double t = (double)(int64_t)d;
+    return t > d ? t - 1 : t;
+}
+
+double util_ceil(double d)
+{
+    if (!(d > -0x1p52 && d < 0x1p52))
+        return d;
+    double t = (double)(int64_t)d;
+    return t < d ? t + 1 : t;
+}

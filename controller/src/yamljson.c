@@ -693,7 +693,7 @@ int yamljson_emit_scalar(struct dbuf *b, const cJSON *v)
     if (cJSON_IsBool(v)) return dbuf_printf(b, "%s", cJSON_IsTrue(v) ? "true" : "false");
     if (cJSON_IsNumber(v)) {
         double d = v->valuedouble;
-        if (d == floor(d) && fabs(d) <= (double)JSON_INT_MAX) return dbuf_printf(b, "%.0f", d);
+        if (d == util_floor(d) && fabs(d) <= (double)JSON_INT_MAX) return dbuf_printf(b, "%.0f", d);
         return dbuf_printf(b, "%.17g", d);
     }
     return dbuf_printf(b, "null");

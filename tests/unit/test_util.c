@@ -1,9 +1,10 @@
-/* test_util.c: durations, integer parsing, RFC 3339 times and the capped buffer. */
+/* test_util.c: durations, integer parsing, RFC 3339 times, the capped buffer, floor and ceil. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,6 +141,32 @@ static void test_strprintf(void **state)
 }
 
 /* User info goes, whatever it holds (a raw '@' in a password too); the rest stays exact. */
+/* util_floor and util_ceil against libm's, which the test links and the controller does not:
+ * both signs, the halves, just around whole numbers, the 2^52 and 2^63 boundaries, the
+ * infinities, and a spread of values from a fixed generator. */
+static void test_floor_ceil(void **state)
+{
+    (void)state;
+    const double edge[] = {0.0,     -0.0,        0.5,          -0.5,          1.0,
+                           -1.0,    1.5,         -1.5,         2.999999999,   -2.999999999,
+                           1e-300,  -1e-300,     4503599627370495.5,          -4503599627370495.5,
+                           0x1p52,  -0x1p52,     0x1p52 + 1,   0x1p63,        -0x1p63,
+                           1e300,   -1e300,      INFINITY,     -INFINITY,     9.2e18};
+    for (size_t i = 0; i < sizeof edge / sizeof edge[0]; i++) {
+        assert_true(util_floor(edge[i]) == floor(edge[i]));
+        assert_true(util_ceil(edge[i]) == ceil(edge[i]));
+    }
+    assert_true(isnan(util_floor(NAN)) && isnan(util_ceil(NAN)));
+    uint64_t x = 88172645463325252ULL;
+    for (int i = 0; i < 100000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        double d = ((double)(int64_t)x / 0x1p63) * ldexp(1.0, (int)(x % 70)); /* up to 2^70 */
+        if (util_floor(d) != floor(d) || util_ceil(d) != ceil(d))
+            fail_msg("%.17g: floor %.17g / %.17g, ceil %.17g / %.17g", d, util_floor(d), floor(d),
+                     util_ceil(d), ceil(d));
+    }
+}
+
 static void test_url_strip_userinfo(void **state)
 {
     (void)state;
@@ -165,6 +192,7 @@ int main(void)
         cmocka_unit_test(test_duration_format), cmocka_unit_test(test_int64),
         cmocka_unit_test(test_rfc3339),         cmocka_unit_test(test_dbuf_cap),
         cmocka_unit_test(test_strprintf),       cmocka_unit_test(test_url_strip_userinfo),
+        cmocka_unit_test(test_floor_ceil),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
