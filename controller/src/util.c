@@ -264,9 +264,11 @@ int util_read_file(const char *path, size_t cap, bool trim, char **out)
 
 /* A double of magnitude 2^52 or more has no fraction bits, so it is its own floor and ceiling;
  * below that, the conversion to int64_t truncates towards zero and is exact. */
+#define NO_FRACTION 4503599627370496.0 /* 2^52 */
+
 double util_floor(double d)
 {
-    if (!(d > -0x1p52 && d < 0x1p52))
+    if (!((d < 0 ? -d : d) < NO_FRACTION)) /* also NaN */
         return d;
     double t = (double)(int64_t)d;
     return t > d ? t - 1 : t;
@@ -274,7 +276,7 @@ double util_floor(double d)
 
 double util_ceil(double d)
 {
-    if (!(d > -0x1p52 && d < 0x1p52))
+    if (!((d < 0 ? -d : d) < NO_FRACTION))
         return d;
     double t = (double)(int64_t)d;
     return t < d ? t + 1 : t;
