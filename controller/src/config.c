@@ -616,11 +616,11 @@ static int parse_ca_secret(struct ld *l, yaml_node_t *n, struct cfg_ca_secret *c
 static int parse_rabbitmq(struct ld *l, yaml_node_t *n, struct cfg_rabbitmq *r)
 {
     enum { MGMT, AMQP, VHOST, USER, PASS, CA, TIMEOUT, CTIMEOUT, MAXBODY, DEPTH, WSECRET, CASECRET,
-           CONSUMER, N };
+           CONSUMER, MLAG, N };
     static const char *const keys[N] = {"managementUrl", "amqpUrl", "vhost", "username",
                                         "password", "caFile", "timeout", "connectTimeout",
                                         "maxBodyBytes", "depthSource", "workerSecret",
-                                        "caSecret", "consumerTimeout"};
+                                        "caSecret", "consumerTimeout", "managementLag"};
     static const char *const depths[] = {"management", "amqp", NULL};
     yaml_node_t *v[N], *k[N];
     char p[KEYPATH_MAX];
@@ -652,6 +652,9 @@ static int parse_rabbitmq(struct ld *l, yaml_node_t *n, struct cfg_rabbitmq *r)
     if (v[CONSUMER] &&
         (rc = get_duration(l, v[CONSUMER], RP(CONSUMER), CFG_LIM_MIN(RMQ_CONSUMER_TIMEOUT),
                            &r->consumer_timeout_ms)))
+        return rc;
+    if (v[MLAG] && (rc = get_duration(l, v[MLAG], RP(MLAG), CFG_LIM_MIN(RMQ_MANAGEMENT_LAG),
+                                      &r->management_lag_ms)))
         return rc;
     if (v[MAXBODY]) {
         int64_t mb;
@@ -1177,6 +1180,7 @@ static int set_defaults(struct cfg *c, const char *name)
     c->rabbitmq.timeout_ms = 3000;
     c->rabbitmq.connect_timeout_ms = 1000;
     c->rabbitmq.consumer_timeout_ms = 30 * 60 * 1000;
+    c->rabbitmq.management_lag_ms = 10000;
     c->rabbitmq.max_body = (size_t)8 << 20;
     c->rabbitmq.depth_source = CFG_DEPTH_MANAGEMENT;
     c->kubernetes.in_cluster = true;

@@ -49,6 +49,9 @@ struct cfg_rabbitmq {
     enum cfg_depth_source depth_source;
     int64_t consumer_timeout_ms;   /* the broker's consumer_timeout as the operator states it
                                     * (default 30m, RabbitMQ's); checked against taskTimeout */
+    int64_t management_lag_ms;     /* how old a management API sample can be: the broker's
+                                    * collect_statistics_interval plus its smallest sample
+                                    * increment (default 10s: 5 s + 5 s, RabbitMQ's defaults) */
     struct cfg_worker_secret worker_secret;
     struct cfg_ca_secret ca_secret;
 };

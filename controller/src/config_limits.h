@@ -19,6 +19,7 @@
     X(RMQ_TIMEOUT, "rabbitmq.timeout", DURATION, 100, CFG_DURATION_MAX_MS)                    \
     X(RMQ_CONNECT_TIMEOUT, "rabbitmq.connectTimeout", DURATION, 100, CFG_DURATION_MAX_MS)     \
     X(RMQ_CONSUMER_TIMEOUT, "rabbitmq.consumerTimeout", DURATION, 1000, CFG_DURATION_MAX_MS) \
+    X(RMQ_MANAGEMENT_LAG, "rabbitmq.managementLag", DURATION, 100, CFG_DURATION_MAX_MS)       \
     X(KUBE_CONCURRENCY, "kubernetes.concurrency", INT, 1, 256)                                \
     /* a label value; <= 56 so that the default Lease "<instance>-leader" fits 63 */         \
     X(INSTANCE, "kubernetes.instance", LENGTH, 1, 56)                                         \

@@ -18,7 +18,6 @@
  * it was seconds ago. Workers started in that window count as pending: the sample cannot have
  * seen them take a message. An AMQP passive declare is exact; then only the backend's own lag
  * between "running" and "consuming" matters (struct backend.start_lag_ms). */
-#define STATS_LAG_MANAGEMENT_MS 10000
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 60000
 
@@ -259,7 +258,9 @@ static int decide_pool(struct reconcile *r, size_t i, bool depth_ok)
     /* Exact: a passive declare of the pool's own client (a JobPool's broker may have no AMQP
      * URL, so the global depthSource does not say). */
     bool exact = depth_ok && ps->depth.exact && !pool->queue_regex;
-    int64_t lag = exact ? r->be->start_lag_ms : STATS_LAG_MANAGEMENT_MS;
+    /* A management sample is as old as the broker's statistics can be (rabbitmq.managementLag:
+     * collect_statistics_interval plus the smallest sample increment, docs/scaling.md). */
+    int64_t lag = exact ? r->be->start_lag_ms : r->cfg->rabbitmq.management_lag_ms;
     if (ps->depth.age_ms > lag) lag = ps->depth.age_ms;
     /* Every time below is on the monotonic clock, as the backend's are. */
     int64_t now = util_now_ms();

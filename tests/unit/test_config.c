@@ -1314,15 +1314,29 @@ static void test_worker_env(void **state)
     assert_string_equal(p->worker_env[5].name, "JOBPOOL_LOG_LEVEL");
     assert_int_equal(p->task_timeout_ms, 0);
     assert_int_equal(c->rabbitmq.consumer_timeout_ms, 30 * 60 * 1000);
+    assert_int_equal(c->rabbitmq.management_lag_ms, 10000);
     cfg_free(c);
     const char y2[] = "backend: local\n"
-                      "rabbitmq: {consumerTimeout: 2h}\n"
+                      "rabbitmq: {consumerTimeout: 2h, managementLag: 2s}\n"
                       "pools:\n"
                       "  - {name: a, queue: q, maxActive: 5, taskTimeout: 90m, worker: {command: [t]}}\n";
     assert_int_equal(cfg_load_string(y2, strlen(y2), "config.yaml", &c, err, sizeof err), 0);
     assert_int_equal(c->pools[0].task_timeout_ms, 90 * 60 * 1000);
     assert_int_equal(c->rabbitmq.consumer_timeout_ms, 2 * 3600 * 1000);
+    assert_int_equal(c->rabbitmq.management_lag_ms, 2000);
     cfg_free(c);
+    /* Below 100 ms, or not a duration: an error naming the key, nothing loaded. */
+    const char *bad[] = {"50ms", "0", "-1s", "fast", "[1s]"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char y3[256];
+        snprintf(y3, sizeof y3,
+                 "backend: local\nrabbitmq: {managementLag: %s}\n"
+                 "pools:\n  - {name: a, queue: q, maxActive: 5, worker: {command: [t]}}\n", bad[i]);
+        c = NULL;
+        assert_int_not_equal(cfg_load_string(y3, strlen(y3), "config.yaml", &c, err, sizeof err), 0);
+        assert_null(c);
+        if (!strstr(err, "rabbitmq.managementLag")) fail_msg("%s: %s", bad[i], err);
+    }
 }
 
 static void test_secret_env(void **state)

@@ -273,6 +273,7 @@ static void setup_pools(int npools, int max_total)
     cfg.pools = pools;
     cfg.npools = (size_t)npools;
     cfg.poll_interval_ms = 1000;
+    cfg.rabbitmq.management_lag_ms = 10000; /* the default */
     cfg.max_active_total = max_total;
     memset(&fk, 0, sizeof fk);
     id_used = 0;
@@ -552,6 +553,30 @@ static void test_recheck_after_start_lag(void **state)
     run_amqp_loop();
     assert_int_equal(fk.starts[0], 1);   /* it was running, not consuming: the message needs one */
     assert_true(q[0].reads >= 2);
+}
+
+/* A management sample counts as rabbitmq.managementLag old: a worker that started within that
+ * window may have taken a message the sample still shows as ready, so it covers one; a worker
+ * that started before it was running when the sample was taken, and the ready message is
+ * another. The same worker, 3 s after its start, against the default 10 s and against 2 s. */
+static void test_management_lag_config(void **state)
+{
+    (void)state;
+    for (int k = 0; k < 2; k++) {
+        setup_pools(1, 0);
+        if (k == 1) cfg.rabbitmq.management_lag_ms = 2000;
+        q[0].ready = 1;
+        struct backend_worker w;
+        memset(&w, 0, sizeof w);
+        w.id = fid("busy");
+        w.w.state = SCALE_RUNNING;
+        w.w.created_ms = w.w.started_ms = util_now_ms() - 3000;
+        backend_list_push(&fk.w[0], &w);
+        make(false);
+        assert_int_equal(reconcile_pass(rec), 0);
+        assert_int_equal(fk.starts[0], k == 0 ? 0 : 1);
+        teardown(NULL);
+    }
 }
 
 static void test_global_cap_shared(void **state)
@@ -899,6 +924,7 @@ int main(void)
         cmocka_unit_test_teardown(test_task_figures_and_decision_published, teardown),
         cmocka_unit_test_teardown(test_amqp_probe_wakes_a_pass, teardown),
         cmocka_unit_test_teardown(test_recheck_after_start_lag, teardown),
+        cmocka_unit_test(test_management_lag_config),
         cmocka_unit_test_teardown(test_release_after_pass, teardown),
     };
     return cmocka_run_group_tests_name("reconcile", tests, NULL, NULL);

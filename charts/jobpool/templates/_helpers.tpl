@@ -260,6 +260,9 @@ rabbitmq:
   timeout: {{ .Values.rabbitmq.timeout | quote }}
   depthSource: {{ .Values.rabbitmq.depthSource }}
   consumerTimeout: {{ .Values.rabbitmq.consumerTimeout | quote }}
+  # How old the management API's figures can be: collect_statistics_interval plus the
+  # smallest sample increment (5 s + 5 s by default; docs/rabbitmq.md tells how to lower it).
+  managementLag: {{ .Values.rabbitmq.managementLag | quote }}
 kubernetes:
   inCluster: true
   # Labels this release's Jobs; the controller counts and deletes only its own.

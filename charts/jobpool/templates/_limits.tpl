@@ -2,5 +2,5 @@
 edit. The controller's duration limits in milliseconds, [min, max] by key path ("pools.": each
 pool); jobpool.validate enforces them. */}}
 {{- define "jobpool.durationLimits" -}}
-{"pollInterval":[100,31536000000],"rabbitmq.timeout":[100,31536000000],"rabbitmq.consumerTimeout":[1000,31536000000],"leaderElection.leaseDuration":[1000,31536000000],"leaderElection.renewDeadline":[500,31536000000],"leaderElection.retryPeriod":[100,31536000000],"pools.pendingTimeout":[1000,31536000000],"pools.idleTimeout":[100,31536000000],"pools.taskTimeout":[0,31536000000]}
+{"pollInterval":[100,31536000000],"rabbitmq.timeout":[100,31536000000],"rabbitmq.consumerTimeout":[1000,31536000000],"rabbitmq.managementLag":[100,31536000000],"leaderElection.leaseDuration":[1000,31536000000],"leaderElection.renewDeadline":[500,31536000000],"leaderElection.retryPeriod":[100,31536000000],"pools.pendingTimeout":[1000,31536000000],"pools.idleTimeout":[100,31536000000],"pools.taskTimeout":[0,31536000000]}
 {{- end -}}
