@@ -777,7 +777,7 @@ static void answer_text(struct conn *c, unsigned status, const char *msg, bool h
 /* Refuse what cannot be parsed: answer, then close. */
 static void refuse(struct conn *c, unsigned status, const char *msg)
 {
-    log_debug("metrics: refused a request with %u: %s", status, msg);
+    log_debug("metrics: refused a request with %u: %.*s", status, (int)strcspn(msg, "\n"), msg);
     c->close_after = true;
     answer_text(c, status, msg, false);
 }
@@ -840,9 +840,11 @@ static void route(struct metrics *m, struct conn *c, const struct request *r)
 
 /* ---- parsing ---- */
 
+/* A token's characters (RFC 9110 5.6.2), in ASCII whatever the locale. */
 static bool is_tchar(unsigned char ch)
 {
-    return isalnum(ch) || (ch && strchr("!#$%&'*+-.^_`|~", ch));
+    return (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') ||
+           (ch && strchr("!#$%&'*+-.^_`|~", ch));
 }
 
 /* Header values: visible ASCII, obs-text, space and tab. */
