@@ -531,7 +531,7 @@ static void test_malformed_request_line(void **state)
     struct metrics *m = start(5, 1000);
     uint16_t port = metrics_port(m);
     static char resp[4096];
-    /* An unparsable request line: 400, or (as libmicrohttpd did) closed without an answer. */
+    /* An unparsable request line: 400, or closed without an answer. */
     const char *garbage[] = {"GARBAGE\r\n\r\n", "GET\r\n\r\n", "\r\n\r\n\r\nGET /x\r\n\r\n"};
     for (size_t i = 0; i < sizeof garbage / sizeof garbage[0]; i++) {
         int st = raw_request(port, garbage[i], strlen(garbage[i]), resp, sizeof resp);
