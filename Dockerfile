@@ -9,7 +9,7 @@ FROM ${DEBIAN} AS build
 RUN apt-get update -q \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
       make gcc libc6-dev pkg-config librabbitmq-dev libcurl4-openssl-dev libcjson-dev \
-      libyaml-dev libmicrohttpd-dev libssl-dev \
+      libyaml-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Makefile ./
@@ -25,7 +25,7 @@ RUN make B=/out VERSION="${VERSION}" DEPS_SH=true /out/jobpool-controller
 FROM ${DEBIAN} AS rootfs
 RUN apt-get update -q \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-      librabbitmq4 libcurl4 libcjson1 libyaml-0-2 libmicrohttpd12 ca-certificates \
+      librabbitmq4 libcurl4 libcjson1 libyaml-0-2 ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/jobpool-controller /rootfs/usr/local/bin/jobpool-controller
 RUN set -eu; \
@@ -56,5 +56,8 @@ COPY --from=rootfs /rootfs/ /
 # 65532 is the conventional "nonroot" id (as in distroless); numeric so that Kubernetes can
 # verify runAsNonRoot without reading /etc/passwd. Nothing is written to the root filesystem.
 USER 65532:65532
+# GnuTLS comes in through libcurl's dependencies only (TLS is OpenSSL's): skip its load-time
+# init, ~0.8 MiB of resident memory (its own state and p11-kit's trust module).
+ENV GNUTLS_NO_IMPLICIT_INIT=1
 EXPOSE 9090
 ENTRYPOINT ["/usr/local/bin/jobpool-controller", "--config", "/etc/jobpool/config.yaml"]

@@ -59,7 +59,8 @@ for i in $(seq 1 "$P"); do
     jobTemplate: {template: {spec: {restartPolicy: Never, containers: [{name: w, image: example/w:1}]}}}
 EOC
 done
-"$B/jobpool-controller" --config "$work/config.yaml" --log-level warn 2> "$work/ctl.log" &
+# As in the image (Dockerfile): GnuTLS is loaded (through libcurl) but never initialised.
+GNUTLS_NO_IMPLICIT_INIT=1 "$B/jobpool-controller" --config "$work/config.yaml" --log-level warn 2> "$work/ctl.log" &
 ctl=$!
 t0=$(date +%s)
 # RSS_TRACE=FILE: the controller's RSS every half second from its start ("seconds KiB"), to
@@ -133,7 +134,7 @@ if [ "${MASSIF:-0}" = 1 ]; then
   # Where the heap goes: a second controller under massif (Debian's valgrind) against the same
   # Jobs for MASSIF_S seconds (its first list, then steady ticks); the peak snapshot's tree.
   ms=${MASSIF_OUT:-$work/massif.out}
-  valgrind --tool=massif --threshold=2 --massif-out-file="$ms" \
+  GNUTLS_NO_IMPLICIT_INIT=1 valgrind --tool=massif --threshold=2 --massif-out-file="$ms" \
     "$B/jobpool-controller" --config "$work/config.yaml" --log-level warn 2> "$work/ms.log" &
   ctl=$!
   sleep "${MASSIF_S:-90}"
@@ -144,7 +145,7 @@ if [ "${MASSIF:-0}" = 1 ]; then
   exit 0
 fi
 cg=${CG_OUT:-$work/cg}; mkdir -p "$cg"
-valgrind --tool=callgrind --toggle-collect=reconcile_pass --dump-after=reconcile_pass \
+GNUTLS_NO_IMPLICIT_INIT=1 valgrind --tool=callgrind --toggle-collect=reconcile_pass --dump-after=reconcile_pass \
   --callgrind-out-file="$cg/callgrind.out" \
   "$B/jobpool-controller" --config "$work/config.yaml" --log-level warn 2> "$work/cg.log" &
 ctl=$!

@@ -1,5 +1,6 @@
-/* metrics.c: Prometheus text on /metrics plus /healthz and /readyz, served by libmicrohttpd. */
-#define _POSIX_C_SOURCE 200809L
+/* metrics.c: Prometheus text on /metrics plus /healthz and /readyz, and the small HTTP/1.1
+ * listener that serves them. */
+#define _GNU_SOURCE                /* accept4, SOCK_CLOEXEC */
 #include "metrics.h"
 
 #include <ctype.h>
@@ -7,16 +8,19 @@
 #include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <time.h>
-
-#include <microhttpd.h>
+#include <unistd.h>
 
 #include "err.h"
 #include "log.h"
@@ -88,12 +92,20 @@ struct err_entry {
     int64_t n;
 };
 
-/* One open HTTP connection, tracked so the reaper can close one that dawdles (slowloris). */
+/* One open HTTP connection of the listener (see "HTTP" below). */
+enum conn_state { C_READ, C_WRITE, C_LINGER };
 struct conn {
-    struct conn *prev, *next;
-    int fd;
-    int64_t phase_start_ms;        /* opened, or previous response completed */
-    bool reaped;
+    int fd;                        /* -1: slot closed, compacted away after the poll round */
+    enum conn_state state;
+    int64_t deadline_ms;           /* the whole request (or answer, or linger) by then */
+    char *in;                      /* request bytes; grown up to memory_limit */
+    size_t in_len, in_cap, scanned;
+    char head[256];                /* the answer's status line and header */
+    size_t head_len, sent;
+    const char *body;              /* points at body_buf or a static string */
+    char *body_buf;                /* owned */
+    size_t body_len;
+    bool close_after;
 };
 
 /* One watched kind's cache (jobpool_cache_*{kind}). */
@@ -123,17 +135,17 @@ struct metrics {
     int64_t (*wall_clock_ms)(void *);
     void *clock_arg;
 
-    /* Listener. */
-    struct MHD_Daemon *daemon;
+    /* Listener: everything below is the listener thread's alone once it runs. */
+    int lfd, wakefd;               /* listening socket, eventfd of metrics_free; -1: none */
     uint16_t port;
     int64_t request_timeout_ms;
-
-    /* Reaper thread and the connection list, guarded by conn_lock. */
-    pthread_mutex_t conn_lock;
-    pthread_cond_t conn_cond;
-    struct conn *conns;
-    bool stopping, reaper_started;
-    pthread_t reaper;
+    size_t memory_limit;
+    struct conn *conns;            /* max_conns slots, nconns in use */
+    struct pollfd *pfds;           /* 2 + max_conns */
+    size_t nconns, max_conns;
+    int64_t accept_pause_until;    /* out of fds: stop accepting until then */
+    bool thread_started;
+    pthread_t thread;
 };
 
 static int64_t default_clock(void *arg)
@@ -703,190 +715,520 @@ int metrics_render(struct metrics *m, char **out, size_t *len)
 
 /* ---- HTTP --------------------------------------------------------------------------------- */
 
-static enum MHD_Result answer(struct MHD_Connection *c, unsigned status, const char *ctype,
-                              char *body, size_t len, bool owned, const char *allow)
-{
-    struct MHD_Response *r = MHD_create_response_from_buffer(
-        len, body, owned ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
-    if (!r) {
-        if (owned) free(body);
-        return MHD_NO;
-    }
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-    if (allow) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
-    enum MHD_Result ret = MHD_queue_response(c, status, r);
-    MHD_destroy_response(r);
-    return ret;
-}
+/*
+ * A small HTTP/1.1 server, enough for Prometheus and kubelet probes: GET and HEAD without a
+ * body, keep-alive, pipelining (answered in order). One thread polls the listening socket, the
+ * connections and an eventfd that metrics_free writes to. Each connection reads into a buffer
+ * of at most memory_limit bytes, and a request must arrive whole within request_timeout of the
+ * connection's opening or of its previous answer: a deadline per request, not an idle timer
+ * that every trickled byte would reset (slowloris). The parser is strict: CRLF line ends only,
+ * no NUL, no obs-fold, no whitespace before a header's colon.
+ */
 
 #define TEXT "text/plain; charset=utf-8"
+#define IN_FIRST 1024              /* a scrape's request is ~200 bytes */
+#define LINGER_MS 2000             /* reading what a refused client still sends, at most */
 
-static enum MHD_Result answer_text(struct MHD_Connection *c, unsigned status, const char *msg)
+struct request {
+    const char *method, *path;     /* NUL-terminated inside the connection's buffer */
+    bool head, close;
+};
+
+static const char *reason_phrase(unsigned status)
 {
-    return answer(c, status, TEXT, (char *)msg, strlen(msg), false, NULL);
+    switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 413: return "Content Too Large";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
 }
 
-static enum MHD_Result on_healthz(struct metrics *m, struct MHD_Connection *c)
+/* Queue an answer on c. owned: body is malloc'd and c frees it. The header is short and fixed,
+ * so it always fits head[]. */
+static void answer(struct conn *c, unsigned status, const char *ctype, const char *body,
+                   size_t len, bool owned, bool head_only, const char *allow)
+{
+    int n = snprintf(c->head, sizeof c->head,
+                     "HTTP/1.1 %u %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                     "Cache-Control: no-store\r\n%s%s%s%s\r\n",
+                     status, reason_phrase(status), ctype, len, allow ? "Allow: " : "",
+                     allow ? allow : "", allow ? "\r\n" : "",
+                     c->close_after ? "Connection: close\r\n" : "");
+    c->head_len = n > 0 && (size_t)n < sizeof c->head ? (size_t)n : 0;
+    c->body_buf = owned ? (char *)body : NULL;
+    c->body = head_only ? NULL : body;
+    c->body_len = head_only ? 0 : len;
+    c->sent = 0;
+    c->state = C_WRITE;
+}
+
+static void answer_text(struct conn *c, unsigned status, const char *msg, bool head_only)
+{
+    answer(c, status, TEXT, msg, strlen(msg), false, head_only, NULL);
+}
+
+/* Refuse what cannot be parsed: answer, then close. */
+static void refuse(struct conn *c, unsigned status, const char *msg)
+{
+    log_debug("metrics: refused a request with %u: %.*s", status, (int)strcspn(msg, "\n"), msg);
+    c->close_after = true;
+    answer_text(c, status, msg, false);
+}
+
+static void on_healthz(struct metrics *m, struct conn *c, bool head_only)
 {
     int64_t now = now_ms(m);
     pthread_mutex_lock(&m->lock);
     int64_t since = now - m->last_tick_ms, window = STALL_INTERVALS * m->poll_interval_ms;
     pthread_mutex_unlock(&m->lock);
-    if (since <= window) return answer_text(c, MHD_HTTP_OK, "ok\n");
-    char msg[128];
-    int n = snprintf(msg, sizeof msg, "stalled: no reconcile tick for %lld ms (limit %lld ms)\n",
-                     (long long)since, (long long)window);
-    char *body = util_strdup(msg);
-    if (!body || n < 0) {
-        free(body);
-        return answer_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "stalled\n");
+    if (since <= window) {
+        answer_text(c, 200, "ok\n", head_only);
+        return;
     }
-    return answer(c, MHD_HTTP_INTERNAL_SERVER_ERROR, TEXT, body, strlen(body), true, NULL);
+    char *body = util_strprintf("stalled: no reconcile tick for %lld ms (limit %lld ms)\n",
+                                (long long)since, (long long)window);
+    if (!body) answer_text(c, 500, "stalled\n", head_only);
+    else answer(c, 500, TEXT, body, strlen(body), true, head_only, NULL);
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **req_cls)
+static void route(struct metrics *m, struct conn *c, const struct request *r)
 {
-    static int seen;
-    struct metrics *m = cls;
-    (void)version;
-    (void)upload_data;
-    if (*req_cls == NULL) {
-        *req_cls = &seen;
-        /* Requests here have no body: refuse one before reading it. */
-        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
-        const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_TRANSFER_ENCODING);
-        if (te || (cl && strcmp(cl, "0") != 0))
-            return answer_text(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body not allowed\n");
-        /* Answer on the next call: a response queued on this first call makes libmicrohttpd
-         * close the connection, which would defeat Prometheus's keep-alive. */
-        return MHD_YES;
-    }
-    if (*upload_data_size != 0) {
-        return answer_text(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body not allowed\n");
-    }
-
     enum { P_METRICS, P_HEALTHZ, P_READYZ, P_POOLS, P_NONE } path = P_NONE;
-    if (strcmp(url, "/metrics") == 0) path = P_METRICS;
-    else if (strcmp(url, "/debug/pools") == 0) path = P_POOLS;
-    else if (strcmp(url, "/healthz") == 0) path = P_HEALTHZ;
-    else if (strcmp(url, "/readyz") == 0) path = P_READYZ;
-    if (path == P_NONE) return answer_text(c, MHD_HTTP_NOT_FOUND, "not found\n");
-    if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
-        return answer(c, MHD_HTTP_METHOD_NOT_ALLOWED, TEXT, (char *)"method not allowed\n", 19,
-                      false, "GET, HEAD");
-
-    if (path == P_HEALTHZ) return on_healthz(m, c);
+    if (strcmp(r->path, "/metrics") == 0) path = P_METRICS;
+    else if (strcmp(r->path, "/debug/pools") == 0) path = P_POOLS;
+    else if (strcmp(r->path, "/healthz") == 0) path = P_HEALTHZ;
+    else if (strcmp(r->path, "/readyz") == 0) path = P_READYZ;
+    if (path == P_NONE) {
+        answer_text(c, 404, "not found\n", r->head);
+        return;
+    }
+    if (strcmp(r->method, "GET") != 0 && !r->head) {
+        answer(c, 405, TEXT, "method not allowed\n", 19, false, false, "GET, HEAD");
+        return;
+    }
+    if (path == P_HEALTHZ) {
+        on_healthz(m, c, r->head);
+        return;
+    }
     if (path == P_READYZ) {
         pthread_mutex_lock(&m->lock);
         bool ready = m->ready;
         pthread_mutex_unlock(&m->lock);
-        return ready ? answer_text(c, MHD_HTTP_OK, "ready\n")
-                     : answer_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "not ready\n");
+        answer_text(c, ready ? 200 : 503, ready ? "ready\n" : "not ready\n", r->head);
+        return;
     }
     char *text = NULL;
     size_t len = 0;
     int rc = path == P_POOLS ? metrics_render_pools(m, &text, &len)
                              : metrics_render(m, &text, &len);
     if (rc) {
-        log_msg(LOG_WARN, NULL, rc, "metrics: could not render %s", url);
-        return answer_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "could not render metrics\n");
+        log_msg(LOG_WARN, NULL, rc, "metrics: could not render %s", r->path);
+        answer_text(c, 500, "could not render metrics\n", r->head);
+        return;
     }
-    return answer(c, MHD_HTTP_OK,
-                  path == P_POOLS ? "application/json" : "text/plain; version=0.0.4; charset=utf-8",
-                  text, len, true, NULL);
+    answer(c, 200,
+           path == P_POOLS ? "application/json" : "text/plain; version=0.0.4; charset=utf-8",
+           text, len, true, r->head, NULL);
 }
 
-/* Connection bookkeeping for the reaper. MHD calls CLOSED before it closes the socket, so under
- * conn_lock every listed fd is still the connection's own. */
-static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
-                          enum MHD_ConnectionNotificationCode toe)
+/* ---- parsing ---- */
+
+/* A token's characters (RFC 9110 5.6.2), in ASCII whatever the locale. */
+static bool is_tchar(unsigned char ch)
 {
-    struct metrics *m = cls;
-    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-        const union MHD_ConnectionInfo *ci =
-            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-        struct conn *k = calloc(1, sizeof *k);
-        if (!k || !ci) {
-            free(k);      /* untracked: MHD's idle timeout still applies */
-            *socket_context = NULL;
+    return (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') ||
+           (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+/* Header values: visible ASCII, obs-text, space and tab. */
+static bool is_value_char(unsigned char ch)
+{
+    return ch == '\t' || (ch >= 0x20 && ch != 0x7f);
+}
+
+static bool token_eq(const char *p, size_t n, const char *lit)
+{
+    return strlen(lit) == n && strncasecmp(p, lit, n) == 0;
+}
+
+/* Does the comma-separated list p[0..n) name token? */
+static bool list_has(const char *p, size_t n, const char *token)
+{
+    const char *end = p + n;
+    while (p < end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *e = comma ? comma : end;
+        const char *s = p;
+        while (s < e && (*s == ' ' || *s == '\t')) s++;
+        const char *t = e;
+        while (t > s && (t[-1] == ' ' || t[-1] == '\t')) t--;
+        if (token_eq(s, (size_t)(t - s), token)) return true;
+        p = e + (comma ? 1 : 0);
+    }
+    return false;
+}
+
+/* Drop the empty lines a client may send before a request (RFC 9112 2.2). */
+static void skip_empty_lines(struct conn *c)
+{
+    size_t skip = 0;
+    while (c->in_len - skip >= 2 && c->in[skip] == '\r' && c->in[skip + 1] == '\n') skip += 2;
+    if (skip == 0) return;
+    memmove(c->in, c->in + skip, c->in_len - skip);
+    c->in_len -= skip;
+}
+
+/* Look for the end of the header in the bytes not scanned yet. Returns its length (with the
+ * empty line), 0 when more bytes are needed, or -1 on a NUL, a bare LF or a bare CR. */
+static long header_end(struct conn *c)
+{
+    if (c->scanned == 0) skip_empty_lines(c);
+    if (c->in_len == 1 && c->in[0] == '\r') return 0;   /* maybe one more empty line */
+    for (size_t i = c->scanned; i < c->in_len; i++) {
+        char ch = c->in[i], prev = i > 0 ? c->in[i - 1] : '\0';
+        if (ch == '\0' || (prev == '\r' && ch != '\n') || (ch == '\n' && prev != '\r'))
+            return -1;
+        if (ch == '\n' && i >= 3 && c->in[i - 2] == '\n') return (long)(i + 1);
+    }
+    c->scanned = c->in_len;
+    return 0;
+}
+
+/* "METHOD SP TARGET SP HTTP/x.y", line without its CRLF. Returns 0 or the status to refuse
+ * with. */
+static unsigned parse_request_line(char *line, size_t n, struct request *r, bool *http10)
+{
+    char *sp1 = memchr(line, ' ', n);
+    if (!sp1 || sp1 == line) return 400;
+    char *target = sp1 + 1, *end = line + n;
+    char *sp2 = memchr(target, ' ', (size_t)(end - target));
+    if (!sp2 || sp2 == target) return 400;
+    for (const char *p = line; p < sp1; p++)
+        if (!is_tchar((unsigned char)*p)) return 400;
+    for (const char *p = target; p < sp2; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) return 400;
+    const char *v = sp2 + 1;
+    if (end - v != 8 || memcmp(v, "HTTP/", 5) != 0 || !isdigit((unsigned char)v[5]) ||
+        v[6] != '.' || !isdigit((unsigned char)v[7]))
+        return 400;
+    if (v[5] != '1' || (v[7] != '0' && v[7] != '1')) return 505;
+    *http10 = v[7] == '0';
+    *sp1 = '\0';
+    *sp2 = '\0';
+    char *query = strchr(target, '?');  /* the query string does not change the path */
+    if (query) *query = '\0';
+    r->method = line;
+    r->path = target;
+    r->head = strcmp(line, "HEAD") == 0;
+    return 0;
+}
+
+struct seen {
+    int hosts;
+    bool body, close;
+    const char *cl;                /* the first Content-Length value, and its length */
+    size_t cl_len;
+};
+
+/* One "Name: value" line. Returns 0 or the status to refuse with. */
+static unsigned parse_field(const char *line, size_t n, struct seen *s)
+{
+    const char *colon = memchr(line, ':', n);
+    if (!colon || colon == line) return 400;    /* also obs-fold: a line opening with SP */
+    for (const char *p = line; p < colon; p++)
+        if (!is_tchar((unsigned char)*p)) return 400;
+    const char *v = colon + 1, *end = line + n;
+    for (const char *p = v; p < end; p++)
+        if (!is_value_char((unsigned char)*p)) return 400;
+    while (v < end && (*v == ' ' || *v == '\t')) v++;
+    while (end > v && (end[-1] == ' ' || end[-1] == '\t')) end--;
+    size_t name_len = (size_t)(colon - line), vlen = (size_t)(end - v);
+    if (token_eq(line, name_len, "host")) {
+        s->hosts++;
+    } else if (token_eq(line, name_len, "transfer-encoding")) {
+        s->body = true;
+    } else if (token_eq(line, name_len, "connection")) {
+        s->close = s->close || list_has(v, vlen, "close");
+    } else if (token_eq(line, name_len, "content-length")) {
+        if (vlen == 0) return 400;
+        for (size_t i = 0; i < vlen; i++) {
+            if (!isdigit((unsigned char)v[i])) return 400;
+            if (v[i] != '0') s->body = true;
+        }
+        if (s->cl && (s->cl_len != vlen || memcmp(s->cl, v, vlen) != 0)) return 400;
+        s->cl = v;
+        s->cl_len = vlen;
+    }
+    return 0;
+}
+
+/* Parse the header in[0..len) (CRLF line ends, checked by header_end). Returns 0 or the status
+ * to refuse with; *why says what for the log and the body. */
+static unsigned parse_request(char *in, size_t len, struct request *r, const char **why)
+{
+    char *line = in, *end = in + len;
+    char *crlf = memchr(line, '\r', (size_t)(end - line));
+    bool http10 = false;
+    *why = "malformed request line\n";
+    unsigned st = parse_request_line(line, (size_t)(crlf - line), r, &http10);
+    if (st == 505) *why = "http version not supported\n";
+    if (st) return st;
+    struct seen s = {0};
+    *why = "malformed header field\n";
+    for (line = crlf + 2; line < end && *line != '\r'; line = crlf + 2) {
+        crlf = memchr(line, '\r', (size_t)(end - line));
+        if ((st = parse_field(line, (size_t)(crlf - line), &s)) != 0) return st;
+    }
+    *why = "missing or repeated host header\n";
+    if ((!http10 && s.hosts != 1) || s.hosts > 1) return 400;
+    *why = "request body not allowed\n";
+    if (s.body) return 413;
+    r->close = s.close || http10;
+    return 0;
+}
+
+/* ---- connections ---- */
+
+static void conn_close(struct conn *c)
+{
+    if (c->fd >= 0) close(c->fd);
+    free(c->in);
+    free(c->body_buf);
+    memset(c, 0, sizeof *c);
+    c->fd = -1;
+}
+
+/* The answer went out: close, or make ready for the next request. */
+static void conn_answered(struct metrics *m, struct conn *c, int64_t now)
+{
+    free(c->body_buf);
+    c->body_buf = NULL;
+    c->body = NULL;
+    if (c->close_after) {
+        /* Half-close and read what the client still sends until it closes: closing with
+         * unread bytes would reset the connection and could destroy the answer in flight. */
+        shutdown(c->fd, SHUT_WR);
+        c->state = C_LINGER;
+        c->deadline_ms = now + (m->request_timeout_ms < LINGER_MS ? m->request_timeout_ms
+                                                                 : LINGER_MS);
+        return;
+    }
+    c->state = C_READ;
+    c->deadline_ms = now + m->request_timeout_ms;
+}
+
+/* Send what is left of the answer. false: the connection is gone. */
+static bool conn_write(struct metrics *m, struct conn *c, int64_t now)
+{
+    while (c->state == C_WRITE) {
+        struct iovec iov[2];
+        int n = 0;
+        if (c->sent < c->head_len)
+            iov[n++] = (struct iovec){c->head + c->sent, c->head_len - c->sent};
+        size_t body_off = c->sent > c->head_len ? c->sent - c->head_len : 0;
+        if (body_off < c->body_len)
+            iov[n++] = (struct iovec){(char *)c->body + body_off, c->body_len - body_off};
+        if (n == 0) {
+            conn_answered(m, c, now);
+            break;
+        }
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t w = sendmsg(c->fd, &msg, MSG_NOSIGNAL);   /* a gone peer: EPIPE, no signal */
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+        if (w < 0) {
+            log_debug("metrics: closed a connection: send: %s", strerror(errno));
+            return false;
+        }
+        c->sent += (size_t)w;
+    }
+    return true;
+}
+
+/* Answer the request whose header is in[0..len), and keep what follows (pipelined). */
+static void conn_handle(struct metrics *m, struct conn *c, size_t len)
+{
+    struct request r = {0};
+    const char *why;
+    unsigned st = parse_request(c->in, len, &r, &why);
+    if (st) {
+        refuse(c, st, why);
+    } else {
+        c->close_after = r.close;
+        route(m, c, &r);
+    }
+    memmove(c->in, c->in + len, c->in_len - len);
+    c->in_len -= len;
+    c->scanned = 0;
+}
+
+/* Parse what was read; answer a whole request. */
+static void conn_parse(struct metrics *m, struct conn *c)
+{
+    long end = header_end(c);
+    if (end < 0) {
+        refuse(c, 400, "malformed request: NUL, bare CR or bare LF\n");
+        c->in_len = 0;
+    } else if (end > 0) {
+        conn_handle(m, c, (size_t)end);
+    } else if (c->in_len >= m->memory_limit) {
+        refuse(c, 431, "request header too large\n");
+        c->in_len = 0;
+    }
+}
+
+/* Read what the client sent, within the buffer's cap. false: the connection is gone. */
+static bool conn_read(struct metrics *m, struct conn *c)
+{
+    if (c->in_len >= m->memory_limit) return true;       /* conn_parse refuses it */
+    if (c->in_len == c->in_cap) {
+        size_t cap = c->in_cap ? c->in_cap * 2 : IN_FIRST;
+        if (cap > m->memory_limit) cap = m->memory_limit;
+        char *p = realloc(c->in, cap);
+        if (!p) {
+            log_debug("metrics: closed a connection: out of memory");
+            return false;
+        }
+        c->in = p;
+        c->in_cap = cap;
+    }
+    ssize_t r = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return true;
+    if (r <= 0) {
+        if (r < 0) log_debug("metrics: closed a connection: recv: %s", strerror(errno));
+        return false;
+    }
+    c->in_len += (size_t)r;
+    return true;
+}
+
+/* Discard what a refused client still sends. false: it closed, so may we. */
+static bool conn_drain(struct conn *c)
+{
+    char junk[4096];
+    ssize_t r = recv(c->fd, junk, sizeof junk, 0);
+    return r > 0 || (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR));
+}
+
+/* Answer every whole request in the buffer, in order, as far as the socket takes the answers.
+ * false: the connection is gone. */
+static bool conn_serve(struct metrics *m, struct conn *c, int64_t now)
+{
+    while (c->state == C_READ) {
+        conn_parse(m, c);
+        if (c->state != C_WRITE) break;
+        c->deadline_ms = now + m->request_timeout_ms;   /* the answer's own time to go out */
+        if (!conn_write(m, c, now)) return false;
+    }
+    return true;
+}
+
+/* One poll round's events on c. false: close it. */
+static bool conn_step(struct metrics *m, struct conn *c, short revents, int64_t now)
+{
+    if (c->state == C_LINGER) return !(revents & (POLLIN | POLLHUP | POLLERR)) || conn_drain(c);
+    if (c->state == C_WRITE) {
+        if (!(revents & (POLLOUT | POLLHUP | POLLERR))) return true;
+        if (!conn_write(m, c, now)) return false;
+    } else if (revents & (POLLIN | POLLHUP | POLLERR)) {
+        if (!conn_read(m, c)) return false;
+    }
+    return conn_serve(m, c, now);
+}
+
+/* ---- the listener thread ---- */
+
+static void accept_all(struct metrics *m, int64_t now)
+{
+    while (m->nconns < m->max_conns && now >= m->accept_pause_until) {
+        int fd = accept4(m->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                log_debug("metrics: accept: %s; pausing for 100 ms", strerror(errno));
+                m->accept_pause_until = now + 100;
+            } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                log_debug("metrics: accept: %s", strerror(errno));
+            }
             return;
         }
-        k->fd = ci->connect_fd;
-        k->phase_start_ms = util_now_ms();
-        pthread_mutex_lock(&m->conn_lock);
-        k->next = m->conns;
-        if (m->conns) m->conns->prev = k;
-        m->conns = k;
-        pthread_mutex_unlock(&m->conn_lock);
-        *socket_context = k;
-    } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
-        struct conn *k = *socket_context;
-        if (!k) return;
-        pthread_mutex_lock(&m->conn_lock);
-        if (k->prev) k->prev->next = k->next;
-        else m->conns = k->next;
-        if (k->next) k->next->prev = k->prev;
-        pthread_mutex_unlock(&m->conn_lock);
-        free(k);
-        *socket_context = NULL;
+        struct conn *c = &m->conns[m->nconns++];
+        memset(c, 0, sizeof *c);
+        c->fd = fd;
+        c->state = C_READ;
+        c->deadline_ms = now + m->request_timeout_ms;
     }
 }
 
-/* A response went out: the next request on this keep-alive connection gets a fresh deadline. */
-static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
-                         enum MHD_RequestTerminationCode toe)
+/* Fill the poll set; returns the poll timeout (ms, -1: none) from the nearest deadline. */
+static int poll_setup(struct metrics *m, int64_t now)
 {
-    struct metrics *m = cls;
-    (void)req_cls;
-    (void)toe;
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    if (!ci || !ci->socket_context) return;
-    struct conn *k = ci->socket_context;
-    pthread_mutex_lock(&m->conn_lock);
-    k->phase_start_ms = util_now_ms();
-    pthread_mutex_unlock(&m->conn_lock);
+    int64_t next = -1;
+    m->pfds[0] = (struct pollfd){.fd = m->wakefd, .events = POLLIN};
+    bool accepting = m->nconns < m->max_conns;
+    if (accepting && now < m->accept_pause_until) {
+        accepting = false;
+        next = m->accept_pause_until;
+    }
+    m->pfds[1] = (struct pollfd){.fd = accepting ? m->lfd : -1, .events = POLLIN};
+    for (size_t i = 0; i < m->nconns; i++) {
+        struct conn *c = &m->conns[i];
+        m->pfds[2 + i] = (struct pollfd){.fd = c->fd,
+                                         .events = c->state == C_WRITE ? POLLOUT : POLLIN};
+        if (next < 0 || c->deadline_ms < next) next = c->deadline_ms;
+    }
+    if (next < 0) return -1;
+    return next <= now ? 0 : next - now > 60000 ? 60000 : (int)(next - now);
 }
 
-/* MHD's idle timeout resets on every byte, so a client that trickles a header never hits it.
- * The reaper enforces a deadline per request instead: shutting the socket down makes MHD see
- * end-of-stream and close the connection itself, on its own thread. */
-static void *reaper_main(void *arg)
+/* Close the connections whose step failed or whose deadline passed; keep the rest packed. */
+static void sweep(struct metrics *m, int64_t now)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < m->nconns; i++) {
+        struct conn *c = &m->conns[i];
+        if (c->fd >= 0 && now >= c->deadline_ms) {
+            if (c->state != C_LINGER)
+                log_debug("metrics: closed a connection that did not complete a request in "
+                          "%lld ms", (long long)m->request_timeout_ms);
+            conn_close(c);
+        }
+        if (c->fd >= 0) m->conns[keep++] = *c;
+    }
+    m->nconns = keep;
+}
+
+static void *listener_main(void *arg)
 {
     struct metrics *m = arg;
-    int64_t step = m->request_timeout_ms / 4;
-    if (step > 250) step = 250;
-    pthread_mutex_lock(&m->conn_lock);
-    while (!m->stopping) {
-        util_cond_wait_ms(&m->conn_cond, &m->conn_lock, step);
-        int64_t now = util_now_ms();
-        for (struct conn *k = m->conns; k && !m->stopping; k = k->next) {
-            if (k->reaped || now - k->phase_start_ms <= m->request_timeout_ms) continue;
-            k->reaped = true;
-            shutdown(k->fd, SHUT_RDWR);
-            log_debug("metrics: closed a connection that sent no complete request in %lld ms",
-                      (long long)m->request_timeout_ms);
+    for (;;) {
+        int timeout = poll_setup(m, util_now_ms());
+        int n = poll(m->pfds, 2 + m->nconns, timeout);
+        if (n < 0 && errno != EINTR) {
+            log_debug("metrics: poll: %s", strerror(errno));
+            break;
         }
+        if (n > 0 && m->pfds[0].revents) break;          /* metrics_free */
+        int64_t now = util_now_ms();
+        for (size_t i = 0; n > 0 && i < m->nconns; i++) {
+            short ev = m->pfds[2 + i].revents;
+            if (ev && !conn_step(m, &m->conns[i], ev, now)) conn_close(&m->conns[i]);
+        }
+        sweep(m, now);
+        if (n > 0 && m->pfds[1].revents) accept_all(m, now);
     }
-    pthread_mutex_unlock(&m->conn_lock);
+    for (size_t i = 0; i < m->nconns; i++) conn_close(&m->conns[i]);
+    m->nconns = 0;
     return NULL;
 }
 
-static void mhd_log(void *cls, const char *fmt, va_list ap)
-{
-    (void)cls;
-    char line[256];
-    vsnprintf(line, sizeof line, fmt, ap);
-    size_t n = strlen(line);
-    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
-    log_debug("metrics: libmicrohttpd: %s", line);
-}
+/* ---- listening ---- */
 
 /* Split "HOST:PORT", "[V6]:PORT" or ":PORT". host is "" for all interfaces. */
 static int parse_address(const char *addr, char *host, size_t hostlen, uint16_t *port)
@@ -913,31 +1255,39 @@ static int parse_address(const char *addr, char *host, size_t hostlen, uint16_t 
     return 0;
 }
 
-static struct MHD_Daemon *start_daemon(struct metrics *m, unsigned flags,
-                                       const struct sockaddr *sa, uint16_t port,
-                                       const struct metrics_opts *o)
+/* A listening socket on sa; v6only is used for AF_INET6 (0: dual stack). -1 with errno set. */
+static int open_listener(const struct sockaddr *sa, socklen_t salen, int v6only)
 {
-    return MHD_start_daemon(
-        flags, port, NULL, NULL, on_request, m,
-        MHD_OPTION_SOCK_ADDR, sa,
-        MHD_OPTION_CONNECTION_LIMIT, o->max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, o->request_timeout_s,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, o->memory_limit,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)64,
-        MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, m,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, m,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, m,
-        MHD_OPTION_END);
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        (sa->sa_family == AF_INET6 &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only) != 0) ||
+        bind(fd, sa, salen) != 0 || listen(fd, 64) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
 }
 
-static int listen_on(struct metrics *m, const char *address, const struct metrics_opts *o)
+static uint16_t bound_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) return 0;
+    if (ss.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+static int listen_on(struct metrics *m, const char *address)
 {
     int rc = JP_EINVAL;
     char host[256];
     uint16_t port;
     struct addrinfo *ai = NULL;
-    unsigned base = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
 
     if (parse_address(address, host, sizeof host, &port) != 0) {
         log_error("metrics: address \"%s\" is not HOST:PORT, [IPv6]:PORT or :PORT", address);
@@ -949,14 +1299,14 @@ static int listen_on(struct metrics *m, const char *address, const struct metric
         a6.sin6_family = AF_INET6;
         a6.sin6_addr = in6addr_any;
         a6.sin6_port = htons(port);
-        m->daemon = start_daemon(m, base | MHD_USE_DUAL_STACK, (struct sockaddr *)&a6, port, o);
-        if (!m->daemon) { /* no IPv6 on this host: all IPv4 interfaces */
+        m->lfd = open_listener((struct sockaddr *)&a6, sizeof a6, 0);
+        if (m->lfd < 0) { /* no IPv6 on this host: all IPv4 interfaces */
             struct sockaddr_in a4;
             memset(&a4, 0, sizeof a4);
             a4.sin_family = AF_INET;
             a4.sin_addr.s_addr = htonl(INADDR_ANY);
             a4.sin_port = htons(port);
-            m->daemon = start_daemon(m, base, (struct sockaddr *)&a4, port, o);
+            m->lfd = open_listener((struct sockaddr *)&a4, sizeof a4, 0);
         }
     } else {
         struct addrinfo hints;
@@ -973,20 +1323,38 @@ static int listen_on(struct metrics *m, const char *address, const struct metric
             ((struct sockaddr_in6 *)ai->ai_addr)->sin6_port = htons(port);
         else
             ((struct sockaddr_in *)ai->ai_addr)->sin_port = htons(port);
-        m->daemon = start_daemon(m, base | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0),
-                                 ai->ai_addr, port, o);
+        m->lfd = open_listener(ai->ai_addr, ai->ai_addrlen, 1);
     }
-    if (!m->daemon) {
+    if (m->lfd < 0) {
         log_error("metrics: cannot listen on %s: %s", address, strerror(errno));
         rc = JP_EIO;
         goto out;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(m->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    m->port = di ? di->port : port;
+    m->port = bound_port(m->lfd);
     rc = 0;
 out:
     if (ai) freeaddrinfo(ai);
     return rc;
+}
+
+/* Listen on address and start the listener thread. */
+static int serve(struct metrics *m, const char *address, const struct metrics_opts *o)
+{
+    m->max_conns = o->max_connections;
+    m->memory_limit = o->memory_limit;
+    m->conns = calloc(m->max_conns, sizeof *m->conns);
+    m->pfds = calloc(m->max_conns + 2, sizeof *m->pfds);
+    if (!m->conns || !m->pfds) return JP_ENOMEM;
+    int rc = listen_on(m, address);
+    if (rc) return rc;
+    m->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (m->wakefd < 0) {
+        log_error("metrics: eventfd: %s", strerror(errno));
+        return JP_EIO;
+    }
+    if (pthread_create(&m->thread, NULL, listener_main, m) != 0) return JP_ENOMEM;
+    m->thread_started = true;
+    return 0;
 }
 
 int metrics_new_opts(const char *address, const struct metrics_opts *opts, struct metrics **out)
@@ -1007,12 +1375,7 @@ int metrics_new_opts(const char *address, const struct metrics_opts *opts, struc
     m = calloc(1, sizeof *m);
     if (!m) goto out;
     pthread_mutex_init(&m->lock, NULL);
-    pthread_mutex_init(&m->conn_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&m->conn_cond, &ca);
-    pthread_condattr_destroy(&ca);
+    m->lfd = m->wakefd = -1;
     m->clock_ms = o.clock_ms ? o.clock_ms : default_clock;
     m->clock_arg = o.clock_arg;
     m->wall_clock_ms = o.wall_clock_ms ? o.wall_clock_ms : default_wall_clock;
@@ -1026,9 +1389,7 @@ int metrics_new_opts(const char *address, const struct metrics_opts *opts, struc
     if (!m->version || !m->pools || !m->errs) goto out;
 
     if (address[0] != '\0') {
-        if (pthread_create(&m->reaper, NULL, reaper_main, m) != 0) goto out;
-        m->reaper_started = true;
-        rc = listen_on(m, address, &o);
+        rc = serve(m, address, &o);
         if (rc) goto out;
         log_info("metrics: serving /metrics, /healthz, /readyz and /debug/pools on %s (port %u)", address,
                  (unsigned)m->port);
@@ -1049,21 +1410,21 @@ int metrics_new(const char *address, struct metrics **out)
 void metrics_free(struct metrics *m)
 {
     if (!m) return;
-    if (m->daemon) MHD_stop_daemon(m->daemon);   /* joins its thread; every conn is closed */
-    if (m->reaper_started) {
-        pthread_mutex_lock(&m->conn_lock);
-        m->stopping = true;
-        pthread_cond_signal(&m->conn_cond);
-        pthread_mutex_unlock(&m->conn_lock);
-        pthread_join(m->reaper, NULL);
+    if (m->thread_started) {
+        uint64_t one = 1;
+        if (write(m->wakefd, &one, sizeof one) != sizeof one)
+            log_debug("metrics: could not wake the listener: %s", strerror(errno));
+        pthread_join(m->thread, NULL);   /* it closes every connection on its way out */
     }
+    if (m->lfd >= 0) close(m->lfd);
+    if (m->wakefd >= 0) close(m->wakefd);
+    free(m->conns);
+    free(m->pfds);
     for (size_t i = 0; m->pools && i < m->npools; i++) free(m->pools[i].name);
     for (size_t i = 0; m->errs && i < m->nerrs; i++) free(m->errs[i].pool);
     free(m->pools);
     free(m->errs);
     free(m->version);
-    pthread_cond_destroy(&m->conn_cond);
-    pthread_mutex_destroy(&m->conn_lock);
     pthread_mutex_destroy(&m->lock);
     free(m);
 }

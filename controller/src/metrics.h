@@ -1,4 +1,4 @@
-/* metrics.h: Prometheus text on /metrics plus the /healthz and /readyz probes (libmicrohttpd). */
+/* metrics.h: Prometheus text on /metrics plus the /healthz and /readyz probes, over HTTP. */
 #ifndef JP_METRICS_H
 #define JP_METRICS_H
 
@@ -9,7 +9,7 @@
 /*
  * Ownership and threads. The metrics object keeps its OWN copy of every figure: the reconcile
  * loop reports through the functions below, each of which copies its arguments under one mutex,
- * and the HTTP listener (libmicrohttpd's internal polling thread) renders only that copy. The
+ * and the HTTP listener (one thread of its own, in metrics.c) renders only that copy. The
  * listener never reads live reconcile state, and a scrape never blocks the loop for longer than
  * it takes to format the text (microseconds). Every function accepts m == NULL and does nothing,
  * so callers need not check whether metrics are enabled. Strings are copied; the caller keeps
@@ -71,9 +71,11 @@ struct metrics_opts {
     unsigned max_connections;          /* concurrent connections; default 32 */
     unsigned request_timeout_s;        /* a connection must deliver a whole request header within
                                         * this long of opening (or of its previous response), or
-                                        * it is closed (slowloris); also the idle timeout;
+                                        * it is closed (slowloris); also the idle timeout,
+                                        * and the time a client has to take an answer;
                                         * default 10 */
-    size_t memory_limit;               /* per-connection buffer; caps the request size; 16 KiB */
+    size_t memory_limit;               /* per-connection input buffer; caps the request header
+                                        * (a bigger one gets 431); 16 KiB */
     /* Monotonic clock for /healthz, in ms; NULL: util_now_ms. Tests inject a fake one. */
     int64_t (*clock_ms)(void *arg);
     void *clock_arg;

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 build=(make gcc pkg-config libc6-dev librabbitmq-dev libcurl4-openssl-dev libcjson-dev
-       libyaml-dev libcmocka-dev libmicrohttpd-dev libssl-dev)
+       libyaml-dev libcmocka-dev libssl-dev)
 test=(rabbitmq-server amqp-tools valgrind cppcheck clang libclang-rt-14-dev python3 curl
       openssl gnuplot-nox procps iproute2 prometheus python3-yaml jq socat faketime)
 kube=(etcd-server golang-go rsync jq dpkg-dev golang-github-modern-go-reflect2-dev

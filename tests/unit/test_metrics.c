@@ -531,7 +531,7 @@ static void test_malformed_request_line(void **state)
     struct metrics *m = start(5, 1000);
     uint16_t port = metrics_port(m);
     static char resp[4096];
-    /* An unparsable request line: libmicrohttpd closes without an answer. */
+    /* An unparsable request line: 400, or closed without an answer. */
     const char *garbage[] = {"GARBAGE\r\n\r\n", "GET\r\n\r\n", "\r\n\r\n\r\nGET /x\r\n\r\n"};
     for (size_t i = 0; i < sizeof garbage / sizeof garbage[0]; i++) {
         int st = raw_request(port, garbage[i], strlen(garbage[i]), resp, sizeof resp);
@@ -571,7 +571,7 @@ static void test_huge_header(void **state)
     off += 4;
     for (int round = 0; round < 3; round++) {
         int status = raw_request(port, req, off, resp, sizeof resp);
-        /* Either a 4xx status (431 from libmicrohttpd) or a reset while we were still sending:
+        /* Either a 4xx status (431) or a reset while we were still sending:
          * never the metrics. */
         assert_true(status == 0 || (status >= 400 && status < 500));
         assert_int_not_equal(status, 200);
@@ -670,6 +670,170 @@ static void test_keep_alive(void **state)
         memset(buf, 0, sizeof buf);
     }
     close(fd);
+    metrics_free(m);
+}
+
+/* ---- the parser's decisions ---------------------------------------------------------------- */
+
+/* A request trickled in 3-byte pieces (split inside CRLF pairs, the empty lines the parser
+ * skips included) is answered, since it completes within the deadline. */
+static void test_split_request(void **state)
+{
+    (void)state;
+    struct metrics *m = start(5, 1000);
+    const char req[] = "\r\n\r\nGET /readyz?probe=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    int fd = connect_port(metrics_port(m));
+    for (size_t i = 0; i < sizeof req - 1; i += 3) {
+        size_t n = sizeof req - 1 - i < 3 ? sizeof req - 1 - i : 3;
+        assert_true(send_all(fd, req + i, n));
+        sleep_ms(10);
+        if (i + n < sizeof req - 1) assert_false(peer_closed(fd));   /* no answer yet */
+    }
+    static char buf[4096];
+    recv_all(fd, buf, sizeof buf);
+    close(fd);
+    assert_int_equal(strncmp(buf, "HTTP/1.1 503 Service Unavailable\r\n", 34), 0);
+    assert_non_null(strstr(buf, "\r\nConnection: close\r\n"));
+    assert_non_null(strstr(buf, "\r\nContent-Length: 10\r\n"));
+    assert_non_null(strstr(buf, "\r\nCache-Control: no-store\r\n"));
+    assert_non_null(strstr(buf, "\r\n\r\nnot ready\n"));
+    metrics_free(m);
+}
+
+static int count_of(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle)) n++;
+    return n;
+}
+
+/* Pipelining: requests sent in one write are all answered, in order; the last one's
+ * Connection: close ends the connection after its answer. */
+static void test_pipelined(void **state)
+{
+    (void)state;
+    struct metrics *m = start(5, 1000);
+    const char req[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                       "HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+                       "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                       "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";   /* after close: not read */
+    static char buf[8192];
+    raw_request(metrics_port(m), req, sizeof req - 1, buf, sizeof buf);
+    const char *a = strstr(buf, "HTTP/1.1 200 OK\r\n");
+    const char *b = strstr(buf, "\r\n\r\nok\nHTTP/1.1 200 OK\r\nContent-Type: text/plain; version");
+    const char *c = strstr(buf, "HTTP/1.1 503 ");
+    assert_true(a == buf && b && c && b < c);
+    assert_int_equal(count_of(buf, "HTTP/1.1 "), 3);
+    assert_non_null(strstr(c, "\r\n\r\nnot ready\n"));
+    /* HEAD's answer has no body: the 503 follows its header directly. */
+    assert_non_null(strstr(b, "charset=utf-8\r\nContent-Length: "));
+    assert_null(strstr(b, "# HELP"));
+    metrics_free(m);
+}
+
+/* Strict line ends and bytes: a bare LF or CR, or a NUL, is 400 and the connection closes. */
+static void test_strict_parser(void **state)
+{
+    (void)state;
+    struct metrics *m = start(5, 1000);
+    uint16_t port = metrics_port(m);
+    static char resp[4096];
+    static const struct { const char *req; size_t len; int status; } cases[] = {
+#define C(s, st) {s, sizeof s - 1, st}
+        C("GET /healthz HTTP/1.1\nHost: x\n\n", 400),                /* bare LF request line */
+        C("GET /healthz HTTP/1.1\r\nHost: x\n\r\n", 400),            /* bare LF in a header */
+        C("GET /healthz HTTP/1.1\rHost: x\r\n\r\n", 400),            /* bare CR */
+        C("GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n", 400),   /* NUL in a value */
+        C("GET /hea\0lthz HTTP/1.1\r\nHost: x\r\n\r\n", 400),        /* NUL in the target */
+        C("GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", 400),   /* obs-fold */
+        C("GET /healthz HTTP/1.1\r\nHost : x\r\n\r\n", 400),         /* space before colon */
+        C("GET  /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 400),         /* two spaces */
+        C("GET /healthz HTTP/1.1 \r\nHost: x\r\n\r\n", 400),         /* trailing space */
+        C("GET /healthz HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),     /* two Hosts */
+        C("GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n", 400),
+        C("GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 1\r\n\r\n",
+          400),
+        C("GET /healthz HTTP/1.0\r\n\r\n", 200),                     /* 1.0 needs no Host */
+        C("GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 200),
+        C("GET /healthz HTTP/1.1\r\nhOsT:x\r\nCONTENT-LENGTH:   00 \r\n\r\n", 200),
+    };
+#undef C
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        /* Each answer closes (400, HTTP/1.0) or is followed by one that does. */
+        char req[256];
+        memcpy(req, cases[i].req, cases[i].len);
+        size_t len = cases[i].len;
+        if (cases[i].status == 200 && strstr(cases[i].req, "HTTP/1.1")) {
+            const char tail[] = "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+            memcpy(req + len, tail, sizeof tail - 1);
+            len += sizeof tail - 1;
+        }
+        int st = raw_request(port, req, len, resp, sizeof resp);
+        if (st != cases[i].status) print_message("case %zu: %d\n", i, st);
+        assert_int_equal(st, cases[i].status);
+        if (st == 400) {
+            assert_non_null(strstr(resp, "\r\nConnection: close\r\n"));
+            assert_int_equal(count_of(resp, "HTTP/1.1 "), 1);
+        }
+    }
+    metrics_free(m);
+}
+
+/* A body, announced either way, is refused with 413 before it is read, and the connection is
+ * closed by the server at once (not by the deadline). */
+static void test_body_refused(void **state)
+{
+    (void)state;
+    struct metrics *m = start(5, 1000);
+    uint16_t port = metrics_port(m);
+    static char resp[4096];
+    const char *reqs[] = {
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "POST /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 12345678901234567890123\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
+        int64_t t0 = util_now_ms();
+        assert_int_equal(raw_request(port, reqs[i], strlen(reqs[i]), resp, sizeof resp), 413);
+        assert_true(util_now_ms() - t0 < 2000);
+        assert_non_null(strstr(resp, "\r\nConnection: close\r\n"));
+        assert_non_null(strstr(resp, "\r\n\r\nrequest body not allowed\n"));
+    }
+    metrics_free(m);
+}
+
+/* A client that goes away in the middle of a big answer, with a reset or a plain close, costs
+ * the server nothing: no SIGPIPE (that would end this very process), and it keeps serving. */
+static void test_client_gone_mid_answer(void **state)
+{
+    (void)state;
+    struct metrics *m = start(5, 1000);
+    struct metrics_pool_state s = {.depth_ok = true, .workers_ok = true};
+    char name[32];
+    for (int i = 0; i < 500; i++) {          /* /metrics of about 1 MiB */
+        snprintf(name, sizeof name, "pool-%03d", i);
+        metrics_pool_publish(m, name, &s);
+    }
+    uint16_t port = metrics_port(m);
+    static char req[20 * 40];
+    size_t len = 0;
+    for (int i = 0; i < 20; i++)
+        len += (size_t)snprintf(req + len, sizeof req - len, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    for (int round = 0; round < 20; round++) {
+        int fd = connect_port(port);
+        assert_true(send_all(fd, req, len));
+        char some[1024];
+        assert_true(recv(fd, some, sizeof some, 0) > 0);   /* the answer is flowing */
+        if (round % 2 == 0) {   /* a reset */
+            struct linger l = {.l_onoff = 1, .l_linger = 0};
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+        } else {
+            shutdown(fd, SHUT_RDWR);
+        }
+        close(fd);
+    }
+    static char resp[4096];
+    assert_int_equal(request(port, "GET", "/healthz", resp, sizeof resp, NULL), 200);
     metrics_free(m);
 }
 
@@ -827,6 +991,11 @@ int main(void)
         cmocka_unit_test(test_huge_header),
         cmocka_unit_test(test_slow_client),
         cmocka_unit_test(test_keep_alive),
+        cmocka_unit_test(test_split_request),
+        cmocka_unit_test(test_pipelined),
+        cmocka_unit_test(test_strict_parser),
+        cmocka_unit_test(test_body_refused),
+        cmocka_unit_test(test_client_gone_mid_answer),
         cmocka_unit_test(test_concurrent_scrapes),
         cmocka_unit_test(test_debug_pools),
         cmocka_unit_test(test_connection_limit),
