@@ -146,8 +146,8 @@ def common(objs, release):
     check(csc.get("allowPrivilegeEscalation") is False, "container allowPrivilegeEscalation is not false")
     check(csc.get("capabilities", {}).get("drop") == ["ALL"], "container does not drop ALL capabilities")
     check(csc.get("runAsNonRoot") is True, "container runAsNonRoot is not true")
-    check(c.get("resources", {}).get("requests") == {"cpu": "10m", "memory": "36Mi"},
-          "requests are not cpu 10m / memory 36Mi: %r" % c.get("resources"))
+    check(c.get("resources", {}).get("requests") == {"cpu": "10m", "memory": "32Mi"},
+          "requests are not cpu 10m / memory 32Mi: %r" % c.get("resources"))
     check(c.get("resources", {}).get("limits") == {"memory": "96Mi"},
           "limits are not memory 96Mi: %r" % c.get("resources"))
     port = [p for p in c.get("ports", []) if p.get("name") == "metrics"]
