@@ -5,7 +5,10 @@
 # and prints publish -> Job created, -> pod running and -> task start, with the management
 # API's own lag beside them, plus the machine, versions and load. Asserts nothing about time;
 # the scenario's checks decide the exit code. B: the build dir; E2E_LAT_N, E2E_LAT_SOURCES,
-# E2E_POLL as in the scenario.
+# E2E_POLL, E2E_LAT_MGMT_LAG (rabbitmq.managementLag for the management run) as in the scenario;
+# JOBPOOL_RMQ_CONF (tests/env/rabbitmq.sh) tunes the broker, e.g. its statistics intervals:
+#   JOBPOOL_RMQ_CONF=$'collect_statistics_interval = 1000\nmanagement.sample_retention_policies.global.minute = 1\n...' \
+#     E2E_LAT_SOURCES=management E2E_LAT_MGMT_LAG=2s bench/latency.sh   (docs/rabbitmq.md)
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
