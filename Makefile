@@ -14,8 +14,8 @@ WARN      = -std=c11 -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonli
 ALL_CFLAGS = $(WARN) $(CFLAGS) -DJP_VERSION='"$(VERSION)"' -Icontroller/src $(PKG_CFLAGS) -MMD -MP
 # The controller and the worker do not link libm (util_floor, util_ceil): loading it costs
 # 0.3-0.4 MiB of resident pages. The tests may use it.
-PROG_LIBS = $(PKG_LIBS) -lpthread
-LDLIBS    = $(PROG_LIBS) -lm
+LDLIBS    = $(PKG_LIBS) -lpthread
+TEST_LIBS = $(LDLIBS) -lm
 
 CTRL_SRC  := $(wildcard controller/src/*.c)
 CTRL_OBJ   = $(patsubst controller/src/%.c,$(B)/ctrl/%.o,$(CTRL_SRC))
@@ -99,19 +99,19 @@ $(B)/worker/%.o: worker-image/src/%.c | build-deps
 	$(CC) $(ALL_CFLAGS) -Iworker-image/src -c $< -o $@
 
 $(CONTROLLER): $(CTRL_OBJ)
-	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(PROG_LIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 $(WORKER): $(WORK_OBJ) $(patsubst %,$(B)/ctrl/%.o,$(WORK_SHARED))
-	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(PROG_LIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 .SECONDEXPANSION:
 $(B)/tests/test_%: tests/unit/test_%.c $$(addprefix $(B)/ctrl/,$$(addsuffix .o,$$(DEPS_test_$$*))) | build-deps
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -Itests/unit $(filter %.c %.o,$^) -o $@ $(WRAP_test_$*) $(LDLIBS) $(CMOCKA_LIBS)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -Itests/unit $(filter %.c %.o,$^) -o $@ $(WRAP_test_$*) $(TEST_LIBS) $(CMOCKA_LIBS)
 
 $(B)/tests/it_%: tests/integration/it_%.c $$(addprefix $(B)/ctrl/,$$(addsuffix .o,$$(DEPS_it_$$*))) | build-deps
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Itests/unit $(filter %.c %.o,$^) -o $@ $(LDLIBS) $(CMOCKA_LIBS)
+	$(CC) $(ALL_CFLAGS) -Itests/unit $(filter %.c %.o,$^) -o $@ $(TEST_LIBS) $(CMOCKA_LIBS)
 
 # Worker unit tests (tests/unit/test_worker_<module>.c) link that worker module, the worker
 # modules it needs (WDEPS_), and the modules the worker shares with the controller. The shorter
@@ -119,7 +119,7 @@ $(B)/tests/it_%: tests/integration/it_%.c $$(addprefix $(B)/ctrl/,$$(addsuffix .
 WDEPS_test_worker_message = task
 $(B)/tests/test_worker_%: tests/unit/test_worker_%.c $(B)/worker/%.o $$(addprefix $(B)/worker/,$$(addsuffix .o,$$(WDEPS_test_worker_$$*))) $(patsubst %,$(B)/ctrl/%.o,$(WORK_SHARED)) | build-deps
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -Iworker-image/src -Itests/unit $(filter %.c %.o,$^) -o $@ $(LDLIBS) $(CMOCKA_LIBS)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -Iworker-image/src -Itests/unit $(filter %.c %.o,$^) -o $@ $(TEST_LIBS) $(CMOCKA_LIBS)
 
 # A tiny server of known metrics for tests/integration/metrics.test.sh (promtool, Prometheus).
 $(B)/tests/metrics_demo: tests/integration/metrics_demo.c $(addprefix $(B)/ctrl/,metrics.o util.o log.o err.o) | build-deps
@@ -128,7 +128,7 @@ $(B)/tests/metrics_demo: tests/integration/metrics_demo.c $(addprefix $(B)/ctrl/
 
 $(B)/tests/kit_%: tests/integration/kit_%.c $$(addprefix $(B)/ctrl/,$$(addsuffix .o,$$(DEPS_kit_$$*))) | build-deps
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Itests/unit $(filter %.c %.o,$^) -o $@ $(LDLIBS) $(CMOCKA_LIBS)
+	$(CC) $(ALL_CFLAGS) -Itests/unit $(filter %.c %.o,$^) -o $@ $(TEST_LIBS) $(CMOCKA_LIBS)
 
 $(B)/bench/kube_bench: bench/kube_bench.c $$(addprefix $(B)/ctrl/,$$(addsuffix .o,$$(DEPS_kube_bench))) | build-deps
 	@mkdir -p $(@D)
