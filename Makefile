@@ -259,7 +259,8 @@ e2e:
 # built once with the fuzzer's coverage into build/fuzz/ctrl (the ordinary object rule, B=build/fuzz).
 FUZZ_SECONDS ?= 30
 FUZZ_CC      ?= clang
-FUZZ_ALL      = config rfc3339 retry_after watch_lines kube watch rmq kubeconfig worker conns
+FUZZ_ALL      = config rfc3339 retry_after watch_lines kube watch rmq kubeconfig worker conns \
+                metrics_http
 FUZZ         ?= $(FUZZ_ALL)
 # The modules each links: those of the module's unit test, so a new dependency is added once.
 FUZZ_DEPS_config      = $(DEPS_test_config)
@@ -272,6 +273,7 @@ FUZZ_DEPS_kubeconfig  = $(DEPS_test_kubeconfig)
 FUZZ_DEPS_watch       = $(DEPS_kit_kube)
 FUZZ_DEPS_worker      = util log err
 FUZZ_DEPS_conns       = $(DEPS_test_conns)
+FUZZ_DEPS_metrics_http = $(DEPS_test_metrics)
 FUZZ_WDEPS_worker     = amqp_conn message task
 # The client targets answer every request from the input (tests/fuzz/fuzz_seam.h).
 FUZZ_WRAP_kube        = -Wl,--wrap=http_request
