@@ -1211,7 +1211,9 @@ static void *listener_main(void *arg)
         int timeout = poll_setup(m, util_now_ms());
         int n = poll(m->pfds, 2 + m->nconns, timeout);
         if (n < 0 && errno != EINTR) {
-            log_debug("metrics: poll: %s", strerror(errno));
+            /* Not a client's doing (a bad fd set, no memory): say so, since /healthz and
+             * /metrics now go unanswered and the kubelet's probes will restart the pod. */
+            log_error("metrics: poll failed: %s; the listener has stopped", strerror(errno));
             break;
         }
         if (n > 0 && m->pfds[0].revents) break;          /* metrics_free */
