@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "util.h"
 
 #if !defined(__SIZEOF_INT128__)
 #error "scale.c needs unsigned __int128 (gcc or clang on a 64-bit target) for exact shares"
@@ -451,8 +452,7 @@ static int64_t ceil_to_i64(double x)
         return 0;
     if (x >= 9.2e18)
         return INT64_MAX;
-    int64_t t = (int64_t)x; /* towards zero; no libm (util.h's util_ceil) */
-    return (double)t < x ? t + 1 : t;
+    return (int64_t)util_ceil(x);
 }
 
 int scale_decide_keda(const struct scale_input *in, const struct scale_keda_params *p,
