@@ -24,20 +24,22 @@ extern char **environ;
 struct lworker {
     pid_t pid;
     size_t pool;                /* index into cfg->pools */
-    char result[96];            /* JOBPOOL_RESULT_FILE handed to this worker */
+    unsigned long seq;          /* its JOBPOOL_RESULT_FILE is <dir>/w<seq> (result_path) */
     char *id;                   /* "pid-<n>", bw.id: its own allocation, so that a listed
                                  * worker's id stays put when the array below moves */
     struct backend_worker bw;
 };
 
 #define LOCAL_ID_LEN 24         /* "pid-" and any pid_t */
+#define LOCAL_DIR_MAX 256       /* $TMPDIR "/jobpool-local.XXXXXX" */
 
 struct local {
     struct backend base;
     const struct cfg *cfg;
     char *worker_path;
     char *amqp_url;             /* with credentials: handed to workers only, never logged */
-    char dir[64];               /* per-controller temp dir for worker result files */
+    char dir[LOCAL_DIR_MAX];    /* per-controller temp dir for worker result files, in $TMPDIR
+                                 * (else /tmp) */
     struct lworker *w;
     size_t n, cap;
     /* Ids of workers removed in this pass: a list the caller holds may still point at them
@@ -47,6 +49,15 @@ struct local {
     struct backend_stats *stats; /* per pool */
     unsigned long seq;          /* names result files */
 };
+
+#define LOCAL_RESULT_MAX (LOCAL_DIR_MAX + 24)
+
+/* The result file of the worker numbered seq (see spawn_one). */
+static const char *result_path(const struct local *L, unsigned long seq, char *buf)
+{
+    snprintf(buf, LOCAL_RESULT_MAX, "%s/w%lu", L->dir, seq);
+    return buf;
+}
 
 static size_t pool_index(const struct local *L, const struct cfg_pool *p)
 {
@@ -71,10 +82,11 @@ static void read_progress(const char *path, struct progress *p)
  * compared with (scale.h's "unseen"). The task's last word is written when it ended, so its
  * duration (duration_s, < 0 unknown) is taken off to get back to that moment. 0 when it never
  * reported, so it took no message. */
-static int64_t unobserved_start_ms(const struct lworker *lw, double duration_s)
+static int64_t unobserved_start_ms(const char *result, const struct lworker *lw,
+                                   double duration_s)
 {
     struct stat st;
-    if (stat(lw->result, &st) != 0) return 0;
+    if (stat(result, &st) != 0) return 0;
     /* The file's time is on the wall clock; the decision's on our monotonic one. */
     int64_t wall = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
     if (duration_s > 0) wall -= (int64_t)(duration_s * 1000.0);
@@ -87,12 +99,15 @@ static int64_t unobserved_start_ms(const struct lworker *lw, double duration_s)
 static void finish(struct local *L, struct lworker *lw, int status)
 {
     struct progress prog;
+    char result[LOCAL_RESULT_MAX];
+    result_path(L, lw->seq, result);
     lw->bw.w.finished_ms = util_now_ms();
     /* Finished before any observe saw it running: without a start it would not count as
      * "unseen", and a lagging depth sample would get its message a second worker. */
-    read_progress(lw->result, &prog);
-    if (!lw->bw.w.started_ms) lw->bw.w.started_ms = unobserved_start_ms(lw, prog.duration_s);
-    unlink(lw->result);
+    read_progress(result, &prog);
+    if (!lw->bw.w.started_ms)
+        lw->bw.w.started_ms = unobserved_start_ms(result, lw, prog.duration_s);
+    unlink(result);
     lw->bw.wasted = prog.word == PROGRESS_NO_TASK;
     lw->bw.task_wait_s = prog.wait_s;
     lw->bw.task_duration_s = prog.duration_s;
@@ -131,6 +146,7 @@ static int local_observe(struct backend *b)
 {
     struct local *L = (struct local *)b;
     free_dead(L);
+    char result[LOCAL_RESULT_MAX];
     for (size_t i = 0; i < L->n; i++) {
         struct lworker *lw = &L->w[i];
         if (lw->bw.w.finished_ms) continue;
@@ -139,7 +155,8 @@ static int local_observe(struct backend *b)
         while ((r = waitpid(lw->pid, &status, WNOHANG)) < 0 && errno == EINTR) {}
         if (r == lw->pid) finish(L, lw, status);
         else if (r < 0) finish(L, lw, 255 << 8); /* ECHILD: not ours to wait for any more */
-        else if (lw->bw.w.state == SCALE_PENDING && !access(lw->result, F_OK)) {
+        else if (lw->bw.w.state == SCALE_PENDING &&
+                 !access(result_path(L, lw->seq, result), F_OK)) {
             /* Any progress word means the worker has registered as a consumer. A command that
              * is not jobpool-worker never writes one: it counts as running from its spawn. */
             lw->bw.w.state = SCALE_RUNNING;
@@ -311,8 +328,8 @@ static int spawn_one(struct local *L, const struct cfg_pool *pool, const char *q
     int rc = JP_ENOMEM;
     char **argv = build_argv(L, pool), **env = NULL;
     char *id = NULL;
-    char result[96];
-    snprintf(result, sizeof result, "%s/w%lu", L->dir, ++L->seq);
+    char result[LOCAL_RESULT_MAX];
+    result_path(L, ++L->seq, result);
     if (!argv || !(env = build_env(L, pool, queue, result, &rc))) goto out;
     rc = JP_ENOMEM;
     if (!(id = malloc(LOCAL_ID_LEN))) goto out;
@@ -359,7 +376,7 @@ static int spawn_one(struct local *L, const struct cfg_pool *pool, const char *q
     memset(lw, 0, sizeof *lw);
     lw->pid = pid;
     lw->pool = pool_index(L, pool);
-    memcpy(lw->result, result, sizeof result);
+    lw->seq = L->seq;
     snprintf(id, LOCAL_ID_LEN, "pid-%ld", (long)pid);
     lw->id = id;
     lw->bw.id = id;
@@ -421,7 +438,8 @@ static int local_remove(struct backend *b, const struct cfg_pool *pool,
             L->dead_cap = cap;
         }
         L->dead[L->ndead++] = L->w[i].id;
-        unlink(L->w[i].result);
+        char result[LOCAL_RESULT_MAX];
+        unlink(result_path(L, L->w[i].seq, result));
         L->w[i] = L->w[--L->n];
         return 0;
     }
@@ -467,8 +485,9 @@ static void local_destroy(struct backend *b)
 {
     struct local *L = (struct local *)b;
     if (!L) return;
+    char result[LOCAL_RESULT_MAX];
     for (size_t i = 0; i < L->n; i++) {
-        unlink(L->w[i].result);
+        unlink(result_path(L, L->w[i].seq, result));
         free(L->w[i].id);
     }
     free_dead(L);
@@ -512,6 +531,31 @@ out:
     return rc_;
 }
 
+/* The directory for the workers' result files: $TMPDIR/jobpool-local.XXXXXX when TMPDIR is an
+ * absolute path (as mktemp(1) does), else /tmp. A directory that cannot be made is logged with
+ * its path and the reason; the caller fails. */
+static int make_dir(char *dir, size_t len)
+{
+    const char *base = getenv("TMPDIR");
+    if (!base || base[0] != '/') base = "/tmp";
+    size_t bl = strlen(base);
+    while (bl > 1 && base[bl - 1] == '/') bl--;
+    if ((size_t)snprintf(dir, len, "%.*s/jobpool-local.XXXXXX", (int)bl, base) >= len) {
+        log_msg(LOG_ERROR, NULL, JP_EINVAL, "TMPDIR is too long for the workers' result "
+                                            "directory (at most %zu bytes)", len - 22);
+        dir[0] = '\0';
+        return JP_EINVAL;
+    }
+    if (!mkdtemp(dir)) {
+        int e = errno;
+        log_msg(LOG_ERROR, NULL, JP_EIO, "cannot make the workers' result directory %.*s/: %s "
+                "(set TMPDIR to a writable directory)", (int)bl, base, strerror(e));
+        dir[0] = '\0';
+        return JP_EIO;
+    }
+    return 0;
+}
+
 int backend_local_new(const struct cfg *cfg, const char *worker_path, struct backend **out)
 {
     *out = NULL;
@@ -530,12 +574,7 @@ int backend_local_new(const struct cfg *cfg, const char *worker_path, struct bac
                                      "and the credentials");
         goto out;
     }
-    snprintf(L->dir, sizeof L->dir, "/tmp/jobpool-local.XXXXXX");
-    if (!mkdtemp(L->dir)) {
-        L->dir[0] = '\0';
-        rc = JP_EIO;
-        goto out;
-    }
+    if ((rc = make_dir(L->dir, sizeof L->dir)) != 0) goto out;
     rc = 0;
 out:
     if (rc) local_destroy(&L->base);

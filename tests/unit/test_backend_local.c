@@ -317,6 +317,71 @@ static void test_missing_credentials(void **state)
     assert_null(b);
 }
 
+/* The result files live in $TMPDIR/jobpool-local.XXXXXX (a trailing '/' or not), removed at
+ * destroy; a relative TMPDIR is ignored for /tmp; a TMPDIR that cannot hold the directory
+ * fails the backend's creation. */
+static void test_tmpdir(void **state)
+{
+    (void)state;
+    char base[128], out[160], script[256], got[512] = "";
+    snprintf(base, sizeof base, "%s/tmp with space/", tmpdir);
+    assert_int_equal(mkdir(base, 0700), 0);
+    snprintf(out, sizeof out, "%s/result-path.txt", tmpdir);
+    snprintf(script, sizeof script, "printf %%s \"$JOBPOOL_RESULT_FILE\" > '%s'", out);
+    char *argv[] = {"sh", "-c", script, NULL};
+    struct cfg c;
+    struct cfg_pool p;
+    make_cfg(&c, &p, argv, 3);
+    char *old = getenv("TMPDIR") ? strdup(getenv("TMPDIR")) : NULL;
+    setenv("TMPDIR", base, 1);
+    struct backend *b;
+    assert_int_equal(backend_local_new(&c, NULL, &b), 0);
+    int started = 0;
+    assert_int_equal(b->start(b, &p, NULL, 1, 1, &started), 0);
+    assert_int_equal(started, 1);
+    struct backend_list l = {0};
+    wait_idle(b, &p, &l);
+    FILE *f = fopen(out, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(got, sizeof got, f));
+    fclose(f);
+    char want[192];
+    snprintf(want, sizeof want, "%s/tmp with space/jobpool-local.", tmpdir);
+    if (strncmp(got, want, strlen(want)) != 0)
+        fail_msg("JOBPOOL_RESULT_FILE %s is not under %s", got, want);
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s", got);
+    *strrchr(dir, '/') = '\0';
+    struct stat st;
+    assert_int_equal(stat(dir, &st), 0);
+    backend_list_free(&l);
+    backend_free(b);
+    assert_int_not_equal(stat(dir, &st), 0); /* removed with the backend */
+    assert_int_equal(rmdir(base), 0);        /* and nothing else was left in TMPDIR */
+
+    setenv("TMPDIR", "relative/dir", 1);     /* ignored, as mktemp(1) would not use it */
+    assert_int_equal(backend_local_new(&c, NULL, &b), 0);
+    backend_free(b);
+
+    snprintf(base, sizeof base, "%s/missing", tmpdir);
+    setenv("TMPDIR", base, 1);
+    b = (struct backend *)1;
+    assert_int_equal(backend_local_new(&c, NULL, &b), JP_EIO);
+    assert_null(b);
+
+    char longdir[400];
+    memset(longdir, 'a', sizeof longdir - 1);
+    longdir[0] = '/';
+    longdir[sizeof longdir - 1] = '\0';
+    setenv("TMPDIR", longdir, 1);
+    b = (struct backend *)1;
+    assert_int_equal(backend_local_new(&c, NULL, &b), JP_EINVAL);
+    assert_null(b);
+    if (old) setenv("TMPDIR", old, 1);
+    else unsetenv("TMPDIR");
+    free(old);
+}
+
 /* No descriptor of the controller reaches a worker: not one it opened without O_CLOEXEC. */
 static void test_descriptors_closed(void **state)
 {
@@ -538,6 +603,7 @@ int main(void)
         cmocka_unit_test(test_spawn_failure_and_running_not_removed),
         cmocka_unit_test(test_missing_credentials),
         cmocka_unit_test(test_descriptors_closed),
+        cmocka_unit_test(test_tmpdir),
         cmocka_unit_test(test_env_reference_missing),
         cmocka_unit_test(test_unobserved_worker_has_start),
         cmocka_unit_test(test_shutdown_waitpid_eintr),
