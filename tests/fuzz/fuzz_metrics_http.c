@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,7 +74,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * ports out. */
     struct linger lg = {1, 0};
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) abort();
+    /* A request the listener refuses is closed from its side, which leaves the connection in
+     * TIME_WAIT there for a minute: at 10,000 runs a second, one source address would run out
+     * of ephemeral ports (connect fails with EADDRNOTAVAIL). Each connection comes from the
+     * next address of 127.0.0.0/8 instead. */
+    static uint32_t next_src;
+    uint32_t k = next_src++ % (1u << 22);
+    struct sockaddr_in src = {.sin_family = AF_INET};
+    src.sin_addr.s_addr = htonl(0x7f000000u | (1u << 22) | k);   /* 127.64.0.0 and up */
+    if (bind(fd, (struct sockaddr *)&src, sizeof src) != 0) {
+        perror("fuzz_metrics_http: bind");
+        abort();
+    }
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        /* libFuzzer's once-a-second SIGALRM can land in a connect that waits: it then goes on
+         * in the background, and is awaited here. */
+        int e = errno, err = 0;
+        socklen_t len = sizeof err;
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        if (e != EINTR || poll(&p, 1, 10000) != 1 ||
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+            fprintf(stderr, "fuzz_metrics_http: connect: %s\n", strerror(err ? err : e));
+            abort();
+        }
+        fprintf(stderr, "fuzz_metrics_http: connect interrupted, then completed\n");
+    }
     size_t cut = size ? data[0] % (size + 1) : 0;
     send_all(fd, data, cut);
     send_all(fd, data + cut, size - cut);
