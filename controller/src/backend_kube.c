@@ -711,6 +711,9 @@ static int worker_conn(struct kb *K)
         .password_key = r->worker_secret.password_key,
         .ca_secret = r->ca_secret.name,
         .ca_key = r->ca_secret.key,
+        .cert_secret = r->cert_secret.name,
+        .cert_key = r->cert_secret.cert_key,
+        .key_key = r->cert_secret.key_key,
     };
     return 0;
 }

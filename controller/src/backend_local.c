@@ -218,7 +218,7 @@ static char **build_env(const struct local *L, const struct cfg_pool *pool, cons
 {
     size_t n = 0;
     for (char **e = environ; *e; e++) n++;
-    char **env = calloc(n + pool->worker_nenv + 8, sizeof *env);
+    char **env = calloc(n + pool->worker_nenv + 10, sizeof *env);
     size_t k = 0;
     *rc = JP_ENOMEM;
     if (!env) return NULL;
@@ -245,9 +245,16 @@ static char **build_env(const struct local *L, const struct cfg_pool *pool, cons
                            {"JOBPOOL_VHOST", pool->vhost ? pool->vhost : "/"},
                            {"JOBPOOL_AMQP_URL", L->amqp_url},
                            {"JOBPOOL_RESULT_FILE", result},
-                           {"JOBPOOL_CA_FILE", L->cfg->rabbitmq.ca_file}};
+                           {"JOBPOOL_CA_FILE", L->cfg->rabbitmq.ca_file},
+                           {"JOBPOOL_CERT_FILE", L->cfg->rabbitmq.cert_file},
+                           {"JOBPOOL_KEY_FILE", L->cfg->rabbitmq.key_file}};
+    /* The certificate and its key go together: worker.env setting either replaces both. */
+    bool own_cert = env_has(env, k, "JOBPOOL_CERT_FILE") || env_has(env, k, "JOBPOOL_KEY_FILE");
     for (size_t j = 0; j < sizeof kv / sizeof kv[0]; j++) {
         if (!kv[j][1] || env_has(env, k, kv[j][0])) continue; /* worker.env's CA file wins */
+        if (own_cert && (!strcmp(kv[j][0], "JOBPOOL_CERT_FILE") ||
+                         !strcmp(kv[j][0], "JOBPOOL_KEY_FILE")))
+            continue;
         if (!(env[k++] = util_strprintf("%s=%s", kv[j][0], kv[j][1]))) goto fail;
     }
     *rc = 0;

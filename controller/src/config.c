@@ -534,6 +534,11 @@ static int parse_secret(struct ld *l, yaml_node_t *n, const char *path, struct c
 }
 
 /* A URL with one of the schemes, and no "user:pass@" (credentials are never inline). */
+static bool starts_with(const char *s, const char *prefix)
+{
+    return s && !strncmp(s, prefix, strlen(prefix));
+}
+
 static int check_url(struct ld *l, const yaml_node_t *n, const char *path, const char *url,
                      const char *s1, const char *s2)
 {
@@ -613,14 +618,43 @@ static int parse_ca_secret(struct ld *l, yaml_node_t *n, struct cfg_ca_secret *c
     return 0;
 }
 
+/* rabbitmq.certSecret: {name, certKey, keyKey}. */
+static int parse_cert_secret(struct ld *l, yaml_node_t *n, struct cfg_cert_secret *cs)
+{
+    enum { NAME, CKEY, KKEY, N };
+    static const char *const keys[N] = {"name", "certKey", "keyKey"};
+    static const char *const path = "rabbitmq.certSecret";
+    yaml_node_t *v[N], *k[N];
+    char p[KEYPATH_MAX];
+    int rc = collect(l, n, path, keys, N, v, k);
+    if (rc) return rc;
+    if (!v[NAME]) return fail(l, n, pjoin(p, sizeof p, path, "name"), "required key is missing");
+    if ((rc = get_checked(l, v[NAME], pjoin(p, sizeof p, path, "name"), dns_subdomain,
+                          SECRET_NAME_FORM, &cs->name)))
+        return rc;
+    if (v[CKEY] && (rc = get_checked(l, v[CKEY], pjoin(p, sizeof p, path, "certKey"), secret_key,
+                                     SECRET_KEY_FORM, &cs->cert_key)))
+        return rc;
+    if (v[KKEY] && (rc = get_checked(l, v[KKEY], pjoin(p, sizeof p, path, "keyKey"), secret_key,
+                                     SECRET_KEY_FORM, &cs->key_key)))
+        return rc;
+    if (!cs->cert_key && !(cs->cert_key = util_strdup("tls.crt"))) return JP_ENOMEM;
+    if (!cs->key_key && !(cs->key_key = util_strdup("tls.key"))) return JP_ENOMEM;
+    if (!strcmp(cs->cert_key, cs->key_key))
+        return fail(l, v[KKEY] ? v[KKEY] : n, pjoin(p, sizeof p, path, "keyKey"),
+                    "must differ from certKey ('%.64s')", cs->cert_key);
+    return 0;
+}
+
 static int parse_rabbitmq(struct ld *l, yaml_node_t *n, struct cfg_rabbitmq *r)
 {
     enum { MGMT, AMQP, VHOST, USER, PASS, CA, TIMEOUT, CTIMEOUT, MAXBODY, DEPTH, WSECRET, CASECRET,
-           CONSUMER, MLAG, N };
+           CONSUMER, MLAG, CERT, KEY, CERTSECRET, N };
     static const char *const keys[N] = {"managementUrl", "amqpUrl", "vhost", "username",
                                         "password", "caFile", "timeout", "connectTimeout",
                                         "maxBodyBytes", "depthSource", "workerSecret",
-                                        "caSecret", "consumerTimeout", "managementLag"};
+                                        "caSecret", "consumerTimeout", "managementLag",
+                                        "certFile", "keyFile", "certSecret"};
     static const char *const depths[] = {"management", "amqp", NULL};
     yaml_node_t *v[N], *k[N];
     char p[KEYPATH_MAX];
@@ -643,6 +677,10 @@ static int parse_rabbitmq(struct ld *l, yaml_node_t *n, struct cfg_rabbitmq *r)
     if (v[PASS] && !v[USER])
         return fail(l, n, RP(USER), "required when 'password' is set");
     if (v[CA] && (rc = get_str(l, v[CA], RP(CA), false, &r->ca_file))) return rc;
+    if (v[CERT] && (rc = get_str(l, v[CERT], RP(CERT), false, &r->cert_file))) return rc;
+    if (v[KEY] && (rc = get_str(l, v[KEY], RP(KEY), false, &r->key_file))) return rc;
+    if (v[CERT] && !v[KEY]) return fail(l, n, RP(KEY), "required when 'certFile' is set");
+    if (v[KEY] && !v[CERT]) return fail(l, n, RP(CERT), "required when 'keyFile' is set");
     if (v[TIMEOUT] && (rc = get_duration(l, v[TIMEOUT], RP(TIMEOUT), CFG_LIM_MIN(RMQ_TIMEOUT), &r->timeout_ms)))
         return rc;
     if (v[CTIMEOUT] &&
@@ -672,6 +710,21 @@ static int parse_rabbitmq(struct ld *l, yaml_node_t *n, struct cfg_rabbitmq *r)
     if (v[CASECRET] && !is_null(v[CASECRET]) &&
         (rc = parse_ca_secret(l, v[CASECRET], &r->ca_secret)))
         return rc;
+    if (v[CERTSECRET] && !is_null(v[CERTSECRET]) &&
+        (rc = parse_cert_secret(l, v[CERTSECRET], &r->cert_secret)))
+        return rc;
+    /* A client certificate is only ever presented in a TLS handshake: one set for a broker
+     * reached without TLS is a mistake the user should hear about now, not as a refused login. */
+    if (v[CERT] && !starts_with(r->amqp_url, "amqps://") &&
+        !starts_with(r->management_url, "https://"))
+        return fail(l, v[CERT], RP(CERT), "a client certificate needs an amqps:// amqpUrl or an "
+                    "https:// managementUrl");
+    if (r->cert_secret.name && !r->worker_secret.name)
+        return fail(l, v[CERTSECRET], RP(CERTSECRET), "needs rabbitmq.workerSecret: Jobs get "
+                    "their connection from the controller only then");
+    if (r->cert_secret.name && !starts_with(r->amqp_url, "amqps://"))
+        return fail(l, v[CERTSECRET], RP(CERTSECRET), "workers present it on amqpUrl, which must "
+                    "then be amqps://");
 #undef RP
     return 0;
 }
@@ -1357,6 +1410,11 @@ void cfg_free(struct cfg *c)
     free(c->rabbitmq.worker_secret.password_key);
     free(c->rabbitmq.ca_secret.name);
     free(c->rabbitmq.ca_secret.key);
+    free(c->rabbitmq.cert_file);
+    free(c->rabbitmq.key_file);
+    free(c->rabbitmq.cert_secret.name);
+    free(c->rabbitmq.cert_secret.cert_key);
+    free(c->rabbitmq.cert_secret.key_key);
     free(c->leader.lease_name);
     free(c);
 }

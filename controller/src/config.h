@@ -30,6 +30,14 @@ struct cfg_worker_secret {
     char *password_key;            /* default "password" */
 };
 
+/* A Secret holding the workers' client certificate and key for an amqps:// broker that asks for
+ * one (mutual TLS), mounted into workers. name NULL: not set. */
+struct cfg_cert_secret {
+    char *name;
+    char *cert_key;                /* default "tls.crt" (a kubernetes.io/tls Secret) */
+    char *key_key;                 /* default "tls.key" */
+};
+
 /* A Secret holding the CA of an amqps:// broker, mounted into workers. name NULL: not set. */
 struct cfg_ca_secret {
     char *name;
@@ -43,6 +51,9 @@ struct cfg_rabbitmq {
     struct cfg_secret username;
     struct cfg_secret password;
     char *ca_file;                 /* NULL: system CAs; TLS is always verified */
+    char *cert_file;               /* client certificate (PEM) the controller presents on
+                                    * amqps:// and https://, with key_file; NULL: none */
+    char *key_file;
     int64_t timeout_ms;            /* total request timeout, default 3s */
     int64_t connect_timeout_ms;    /* default 1s */
     size_t max_body;               /* response size cap, default 8 MiB */
@@ -54,6 +65,7 @@ struct cfg_rabbitmq {
                                     * increment (default 10s: 5 s + 5 s, RabbitMQ's defaults) */
     struct cfg_worker_secret worker_secret;
     struct cfg_ca_secret ca_secret;
+    struct cfg_cert_secret cert_secret;
 };
 
 /* One variable of a pool's worker.env: a literal value, or a reference read at each spawn. */

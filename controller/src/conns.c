@@ -211,6 +211,9 @@ void conn_spec_free(struct conn_spec *s)
     if (s->password) explicit_bzero(s->password, strlen(s->password));
     free(s->password);
     free(s->ca_pem);
+    free(s->cert_pem);
+    if (s->key_pem) explicit_bzero(s->key_pem, strlen(s->key_pem));
+    free(s->key_pem);
     memset(s, 0, sizeof *s);
 }
 
@@ -289,6 +292,41 @@ static int pick_login(const cJSON *data, struct conn_spec *s, struct url_parts *
     return s->password ? 0 : JP_ENOMEM;
 }
 
+/* tls.crt and tls.key: both or neither, PEM, and a TLS URL to present them on. */
+static int parse_client_cert(const cJSON *data, struct conn_spec *out, char *err, size_t errlen)
+{
+    int rc;
+    if ((rc = value_of(data, CONN_KEY_CERT, &out->cert_pem, err, errlen)) ||
+        (rc = value_of(data, CONN_KEY_KEY, &out->key_pem, err, errlen)))
+        return rc;
+    if (!out->cert_pem && !out->key_pem) return 0;
+    if (!out->cert_pem || !out->key_pem) {
+        fail(err, errlen, "key %s: required with key %s",
+             out->cert_pem ? CONN_KEY_KEY : CONN_KEY_CERT,
+             out->cert_pem ? CONN_KEY_CERT : CONN_KEY_KEY);
+        return JP_ECONFIG;
+    }
+    if (!strstr(out->cert_pem, "-----BEGIN CERTIFICATE-----")) {
+        fail(err, errlen, "key %s: not a PEM certificate", CONN_KEY_CERT);
+        return JP_ECONFIG;
+    }
+    if (!strstr(out->key_pem, "-----BEGIN ") || !strstr(out->key_pem, "PRIVATE KEY-----")) {
+        fail(err, errlen, "key %s: not a PEM private key", CONN_KEY_KEY);
+        return JP_ECONFIG;
+    }
+    if (strstr(out->key_pem, "ENCRYPTED")) {
+        fail(err, errlen, "key %s: an encrypted private key; store it unencrypted", CONN_KEY_KEY);
+        return JP_ECONFIG;
+    }
+    bool amqps = out->amqp_url && !strncmp(out->amqp_url, "amqps://", 8);
+    if (!amqps && strncmp(out->management_url, "https://", 8) != 0) {
+        fail(err, errlen, "key %s: a client certificate needs an amqps:// or https:// URL",
+             CONN_KEY_CERT);
+        return JP_ECONFIG;
+    }
+    return 0;
+}
+
 int conn_parse_secret(const cJSON *secret, struct conn_spec *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
@@ -320,7 +358,9 @@ int conn_parse_secret(const cJSON *secret, struct conn_spec *out, char *err, siz
     if (out->ca_pem && !strstr(out->ca_pem, "-----BEGIN CERTIFICATE-----")) {
         fail(err, errlen, "key %s: not a PEM certificate", CONN_KEY_CA);
         rc = JP_ECONFIG;
+        goto out;
     }
+    if ((rc = parse_client_cert(data, out, err, errlen))) goto out;
 out:
     if (mgmt) explicit_bzero(mgmt, strlen(mgmt));
     if (amqp) explicit_bzero(amqp, strlen(amqp));
@@ -340,6 +380,7 @@ struct cclient {
     size_t idlen;
     struct rmq_client *rmq;
     int ca_fd;                  /* memfd holding ca.crt (read as /proc/self/fd/N), or -1 */
+    int cert_fd, key_fd;        /* memfds holding tls.crt and tls.key, or -1 */
     int refs;                   /* Secrets using it */
 };
 
@@ -399,6 +440,8 @@ static void client_unref(struct conns *C, struct cclient *cl)
     }
     rmq_client_free(cl->rmq);
     if (cl->ca_fd >= 0) close(cl->ca_fd);
+    if (cl->cert_fd >= 0) close(cl->cert_fd);
+    if (cl->key_fd >= 0) close(cl->key_fd);
     explicit_bzero(cl->id, cl->idlen);
     free(cl->id);
     free(cl);
@@ -448,9 +491,9 @@ void conns_end(struct conns *C)
 
 /* ca.crt as a file both libcurl and OpenSSL can open, with nothing written to a disk (the
  * controller's root filesystem is read-only). */
-static int ca_memfd(const char *pem, int *fd)
+static int pem_memfd(const char *pem, int *fd)
 {
-    *fd = memfd_create("jobpool-ca", MFD_CLOEXEC);
+    *fd = memfd_create("jobpool-pem", MFD_CLOEXEC);
     if (*fd < 0) return JP_EIO;
     size_t n = strlen(pem), off = 0;
     while (off < n) {
@@ -470,9 +513,10 @@ static int client_for(struct conns *C, const struct conn_spec *sp, struct cclien
 {
     *out = NULL;
     char *id = NULL;
-    int len = asprintf(&id, "%s%c%s%c%s%c%s%c%s", sp->management_url, 0,
+    int len = asprintf(&id, "%s%c%s%c%s%c%s%c%s%c%s%c%s", sp->management_url, 0,
                        sp->amqp_url ? sp->amqp_url : "", 0, sp->username, 0, sp->password, 0,
-                       sp->ca_pem ? sp->ca_pem : "");
+                       sp->ca_pem ? sp->ca_pem : "", 0, sp->cert_pem ? sp->cert_pem : "", 0,
+                       sp->key_pem ? sp->key_pem : "");
     if (len < 0) return JP_ENOMEM;
     for (size_t i = 0; i < C->ncl; i++) {
         struct cclient *cl = C->cl[i];
@@ -491,17 +535,27 @@ static int client_for(struct conns *C, const struct conn_spec *sp, struct cclien
     cl->id = id;
     cl->idlen = (size_t)len;
     id = NULL;
-    cl->ca_fd = -1;
+    cl->ca_fd = cl->cert_fd = cl->key_fd = -1;
     struct cfg_rabbitmq r = *C->base;
-    char ca[64];
+    char ca[64], cert[64], key[64];
     r.management_url = sp->management_url;
     r.amqp_url = sp->amqp_url;
     r.ca_file = NULL;           /* the controller's CA is its own broker's */
     if (!sp->amqp_url) r.depth_source = CFG_DEPTH_MANAGEMENT;
+    r.cert_file = r.key_file = NULL; /* and so is its client certificate */
     if (sp->ca_pem) {
-        if ((rc = ca_memfd(sp->ca_pem, &cl->ca_fd))) goto out;
+        if ((rc = pem_memfd(sp->ca_pem, &cl->ca_fd))) goto out;
         snprintf(ca, sizeof ca, "/proc/self/fd/%d", cl->ca_fd);
         r.ca_file = ca;
+    }
+    if (sp->cert_pem && sp->key_pem) {
+        if ((rc = pem_memfd(sp->cert_pem, &cl->cert_fd)) ||
+            (rc = pem_memfd(sp->key_pem, &cl->key_fd)))
+            goto out;
+        snprintf(cert, sizeof cert, "/proc/self/fd/%d", cl->cert_fd);
+        snprintf(key, sizeof key, "/proc/self/fd/%d", cl->key_fd);
+        r.cert_file = cert;
+        r.key_file = key;
     }
     if ((rc = rmq_client_new_login(&r, sp->username, sp->password, &cl->rmq))) goto out;
     cl->refs = 1;
@@ -563,12 +617,18 @@ static int use_spec(struct conns *C, struct csecret *s, struct conn_spec *spec, 
         .amqp_url_key = p->login_in_url ? p->amqp_key : NULL,
         .ca_secret = p->ca_pem ? s->name : NULL,
         .ca_key = CONN_KEY_CA,
+        /* Workers present it on the AMQP URL only: over amqp:// they would refuse it. */
+        .cert_secret = p->cert_pem && p->amqp_url && !strncmp(p->amqp_url, "amqps://", 8)
+                           ? s->name : NULL,
+        .cert_key = CONN_KEY_CERT,
+        .key_key = CONN_KEY_KEY,
     };
     s->have = true;
     if (!was || s->err)
-        log_info("JobPool connection: Secret %s/%s read: management %s, amqp %s, user %s%s",
+        log_info("JobPool connection: Secret %s/%s read: management %s, amqp %s, user %s%s%s",
                  s->ns, s->name, p->management_url, p->amqp_url ? p->amqp_url : "(none)",
-                 p->username, p->ca_pem ? ", own CA" : "");
+                 p->username, p->ca_pem ? ", own CA" : "",
+                 p->cert_pem ? ", client certificate" : "");
     s->err = 0;
     s->reason[0] = s->msg[0] = '\0';
     return 0;

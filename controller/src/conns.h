@@ -21,6 +21,8 @@ struct rmq_client;
 #define CONN_KEY_USERNAME "username"
 #define CONN_KEY_PASSWORD "password"
 #define CONN_KEY_CA "ca.crt"
+#define CONN_KEY_CERT "tls.crt"        /* a client certificate (mutual TLS), with tls.key */
+#define CONN_KEY_KEY "tls.key"
 
 /* How often a Secret that was read is read again (less up to a fifth, fixed per Secret, so that
  * Secrets read together at start spread out); one that could not be read (or was invalid) is
@@ -35,6 +37,7 @@ struct conn_spec {
     char *vhost;                /* the AMQP URL's path, decoded; NULL: none given */
     char *username, *password;  /* the login; password may be "" */
     char *ca_pem;               /* ca.crt; NULL: none (system CAs) */
+    char *cert_pem, *key_pem;   /* tls.crt and tls.key, both or neither; NULL: none */
     const char *amqp_key;       /* the key the AMQP URL came from, or NULL */
     bool login_in_url;          /* no username key: the login came from the AMQP URL's user info
                                  * (or the management URL's, when there is no AMQP URL) */
@@ -43,7 +46,8 @@ struct conn_spec {
 /* Read a Secret object (as the API server returns it; data values base64) into *out (zeroed
  * first; free with conn_spec_free). The keys: managementUrl, or host holding an http[s]:// URL,
  * is required; amqpUrl, or host holding an amqp[s]:// URL, is optional; username and password,
- * or user info in the URL; ca.crt optional, PEM. Returns 0, JP_ENOMEM, or JP_ECONFIG with err
+ * or user info in the URL; ca.crt optional, PEM; tls.crt and tls.key optional together, PEM,
+ * and only with an amqps:// or https:// URL. Returns 0, JP_ENOMEM, or JP_ECONFIG with err
  * one line naming the key ("key managementUrl: not an http:// or https:// URL"); err never
  * holds a value of the Secret. */
 int conn_parse_secret(const struct cJSON *secret, struct conn_spec *out, char *err,

@@ -661,11 +661,12 @@ static cJSON *find_named(const cJSON *arr, const char *field, const char *value)
     return NULL;
 }
 
-/* The broker's CA: a secret volume, mounted read-only at KUBE_CA_MOUNT in every container
- * (unless something is mounted there already), and JOBPOOL_CA_FILE pointing into it. */
-static int add_ca(cJSON *podspec, const struct kube_worker_conn *w)
+/* A Secret as a volume named vol, mounted read-only at mount in every container and init
+ * container (unless something is mounted there already), and env (NULL-terminated name/file
+ * pairs, file relative to mount) pointing into it. */
+static int mount_secret(cJSON *podspec, const char *vol, const char *secret, const char *mount,
+                        const char *const *env)
 {
-    static const char *const vol = "jobpool-ca";
     static const char *const lists[] = {"containers", "initContainers"};
     cJSON *vols = cJSON_GetObjectItemCaseSensitive(podspec, "volumes");
     if (!vols && !(vols = cJSON_AddArrayToObject(podspec, "volumes"))) return JP_ENOMEM;
@@ -674,14 +675,12 @@ static int add_ca(cJSON *podspec, const struct kube_worker_conn *w)
         cJSON *v = cJSON_CreateObject(), *sec;
         if (!v || !cJSON_AddStringToObject(v, "name", vol) ||
             !(sec = cJSON_AddObjectToObject(v, "secret")) ||
-            !cJSON_AddStringToObject(sec, "secretName", w->ca_secret)) {
+            !cJSON_AddStringToObject(sec, "secretName", secret)) {
             cJSON_Delete(v);
             return JP_ENOMEM;
         }
         cJSON_AddItemToArray(vols, v);
     }
-    char file[512];
-    snprintf(file, sizeof file, KUBE_CA_MOUNT "/%s", w->ca_key ? w->ca_key : "ca.crt");
     for (size_t i = 0; i < 2; i++) {
         cJSON *ctrs = cJSON_GetObjectItemCaseSensitive(podspec, lists[i]), *ctr;
         cJSON_ArrayForEach(ctr, ctrs) {
@@ -689,21 +688,40 @@ static int add_ca(cJSON *podspec, const struct kube_worker_conn *w)
             cJSON *mounts = cJSON_GetObjectItemCaseSensitive(ctr, "volumeMounts");
             if (!mounts && !(mounts = cJSON_AddArrayToObject(ctr, "volumeMounts")))
                 return JP_ENOMEM;
-            if (!cJSON_IsArray(mounts) || find_named(mounts, "mountPath", KUBE_CA_MOUNT))
-                continue;
+            if (!cJSON_IsArray(mounts) || find_named(mounts, "mountPath", mount)) continue;
             cJSON *m = cJSON_CreateObject();
             if (!m || !cJSON_AddStringToObject(m, "name", vol) ||
-                !cJSON_AddStringToObject(m, "mountPath", KUBE_CA_MOUNT) ||
+                !cJSON_AddStringToObject(m, "mountPath", mount) ||
                 !cJSON_AddBoolToObject(m, "readOnly", true)) {
                 cJSON_Delete(m);
                 return JP_ENOMEM;
             }
             cJSON_AddItemToArray(mounts, m);
         }
-        int rc = add_env(ctrs, "JOBPOOL_CA_FILE", file);
-        if (rc) return rc;
+        for (const char *const *e = env; e[0]; e += 2) {
+            char file[512];
+            snprintf(file, sizeof file, "%s/%s", mount, e[1]);
+            int rc = add_env(ctrs, e[0], file);
+            if (rc) return rc;
+        }
     }
     return 0;
+}
+
+/* The broker's CA at KUBE_CA_MOUNT, and JOBPOOL_CA_FILE pointing into it. */
+static int add_ca(cJSON *podspec, const struct kube_worker_conn *w)
+{
+    const char *const env[] = {"JOBPOOL_CA_FILE", w->ca_key ? w->ca_key : "ca.crt", NULL};
+    return mount_secret(podspec, "jobpool-ca", w->ca_secret, KUBE_CA_MOUNT, env);
+}
+
+/* The workers' client certificate and key at KUBE_CERT_MOUNT, JOBPOOL_CERT_FILE and
+ * JOBPOOL_KEY_FILE pointing into it. */
+static int add_cert(cJSON *podspec, const struct kube_worker_conn *w)
+{
+    const char *const env[] = {"JOBPOOL_CERT_FILE", w->cert_key ? w->cert_key : "tls.crt",
+                               "JOBPOOL_KEY_FILE", w->key_key ? w->key_key : "tls.key", NULL};
+    return mount_secret(podspec, "jobpool-cert", w->cert_secret, KUBE_CERT_MOUNT, env);
 }
 
 /* The connection every container gets: the URL, and the login by reference to a Secret. */
@@ -769,6 +787,7 @@ int kube_job_manifest(const struct kube_job_spec *s, struct cJSON **out)
     }
     if (podspec && cJSON_IsObject(podspec)) {
         if (s->conn && s->conn->ca_secret && (rc = add_ca(podspec, s->conn)) != 0) goto out;
+        if (s->conn && s->conn->cert_secret && (rc = add_cert(podspec, s->conn)) != 0) goto out;
         if ((rc = podsec_fill(podspec)) != 0) goto out;
     }
     rc = JP_ENOMEM;

@@ -18,6 +18,9 @@ struct cJSON;
 #define KUBE_SELECTOR_MANAGED KUBE_LABEL_MANAGED_BY "=jobpool"
 /* Where a worker finds the broker's CA when rabbitmq.caSecret is set. */
 #define KUBE_CA_MOUNT         "/etc/jobpool/ca"
+/* Where a worker finds its client certificate and key when rabbitmq.certSecret (or a JobPool
+ * connection Secret's tls.crt and tls.key) is set. */
+#define KUBE_CERT_MOUNT       "/etc/jobpool/cert"
 
 /* ---- client ------------------------------------------------------------------------------ */
 
@@ -163,6 +166,9 @@ struct kube_worker_conn {
     const char *ca_secret;             /* NULL: none; else a volume at KUBE_CA_MOUNT and env
                                         * JOBPOOL_CA_FILE=KUBE_CA_MOUNT/<ca_key> */
     const char *ca_key;
+    const char *cert_secret;           /* NULL: none; else a volume at KUBE_CERT_MOUNT and env
+                                        * JOBPOOL_CERT_FILE and JOBPOOL_KEY_FILE into it */
+    const char *cert_key, *key_key;
 };
 
 /* What to create. All pointers are borrowed for the duration of the call. */

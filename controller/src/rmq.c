@@ -87,6 +87,7 @@ struct rmq_client {
     char *base;                 /* management URL without the trailing '/' */
     char *amqp_url;
     char *ca_file;
+    char *cert_file, *key_file; /* client certificate (mutual TLS), or NULL */
     char *user, *pass;
     long timeout_ms, connect_timeout_ms;
     enum cfg_depth_source source;
@@ -249,6 +250,8 @@ void rmq_client_free(struct rmq_client *c)
     free(c->base);
     free(c->amqp_url);
     free(c->ca_file);
+    free(c->cert_file);
+    free(c->key_file);
     free(c->user);
     if (c->pass) {
         log_drop_secret(c->pass);
@@ -292,6 +295,9 @@ static int client_new(const struct cfg_rabbitmq *cfg, char *user, char *pass,
     if (!(c->amqp_url = strdup(cfg->amqp_url ? cfg->amqp_url : "amqp://rabbitmq:5672")))
         goto out;
     if (cfg->ca_file && !(c->ca_file = strdup(cfg->ca_file))) goto out;
+    if (cfg->cert_file && cfg->key_file &&
+        (!(c->cert_file = strdup(cfg->cert_file)) || !(c->key_file = strdup(cfg->key_file))))
+        goto out;
     c->source = cfg->depth_source;
     c->timeout_ms = cfg->timeout_ms > 0 ? (long)cfg->timeout_ms : 3000;
     c->connect_timeout_ms = cfg->connect_timeout_ms > 0 ? (long)cfg->connect_timeout_ms : 1000;
@@ -302,6 +308,8 @@ static int client_new(const struct cfg_rabbitmq *cfg, char *user, char *pass,
         .connect_timeout_ms = c->connect_timeout_ms,
         .max_body = cfg->max_body ? cfg->max_body : (size_t)8 << 20,
         .ca_file = cfg->ca_file,
+        .cert_file = c->cert_file,
+        .key_file = c->key_file,
         .username = c->user,
         .password = c->pass,
     };
@@ -573,6 +581,14 @@ static int amqp_connect(struct rmq_client *c, struct amqp_vconn *v)
         if (c->ca_file && amqp_ssl_socket_set_cacert(s, c->ca_file) != AMQP_STATUS_OK) {
             rc = JP_ETLS;
             set_err(c, NULL, "amqp: cannot load the CA file %s", c->ca_file);
+            goto out;
+        }
+        int kst;
+        if (c->cert_file &&
+            (kst = amqp_ssl_socket_set_key(s, c->cert_file, c->key_file)) != AMQP_STATUS_OK) {
+            rc = JP_ETLS;
+            set_err(c, NULL, "amqp: cannot load the client certificate %s with its key %s: %s",
+                    c->cert_file, c->key_file, amqp_error_string2(kst));
             goto out;
         }
     }

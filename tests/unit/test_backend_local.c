@@ -382,6 +382,49 @@ static void test_tmpdir(void **state)
     free(old);
 }
 
+/* TLS files reach a worker as JOBPOOL_CA_FILE, JOBPOOL_CERT_FILE and JOBPOOL_KEY_FILE; a pool
+ * whose worker.env sets the certificate or the key replaces the pair (never one of each). */
+static void test_env_tls(void **state)
+{
+    (void)state;
+    char out[128], script[256];
+    snprintf(out, sizeof out, "%s/env-tls.txt", tmpdir);
+    snprintf(script, sizeof script, "env | grep -E '^JOBPOOL_(CA|CERT|KEY)_FILE=' | sort > %s", out);
+    char *argv[] = {"sh", "-c", script, NULL};
+    struct cfg c;
+    struct cfg_pool p;
+    make_cfg(&c, &p, argv, 3);
+    c.rabbitmq.amqp_url = "amqps://localhost:5671";
+    c.rabbitmq.ca_file = "/etc/mq/ca.pem";
+    c.rabbitmq.cert_file = "/etc/mq/client.pem";
+    c.rabbitmq.key_file = "/etc/mq/client.key";
+    for (int round = 0; round < 2; round++) {
+        struct cfg_env_var own = {.name = "JOBPOOL_KEY_FILE", .value = "/pool/key.pem"};
+        p.worker_env = round ? &own : NULL;
+        p.worker_nenv = round ? 1 : 0;
+        struct backend *b;
+        assert_int_equal(backend_local_new(&c, NULL, &b), 0);
+        int started;
+        assert_int_equal(b->start(b, &p, NULL, 1, 1, &started), 0);
+        struct backend_list l = {0};
+        wait_idle(b, &p, &l);
+        char *env = NULL;
+        assert_int_equal(util_read_file(out, 65536, false, &env), 0);
+        char *files = strstr(env, "JOBPOOL_CA_FILE=");
+        assert_non_null(files);
+        if (!round)
+            assert_string_equal(files, "JOBPOOL_CA_FILE=/etc/mq/ca.pem\n"
+                                       "JOBPOOL_CERT_FILE=/etc/mq/client.pem\n"
+                                       "JOBPOOL_KEY_FILE=/etc/mq/client.key\n");
+        else
+            assert_string_equal(files, "JOBPOOL_CA_FILE=/etc/mq/ca.pem\n"
+                                       "JOBPOOL_KEY_FILE=/pool/key.pem\n");
+        free(env);
+        backend_list_free(&l);
+        backend_free(b);
+    }
+}
+
 /* No descriptor of the controller reaches a worker: not one it opened without O_CLOEXEC. */
 static void test_descriptors_closed(void **state)
 {
@@ -604,6 +647,7 @@ int main(void)
         cmocka_unit_test(test_missing_credentials),
         cmocka_unit_test(test_descriptors_closed),
         cmocka_unit_test(test_tmpdir),
+        cmocka_unit_test(test_env_tls),
         cmocka_unit_test(test_env_reference_missing),
         cmocka_unit_test(test_unobserved_worker_has_start),
         cmocka_unit_test(test_shutdown_waitpid_eintr),

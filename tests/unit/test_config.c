@@ -781,6 +781,54 @@ static const struct bad_case bad_cases[] = {
          "  caSecret: {name: rabbitmq-ca, key: 'ca/crt'}\n"
          "pools: []\n",
      "config.yaml:2:38: rabbitmq.caSecret.key: must be a Secret key (letters, digits, '-', '_' and '.', at most 253), got 'ca/crt'"},
+    {"cert_without_key",
+         "rabbitmq:\n"
+         "  amqpUrl: amqps://rabbitmq:5671\n"
+         "  certFile: /etc/jobpool/cert/tls.crt\n"
+         "pools: []\n",
+     "config.yaml:2:3: rabbitmq.keyFile: required when 'certFile' is set"},
+    {"key_without_cert",
+         "rabbitmq:\n"
+         "  amqpUrl: amqps://rabbitmq:5671\n"
+         "  keyFile: /etc/jobpool/cert/tls.key\n"
+         "pools: []\n",
+     "config.yaml:2:3: rabbitmq.certFile: required when 'keyFile' is set"},
+    {"cert_without_tls",
+         "rabbitmq:\n"
+         "  certFile: /c.pem\n"
+         "  keyFile: /k.pem\n"
+         "pools: []\n",
+     "config.yaml:2:13: rabbitmq.certFile: a client certificate needs an amqps:// amqpUrl or an https:// managementUrl"},
+    {"cert_secret_amqp",
+         "rabbitmq:\n"
+         "  managementUrl: https://rabbitmq:15671\n"
+         "  workerSecret: {name: w}\n"
+         "  certSecret: {name: client-tls}\n"
+         "pools: []\n",
+     "config.yaml:4:15: rabbitmq.certSecret: workers present it on amqpUrl, which must then be amqps://"},
+    {"cert_secret_no_worker_secret",
+         "rabbitmq:\n"
+         "  amqpUrl: amqps://rabbitmq:5671\n"
+         "  certSecret: {name: client-tls}\n"
+         "pools: []\n",
+     "config.yaml:3:15: rabbitmq.certSecret: needs rabbitmq.workerSecret: Jobs get their connection from the controller only then"},
+    {"cert_secret_same_keys",
+         "rabbitmq:\n"
+         "  amqpUrl: amqps://rabbitmq:5671\n"
+         "  workerSecret: {name: w}\n"
+         "  certSecret: {name: client-tls, certKey: k, keyKey: k}\n"
+         "pools: []\n",
+     "config.yaml:4:54: rabbitmq.certSecret.keyKey: must differ from certKey ('k')"},
+    {"cert_secret_no_name",
+         "rabbitmq:\n"
+         "  certSecret: {certKey: c}\n"
+         "pools: []\n",
+     "config.yaml:2:15: rabbitmq.certSecret.name: required key is missing"},
+    {"cert_secret_typo",
+         "rabbitmq:\n"
+         "  certSecret: {name: c, keykey: k}\n"
+         "pools: []\n",
+     "config.yaml:2:25: rabbitmq.certSecret.keykey: unknown key; did you mean 'keyKey'?"},
     {"instance_upper",
          "kubernetes:\n"
          "  instance: Blue\n"
@@ -1046,6 +1094,51 @@ static void test_examples_load(void **state)
     assert_int_equal(cfg_load("docs/examples/kube.yaml", &c, err, sizeof err), 0);
     assert_string_equal(c->rabbitmq.worker_secret.name, "rabbitmq-worker");
     assert_null(c->kubernetes.namespace_); /* the service account's */
+    cfg_free(c);
+}
+
+/* Mutual TLS: the controller's own certificate and key, and the workers' Secret with the
+ * kubernetes.io/tls key names by default. */
+static void test_client_cert(void **state)
+{
+    (void)state;
+    static const char y[] = "rabbitmq:\n"
+                            "  managementUrl: https://rabbitmq:15671\n"
+                            "  amqpUrl: amqps://rabbitmq:5671\n"
+                            "  certFile: /etc/jobpool/cert/tls.crt\n"
+                            "  keyFile: /etc/jobpool/cert/tls.key\n"
+                            "  workerSecret: {name: rabbitmq-worker}\n"
+                            "  certSecret: {name: rabbitmq-client}\n"
+                            "pools: []\n";
+    struct cfg *c;
+    char err[512];
+    assert_int_equal(cfg_load_string(y, sizeof y - 1, "config.yaml", &c, err, sizeof err), 0);
+    assert_string_equal(c->rabbitmq.cert_file, "/etc/jobpool/cert/tls.crt");
+    assert_string_equal(c->rabbitmq.key_file, "/etc/jobpool/cert/tls.key");
+    assert_string_equal(c->rabbitmq.cert_secret.name, "rabbitmq-client");
+    assert_string_equal(c->rabbitmq.cert_secret.cert_key, "tls.crt");
+    assert_string_equal(c->rabbitmq.cert_secret.key_key, "tls.key");
+    cfg_free(c);
+    /* Own key names; an https:// management URL alone is TLS enough for the controller's. */
+    static const char y2[] = "rabbitmq:\n"
+                             "  managementUrl: https://rabbitmq:15671\n"
+                             "  certFile: /c.pem\n"
+                             "  keyFile: /k.pem\n"
+                             "  amqpUrl: amqps://rabbitmq:5671\n"
+                             "  workerSecret: {name: w}\n"
+                             "  certSecret: {name: c, certKey: client.pem, keyKey: client.key}\n"
+                             "pools: []\n";
+    assert_int_equal(cfg_load_string(y2, sizeof y2 - 1, "config.yaml", &c, err, sizeof err), 0);
+    assert_string_equal(c->rabbitmq.cert_secret.cert_key, "client.pem");
+    assert_string_equal(c->rabbitmq.cert_secret.key_key, "client.key");
+    cfg_free(c);
+    static const char y3[] = "rabbitmq:\n"
+                             "  managementUrl: https://rabbitmq:15671\n"
+                             "  certFile: /c.pem\n"
+                             "  keyFile: /k.pem\n"
+                             "pools: []\n";
+    assert_int_equal(cfg_load_string(y3, sizeof y3 - 1, "config.yaml", &c, err, sizeof err), 0);
+    assert_null(c->rabbitmq.cert_secret.name);
     cfg_free(c);
 }
 
@@ -1597,6 +1690,7 @@ int main(void)
         cmocka_unit_test(test_fixture_files),
         cmocka_unit_test(test_examples_load),
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_client_cert),
         cmocka_unit_test(test_full),
         cmocka_unit_test(test_vhost_and_kubeconfig),
         cmocka_unit_test(test_hash),

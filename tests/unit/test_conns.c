@@ -68,6 +68,9 @@ static int parse(cJSON *s, struct conn_spec *out, char *err, size_t len)
     return rc;
 }
 
+#define PEM_CERT "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n"
+#define PEM_KEY "-----BEGIN PRIVATE KEY-----\nhunter2\n-----END PRIVATE KEY-----\n"
+
 static void test_parse_keys(void **state)
 {
     (void)state;
@@ -116,6 +119,22 @@ static void test_parse_keys(void **state)
                                   "p", "ca.crt", "-----BEGIN CERTIFICATE-----\nMIIB\n"
                                   "-----END CERTIFICATE-----\n", NULL), &c, err, sizeof err), 0);
     assert_non_null(strstr(c.ca_pem, "BEGIN CERTIFICATE"));
+    assert_null(c.cert_pem);
+    assert_null(c.key_pem);
+    conn_spec_free(&c);
+
+    /* A client certificate (mutual TLS): tls.crt and tls.key, as a kubernetes.io/tls Secret. */
+    assert_int_equal(parse(secret("1", "managementUrl", "https://r", "amqpUrl", "amqps://r",
+                                  "username", "u", "password", "p", "tls.crt", PEM_CERT,
+                                  "tls.key", PEM_KEY, NULL), &c, err, sizeof err), 0);
+    assert_non_null(strstr(c.cert_pem, "BEGIN CERTIFICATE"));
+    assert_non_null(strstr(c.key_pem, "BEGIN PRIVATE KEY"));
+    conn_spec_free(&c);
+    /* An EC or RSA key in its own PEM form is a private key too; amqps:// alone is TLS enough. */
+    assert_int_equal(parse(secret("1", "managementUrl", "http://r", "amqpUrl", "amqps://r",
+                                  "username", "u", "password", "p", "tls.crt", PEM_CERT,
+                                  "tls.key", "-----BEGIN EC PRIVATE KEY-----\nx\n"
+                                  "-----END EC PRIVATE KEY-----\n", NULL), &c, err, sizeof err), 0);
     conn_spec_free(&c);
 }
 
@@ -178,6 +197,23 @@ static void test_parse_errors(void **state)
              "key username: empty");
     want_err(secret("1", "managementUrl", "http://r", "username", "u", "password", "p",
                     "ca.crt", "hunter2", NULL), "key ca.crt: not a PEM certificate");
+    want_err(secret("1", "managementUrl", "https://r", "username", "u", "password", "p",
+                    "tls.crt", PEM_CERT, NULL), "key tls.key: required with key tls.crt");
+    want_err(secret("1", "managementUrl", "https://r", "username", "u", "password", "p",
+                    "tls.key", PEM_KEY, NULL), "key tls.crt: required with key tls.key");
+    want_err(secret("1", "managementUrl", "https://r", "username", "u", "password", "p",
+                    "tls.crt", "hunter2", "tls.key", PEM_KEY, NULL),
+             "key tls.crt: not a PEM certificate");
+    want_err(secret("1", "managementUrl", "https://r", "username", "u", "password", "p",
+                    "tls.crt", PEM_CERT, "tls.key", "hunter2", NULL),
+             "key tls.key: not a PEM private key");
+    want_err(secret("1", "managementUrl", "https://r", "username", "u", "password", "p",
+                    "tls.crt", PEM_CERT, "tls.key", "-----BEGIN ENCRYPTED PRIVATE KEY-----\n"
+                    "hunter2\n-----END ENCRYPTED PRIVATE KEY-----\n", NULL),
+             "key tls.key: an encrypted private key; store it unencrypted");
+    want_err(secret("1", "managementUrl", "http://r", "amqpUrl", "amqp://r", "username", "u",
+                    "password", "p", "tls.crt", PEM_CERT, "tls.key", PEM_KEY, NULL),
+             "key tls.crt: a client certificate needs an amqps:// or https:// URL");
     want_err(cJSON_Parse("{\"data\":{\"managementUrl\":\"!!!\"}}"), "key managementUrl: not base64");
     want_err(cJSON_Parse("{\"data\":{\"managementUrl\":5}}"), "key managementUrl: not a string");
     char big[3000];
@@ -382,6 +418,55 @@ static void test_ca(void **state)
     set_secret(1, NULL);
 }
 
+/* tls.crt and tls.key: the client presents them (in-memory copies, like the CA's) and workers
+ * mount the Secret for them when they reach the broker over amqps://; a Secret that drops them
+ * drops the copies with its old client. */
+static void test_client_cert(void **state)
+{
+    (void)state;
+    struct cfg_rabbitmq base = {.timeout_ms = 1000, .cert_file = "/controller/own.crt",
+                                .key_file = "/controller/own.key"};
+    struct conns *C = NULL;
+    assert_int_equal(conns_new(NULL, &base, &C), 0);
+    set_secret(1, secret("1", "managementUrl", "https://127.0.0.1:1", "amqpUrl",
+                         "amqps://127.0.0.1:1", "username", "u", "password", "p", "tls.crt",
+                         PEM_CERT, "tls.key", PEM_KEY, NULL));
+    int fds = open_fds();
+    struct conn_use u;
+    char reason[40];
+    conns_begin(C);
+    assert_int_equal(get(C, "ns", "s1", 0, &u, reason), 0);
+    conns_end(C);
+    assert_string_equal(u.worker->cert_secret, "s1");
+    assert_string_equal(u.worker->cert_key, "tls.crt");
+    assert_string_equal(u.worker->key_key, "tls.key");
+    assert_null(u.worker->ca_secret);
+    assert_int_equal(open_fds(), fds + 2);                /* the certificate and the key */
+    /* The management URL over TLS, the AMQP one not: the controller presents it on the first,
+     * the workers get none (over amqp:// they would refuse it). */
+    set_secret(1, secret("2", "managementUrl", "https://127.0.0.1:1", "amqpUrl",
+                         "amqp://127.0.0.1:1", "username", "u", "password", "p", "tls.crt",
+                         PEM_CERT, "tls.key", PEM_KEY, NULL));
+    conns_begin(C);
+    assert_int_equal(get(C, "ns", "s1", CONNS_REREAD_MS, &u, reason), 0);
+    conns_end(C);
+    assert_null(u.worker->cert_secret);
+    assert_int_equal(open_fds(), fds + 2);
+    /* Dropped from the Secret: gone for the workers, and the copies are closed. The
+     * controller's own certificate (for its own broker) is never handed to a JobPool's. */
+    set_secret(1, secret("3", "managementUrl", "https://127.0.0.1:1", "amqpUrl",
+                         "amqps://127.0.0.1:1", "username", "u", "password", "p", NULL));
+    conns_begin(C);
+    assert_int_equal(get(C, "ns", "s1", 2 * CONNS_REREAD_MS, &u, reason), 0);
+    conns_end(C);
+    assert_null(u.worker->cert_secret);
+    assert_int_equal(open_fds(), fds);
+    conns_begin(C);
+    conns_end(C);
+    conns_free(C);
+    set_secret(1, NULL);
+}
+
 /* A password read from a Secret is masked in the log while its client lives. */
 static void test_password_masked(void **state)
 {
@@ -413,6 +498,7 @@ int main(void)
         cmocka_unit_test(test_parse_errors),
         cmocka_unit_test(test_set),
         cmocka_unit_test(test_ca),
+        cmocka_unit_test(test_client_cert),
         cmocka_unit_test(test_password_masked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -248,6 +248,77 @@ static void test_manifest_conn(void **state)
     cJSON_Delete(t);
 }
 
+/* A client certificate Secret: a second volume at KUBE_CERT_MOUNT beside the CA's, in every
+ * container and init container, JOBPOOL_CERT_FILE and JOBPOOL_KEY_FILE pointing at its keys; a
+ * container that mounts something there itself keeps its own. */
+static void test_manifest_client_cert(void **state)
+{
+    (void)state;
+    cJSON *t = cJSON_Parse(
+        "{\"template\":{\"spec\":{\"restartPolicy\":\"Never\","
+        "\"initContainers\":[{\"name\":\"init\",\"image\":\"i\"}],"
+        "\"containers\":[{\"name\":\"a\",\"image\":\"x\"},"
+        "{\"name\":\"b\",\"image\":\"y\",\"volumeMounts\":[{\"name\":\"own\","
+        "\"mountPath\":\"/etc/jobpool/cert\"}]}]}}}");
+    assert_non_null(t);
+    struct kube_worker_conn w = {.amqp_url = "amqps://mq.example:5671", .secret = "mq-worker",
+                                 .ca_secret = "mq-ca", .ca_key = "ca.crt",
+                                 .cert_secret = "mq-client", .cert_key = "tls.crt",
+                                 .key_key = "tls.key"};
+    struct kube_job_spec s = {.pool = "p", .queue = "q", .job_template = t,
+                              .ttl_seconds_after_finished = -1, .conn = &w};
+    cJSON *m = NULL;
+    assert_int_equal(kube_job_manifest(&s, &m), 0);
+    cJSON *vols = at(m, "spec.template.spec.volumes");
+    assert_int_equal(cJSON_GetArraySize(vols), 2);
+    assert_string_equal(at(vols, "0.name")->valuestring, "jobpool-ca");
+    assert_string_equal(at(vols, "1.name")->valuestring, "jobpool-cert");
+    assert_string_equal(at(vols, "1.secret.secretName")->valuestring, "mq-client");
+    cJSON *a = at(m, "spec.template.spec.containers.0");
+    cJSON *b = at(m, "spec.template.spec.containers.1");
+    cJSON *init = at(m, "spec.template.spec.initContainers.0");
+    cJSON *ctrs[] = {a, b, init};
+    for (int i = 0; i < 3; i++) {
+        assert_string_equal(env_value(ctrs[i], "JOBPOOL_CERT_FILE"), KUBE_CERT_MOUNT "/tls.crt");
+        assert_string_equal(env_value(ctrs[i], "JOBPOOL_KEY_FILE"), KUBE_CERT_MOUNT "/tls.key");
+        assert_string_equal(env_value(ctrs[i], "JOBPOOL_CA_FILE"), KUBE_CA_MOUNT "/ca.crt");
+    }
+    assert_int_equal(cJSON_GetArraySize(at(a, "volumeMounts")), 2);
+    assert_string_equal(at(a, "volumeMounts.1.name")->valuestring, "jobpool-cert");
+    assert_string_equal(at(a, "volumeMounts.1.mountPath")->valuestring, KUBE_CERT_MOUNT);
+    assert_true(cJSON_IsTrue(at(a, "volumeMounts.1.readOnly")));
+    /* b mounts its own volume at the cert path: it keeps it, and gets the CA's beside it. */
+    assert_int_equal(cJSON_GetArraySize(at(b, "volumeMounts")), 2);
+    assert_string_equal(at(b, "volumeMounts.0.name")->valuestring, "own");
+    assert_string_equal(at(b, "volumeMounts.1.name")->valuestring, "jobpool-ca");
+    assert_string_equal(at(init, "volumeMounts.1.name")->valuestring, "jobpool-cert");
+    cJSON_Delete(m);
+
+    /* Own key names; no CA Secret. */
+    w.ca_secret = NULL;
+    w.cert_key = "client.pem";
+    w.key_key = "client.key";
+    assert_int_equal(kube_job_manifest(&s, &m), 0);
+    vols = at(m, "spec.template.spec.volumes");
+    assert_int_equal(cJSON_GetArraySize(vols), 1);
+    assert_string_equal(at(vols, "0.name")->valuestring, "jobpool-cert");
+    a = at(m, "spec.template.spec.containers.0");
+    assert_string_equal(env_value(a, "JOBPOOL_CERT_FILE"), KUBE_CERT_MOUNT "/client.pem");
+    assert_string_equal(env_value(a, "JOBPOOL_KEY_FILE"), KUBE_CERT_MOUNT "/client.key");
+    assert_null(env_item(a, "JOBPOOL_CA_FILE"));
+    cJSON_Delete(m);
+
+    /* No certificate Secret: neither volume nor variables. */
+    w.cert_secret = NULL;
+    assert_int_equal(kube_job_manifest(&s, &m), 0);
+    a = at(m, "spec.template.spec.containers.0");
+    assert_null(at(m, "spec.template.spec.volumes"));
+    assert_null(env_item(a, "JOBPOOL_CERT_FILE"));
+    assert_null(env_item(a, "JOBPOOL_KEY_FILE"));
+    cJSON_Delete(m);
+    cJSON_Delete(t);
+}
+
 /* The restricted Pod Security fields are filled where the template is silent; a value the
  * template sets, even a weaker one, is kept. */
 static void test_manifest_restricted(void **state)
@@ -634,6 +705,7 @@ int main(void)
         cmocka_unit_test(test_namespace_default),
         cmocka_unit_test(test_manifest),
         cmocka_unit_test(test_manifest_conn),
+        cmocka_unit_test(test_manifest_client_cert),
         cmocka_unit_test(test_manifest_restricted),
         cmocka_unit_test(test_parse),
         cmocka_unit_test(test_states),
