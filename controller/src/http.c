@@ -35,7 +35,7 @@ static unsigned long long n_bytes;
 /* Without the strings, an OpenSSL error reads "error:0A00010B:lib(20)::reason(267)". The
  * reasons a misconfigured endpoint gives most often are spelled out here (the text is
  * OpenSSL's own, as `openssl errstr` prints it); others keep the code. */
-static const char *tls_reason(long r)
+const char *http_tls_reason(long r)
 {
     switch (r) {
     case 134: return "certificate verify failed";
@@ -54,14 +54,19 @@ static const char *tls_reason(long r)
     }
 }
 
-/* msg with the reason of an OpenSSL SSL error (library 20) spelled out after it, in place. */
-static void spell_tls_reason(char *msg, size_t size)
+/* msg with the reason of an OpenSSL SSL error (library 20) spelled out after it, in place.
+ * Returns true when the reason is an alert the peer sent (OpenSSL's reasons 1000 to 1255:
+ * 1000 plus the alert's number), which is a TLS failure even when it arrives on the first read
+ * after the handshake, as a TLS 1.3 server's refusal of the client's certificate does. */
+static bool spell_tls_reason(char *msg, size_t size)
 {
     const char *at = strstr(msg, ":lib(20)::reason(");
-    if (!at) return;
-    const char *text = tls_reason(strtol(at + strlen(":lib(20)::reason("), NULL, 10));
+    if (!at) return false;
+    long r = strtol(at + strlen(":lib(20)::reason("), NULL, 10);
+    const char *text = http_tls_reason(r);
     size_t len = strlen(msg);
     if (text && len < size) snprintf(msg + len, size - len, ": %s", text);
+    return r >= 1000 && r <= 1255;
 }
 
 /* libcurl's OpenSSL start would load every error string of libcrypto and libssl into a hash
@@ -347,7 +352,7 @@ static int req_finish(struct http_client *c, CURLcode cc, struct http_response *
         else
             snprintf(resp->error, sizeof resp->error, "%s", c->errbuf[0] ? c->errbuf
                                                                         : curl_easy_strerror(cc));
-        if (rc == JP_ETLS) spell_tls_reason(resp->error, sizeof resp->error);
+        if (spell_tls_reason(resp->error, sizeof resp->error)) rc = JP_ETLS;
         return rc;
     }
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);

@@ -33,6 +33,11 @@ struct http_response {
     char error[256];            /* transport error detail (no credentials), "" when none */
 };
 
+/* OpenSSL's text for the reason r of an SSL-library error (the process runs without OpenSSL's
+ * error strings: see http.c), for the reasons a misconfigured TLS endpoint gives most often;
+ * NULL for others. */
+const char *http_tls_reason(long r);
+
 /* Copies every string in opts. Returns 0 or JP_ENOMEM/JP_EINVAL; *out NULL on failure. */
 int http_client_new(const struct http_opts *opts, struct http_client **out);
 void http_client_free(struct http_client *c);

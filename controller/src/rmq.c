@@ -8,6 +8,7 @@
 
 #include <amqp.h>
 #include <amqp_ssl_socket.h>
+#include <openssl/err.h>
 #include <amqp_tcp_socket.h>
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -525,6 +526,21 @@ static int amqp_status_err(int st)
     }
 }
 
+/* What OpenSSL says of the last TLS failure on this thread, as ": reason(N): text" (librabbitmq
+ * only says "a SSL error occurred"); "" when it has nothing. Clears its queue. */
+static const char *tls_detail(char *buf, size_t n)
+{
+    unsigned long e = ERR_peek_last_error();
+    buf[0] = '\0';
+    if (e && ERR_GET_LIB(e) == ERR_LIB_SSL) {
+        long r = (long)ERR_GET_REASON(e);
+        const char *text = http_tls_reason(r);
+        snprintf(buf, n, ": reason(%ld)%s%s", r, text ? ": " : "", text ? text : "");
+    }
+    ERR_clear_error();
+    return buf;
+}
+
 /* Map a failed RPC reply to a typed error and detail. */
 static int amqp_reply_err(struct rmq_client *c, amqp_rpc_reply_t r, const char *what,
                           bool *chan_closed)
@@ -532,9 +548,12 @@ static int amqp_reply_err(struct rmq_client *c, amqp_rpc_reply_t r, const char *
     *chan_closed = false;
     switch (r.reply_type) {
     case AMQP_RESPONSE_NORMAL: return 0;
-    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
-        set_err(c, NULL, "amqp %s: %s", what, amqp_error_string2(r.library_error));
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION: {
+        char tls[96] = "";
+        if (amqp_status_err(r.library_error) == JP_ETLS) tls_detail(tls, sizeof tls);
+        set_err(c, NULL, "amqp %s: %s%s", what, amqp_error_string2(r.library_error), tls);
         return amqp_status_err(r.library_error);
+    }
     case AMQP_RESPONSE_SERVER_EXCEPTION:
         if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
             const amqp_channel_close_t *m = r.reply.decoded;
@@ -597,7 +616,10 @@ static int amqp_connect(struct rmq_client *c, struct amqp_vconn *v)
     int st = amqp_socket_open_noblock(s, ci.host, ci.port, &tv);
     if (st != AMQP_STATUS_OK) {
         rc = amqp_status_err(st);
-        set_err(c, NULL, "amqp connect to %s:%d: %s", ci.host, ci.port, amqp_error_string2(st));
+        char tls[96] = "";
+        if (rc == JP_ETLS) tls_detail(tls, sizeof tls);
+        set_err(c, NULL, "amqp connect to %s:%d: %s%s", ci.host, ci.port, amqp_error_string2(st),
+                tls);
         goto out;
     }
     struct timeval rpc = {.tv_sec = c->timeout_ms / 1000, .tv_usec = (c->timeout_ms % 1000) * 1000};

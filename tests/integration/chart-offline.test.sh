@@ -64,6 +64,31 @@ if render --set rabbitmq.caSecret.name=rmq-ca --set rabbitmq.caSecret.key=ca.pem
      "{'name': 'rmq-ca', 'key': 'ca.pem'} /etc/jobpool/ca/ca.crt" ]; then
   ok "rabbitmq.caSecret reaches the workers (config caSecret) and the controller (caFile)"
 else bad "rabbitmq.caSecret is not passed through"; cat "$tmp/err"; fi
+# Mutual TLS: one kubernetes.io/tls Secret for the controller (mounted, certFile/keyFile) and
+# the workers (certSecret); refused at render time without an amqps:// amqpUrl.
+if render --set rabbitmq.amqpUrl=amqps://rabbitmq:5671 --set rabbitmq.certSecret.name=rmq-client \
+     --set rabbitmq.certSecret.keyKey=client.key > "$tmp/cert.yaml" 2>"$tmp/err" &&
+   [ "$($check config "$tmp/cert.yaml" | python3 -c 'import sys,yaml; r=yaml.safe_load(sys.stdin)["rabbitmq"]; print(r.get("certSecret"), r.get("certFile"), r.get("keyFile"))')" = \
+     "{'name': 'rmq-client', 'certKey': 'tls.crt', 'keyKey': 'client.key'} /etc/jobpool/cert/tls.crt /etc/jobpool/cert/tls.key" ] &&
+   python3 - "$tmp/cert.yaml" <<'EOP'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+dep = next(d for d in docs if d["kind"] == "Deployment")
+ps = dep["spec"]["template"]["spec"]
+vol = next(v for v in ps["volumes"] if v["name"] == "rabbitmq-cert")
+assert vol["secret"]["secretName"] == "rmq-client", vol
+assert vol["secret"]["items"] == [{"key": "tls.crt", "path": "tls.crt"}, {"key": "client.key", "path": "tls.key"}], vol
+m = [m for m in ps["containers"][0]["volumeMounts"] if m["name"] == "rabbitmq-cert"]
+assert m == [{"name": "rabbitmq-cert", "mountPath": "/etc/jobpool/cert", "readOnly": True}], m
+EOP
+then
+  ok "rabbitmq.certSecret reaches the workers (config certSecret) and the controller (mounted, certFile and keyFile)"
+else bad "rabbitmq.certSecret is not passed through"; cat "$tmp/err"; fi
+if render --set rabbitmq.certSecret.name=rmq-client > /dev/null 2>"$tmp/err"; then
+  bad "rabbitmq.certSecret with an amqp:// amqpUrl rendered"
+elif grep -q "rabbitmq.certSecret: workers present the client certificate on amqpUrl, which must then be amqps://" "$tmp/err"; then
+  ok "rabbitmq.certSecret with an amqp:// amqpUrl is refused, saying why"
+else bad "rabbitmq.certSecret with amqp://: unexpected error: $(cat "$tmp/err")"; fi
 
 # Names stay DNS labels and distinct between releases even past 63 characters.
 long=controller-for-the-thumbnail-and-report-queues-of-the-media-team
@@ -109,7 +134,7 @@ ctrl=${JOBPOOL_BUILD:-${B:-$root/build}}/jobpool-controller
 if [ -x "$ctrl" ] && "$ctrl" --help 2>&1 | grep -q -- --check-config; then
   printf 'pools: []\n' > "$tmp/nopools-values.yaml"
   render -f "$tmp/nopools-values.yaml" > "$tmp/nopools.yaml" 2>"$tmp/err" || cat "$tmp/err"
-  for f in defaults three nopools; do
+  for f in defaults three nopools cert; do
     $check config "$tmp/$f.yaml" > "$tmp/$f.config.yaml"
     if out=$("$ctrl" --check-config "$tmp/$f.config.yaml" 2>&1); then ok "jobpool-controller --check-config accepts the $f render's config"
     else bad "jobpool-controller --check-config rejects the $f render's config: $out"; fi

@@ -223,6 +223,14 @@ tests/integration/chart-limits.test.sh proves the chart and the controller agree
 {{- if and (not $w.existingSecret) (ne (not $w.username) (not $w.password)) -}}
 {{- fail "workers.auth: set both username and password (or existingSecret, or neither: the workers then use the controller's login)" -}}
 {{- end -}}
+{{- with .Values.rabbitmq.certSecret -}}
+{{- if and .name (not (hasPrefix "amqps://" $.Values.rabbitmq.amqpUrl)) -}}
+{{- fail (printf "rabbitmq.certSecret: workers present the client certificate on amqpUrl, which must then be amqps://, got %q" $.Values.rabbitmq.amqpUrl) -}}
+{{- end -}}
+{{- if and .name (eq .certKey .keyKey) -}}
+{{- fail (printf "rabbitmq.certSecret.keyKey: must differ from certKey (%q)" .certKey) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The controller's config file (docs/config.md), rendered from the values, in the order of
@@ -255,6 +263,17 @@ rabbitmq:
   caSecret:
     name: {{ .name }}
     key: {{ .key | quote }}
+  {{- end }}
+  {{- end }}
+  {{- with .Values.rabbitmq.certSecret }}
+  {{- if .name }}
+  # Mutual TLS: the controller's certificate, and the same Secret mounted into every worker.
+  certFile: /etc/jobpool/cert/tls.crt
+  keyFile: /etc/jobpool/cert/tls.key
+  certSecret:
+    name: {{ .name }}
+    certKey: {{ .certKey | quote }}
+    keyKey: {{ .keyKey | quote }}
   {{- end }}
   {{- end }}
   timeout: {{ .Values.rabbitmq.timeout | quote }}
