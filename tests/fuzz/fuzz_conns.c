@@ -1,7 +1,8 @@
 /* fuzz_conns.c: libFuzzer target: a JobPool's connection Secret (conn_parse_secret). The input
  * is the Secret's data as lines "key=value" (the raw values; the target base64-encodes them, as
  * the API server's answer carries them). What must hold: a Secret that parses has an http[s]://
- * management URL and an amqp[s]:// AMQP URL (or none), neither with user info, and a login; an
+ * management URL and an amqp[s]:// AMQP URL (or none), neither with user info, and a login; a
+ * client certificate and its key together, or neither, and only with a TLS URL; an
  * error never quotes a value (checked for values holding '|', which no message does). */
 #define _GNU_SOURCE
 #include <cjson/cJSON.h>
@@ -74,6 +75,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                            || !no_userinfo(s.amqp_url)))
             abort();
         if (!s.username || !*s.username || !s.password) abort();
+        /* A client certificate comes with its key, and only with a URL to present it on. */
+        if (!s.cert_pem != !s.key_pem) abort();
+        if (s.cert_pem && strncmp(s.management_url, "https://", 8) &&
+            (!s.amqp_url || strncmp(s.amqp_url, "amqps://", 8)))
+            abort();
         conn_spec_free(&s);
     } else if (rc == JP_ECONFIG) {
         p = (const char *)data;

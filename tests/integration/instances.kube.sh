@@ -9,8 +9,9 @@
 # - every Job (and the Pod the Job controller makes of it) has the restricted Pod Security
 #   fields; a template that asks for more keeps it, and the controller warns once;
 # - the workers log in as a broker user whose password is S3cr:t@x/%y and drain both queues,
-#   every message run exactly once; green's over amqps:// with the CA from rabbitmq.caSecret
-#   (the node simulator mounts the Secret as a kubelet would);
+#   every message run exactly once; green's over amqps:// with the CA from rabbitmq.caSecret,
+#   to a TLS listener that requires a client certificate, which they show from
+#   rabbitmq.certSecret (the node simulator mounts the Secrets as a kubelet would);
 # - blue (successfulHistory 0) deletes its finished Jobs; green's (history 10) all stay;
 # - blue's config names no namespace: it works in POD_NAMESPACE; without POD_NAME, its
 #   TemplateRejected Event is warned about once instead of dropped in silence.
@@ -45,21 +46,26 @@ mq PUT "/api/permissions/%2F/$WUSER" '{"configure":".*","write":".*","read":".*"
 k POST "/api/v1/namespaces/$NS/secrets" "$(jq -n --arg u "$WUSER" --arg p "$WPASS" \
   '{metadata:{name:"jobpool-worker"},stringData:{username:$u,password:$p}}')" >/dev/null
 # green's workers reach the broker over amqps:// (socat with a certificate of a private CA in
-# front of it): the CA only reaches them through rabbitmq.caSecret.
+# front of it, requiring a client certificate that CA signed): the CA only reaches them through
+# rabbitmq.caSecret, their certificate through rabbitmq.certSecret.
 mkdir -p "$T/tls"
 ( cd "$T/tls" &&
   openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj "/CN=jobpool inst CA" &&
   openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj "/CN=localhost" &&
   printf 'subjectAltName=DNS:localhost\n' > ext &&
-  openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 -extfile ext
-) >/dev/null 2>&1 || bad "could not make a test CA and certificate with openssl"
+  openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 -extfile ext &&
+  openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj "/CN=green worker" &&
+  openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2
+) >/dev/null 2>&1 || bad "could not make a test CA and certificates with openssl"
 TLSPORT=$(free_port)
 command -v socat >/dev/null || bad "socat is not installed (tests/env/deps.sh test installs it)"
-socat "OPENSSL-LISTEN:$TLSPORT,bind=127.0.0.1,cert=$T/tls/srv.pem,key=$T/tls/srv.key,verify=0,reuseaddr,fork" \
-  "TCP:127.0.0.1:$JOBPOOL_TEST_AMQP_PORT" 2>/dev/null &
+socat "OPENSSL-LISTEN:$TLSPORT,bind=127.0.0.1,cert=$T/tls/srv.pem,key=$T/tls/srv.key,cafile=$T/tls/ca.pem,verify=1,reuseaddr,fork" \
+  "TCP:127.0.0.1:$JOBPOOL_TEST_AMQP_PORT" 2>"$T/socat.log" &
 pids+=($!)
 k POST "/api/v1/namespaces/$NS/secrets" "$(jq -n --rawfile ca "$T/tls/ca.pem" \
   '{metadata:{name:"rabbitmq-ca"},stringData:{"ca.crt":$ca}}')" >/dev/null
+k POST "/api/v1/namespaces/$NS/secrets" "$(jq -n --rawfile c "$T/tls/client.pem" --rawfile key "$T/tls/client.key" \
+  '{metadata:{name:"rabbitmq-client"},type:"kubernetes.io/tls",stringData:{"tls.crt":$c,"tls.key":$key}}')" >/dev/null
 for q in inst.blue inst.green inst.broken inst.rx.one inst.rx.two; do
   mq DELETE "/api/queues/%2F/$q" >/dev/null 2>&1
   mq PUT "/api/queues/%2F/$q" '{"durable":true}' >/dev/null
@@ -114,6 +120,8 @@ config green inst.green 10 "              securityContext: {allowPrivilegeEscala
   sed "s|amqpUrl: amqp://127.0.0.1:$JOBPOOL_TEST_AMQP_PORT|amqpUrl: amqps://localhost:$TLSPORT|" \
   > "$T/green.yaml"
 grep -q "amqpUrl: amqps://localhost:$TLSPORT" "$T/green.yaml" || bad "green's config has no amqps:// URL"
+sed -i 's|^  caSecret: {name: rabbitmq-ca}$|&\n  certSecret: {name: rabbitmq-client}|' "$T/green.yaml"
+grep -q "certSecret: {name: rabbitmq-client}" "$T/green.yaml" || bad "green's config has no certSecret"
 # And a regex pool: each Job is given one concrete queue.
 cat >> "$T/green.yaml" <<EOC
   - name: rx
@@ -197,6 +205,14 @@ for o, inst, ps in [(j["metadata"]["name"], j["metadata"]["labels"].get("jobpool
          o + " ca mount")
     need(any(v.get("secret", {}).get("secretName") == "rabbitmq-ca" for v in ps.get("volumes", [])),
          o + " ca volume")
+    # green's workers show a client certificate; blue's have none to show.
+    cert = {"JOBPOOL_CERT_FILE": "/etc/jobpool/cert/tls.crt", "JOBPOOL_KEY_FILE": "/etc/jobpool/cert/tls.key"}
+    for v, f in cert.items():
+        need(env.get(v, {}).get("value") == (f if inst == "green" else None), o + " " + v)
+    need(any(m["mountPath"] == "/etc/jobpool/cert" and m.get("readOnly") for m in c.get("volumeMounts", []))
+         == (inst == "green"), o + " cert mount")
+    need(any(v.get("secret", {}).get("secretName") == "rabbitmq-client" for v in ps.get("volumes", []))
+         == (inst == "green"), o + " cert volume")
     need(ps.get("automountServiceAccountToken") is False, o + " automount")
     sc = ps.get("securityContext", {})
     need(sc.get("runAsNonRoot") is True, o + " runAsNonRoot")
@@ -211,7 +227,7 @@ need(n_true == green, "the template's allowPrivilegeEscalation true kept on gree
 need(len(pods) >= len(jobs) and jobs, "a pod for every Job")
 print("shape-ok" if not bad else "shape-bad: " + ", ".join(bad[:8]))
 EOP
-check "Jobs and Pods: secretKeyRef login, URL, CA, restricted fields ($(cat "$T/shape.txt"))" \
+check "Jobs and Pods: secretKeyRef login, URL, CA, client certificate (green's), restricted fields ($(cat "$T/shape.txt"))" \
   grep -qx shape-ok "$T/shape.txt"
 check "green warns once that its template asks for more than restricted" bash -c \
   "[ \$(grep -c 'asks for more than Pod Security' '$T/green.log') = 1 ] && grep -q 'allowPrivilegeEscalation=true' '$T/green.log'"
@@ -235,6 +251,8 @@ check "workers logged in as $WUSER (no worker left connected: ${logins:-?})" [ "
 check "the workers never printed the password" bash -c "! cat '$T'/example-*.log | grep -qF '$WPASS'"
 check "green's workers verified the broker with the CA from caSecret (no TLS failure logged)" \
   bash -c "! cat '$T'/example-*.log '$T'/rx-*.log 2>/dev/null | grep -qi 'verification failed'"
+check "the TLS listener refused no handshake (green's workers showed the certificate from certSecret)" \
+  bash -c "! grep -q 'SSL_accept' '$T/socat.log'"
 wait_for 30 counts_are 0 $NG $NG
 check "blue (successfulHistory 0) deletes its finished Jobs; green keeps all $NG ($(njobs blue), $(njobs green))" \
   counts_are 0 $NG $NG
