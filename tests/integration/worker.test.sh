@@ -356,6 +356,56 @@ else
   kill "$sp"; wait "$sp" 2>/dev/null
 fi
 
+echo "== worker: amqps with a client certificate (socat that requires one in front of the broker)"
+( cd "$T/tls" &&
+  openssl req -newkey rsa:2048 -nodes -keyout cli.key -out cli.csr -subj "/CN=jobpool worker" &&
+  openssl x509 -req -in cli.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cli.pem -days 2 &&
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout ca2.key -out ca2.pem -days 2 -subj "/CN=another CA" &&
+  openssl req -newkey rsa:2048 -nodes -keyout oth.key -out oth.csr -subj "/CN=jobpool worker" &&
+  openssl x509 -req -in oth.csr -CA ca2.pem -CAkey ca2.key -CAcreateserial -out oth.pem -days 2 &&
+  openssl pkey -in cli.key -aes256 -passout pass:jobpool-test -out cli-enc.key
+) >/dev/null 2>&1 || bad "could not make client certificates with openssl"
+mp=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+if ! command -v socat >/dev/null; then
+  bad "socat is not installed (tests/env/deps.sh test installs it)"
+else
+  # verify=1 with a cafile: socat refuses a client without a certificate signed by the test CA.
+  socat "OPENSSL-LISTEN:$mp,bind=127.0.0.1,cert=$T/tls/srv.pem,key=$T/tls/srv.key,cafile=$T/tls/ca.pem,verify=1,reuseaddr,fork" \
+    "TCP:127.0.0.1:$(p=${U##*:}; echo "${p%%/*}")" 2>/dev/null &
+  sp=$!; bgpids+=("$sp")
+  for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$mp") 2>/dev/null && break; sleep 0.1; done
+  declare_q wt.mtls
+  MU="amqps://jobpool:$PASS@localhost:$mp/"
+  MENV=(env -u JOBPOOL_TEST_AMQP_URL -u JOBPOOL_TEST_RMQ_PASS JOBPOOL_QUEUE=wt.mtls JOBPOOL_CA_FILE="$T/tls/ca.pem")
+  publish wt.mtls 'mtls flags'
+  "${MENV[@]}" JOBPOOL_AMQP_URL="$MU" "$W" --idle-timeout 5s --cert-file "$T/tls/cli.pem" \
+    --key-file "$T/tls/cli.key" -- cat >"$T/mtls1.out" 2>"$T/mtls1.err"; rc=$?
+  check "--cert-file/--key-file: task ran, exit 0, message consumed (got $rc)" \
+    eval '[ "$rc" = 0 ] && [ "$(cat "$T/mtls1.out")" = "mtls flags" ] && [ "$(count wt.mtls)" = 0 ]'
+  publish wt.mtls 'mtls env'
+  "${MENV[@]}" JOBPOOL_AMQP_URL="$MU" JOBPOOL_CERT_FILE="$T/tls/cli.pem" JOBPOOL_KEY_FILE="$T/tls/cli.key" \
+    "$W" --idle-timeout 5s -- cat >"$T/mtls2.out" 2>"$T/mtls2.err"; rc=$?
+  check "JOBPOOL_CERT_FILE/JOBPOOL_KEY_FILE: task ran, exit 0, message consumed (got $rc)" \
+    eval '[ "$rc" = 0 ] && [ "$(cat "$T/mtls2.out")" = "mtls env" ] && [ "$(count wt.mtls)" = 0 ]'
+  publish wt.mtls 'keep me'
+  expect2 "no client certificate: the broker refuses the handshake" "refused the handshake: .*no client certificate" \
+    "${MENV[@]}" JOBPOOL_AMQP_URL="$MU" "$W" --idle-timeout 5s -- cat
+  check "...and the message is still in the queue" [ "$(count wt.mtls)" = 1 ]
+  expect2 "a client certificate signed by another CA: refused" "refused the handshake: .*$T/tls/oth.pem" \
+    "${MENV[@]}" JOBPOOL_AMQP_URL="$MU" "$W" --idle-timeout 5s --cert-file "$T/tls/oth.pem" --key-file "$T/tls/oth.key" -- cat
+  check "...and the message is still in the queue" [ "$(count wt.mtls)" = 1 ]
+  expect2 "only --cert-file" "--key-file.* is missing" \
+    "${MENV[@]}" JOBPOOL_AMQP_URL="$MU" "$W" --cert-file "$T/tls/cli.pem" -- cat
+  expect2 "a client certificate with amqp://" "a client certificate needs amqps://" \
+    "${MENV[@]}" JOBPOOL_AMQP_URL="$U" "$W" --cert-file "$T/tls/cli.pem" --key-file "$T/tls/cli.key" -- cat
+  expect2 "a key that does not match the certificate" "cannot load client certificate .* with key $T/tls/oth.key" \
+    "${MENV[@]}" JOBPOOL_AMQP_URL="$MU" "$W" --cert-file "$T/tls/cli.pem" --key-file "$T/tls/oth.key" -- cat
+  expect2 "an encrypted key" "with key $T/tls/cli-enc.key" \
+    "${MENV[@]}" JOBPOOL_AMQP_URL="$MU" "$W" --cert-file "$T/tls/cli.pem" --key-file "$T/tls/cli-enc.key" -- cat
+  check "...and after all of these the message is still in the queue" [ "$(count wt.mtls)" = 1 ]
+  kill "$sp"; wait "$sp" 2>/dev/null
+fi
+
 echo "== worker: the example task from docs/worker.md"
 declare_q wt.example
 publish wt.example 'three little words' '{"message_id":"ex-1","headers":{"priority":"high"}}'

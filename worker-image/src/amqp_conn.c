@@ -9,6 +9,8 @@
 #include <amqp_tcp_socket.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/err.h> /* only to say why librabbitmq's TLS socket failed */
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -167,32 +169,104 @@ static int reply_check(struct aconn *c, amqp_rpc_reply_t r, const char *what, en
     return rc;
 }
 
+/* OpenSSL's first reason for the TLS failure that librabbitmq just reported as one status
+ * ("key values mismatch", "tlsv13 alert certificate required"); "" when it left none. */
+static const char *tls_reason(void)
+{
+    const char *r = ERR_reason_error_string(ERR_peek_error());
+    return r ? r : "";
+}
+
+/* The TLS alert the broker ended the session with ("tlsv13 alert certificate required"), or
+ * NULL when OpenSSL saw none. */
+static const char *tls_alert(void)
+{
+    unsigned long e = ERR_peek_error();
+    if (ERR_GET_LIB(e) != ERR_LIB_SSL || ERR_GET_REASON(e) < SSL_AD_REASON_OFFSET) return NULL;
+    return tls_reason();
+}
+
+/* The broker refused this client at the TLS layer: it wants a client certificate, or does not
+ * trust the one given. A retry meets the same refusal, so this is bad input. */
+static void log_tls_refused(const struct amqp_connection_info *info,
+                            const struct aconn_opts *opts, const char *why)
+{
+    if (opts->cert_file)
+        log_error("tls: the broker at %s:%d refused the handshake: %s (client certificate %s)",
+                  info->host, info->port, why, opts->cert_file);
+    else
+        log_error("tls: the broker at %s:%d refused the handshake: %s (no client certificate "
+                  "given: see --cert-file and --key-file)", info->host, info->port, why);
+}
+
+/* Load the client certificate and key into sock. A readable file that will not load gets
+ * librabbitmq's status and OpenSSL's reason, which says which part failed. */
+static int load_client_cert(amqp_socket_t *sock, const struct aconn_opts *opts)
+{
+    const char *const files[] = {opts->cert_file, opts->key_file};
+    const char *const names[] = {"client certificate", "client key"};
+    for (int i = 0; i < 2; i++)
+        if (access(files[i], R_OK) != 0) {
+            log_error("cannot read %s %s: %s", names[i], files[i], strerror(errno));
+            return JP_ECONFIG;
+        }
+    /* Without a password set, OpenSSL prompts on the terminal for an encrypted key; with an
+     * empty one it fails at once ("bad decrypt"). */
+    amqp_ssl_socket_set_key_passwd(sock, "");
+    ERR_clear_error();
+    int st = amqp_ssl_socket_set_key(sock, opts->cert_file, opts->key_file);
+    if (st != AMQP_STATUS_OK) {
+        log_error("cannot load client certificate %s with key %s: %s (%s); the key must be "
+                  "unencrypted PEM and match the certificate", opts->cert_file, opts->key_file,
+                  amqp_error_string2(st), tls_reason());
+        return JP_ECONFIG;
+    }
+    return 0;
+}
+
+/* A TLS socket that verifies the broker's certificate and name, with the client certificate
+ * when one is given. */
+static int tls_socket(struct aconn *c, const struct aconn_opts *opts, amqp_socket_t **out,
+                      enum aconn_fail *fail)
+{
+    *out = NULL;
+    amqp_socket_t *sock = amqp_ssl_socket_new(c->conn);
+    if (!sock) {
+        log_error("cannot create a tls socket");
+        *fail = ACONN_FAIL_BROKER;
+        return JP_ENOMEM;
+    }
+    *fail = ACONN_FAIL_INPUT;
+    const char *ca = opts->ca_file;
+    if (!ca && access(ACONN_SYSTEM_CA, R_OK) == 0) ca = ACONN_SYSTEM_CA;
+    if (!ca) {
+        log_error("amqps needs a CA file: give --ca-file or JOBPOOL_CA_FILE");
+        return JP_ECONFIG;
+    }
+    int st = amqp_ssl_socket_set_cacert(sock, ca);
+    if (st != AMQP_STATUS_OK) {
+        log_error("cannot load CA file %s: %s", ca, amqp_error_string2(st));
+        return JP_ECONFIG;
+    }
+    int rc = opts->cert_file ? load_client_cert(sock, opts) : 0;
+    if (rc) return rc;
+    amqp_ssl_socket_set_verify_peer(sock, 1);
+    amqp_ssl_socket_set_verify_hostname(sock, 1);
+    *out = sock;
+    return 0;
+}
+
 static int connect_socket(struct aconn *c, const struct amqp_connection_info *info,
                           const struct aconn_opts *opts, enum aconn_fail *fail)
 {
     amqp_socket_t *sock;
     if (info->ssl) {
-        sock = amqp_ssl_socket_new(c->conn);
-        if (!sock) {
-            log_error("cannot create a tls socket");
-            *fail = ACONN_FAIL_BROKER;
-            return JP_ENOMEM;
-        }
-        const char *ca = opts->ca_file;
-        if (!ca && access(ACONN_SYSTEM_CA, R_OK) == 0) ca = ACONN_SYSTEM_CA;
-        if (!ca) {
-            log_error("amqps needs a CA file: give --ca-file or JOBPOOL_CA_FILE");
-            *fail = ACONN_FAIL_INPUT;
-            return JP_ECONFIG;
-        }
-        int st = amqp_ssl_socket_set_cacert(sock, ca);
-        if (st != AMQP_STATUS_OK) {
-            log_error("cannot load CA file %s: %s", ca, amqp_error_string2(st));
-            *fail = ACONN_FAIL_INPUT;
-            return JP_ECONFIG;
-        }
-        amqp_ssl_socket_set_verify_peer(sock, 1);
-        amqp_ssl_socket_set_verify_hostname(sock, 1);
+        int rc = tls_socket(c, opts, &sock, fail);
+        if (rc) return rc;
+    } else if (opts->cert_file) {
+        log_error("a client certificate needs amqps://: the broker url is amqp://");
+        *fail = ACONN_FAIL_INPUT;
+        return JP_ECONFIG;
     } else {
         sock = amqp_tcp_socket_new(c->conn);
         if (!sock) {
@@ -202,12 +276,20 @@ static int connect_socket(struct aconn *c, const struct amqp_connection_info *in
         }
     }
     struct timeval tv = ms_to_tv(opts->timeout_ms);
+    ERR_clear_error();
     int st = amqp_socket_open_noblock(sock, info->host, info->port, &tv);
     if (st == AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED || st == AMQP_STATUS_SSL_PEER_VERIFY_FAILED) {
         /* A certificate that does not verify will not verify on a retry either. */
         log_error("tls: the certificate of %s:%d does not verify against %s: %s", info->host,
                   info->port, opts->ca_file ? opts->ca_file : ACONN_SYSTEM_CA,
                   amqp_error_string2(st));
+        *fail = ACONN_FAIL_INPUT;
+        return JP_ETLS;
+    }
+    /* TLS 1.2 refuses a client certificate (or its lack) inside the handshake, with an alert. */
+    const char *alert = st == AMQP_STATUS_SSL_CONNECTION_FAILED ? tls_alert() : NULL;
+    if (alert) {
+        log_tls_refused(info, opts, alert);
         *fail = ACONN_FAIL_INPUT;
         return JP_ETLS;
     }
@@ -274,10 +356,24 @@ int aconn_open(const struct aconn_opts *opts, struct aconn **out, enum aconn_fai
                                .value = {.kind = AMQP_FIELD_KIND_UTF8,
                                          .value.bytes = amqp_cstring_bytes(cname)}};
     amqp_table_t props = {.num_entries = 1, .entries = &prop};
+    ERR_clear_error();
     amqp_rpc_reply_t r = amqp_login_with_properties(c->conn, c->vhost, 0, ACONN_FRAME_MAX,
                                                     opts->heartbeat_s, &props,
                                                     AMQP_SASL_METHOD_PLAIN, info.user,
                                                     info.password);
+    /* TLS 1.3 takes the client certificate after the handshake is done as far as the client can
+     * tell, so a refusal fails the first read instead, before the broker's connection.start.
+     * The alert comes with it unless the broker's reset to our protocol header overtook it. */
+    if (info.ssl && r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+        r.library_error == AMQP_STATUS_SSL_ERROR &&
+        amqp_get_server_properties(c->conn)->num_entries == 0) {
+        const char *alert = tls_alert();
+        log_tls_refused(&info, opts, alert ? alert : "it reset the connection before any AMQP");
+        mark_lost(c);
+        *fail = ACONN_FAIL_INPUT;
+        rc = JP_ETLS;
+        goto out;
+    }
     if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
         (r.library_error == AMQP_STATUS_CONNECTION_CLOSED ||
          r.library_error == AMQP_STATUS_SOCKET_CLOSED)) {

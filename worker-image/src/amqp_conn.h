@@ -14,6 +14,8 @@ struct aconn_opts {
     const char *password; /* no percent-decoding (JOBPOOL_AMQP_USERNAME/_PASSWORD) */
     const char *queue;    /* required; must already exist (passive declare) */
     const char *ca_file;  /* amqps: CA bundle (PEM); NULL uses the system bundle if present */
+    const char *cert_file; /* amqps: client certificate (PEM, may hold its chain), or NULL; */
+    const char *key_file;  /* its private key (unencrypted PEM); both or neither */
     int heartbeat_s;      /* AMQP heartbeat; 0 disables */
     int64_t timeout_ms;   /* connect and per-RPC timeout */
     /* Called once the broker has confirmed the consumer (basic.consume-ok), i.e. once the
@@ -46,7 +48,10 @@ void aconn_url_free(struct aconn_url *u);
 /* Parse opts->url (never logging its password; the password is registered with
  * log_add_secret), connect, log in, open channel 1, check the queue exists with a passive
  * declare and set basic.qos(prefetch_count=1). On failure logs one line, sets *fail and returns
- * a negative jp_err; *out is NULL then. Free with aconn_free. */
+ * a negative jp_err; *out is NULL then. Free with aconn_free. A broker certificate that does not
+ * verify, and a TLS session the broker refuses (an alert, or with TLS 1.3 a session it drops
+ * before its first AMQP frame: no client certificate, or one it does not trust) are JP_ETLS with
+ * ACONN_FAIL_INPUT: a retry would meet the same refusal. */
 int aconn_open(const struct aconn_opts *opts, struct aconn **out, enum aconn_fail *fail);
 
 /* Close the connection politely when it is still up, then free everything. NULL is fine.

@@ -47,6 +47,9 @@ static const char usage_[] =
     "                     count it as a failed attempt (default 0: none). Keep D + --grace\n"
     "                     below the broker's consumer_timeout\n"
     "  --ca-file PATH     CA bundle for amqps:// (default $JOBPOOL_CA_FILE, then the system one)\n"
+    "  --cert-file PATH   client certificate for amqps:// (PEM, may hold its chain; default\n"
+    "                     $JOBPOOL_CERT_FILE); needs --key-file\n"
+    "  --key-file PATH    its private key, unencrypted PEM (default $JOBPOOL_KEY_FILE)\n"
     "  --queue NAME       the queue (default $JOBPOOL_QUEUE)\n"
     "  --vhost NAME       the vhost; overrides the URL's (default $JOBPOOL_VHOST)\n"
     "  --help, --version\n"
@@ -55,7 +58,7 @@ static const char usage_[] =
     "  JOBPOOL_AMQP_URL        amqp[s]://user:pass@host[:port]/vhost (or JOBPOOL_AMQP_URL_FILE)\n"
     "  JOBPOOL_AMQP_USERNAME, JOBPOOL_AMQP_PASSWORD (or _FILE)   the login, as it is (no\n"
     "                          percent-encoding); overrides the URL's user info\n"
-    "  JOBPOOL_QUEUE, JOBPOOL_VHOST, JOBPOOL_CA_FILE\n"
+    "  JOBPOOL_QUEUE, JOBPOOL_VHOST, JOBPOOL_CA_FILE, JOBPOOL_CERT_FILE, JOBPOOL_KEY_FILE\n"
     "  JOBPOOL_IDLE_TIMEOUT, JOBPOOL_MAX_ATTEMPTS, JOBPOOL_GRACE, JOBPOOL_TASK_TIMEOUT\n"
     "                          defaults for the flags\n"
     "  JOBPOOL_RESULT_FILE     where to report progress: waiting, task wait=S [duration=S], no-task\n"
@@ -73,7 +76,9 @@ static const char usage_[] =
     "       x-jobpool-attempt + 1, or dead-lettered after the last, without running the task\n"
     "  N    the task exited N (128+S when killed by signal S); the message was requeued with\n"
     "       x-jobpool-attempt + 1, or rejected to the dead-letter exchange after the last attempt\n"
-    "  2    bad input: flags, URL, missing queue, access refused, empty or unrunnable command\n"
+    "  2    bad input: flags, URL, missing queue, access refused, empty or unrunnable command;\n"
+    "       a broker certificate that does not verify, or a TLS handshake the broker refused\n"
+    "       (client certificate missing or not trusted)\n"
     "  69   the broker could not be reached, or was lost before a message arrived\n"
     "  70   internal error\n"
     "  75   the task ran but the broker connection was lost, so its result could not be\n"
@@ -88,6 +93,8 @@ struct worker_opts {
     int64_t grace_ms;
     int64_t task_timeout_ms;   /* 0: none */
     const char *ca_file;
+    const char *cert_file;
+    const char *key_file;
     const char *queue;
     const char *vhost;
     char *url;         /* owned */
@@ -267,6 +274,8 @@ static int parse_args(int argc, char **argv, struct worker_opts *o)
     o->grace_ms = 25000;
     if (env_defaults(o)) return EXIT_INPUT;
     o->ca_file = env_nonempty("JOBPOOL_CA_FILE");
+    o->cert_file = env_nonempty("JOBPOOL_CERT_FILE");
+    o->key_file = env_nonempty("JOBPOOL_KEY_FILE");
     o->queue = env_nonempty("JOBPOOL_QUEUE");
     o->vhost = env_nonempty("JOBPOOL_VHOST");
     int i = 1;
@@ -287,7 +296,7 @@ static int parse_args(int argc, char **argv, struct worker_opts *o)
         if (strncmp(a, "--", 2) != 0) break; /* the command starts here */
         static const char *const with_value[] = {"--idle-timeout", "--max-attempts", "--grace",
                                                  "--ca-file", "--queue", "--vhost",
-                                                 "--task-timeout"};
+                                                 "--task-timeout", "--cert-file", "--key-file"};
         const char *val = NULL;
         size_t k;
         for (k = 0; k < sizeof with_value / sizeof *with_value; k++) {
@@ -314,7 +323,9 @@ static int parse_args(int argc, char **argv, struct worker_opts *o)
         case 3: o->ca_file = val; break;
         case 4: o->queue = val; break;
         case 5: o->vhost = val; break;
-        default: rc = util_parse_duration(val, &o->task_timeout_ms); break;
+        case 6: rc = util_parse_duration(val, &o->task_timeout_ms); break;
+        case 7: o->cert_file = val; break;
+        case 8: o->key_file = val; break;
         }
         if (rc) {
             fprintf(stderr, "jobpool-worker: bad value '%s' for %s: %s\n", val, with_value[k],
@@ -325,6 +336,13 @@ static int parse_args(int argc, char **argv, struct worker_opts *o)
     o->cmd = argv + i;
     if (i >= argc || !argv[i][0]) {
         fprintf(stderr, "jobpool-worker: no task command: give it after -- (see --help)\n");
+        return EXIT_INPUT;
+    }
+    if (!o->cert_file != !o->key_file) {
+        const char *missing = o->cert_file ? "--key-file (or JOBPOOL_KEY_FILE)"
+                                           : "--cert-file (or JOBPOOL_CERT_FILE)";
+        fprintf(stderr, "jobpool-worker: a client certificate needs both files: %s is missing\n",
+                missing);
         return EXIT_INPUT;
     }
     const char *url = getenv("JOBPOOL_AMQP_URL");
@@ -531,7 +549,8 @@ int main(int argc, char **argv)
 
     struct aconn_opts ao = {.url = o.url, .vhost = o.vhost, .queue = o.queue,
                             .username = o.username, .password = o.password,
-                            .ca_file = o.ca_file, .heartbeat_s = 60, .timeout_ms = 10000,
+                            .ca_file = o.ca_file, .cert_file = o.cert_file,
+                            .key_file = o.key_file, .heartbeat_s = 60, .timeout_ms = 10000,
                             .on_consuming = on_consuming};
     enum aconn_fail fail;
     int rc = aconn_open(&ao, &c, &fail);
