@@ -550,7 +550,12 @@ static int amqp_reply_err(struct rmq_client *c, amqp_rpc_reply_t r, const char *
     case AMQP_RESPONSE_NORMAL: return 0;
     case AMQP_RESPONSE_LIBRARY_EXCEPTION: {
         char tls[96] = "";
-        if (amqp_status_err(r.library_error) == JP_ETLS) tls_detail(tls, sizeof tls);
+        if (amqp_status_err(r.library_error) == JP_ETLS && !tls_detail(tls, sizeof tls)[0] &&
+            !strcmp(what, "login"))
+            /* A TLS 1.3 server refuses a client certificate after the handshake, and its reset
+             * can overtake the alert that says so. */
+            snprintf(tls, sizeof tls, " before the broker's first AMQP frame (a refused client "
+                                      "certificate?)");
         set_err(c, NULL, "amqp %s: %s%s", what, amqp_error_string2(r.library_error), tls);
         return amqp_status_err(r.library_error);
     }
