@@ -262,9 +262,20 @@ PY
       if [ -z "$left" ]; then ok "the controller as the ServiceAccount (leader through the chart's Lease) deleted the 3 Jobs that stayed pending past pendingTimeout"
       else bad "pass 2 left $(grep -c . <<<"$left") of the first Jobs:"; sed 's/^/    /' "$tmp/controller.log"; fi
     else bad "reconcile pass 2 as the ServiceAccount failed:"; sed 's/^/    /' "$tmp/controller.log"; fi
-    if "$kubectl" -n "$ns" get events -o jsonpath='{range .items[*]}{.source.component} {.reason}{"\n"}{end}' \
-       | grep -q '^jobpool ScaledUp$'; then ok "the ServiceAccount wrote its Events (ScaledUp)"
-    else bad "no ScaledUp Event from the controller:"; grep -i 'event' "$tmp/controller.log" | sed 's/^/    /'; fi
+    # The Events of both runs (ScaledUp for the Jobs made, PendingTimeout for those deleted). A
+    # listing that fails is tried again, and what kubectl said is kept for the failure message.
+    events_of() {
+      "$kubectl" -n "$ns" get events -o jsonpath='{range .items[*]}{.source.component} {.reason}{"\n"}{end}' \
+        2>>"$tmp/events.err" > "$tmp/events.txt"
+    }
+    for _ in 1 2 3 4 5; do events_of && grep -q '^jobpool ScaledUp$' "$tmp/events.txt" && break; sleep 1; done
+    if grep -q '^jobpool ScaledUp$' "$tmp/events.txt"; then
+      ok "the ServiceAccount wrote its Events ($(sort "$tmp/events.txt" | uniq -c | grep jobpool | awk '{print $3 " x" $1}' | tr '\n' ' '))"
+    else
+      bad "no ScaledUp Event from the controller:"
+      { echo "events listed:"; cat "$tmp/events.txt"; echo "kubectl said:"; cat "$tmp/events.err"
+        echo "the controller's log:"; grep -iE 'event|created|jobs' "$tmp/controller.log"; } | sed 's/^/    /'
+    fi
     grep -qiE 'forbidden|403' "$tmp/controller.log" && { bad "the controller hit a 403:"; grep -iE 'forbidden|403' "$tmp/controller.log" | sed 's/^/    /'; }
   fi
   mgmt -X DELETE "$JOBPOOL_TEST_MGMT_URL/api/queues/%2F/$q" >/dev/null
