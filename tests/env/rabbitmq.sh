@@ -49,7 +49,8 @@ launch() {
     fi
     if ! kill -0 "$(cat "$dir/launcher.pid")" 2>/dev/null; then
       tail -n 30 "$dir/log/stdout.log" "$dir"/log/*.log >&2 2>/dev/null || true
-      die "rabbitmq-server exited during start-up (logs above, in $dir/log)"
+      echo "rabbitmq.sh: rabbitmq-server exited during start-up (logs above, in $dir/log)" >&2
+      return 1
     fi
     sleep 0.5
   done
@@ -80,6 +81,38 @@ halt() {
   [ -z "$pid" ] || kill "$pid" 2>/dev/null || true
 }
 
+# write_instance: fresh ports, and the node's env, config, plugins and cookie in $dir.
+write_instance() {
+  AMQP_PORT=$(free_port); MGMT_PORT=$(free_port); DIST_PORT=$(free_port); EPMD_PORT=$(free_port)
+  cat > "$dir/env" <<EOV
+NODENAME=jobpool-$id@localhost
+AMQP_PORT=$AMQP_PORT
+MGMT_PORT=$MGMT_PORT
+DIST_PORT=$DIST_PORT
+EPMD_PORT=$EPMD_PORT
+USER_NAME=jobpool
+USER_PASS=$USER_PASS
+EOV
+  cat > "$dir/rabbitmq.conf" <<EOV
+listeners.tcp.default = 127.0.0.1:$AMQP_PORT
+management.tcp.ip = 127.0.0.1
+management.tcp.port = $MGMT_PORT
+loopback_users.guest = true
+log.console = false
+log.file.level = warning
+${JOBPOOL_RMQ_CONF:-}
+EOV
+  echo '[rabbitmq_management].' > "$dir/enabled_plugins"
+  if [ -n "${JOBPOOL_RMQ_RABBIT_ENV:-}" ]; then
+    echo "[{rabbit, [$JOBPOOL_RMQ_RABBIT_ENV]}]." > "$dir/advanced.config"
+  else
+    echo '[].' > "$dir/advanced.config"
+  fi
+  head -c 20 /dev/urandom | base64 | tr -dc 'A-Z' | head -c 20 > "$dir/.erlang.cookie"
+  chmod 0400 "$dir/.erlang.cookie"
+  chown -R rabbitmq:rabbitmq "$dir"
+}
+
 print_env() {
   # shellcheck disable=SC1091
   . "$dir/env"
@@ -100,37 +133,23 @@ case "$cmd" in
     chmod 0755 "$dir"
     mkdir -p "$dir/mnesia" "$dir/log"
     id=$(basename "$dir" | tr -dc 'a-zA-Z0-9')
-    AMQP_PORT=$(free_port); MGMT_PORT=$(free_port); DIST_PORT=$(free_port); EPMD_PORT=$(free_port)
     USER_PASS=$(head -c 18 /dev/urandom | base64 | tr -dc 'a-zA-Z0-9')
-    cat > "$dir/env" <<EOV
-NODENAME=jobpool-$id@localhost
-AMQP_PORT=$AMQP_PORT
-MGMT_PORT=$MGMT_PORT
-DIST_PORT=$DIST_PORT
-EPMD_PORT=$EPMD_PORT
-USER_NAME=jobpool
-USER_PASS=$USER_PASS
-EOV
-    cat > "$dir/rabbitmq.conf" <<EOV
-listeners.tcp.default = 127.0.0.1:$AMQP_PORT
-management.tcp.ip = 127.0.0.1
-management.tcp.port = $MGMT_PORT
-loopback_users.guest = true
-log.console = false
-log.file.level = warning
-${JOBPOOL_RMQ_CONF:-}
-EOV
-    echo '[rabbitmq_management].' > "$dir/enabled_plugins"
-    if [ -n "${JOBPOOL_RMQ_RABBIT_ENV:-}" ]; then
-      echo "[{rabbit, [$JOBPOOL_RMQ_RABBIT_ENV]}]." > "$dir/advanced.config"
-    else
-      echo '[].' > "$dir/advanced.config"
-    fi
-    head -c 20 /dev/urandom | base64 | tr -dc 'A-Z' | head -c 20 > "$dir/.erlang.cookie"
-    chmod 0400 "$dir/.erlang.cookie"
-    chown -R rabbitmq:rabbitmq "$dir"
+    # A node that dies while it starts, saying nothing (seen twice in a day of CI runs, with an
+    # empty log; a port taken between free_port and the node's bind is one way), is started
+    # again on fresh ports, at most three times; each failure is reported on stderr.
     trap 'halt; rm -rf "$dir"' ERR
-    launch
+    for attempt in 1 2 3; do
+      write_instance
+      if launch; then break; fi
+      halt   # the failed node's epmd, and anything it left running
+      rm -rf "$dir/mnesia" "$dir/log"
+      mkdir -p "$dir/mnesia" "$dir/log"
+      if [ "$attempt" = 3 ]; then
+        rm -rf "$dir"
+        die "rabbitmq-server did not start in 3 attempts (see above)"
+      fi
+      echo "rabbitmq.sh: starting again on fresh ports (attempt $((attempt + 1)) of 3)" >&2
+    done
     # A user with a real password, so tests can prove it never reaches a log line.
     api PUT /api/users/jobpool "{\"password\":\"$USER_PASS\",\"tags\":\"administrator\"}" >/dev/null
     api PUT /api/permissions/%2F/jobpool '{"configure":".*","write":".*","read":".*"}' >/dev/null
@@ -145,7 +164,7 @@ EOV
     dir=${2:-${JOBPOOL_RMQ_DIR:-}}; [ -n "$dir" ] && [ -f "$dir/env" ] || die "no instance (give DIR)"
     . "$dir/env"
     halt
-    launch
+    launch || die "rabbitmq-server did not start again"
     ;;
   ctl)
     dir=${2:-}; [ -n "$dir" ] && [ -f "$dir/env" ] || die "no instance (give DIR)"
