@@ -570,32 +570,42 @@ static int get_checked(struct ld *l, yaml_node_t *n, const char *path, bool (*ok
 #define SECRET_NAME_FORM "a Secret name (lowercase letters, digits, '-' and '.', at most 253)"
 #define SECRET_KEY_FORM "a Secret key (letters, digits, '-', '_' and '.', at most 253)"
 
-/* rabbitmq.workerSecret: {name, usernameKey, passwordKey}. */
-static int parse_worker_secret(struct ld *l, yaml_node_t *n, struct cfg_worker_secret *ws)
+/* A Secret named at path with two keys of it: {name, keys[1], keys[2]}, the keys defaulting to
+ * defaults[0] and defaults[1] and never the same. rabbitmq.workerSecret and certSecret. */
+static int parse_secret_pair(struct ld *l, yaml_node_t *n, const char *path,
+                             const char *const keys[3], const char *const defaults[2],
+                             char **name, char **key1, char **key2)
 {
-    enum { NAME, UKEY, PKEY, N };
-    static const char *const keys[N] = {"name", "usernameKey", "passwordKey"};
-    static const char *const path = "rabbitmq.workerSecret";
+    enum { NAME, K1, K2, N };
     yaml_node_t *v[N], *k[N];
     char p[KEYPATH_MAX];
     int rc = collect(l, n, path, keys, N, v, k);
     if (rc) return rc;
     if (!v[NAME]) return fail(l, n, pjoin(p, sizeof p, path, "name"), "required key is missing");
     if ((rc = get_checked(l, v[NAME], pjoin(p, sizeof p, path, "name"), dns_subdomain,
-                          SECRET_NAME_FORM, &ws->name)))
+                          SECRET_NAME_FORM, name)))
         return rc;
-    if (v[UKEY] && (rc = get_checked(l, v[UKEY], pjoin(p, sizeof p, path, "usernameKey"),
-                                     secret_key, SECRET_KEY_FORM, &ws->username_key)))
+    if (v[K1] && (rc = get_checked(l, v[K1], pjoin(p, sizeof p, path, keys[K1]), secret_key,
+                                   SECRET_KEY_FORM, key1)))
         return rc;
-    if (v[PKEY] && (rc = get_checked(l, v[PKEY], pjoin(p, sizeof p, path, "passwordKey"),
-                                     secret_key, SECRET_KEY_FORM, &ws->password_key)))
+    if (v[K2] && (rc = get_checked(l, v[K2], pjoin(p, sizeof p, path, keys[K2]), secret_key,
+                                   SECRET_KEY_FORM, key2)))
         return rc;
-    if (!ws->username_key && !(ws->username_key = util_strdup("username"))) return JP_ENOMEM;
-    if (!ws->password_key && !(ws->password_key = util_strdup("password"))) return JP_ENOMEM;
-    if (!strcmp(ws->username_key, ws->password_key))
-        return fail(l, v[PKEY] ? v[PKEY] : n, pjoin(p, sizeof p, path, "passwordKey"),
-                    "must differ from usernameKey ('%.64s')", ws->username_key);
+    if (!*key1 && !(*key1 = util_strdup(defaults[0]))) return JP_ENOMEM;
+    if (!*key2 && !(*key2 = util_strdup(defaults[1]))) return JP_ENOMEM;
+    if (!strcmp(*key1, *key2))
+        return fail(l, v[K2] ? v[K2] : n, pjoin(p, sizeof p, path, keys[K2]),
+                    "must differ from %s ('%.64s')", keys[K1], *key1);
     return 0;
+}
+
+/* rabbitmq.workerSecret: {name, usernameKey, passwordKey}. */
+static int parse_worker_secret(struct ld *l, yaml_node_t *n, struct cfg_worker_secret *ws)
+{
+    static const char *const keys[] = {"name", "usernameKey", "passwordKey"};
+    static const char *const defaults[] = {"username", "password"};
+    return parse_secret_pair(l, n, "rabbitmq.workerSecret", keys, defaults, &ws->name,
+                             &ws->username_key, &ws->password_key);
 }
 
 /* rabbitmq.caSecret: {name, key}. */
@@ -621,29 +631,10 @@ static int parse_ca_secret(struct ld *l, yaml_node_t *n, struct cfg_ca_secret *c
 /* rabbitmq.certSecret: {name, certKey, keyKey}. */
 static int parse_cert_secret(struct ld *l, yaml_node_t *n, struct cfg_cert_secret *cs)
 {
-    enum { NAME, CKEY, KKEY, N };
-    static const char *const keys[N] = {"name", "certKey", "keyKey"};
-    static const char *const path = "rabbitmq.certSecret";
-    yaml_node_t *v[N], *k[N];
-    char p[KEYPATH_MAX];
-    int rc = collect(l, n, path, keys, N, v, k);
-    if (rc) return rc;
-    if (!v[NAME]) return fail(l, n, pjoin(p, sizeof p, path, "name"), "required key is missing");
-    if ((rc = get_checked(l, v[NAME], pjoin(p, sizeof p, path, "name"), dns_subdomain,
-                          SECRET_NAME_FORM, &cs->name)))
-        return rc;
-    if (v[CKEY] && (rc = get_checked(l, v[CKEY], pjoin(p, sizeof p, path, "certKey"), secret_key,
-                                     SECRET_KEY_FORM, &cs->cert_key)))
-        return rc;
-    if (v[KKEY] && (rc = get_checked(l, v[KKEY], pjoin(p, sizeof p, path, "keyKey"), secret_key,
-                                     SECRET_KEY_FORM, &cs->key_key)))
-        return rc;
-    if (!cs->cert_key && !(cs->cert_key = util_strdup("tls.crt"))) return JP_ENOMEM;
-    if (!cs->key_key && !(cs->key_key = util_strdup("tls.key"))) return JP_ENOMEM;
-    if (!strcmp(cs->cert_key, cs->key_key))
-        return fail(l, v[KKEY] ? v[KKEY] : n, pjoin(p, sizeof p, path, "keyKey"),
-                    "must differ from certKey ('%.64s')", cs->cert_key);
-    return 0;
+    static const char *const keys[] = {"name", "certKey", "keyKey"};
+    static const char *const defaults[] = {"tls.crt", "tls.key"};
+    return parse_secret_pair(l, n, "rabbitmq.certSecret", keys, defaults, &cs->name,
+                             &cs->cert_key, &cs->key_key);
 }
 
 static int parse_rabbitmq(struct ld *l, yaml_node_t *n, struct cfg_rabbitmq *r)
